@@ -1,0 +1,70 @@
+"""The plant clock: minute boundaries in UTC, days and years in plant local time.
+
+`minute_seconds` may shorten the minute for tests and demos. Hours are 60 such
+minutes and days 24 such hours: the clock runs `60 / minute_seconds` times faster
+than the wall clock, starting from the Unix epoch, and local calendar periods are
+taken of that scaled time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PlantClock:
+    """Maps wall-clock UTC instants to calculation minutes and local periods."""
+
+    minute_seconds: float = 60.0
+    timezone: str = "Asia/Shanghai"
+
+    @property
+    def _speed(self) -> float:
+        return 60.0 / self.minute_seconds
+
+    def minute_start(self, t: datetime) -> datetime:
+        """Start (UTC) of the calculation minute containing `t`."""
+        s = (t - _EPOCH).total_seconds()
+        return _EPOCH + timedelta(seconds=math.floor(s / self.minute_seconds + 1e-9)
+                                  * self.minute_seconds)
+
+    def next_minute(self, t: datetime) -> datetime:
+        """Start (UTC) of the calculation minute after the one containing `t`."""
+        return self.minute_start(t) + timedelta(seconds=self.minute_seconds)
+
+    def scaled_local(self, t: datetime) -> datetime:
+        """The plant-local calendar time that the (possibly sped-up) clock shows at `t`."""
+        s = (t - _EPOCH).total_seconds() * self._speed
+        return (_EPOCH + timedelta(seconds=s)).astimezone(ZoneInfo(self.timezone))
+
+    def _wall(self, local: datetime) -> datetime:
+        s = (local - _EPOCH).total_seconds() / self._speed
+        return _EPOCH + timedelta(seconds=s)
+
+    def hour_start(self, t: datetime) -> datetime:
+        """Start (UTC, wall clock) of the plant hour containing `t`."""
+        loc = self.scaled_local(t)
+        return self._wall(loc.replace(minute=0, second=0, microsecond=0))
+
+    def day_start(self, t: datetime) -> datetime:
+        """Start (UTC, wall clock) of the plant-local day containing `t`."""
+        loc = self.scaled_local(t)
+        return self._wall(loc.replace(hour=0, minute=0, second=0, microsecond=0))
+
+    def year_start(self, t: datetime) -> datetime:
+        """Start (UTC, wall clock) of the plant-local year containing `t`."""
+        loc = self.scaled_local(t)
+        return self._wall(loc.replace(month=1, day=1, hour=0, minute=0, second=0,
+                                      microsecond=0))
+
+    def year_fraction(self, t: datetime) -> float:
+        """Fraction of the plant-local year that has passed at `t` (for pro-rating)."""
+        loc = self.scaled_local(t)
+        start = loc.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + 1)
+        return (loc - start).total_seconds() / (end - start).total_seconds()

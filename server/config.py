@@ -1,0 +1,443 @@
+"""Plant configuration: YAML validated by pydantic, errors that name file and key path."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from server.errors import ConfigError
+
+WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64"]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Model):
+    """Identity of the site and its local time zone."""
+
+    id: Identifier
+    name: str
+    name_zh: str = ""
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class ClockConfig(_Model):
+    """Length of the calculation minute and the validity rule of a minute."""
+
+    minute_seconds: float = Field(60.0, gt=0, le=3600)
+    min_samples_per_minute: int = Field(12, ge=1)
+
+
+class ConstantsConfig(_Model):
+    """Physical constants of DESIGN.md; all configurable."""
+
+    t0_k: float = Field(273.15, gt=0)
+    p0_pa: float = Field(101325.0, gt=0)
+    co2_density_kg_m3: float = Field(1.964, gt=0)
+
+
+class SimConfig(_Model):
+    """How a simulated instrument produces a register value.
+
+    Either a constant `value`, or a value following the daily load curve between
+    `min` (night trough) and `max` (day peak) plus gaussian `noise` (absolute, 1σ).
+    """
+
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+    noise: float = Field(0.0, ge=0)
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require exactly one way of producing the value."""
+        constant = self.value is not None
+        curve = self.min is not None and self.max is not None
+        if constant == curve:
+            raise ValueError("give either 'value' or both 'min' and 'max'")
+
+
+class ModbusTagConfig(_Model):
+    """One value read from Modbus registers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: Identifier
+    address: int = Field(alias="register", ge=0, le=65535)
+    type: RegisterType = "float32"
+    order: WordOrder = "ABCD"
+    function: Literal["holding", "input"] = "holding"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    description: str = ""
+    description_zh: str = ""
+    sim: SimConfig | None = None
+
+
+class ModbusTcpDeviceConfig(_Model):
+    """A Modbus TCP device (or a gateway's unit id)."""
+
+    id: Identifier
+    protocol: Literal["modbus_tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(502, ge=1, le=65535)
+    device_id: int = Field(1, ge=0, le=255)
+    poll_interval_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    max_gap: int = Field(8, ge=0, le=125)
+    simulate: bool = False
+    tags: list[ModbusTagConfig] = Field(min_length=1)
+
+
+DeviceConfig = Annotated[ModbusTcpDeviceConfig, Field(discriminator="protocol")]
+
+
+class Input(_Model):
+    """A calculation input: a tag, or a constant value."""
+
+    tag: str | None = None
+    value: float | None = None
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require exactly one of tag and value."""
+        if (self.tag is None) == (self.value is None):
+            raise ValueError("give either 'tag' or 'value'")
+
+
+class CemsInputs(_Model):
+    """Instruments of a CEMS source (all in SI / standard units)."""
+
+    velocity_m_s: Input | None = None
+    flow_act_m3_h: Input | None = None
+    co2_pct: Input
+    co2_basis: Literal["dry", "wet"] = "dry"
+    temp_c: Input
+    static_pa: Input = Input(value=0.0)
+    baro_pa: Input = Input(value=101325.0)
+    moisture_pct: Input
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require exactly one flow measurement."""
+        if (self.velocity_m_s is None) == (self.flow_act_m3_h is None):
+            raise ValueError("give either 'velocity_m_s' or 'flow_act_m3_h'")
+
+
+class SourceConfig(_Model):
+    """An emission source (stack) measured by CEMS."""
+
+    id: Identifier
+    name: str
+    name_zh: str = ""
+    kind: Literal["cems"] = "cems"
+    area_m2: float | None = Field(None, gt=0)
+    inputs: CemsInputs
+
+
+class UnitOutputConfig(_Model):
+    """How a unit's product output is measured (electric power, MW)."""
+
+    power_mw: Input
+
+
+class UnitConfig(_Model):
+    """A generating / production unit with its emission sources."""
+
+    id: Identifier
+    name: str
+    name_zh: str = ""
+    output: UnitOutputConfig
+    sources: list[SourceConfig] = Field(min_length=1)
+
+
+class AllowanceConfig(_Model):
+    """The site's annual allowance (t CO2)."""
+
+    annual_t: float = Field(0.0, ge=0)
+
+
+class Target(_Model):
+    """What an alarm rule watches: a field of a source, a unit or the site."""
+
+    source: str | None = None
+    unit: str | None = None
+    site: bool = False
+    field: str
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require exactly one kind of target."""
+        if sum([self.source is not None, self.unit is not None, self.site]) != 1:
+            raise ValueError("give exactly one of 'source', 'unit' or 'site: true'")
+
+
+class ThresholdRuleConfig(_Model):
+    """Warning (预警) and alarm (报警) levels on one value."""
+
+    id: Identifier
+    kind: Literal["threshold"] = "threshold"
+    name: str = ""
+    target: Target
+    direction: Literal["high", "low"] = "high"
+    warning: float | None = None
+    alarm: float | None = None
+    deadband: float = Field(0.0, ge=0)
+    notify: list[str] = Field(default_factory=list)
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require at least one level, in the right order."""
+        if self.warning is None and self.alarm is None:
+            raise ValueError("give 'warning', 'alarm' or both")
+        if self.warning is not None and self.alarm is not None:
+            bad = self.alarm < self.warning if self.direction == "high" else (
+                self.alarm > self.warning)
+            if bad:
+                raise ValueError(
+                    f"'alarm' level must be beyond 'warning' level for direction "
+                    f"{self.direction!r}")
+
+
+class EmailChannelConfig(_Model):
+    """Notification by email over SMTP."""
+
+    id: Identifier
+    kind: Literal["email"]
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password_env: str | None = None  # name of the environment variable with the password
+    sender: str
+    to: list[str] = Field(min_length=1)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+ChannelConfig = Annotated[EmailChannelConfig, Field(discriminator="kind")]
+
+
+class AlarmsConfig(_Model):
+    """Alarm rules and notification channels."""
+
+    rules: list[ThresholdRuleConfig] = Field(default_factory=list)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+
+
+class OpcUaConfig(_Model):
+    """The OPC UA server."""
+
+    enabled: bool = True
+    endpoint: str = "opc.tcp://0.0.0.0:4840"
+
+
+class WebConfig(_Model):
+    """The web HMI and REST API."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class HistorianConfig(_Model):
+    """The embedded SQLite historian, the system of record."""
+
+    path: str = "var/historian.sqlite"
+
+
+class InfluxConfig(_Model):
+    """An InfluxDB v2 write-API server (InfluxDB 2/3, Cloud, VictoriaMetrics)."""
+
+    url: str
+    org: str = "carbonscada"
+    bucket: str = "carbonscada"
+    token_env: str | None = None  # environment variable holding the token
+    batch_lines: int = Field(5000, ge=1, le=100_000)
+    flush_interval_s: float = Field(5.0, gt=0)
+    outbox_path: str = "var/influx-outbox.sqlite"
+    raw_samples: bool = True
+
+
+class PlantConfig(_Model):
+    """The whole configuration of one site."""
+
+    site: SiteConfig
+    clock: ClockConfig = ClockConfig()
+    constants: ConstantsConfig = ConstantsConfig()
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    units: list[UnitConfig] = Field(default_factory=list)
+    allowance: AllowanceConfig = AllowanceConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
+    opcua: OpcUaConfig = OpcUaConfig()
+    web: WebConfig = WebConfig()
+    historian: HistorianConfig = HistorianConfig()
+    influx: InfluxConfig | None = None
+
+    def tag_index(self) -> dict[str, tuple[DeviceConfig, ModbusTagConfig]]:
+        """Map every tag id to its device and tag configuration."""
+        return {t.id: (d, t) for d in self.devices for t in d.tags}
+
+    def sources(self) -> list[tuple[UnitConfig, SourceConfig]]:
+        """All sources with the unit they belong to, in configuration order."""
+        return [(u, s) for u in self.units for s in u.sources]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("modbus_tcp", "email"):  # discriminator branch names add nothing
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _path(err: Any) -> str:
+    loc = _loc(tuple(err["loc"]))
+    if err["type"] == "union_tag_invalid":
+        return f"{loc}.{str(err['ctx']['discriminator']).strip(chr(39))}"
+    return loc
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "union_tag_invalid":
+        return (f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} "
+                f"{ctx.get('tag')!r} (known: {ctx.get('expected_tags')})")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _cross_check(cfg: PlantConfig) -> list[tuple[str, str]]:
+    """Checks that span several parts of the file; returns (key path, problem)."""
+    problems: list[tuple[str, str]] = []
+    seen_tags: dict[str, str] = {}
+    seen_devices: dict[str, int] = {}
+    endpoints: dict[tuple[str, int, int], str] = {}
+    for i, dev in enumerate(cfg.devices):
+        if dev.id in seen_devices:
+            problems.append((f"devices[{i}].id",
+                             f"duplicate device id {dev.id!r} (also devices[{seen_devices[dev.id]}])"))
+        seen_devices.setdefault(dev.id, i)
+        key = (dev.host, dev.port, dev.device_id)
+        if key in endpoints:
+            problems.append((f"devices[{i}]", f"same host, port and device_id as device "
+                             f"{endpoints[key]!r}"))
+        endpoints.setdefault(key, dev.id)
+        if dev.simulate and not _is_loopback(dev.host):
+            problems.append((f"devices[{i}].host",
+                             f"simulated device must be on loopback, not {dev.host!r}"))
+        for j, tag in enumerate(dev.tags):
+            path = f"devices[{i}].tags[{j}]"
+            if tag.id in seen_tags:
+                problems.append((f"{path}.id",
+                                 f"duplicate tag id {tag.id!r} (first at {seen_tags[tag.id]})"))
+            else:
+                seen_tags[tag.id] = path
+            if dev.simulate and tag.sim is None:
+                problems.append((f"{path}.sim", "simulated device needs 'sim' on every tag"))
+
+    def check_input(path: str, inp: Input | None) -> None:
+        if inp is not None and inp.tag is not None and inp.tag not in seen_tags:
+            problems.append((f"{path}.tag", f"unknown tag {inp.tag!r}"))
+
+    ids: dict[str, str] = {}
+    for i, unit in enumerate(cfg.units):
+        upath = f"units[{i}]"
+        if unit.id in ids:
+            problems.append((f"{upath}.id", f"duplicate id {unit.id!r} (also {ids[unit.id]})"))
+        ids.setdefault(unit.id, upath)
+        check_input(f"{upath}.output.power_mw", unit.output.power_mw)
+        for j, src in enumerate(unit.sources):
+            spath = f"{upath}.sources[{j}]"
+            if src.id in ids:
+                problems.append((f"{spath}.id", f"duplicate id {src.id!r} (also {ids[src.id]})"))
+            ids.setdefault(src.id, spath)
+            if src.inputs.velocity_m_s is not None and src.area_m2 is None:
+                problems.append((f"{spath}.area_m2",
+                                 "CEMS source with a velocity input needs the duct area 'area_m2'"))
+            for name in ("velocity_m_s", "flow_act_m3_h", "co2_pct", "temp_c", "static_pa",
+                         "baro_pa", "moisture_pct"):
+                check_input(f"{spath}.inputs.{name}", getattr(src.inputs, name))
+
+    channel_ids = {c.id for c in cfg.alarms.channels}
+    source_ids = {s.id for _, s in cfg.sources()}
+    unit_ids = {u.id for u in cfg.units}
+    rule_ids: set[str] = set()
+    for i, rule in enumerate(cfg.alarms.rules):
+        rpath = f"alarms.rules[{i}]"
+        if rule.id in rule_ids:
+            problems.append((f"{rpath}.id", f"duplicate rule id {rule.id!r}"))
+        rule_ids.add(rule.id)
+        tgt = rule.target
+        if tgt.source is not None and tgt.source not in source_ids:
+            problems.append((f"{rpath}.target.source", f"unknown source {tgt.source!r}"))
+        if tgt.unit is not None and tgt.unit not in unit_ids:
+            problems.append((f"{rpath}.target.unit", f"unknown unit {tgt.unit!r}"))
+        for k, ch in enumerate(rule.notify):
+            if ch not in channel_ids:
+                problems.append((f"{rpath}.notify[{k}]", f"unknown channel {ch!r}"))
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_config(data: Any, origin: str) -> PlantConfig:
+    """Validate already-loaded YAML data; `origin` names the file in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(origin, "(top level)", "expected a mapping of keys")
+    try:
+        cfg = PlantConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_path(e), _message(e)) for e in exc.errors()]
+        raise ConfigError.many(origin, problems) from None
+    problems = _cross_check(cfg)
+    if problems:
+        raise ConfigError.many(origin, problems)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> PlantConfig:
+    """Read and validate a plant configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(str(p), where, f"not valid YAML: {getattr(exc, 'problem', exc)}"
+                          ) from None
+    return parse_config(data, str(p))

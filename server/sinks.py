@@ -1,0 +1,107 @@
+"""Sinks: independent consumers of minute results and raw samples.
+
+Every sink gets its own queue and task, so a slow or dead sink never delays the
+minute calculation or another sink. A sink's failure is logged once per kind of
+error and the sink keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from server.records import MinuteResult, Sample
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """A consumer of what the server produces."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open connections, bind ports."""
+        ...
+
+    async def on_samples(self, samples: Sequence[Sample]) -> None:
+        """Take a batch of raw samples, in arrival order."""
+        ...
+
+    async def on_minute(self, result: MinuteResult) -> None:
+        """Take the results of one minute cycle."""
+        ...
+
+    async def stop(self) -> None:
+        """Flush what can be flushed and release everything."""
+        ...
+
+
+class QueuedSink:
+    """Runs a sink behind its own bounded queue and task."""
+
+    def __init__(self, sink: Sink, maxsize: int = 10_000) -> None:
+        self.sink = sink
+        self._queue: asyncio.Queue[MinuteResult | Sequence[Sample]] = asyncio.Queue(maxsize)
+        self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
+        self.dropped_sample_batches = 0
+
+    async def start(self) -> None:
+        """Start the sink and its consumer task."""
+        await self.sink.start()
+        self._task = asyncio.create_task(self._consume(), name=f"sink:{self.sink.name}")
+
+    def submit_samples(self, samples: Sequence[Sample]) -> None:
+        """Queue raw samples; if the sink is hopelessly behind, drop them for this sink only."""
+        try:
+            self._queue.put_nowait(samples)
+        except asyncio.QueueFull:
+            self.dropped_sample_batches += 1
+
+    def submit_minute(self, result: MinuteResult) -> None:
+        """Queue a minute result; results are never dropped."""
+        try:
+            self._queue.put_nowait(result)
+        except asyncio.QueueFull:
+            # Results matter more than raw samples: make room by dropping the oldest batch.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self._queue.task_done()
+                self.dropped_sample_batches += 1
+            self._queue.put_nowait(result)
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, MinuteResult):
+                    await self.sink.on_minute(item)
+                else:
+                    await self.sink.on_samples(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a sink's fault must not end the sink
+                text = f"{type(exc).__name__}: {exc}"
+                if text != self._last_error:
+                    log.error("sink %s failed: %s", self.sink.name, text)
+                    self._last_error = text
+            finally:
+                self._queue.task_done()
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait until everything queued so far was handled (or the timeout passes)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+
+    async def stop(self) -> None:
+        """Drain briefly, cancel the consumer and stop the sink."""
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.sink.stop()

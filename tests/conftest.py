@@ -1,0 +1,25 @@
+"""Shared fixtures; the fixtures that start real servers live in tests/fixtures/."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytest_plugins = [
+    "tests.fixtures.victoria",
+    "tests.fixtures.smtp",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def port() -> int:
+    """A free loopback TCP port."""
+    return free_port()
