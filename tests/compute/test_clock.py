@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from compute.clock import PlantClock
+from compute.totals import Totals
+
+
+def test_minutes_align_to_wall_clock() -> None:
+    c = PlantClock(60.0, "Asia/Shanghai")
+    t = datetime(2026, 11, 21, 8, 30, 42, 500_000, tzinfo=UTC)
+    assert c.minute_start(t) == datetime(2026, 11, 21, 8, 30, tzinfo=UTC)
+    assert c.next_minute(t) == datetime(2026, 11, 21, 8, 31, tzinfo=UTC)
+
+
+def test_plant_day_is_local_midnight() -> None:
+    c = PlantClock(60.0, "Asia/Shanghai")
+    # 2026-11-21 17:30 UTC is 2026-11-22 01:30 in Shanghai (UTC+8): the day began 16:00 UTC.
+    t = datetime(2026, 11, 21, 17, 30, tzinfo=UTC)
+    assert c.day_start(t) == datetime(2026, 11, 21, 16, 0, tzinfo=UTC)
+    assert c.year_start(t) == datetime(2025, 12, 31, 16, 0, tzinfo=UTC)
+    assert c.hour_start(t) == datetime(2026, 11, 21, 17, 0, tzinfo=UTC)
+
+
+def test_short_minutes_scale_every_period() -> None:
+    c = PlantClock(2.0, "UTC")  # a "minute" of 2 s: an hour is 120 s, a day 2880 s
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=2881)
+    assert c.minute_start(t) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=2880)
+    assert c.day_start(t) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=2880)
+    assert c.hour_start(t + timedelta(seconds=130)) == (
+        datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=2880 + 120))
+
+
+def test_totals_reset_at_period_boundaries() -> None:
+    c = PlantClock(60.0, "UTC")
+    tot = Totals(c)
+    t = datetime(2026, 12, 31, 23, 58, tzinfo=UTC)
+    tot.seed("x", t, hour=1.0, day=10.0, year=100.0)
+    r = tot.add("x", t, 2.0)
+    assert (r.hour, r.day, r.year) == (3.0, 12.0, 102.0)
+    r = tot.add("x", t + timedelta(minutes=2), 5.0)  # new year
+    assert (r.hour, r.day, r.year) == (5.0, 5.0, 5.0)
+    r = tot.add("x", t + timedelta(minutes=3), float("nan"))
+    assert (r.hour, r.day, r.year) == (5.0, 5.0, 5.0)
