@@ -1,0 +1,230 @@
+"""AlarmSink and the email channel against a real SMTP server (aiosmtpd on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from alarms.email import EmailChannel
+from alarms.engine import AlarmSink
+from server.config import EmailChannelConfig, PlantConfig, parse_config
+from server.errors import SinkError
+from server.records import AlarmEvent
+from tests.alarms.test_rules import T0, minute_result
+from tests.conftest import free_port
+from tests.fixtures.plant import plant_dict
+from tests.fixtures.smtp import SmtpServer
+
+SUBJECT = "[报警 ALARM] 测试电厂 Test Plant source S1 co2_rate_t_h"
+TO = ["ops@example.com", "duty@example.com"]
+
+
+def channel(cid: str, port: int, **kw: Any) -> dict[str, Any]:
+    return {"id": cid, "kind": "email", "host": "127.0.0.1", "port": port,
+            "sender": "carbonscada@example.com", "to": TO, "timeout_s": 2.0, **kw}
+
+
+def config(channels: list[dict[str, Any]], notify: list[str]) -> PlantConfig:
+    data = plant_dict()
+    data["alarms"] = {
+        "rules": [{"id": "co2_high", "name": "High CO2 rate",
+                   "target": {"source": "S1", "field": "co2_rate_t_h"},
+                   "warning": 160.0, "alarm": 180.0, "deadband": 5.0, "notify": notify}],
+        "channels": channels,
+    }
+    return parse_config(data, "test_email")
+
+
+async def test_one_alarm_sends_one_email(smtp_server: SmtpServer) -> None:
+    sink = AlarmSink(config([channel("mail", smtp_server.port)], ["mail"]))
+    seen: list[AlarmEvent] = []
+    sink.subscribe(seen.append)
+    await sink.start()
+    try:
+        await sink.on_minute(minute_result(196_960.0))  # 196.96 t/h ≥ alarm level 180
+        assert [(e.rule, e.previous, e.state) for e in sink.events] == [
+            ("co2_high", "normal", "alarm")]
+        assert seen == sink.events
+        assert sink.active() == sink.events
+
+        (msg,) = await smtp_server.wait_for(1)
+        assert msg["Subject"] == SUBJECT
+        assert msg["From"] == "carbonscada@example.com"
+        assert msg["To"] == "ops@example.com, duty@example.com"
+        (rcv,) = smtp_server.received
+        assert rcv.mail_from == "carbonscada@example.com" and rcv.rcpt_tos == TO
+        text = msg.get_content()
+        assert "数值：196.96" in text and "限值：180" in text
+        assert "Value: 196.96" in text and "Level: 180" in text
+        assert "S1 co2_rate_t_h = 196.96 ≥ 报警限值 180" in text
+        assert "S1 co2_rate_t_h = 196.96 ≥ alarm level 180" in text
+        # 00:03 UTC is 08:03 in Asia/Shanghai; Chinese comes before English.
+        assert "UTC: 2024-05-01 00:03:00" in text
+        assert "Plant time (Asia/Shanghai): 2024-05-01 08:03:00" in text
+        assert text.index("状态：报警") < text.index("State: alarm")
+
+        # Same state next minute: no event, no mail.
+        await sink.on_minute(minute_result(190_000.0, datetime(2024, 5, 1, 0, 4, tzinfo=UTC)))
+        assert len(sink.events) == 1
+        await asyncio.sleep(0.3)
+        assert len(smtp_server.messages) == 1
+
+        # Back to normal: one more mail, and nothing active.
+        await sink.on_minute(minute_result(100_000.0))
+        (_, normal) = await smtp_server.wait_for(2)
+        assert normal["Subject"] == "[恢复 NORMAL] 测试电厂 Test Plant source S1 co2_rate_t_h"
+        assert sink.active() == []
+    finally:
+        await sink.stop()
+
+
+async def test_dead_channel_does_not_block(smtp_server: SmtpServer,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    dead_port = free_port()
+    cfg = config([channel("dead", dead_port), channel("mail", smtp_server.port)],
+                 ["dead", "mail"])
+    sink = AlarmSink(cfg, retry_delays_s=(0.05, 0.05))
+    caplog.set_level(logging.DEBUG, logger="alarms.engine")
+    try:
+        started = time.monotonic()
+        await sink.on_minute(minute_result(196_960.0))
+        await sink.on_minute(minute_result(170_000.0))  # 170 < 180 − 5 → warning
+        assert time.monotonic() - started < 0.1
+        assert [e.state for e in sink.events] == ["alarm", "warning"]
+
+        msgs = await smtp_server.wait_for(2)
+        assert sorted(m["Subject"].split("]")[0] for m in msgs) == ["[报警 ALARM", "[预警 WARNING"]
+        await sink.stop()  # the dead channel's tries are done within the grace period
+    finally:
+        await sink.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # Two events failed on the dead channel, but its failure is logged once.
+    assert len(errors) == 1
+    assert errors[0].getMessage().startswith(
+        f"alarm channel dead failed after 3 tries: email channel 'dead': cannot send via "
+        f"127.0.0.1:{dead_port} (none): ")
+    tries = [r for r in caplog.records if "channel dead try" in r.getMessage()]
+    assert len(tries) == 4  # 2 events x 2 retried tries
+
+
+async def test_stop_cancels_a_hung_send() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never greets; ends when the client hangs up
+        writer.close()
+
+    hung = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = hung.sockets[0].getsockname()[1]
+    try:
+        cfg = config([channel("slow", port, timeout_s=30.0)], ["slow"])
+        sink = AlarmSink(cfg, stop_grace_s=0.2)
+        await sink.on_minute(minute_result(196_960.0))
+        assert len(sink.events) == 1
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await sink.stop()
+        assert time.monotonic() - started < 1.0
+        assert not sink._sends
+    finally:
+        hung.close()
+
+
+async def test_listener_failure_does_not_stop_others(smtp_server: SmtpServer) -> None:
+    sink = AlarmSink(config([channel("mail", smtp_server.port)], []))
+    got: list[str] = []
+
+    def bad(event: AlarmEvent) -> None:
+        raise RuntimeError("boom")
+
+    sink.subscribe(bad)
+    unsubscribe = sink.subscribe(lambda e: got.append(e.state))
+    await sink.on_minute(minute_result(196_960.0))
+    unsubscribe()
+    await sink.on_minute(minute_result(100_000.0))
+    assert got == ["alarm"]
+    assert [e.state for e in sink.events] == ["alarm", "normal"]
+    await sink.stop()
+    assert smtp_server.messages == []  # the rule notifies no channel
+
+
+def test_unknown_field_fails_at_construction() -> None:
+    data = plant_dict()
+    data["alarms"] = {"rules": [{"id": "bad", "target": {"source": "S1", "field": "co2"},
+                                 "alarm": 1.0}]}
+    with pytest.raises(ValueError, match="alarm rule 'bad': unknown source field 'co2'"):
+        AlarmSink(parse_config(data, "test_email"))
+
+
+def event() -> AlarmEvent:
+    return AlarmEvent(rule="co2_high", t=T0, state="warning", previous="normal", value=165.0,
+                      limit=160.0, target="source S1 co2_rate_t_h",
+                      message="S1 co2_rate_t_h = 165 ≥ warning level 160",
+                      message_zh="S1 co2_rate_t_h = 165 ≥ 预警限值 160")
+
+
+async def test_send_failure_raises_sink_error() -> None:
+    dead_port = free_port()
+    ch = EmailChannel(EmailChannelConfig.model_validate(channel("dead", dead_port)))
+    with pytest.raises(SinkError, match=rf"email channel 'dead': cannot send via "
+                                        rf"127\.0\.0\.1:{dead_port} \(none\)"):
+        await ch.send(event(), "Test Plant")
+
+
+async def test_missing_password_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CARBONSCADA_TEST_SMTP_PW", raising=False)
+    ch = EmailChannel(EmailChannelConfig.model_validate(
+        channel("auth", free_port(), username="ops", password_env="CARBONSCADA_TEST_SMTP_PW")))
+    with pytest.raises(SinkError, match="environment variable 'CARBONSCADA_TEST_SMTP_PW' "
+                                        "with the SMTP password is not set"):
+        await ch.send(event(), "Test Plant")
+
+
+class _Auth:
+    def __init__(self) -> None:
+        self.logins: list[tuple[bytes, bytes]] = []
+        self.messages: list[bytes] = []
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                 data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        self.logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret")
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+async def test_login_uses_password_from_environment(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CARBONSCADA_TEST_SMTP_PW", "s3cret")
+    caplog.set_level(logging.DEBUG)
+    auth = _Auth()
+    port = free_port()
+    ctl = Controller(auth, hostname="127.0.0.1", port=port, authenticator=auth,
+                     auth_require_tls=False)
+    ctl.start()
+    try:
+        ch = EmailChannel(EmailChannelConfig.model_validate(
+            channel("auth", port, username="ops", password_env="CARBONSCADA_TEST_SMTP_PW")))
+        await ch.send(event(), "Test Plant")
+        assert auth.logins == [(b"ops", b"s3cret")]
+        assert len(auth.messages) == 1
+        monkeypatch.setenv("CARBONSCADA_TEST_SMTP_PW", "wrong")
+        # aiosmtpd leaves the client's fallback to AUTH LOGIN unanswered: keep the wait short.
+        ch = EmailChannel(EmailChannelConfig.model_validate(
+            channel("auth", port, username="ops", password_env="CARBONSCADA_TEST_SMTP_PW",
+                    timeout_s=0.5)))
+        with pytest.raises(SinkError, match="email channel 'auth'") as err:
+            await ch.send(event(), "Test Plant")
+        assert auth.logins[-1] == (b"ops", b"wrong")
+        assert "wrong" not in str(err.value)
+    finally:
+        ctl.stop()
+    assert "s3cret" not in caplog.text
