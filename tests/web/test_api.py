@@ -1,0 +1,344 @@
+"""REST API and WebSocket push of the web sink, against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from server.records import AlarmEvent, DataFlag, MinuteResult, SiteMinute, SourceMinute, UnitMinute
+from tests.fixtures.plant import plant_config
+from web.app import STATIC_DIR, LiveState, WebSink
+
+T0 = datetime(2024, 5, 1, 2, 3, tzinfo=UTC)  # 10:03 in Asia/Shanghai
+
+
+def source_minute(t: datetime = T0, source: str = "S1", **kw: Any) -> SourceMinute:
+    """The calc_vectors.md CEMS worked example as one minute of S1."""
+    values: dict[str, Any] = dict(
+        source=source, unit="U1", t=t, flow_act_m3_h=1_080_000.0,
+        flow_std_dry_m3_h=835_718.9, co2_dry_pct=12.0, co2_mg_m3=235_680.0,
+        co2_rate_kg_h=196_962.2, co2_kg=3282.70, valid=True, flag=DataFlag.N,
+        co2_hour_t=3.2827, co2_today_t=1234.5678, co2_ytd_t=456_789.0)
+    values.update(kw)
+    return SourceMinute(**values)
+
+
+def minute_result(t: datetime = T0, *, sources: tuple[SourceMinute, ...] | None = None,
+                  intensity: float = 0.32827) -> MinuteResult:
+    """A hand-built minute of the test plant (one unit U1, one source S1)."""
+    unit = UnitMinute(unit="U1", t=t, output_mwh=10.0, co2_kg=3282.70,
+                      intensity_t_mwh=intensity, valid=True, flag=DataFlag.N,
+                      co2_today_t=1234.5678, output_today_mwh=3761.25,
+                      intensity_today_t_mwh=0.32824, co2_ytd_t=456_789.0)
+    site = SiteMinute(t=t, co2_kg=3282.70, co2_today_t=1234.5678, co2_ytd_t=456_789.0,
+                      allowance_annual_t=4_000_000.0, allowance_used_pct=11.4197,
+                      allowance_headroom_t=3_543_211.0)
+    return MinuteResult(t=t, sources=sources if sources is not None else (source_minute(t),),
+                        units=(unit,), site=site)
+
+
+def alarm_event(state: str = "alarm", t: datetime = T0) -> AlarmEvent:
+    """An alarm on S1's CO2 rate."""
+    return AlarmEvent(rule="s1_rate_high", t=t, state=state, previous="normal",
+                      value=196.96, limit=190.0, target="source S1 co2_rate_t_h",
+                      message="Stack 1 CO2 rate high", message_zh="1号烟囱 CO₂ 排放速率高")
+
+
+def no_nan(text: str) -> Any:
+    """Parse JSON strictly: NaN / Infinity are not JSON."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in JSON: {text[:200]}")
+    return json.loads(text, parse_constant=refuse)
+
+
+async def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def sink(port: int) -> AsyncIterator[WebSink]:
+    s = WebSink(plant_config(web_port=port))
+    await s.start()
+    yield s
+    await s.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+def base(sink: WebSink) -> str:
+    return f"http://127.0.0.1:{sink.port}"
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
+    async with http.get(url) as r:
+        assert r.status == status, await r.text()
+        assert r.content_type == "application/json"
+        return no_nan(await r.text())
+
+
+# --------------------------------------------------------------------------- REST
+
+
+async def test_sources_listed_with_nulls_before_first_minute(
+        sink: WebSink, http: aiohttp.ClientSession) -> None:
+    body = await get_json(http, f"{base(sink)}/api/v1/sources")
+    assert [s["id"] for s in body] == ["S1"]
+    s1 = body[0]
+    assert s1["name"] == "Stack 1" and s1["name_zh"] == "1号烟囱" and s1["unit"] == "U1"
+    assert s1["t"] is None and s1["co2_kg"] is None and s1["flag"] is None
+
+
+async def test_sources_return_latest_minute(sink: WebSink, http: aiohttp.ClientSession) -> None:
+    await sink.on_minute(minute_result())
+    body = await get_json(http, f"{base(sink)}/api/v1/sources")
+    assert len(body) == 1
+    s1 = body[0]
+    assert s1["id"] == "S1" and s1["name_zh"] == "1号烟囱" and s1["unit"] == "U1"
+    assert s1["t"] == "2024-05-01T02:03:00Z"
+    assert s1["co2_kg"] == 3282.70
+    assert s1["flow_std_dry_m3_h"] == 835_718.9
+    assert s1["co2_dry_pct"] == 12.0
+    assert s1["co2_mg_m3"] == 235_680.0
+    assert s1["co2_rate_kg_h"] == 196_962.2
+    assert s1["co2_rate_t_h"] == pytest.approx(196.9622)
+    assert s1["co2_today_t"] == 1234.5678
+    assert s1["flag"] == "N" and s1["valid"] is True
+
+    one = await get_json(http, f"{base(sink)}/api/v1/sources/S1")
+    assert one == s1
+
+
+async def test_unknown_source_is_404_json(sink: WebSink, http: aiohttp.ClientSession) -> None:
+    body = await get_json(http, f"{base(sink)}/api/v1/sources/X", status=404)
+    assert body == {"error": "unknown source 'X'"}
+
+
+async def test_other_client_errors_share_the_json_shape(
+        sink: WebSink, http: aiohttp.ClientSession) -> None:
+    assert await get_json(http, f"{base(sink)}/api/v1/nope", status=404) == {"error": "not found"}
+    async with http.post(f"{base(sink)}/api/v1/sources") as r:
+        assert r.status == 405
+        assert "GET" in r.headers["Allow"]
+        assert no_nan(await r.text()) == {"error": "method not allowed"}
+    # A plain GET of the WebSocket endpoint is a bad request, still as JSON.
+    body = await get_json(http, f"{base(sink)}/ws", status=400)
+    assert set(body) == {"error"}
+
+
+async def test_unexpected_error_is_500_without_traceback(
+        sink: WebSink, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def boom(self: LiveState) -> Any:
+        raise ZeroDivisionError("secret internals")
+    monkeypatch.setattr(LiveState, "units_json", boom)
+    with caplog.at_level(logging.ERROR, logger="web.app"):
+        async with http.get(f"{base(sink)}/api/v1/units") as r:
+            text = await r.text()
+            assert r.status == 500
+    assert no_nan(text) == {"error": "internal error"}
+    assert "secret" not in text and "Traceback" not in text
+    assert any("ZeroDivisionError" in (rec.exc_text or "") for rec in caplog.records)
+
+
+async def test_units_site_and_alarms(sink: WebSink, http: aiohttp.ClientSession) -> None:
+    site = await get_json(http, f"{base(sink)}/api/v1/site")
+    assert site["timezone"] == "Asia/Shanghai" and site["name_zh"] == "测试电厂"
+    assert site["allowance_annual_t"] == 4_000_000.0 and site["co2_today_t"] is None
+
+    await sink.on_minute(minute_result())
+    units = await get_json(http, f"{base(sink)}/api/v1/units")
+    assert units[0]["id"] == "U1" and units[0]["name_zh"] == "1号机组"
+    assert units[0]["sources"] == ["S1"]
+    assert units[0]["output_mwh"] == 10.0 and units[0]["intensity_t_mwh"] == 0.32827
+    site = await get_json(http, f"{base(sink)}/api/v1/site")
+    assert site["t"] == "2024-05-01T02:03:00Z"
+    assert site["allowance_used_pct"] == 11.4197 and site["co2_ytd_t"] == 456_789.0
+
+    assert await get_json(http, f"{base(sink)}/api/v1/alarms") == []
+    sink.on_alarm(alarm_event("warning", T0))
+    sink.on_alarm(alarm_event("alarm", T0 + timedelta(minutes=1)))
+    alarms = await get_json(http, f"{base(sink)}/api/v1/alarms")
+    assert len(alarms) == 1
+    assert alarms[0]["rule"] == "s1_rate_high" and alarms[0]["state"] == "alarm"
+    assert alarms[0]["t"] == "2024-05-01T02:04:00Z" and alarms[0]["limit"] == 190.0
+    sink.on_alarm(alarm_event("normal", T0 + timedelta(minutes=2)))
+    assert await get_json(http, f"{base(sink)}/api/v1/alarms") == []
+
+    sink.set_active_alarms([alarm_event("warning")])
+    alarms = await get_json(http, f"{base(sink)}/api/v1/alarms")
+    assert [a["state"] for a in alarms] == ["warning"]
+
+
+async def test_nan_serialized_as_null(sink: WebSink, http: aiohttp.ClientSession) -> None:
+    bad = source_minute(co2_dry_pct=float("nan"), co2_mg_m3=float("nan"),
+                        co2_rate_kg_h=float("inf"), valid=False, flag=DataFlag.D)
+    await sink.on_minute(minute_result(sources=(bad,), intensity=float("nan")))
+    async with http.get(f"{base(sink)}/api/v1/sources/S1") as r:
+        text = await r.text()
+    assert "NaN" not in text and "Infinity" not in text
+    s1 = no_nan(text)
+    assert s1["co2_dry_pct"] is None and s1["co2_mg_m3"] is None
+    assert s1["co2_rate_kg_h"] is None and s1["co2_rate_t_h"] is None
+    assert s1["co2_kg"] == 3282.70 and s1["flag"] == "D" and s1["valid"] is False
+    units = await get_json(http, f"{base(sink)}/api/v1/units")
+    assert units[0]["intensity_t_mwh"] is None
+
+
+async def test_static_page_is_served_without_external_resources(
+        sink: WebSink, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{base(sink)}/") as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        html = await r.text()
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert ref.startswith("/static/"), ref
+        async with http.get(f"{base(sink)}{ref}") as r:
+            assert r.status == 200, ref
+    for path in STATIC_DIR.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"https?://|url\(\s*['\"]?//", text), path.name
+
+
+# ---------------------------------------------------------------------- WebSocket
+
+
+async def test_websocket_sends_snapshot_then_minutes(
+        sink: WebSink, http: aiohttp.ClientSession) -> None:
+    await sink.on_minute(minute_result(T0 - timedelta(minutes=1)))
+    async with http.ws_connect(f"{base(sink)}/ws") as ws:
+        snap = await ws.receive_json(timeout=5)
+        assert snap["type"] == "snapshot"
+        assert snap["t"] == "2024-05-01T02:02:00Z"
+        assert snap["site"]["timezone"] == "Asia/Shanghai"
+        assert snap["sources"][0]["id"] == "S1" and snap["sources"][0]["co2_kg"] == 3282.70
+        assert snap["units"][0]["id"] == "U1" and snap["alarms"] == []
+        assert snap["server_time"].endswith("Z")
+
+        await sink.on_minute(minute_result())
+        msg = no_nan((await ws.receive(timeout=5)).data)
+        assert msg["type"] == "minute" and msg["t"] == "2024-05-01T02:03:00Z"
+        assert set(msg) == {"type", "t", "sources", "units", "site"}
+        assert msg["sources"][0]["co2_kg"] == 3282.70
+        assert msg["sources"][0]["flow_std_dry_m3_h"] == 835_718.9
+        assert msg["units"][0]["output_mwh"] == 10.0
+        assert msg["site"]["co2_today_t"] == 1234.5678
+
+        sink.on_alarm(alarm_event())
+        alarm = await ws.receive_json(timeout=5)
+        assert alarm["type"] == "alarm" and alarm["rule"] == "s1_rate_high"
+        assert alarm["message_zh"] == "1号烟囱 CO₂ 排放速率高" and alarm["value"] == 196.96
+
+
+async def test_websocket_minute_with_nan_is_null(
+        sink: WebSink, http: aiohttp.ClientSession) -> None:
+    async with http.ws_connect(f"{base(sink)}/ws") as ws:
+        await ws.receive_json(timeout=5)
+        bad = source_minute(co2_kg=float("nan"), valid=False, flag=DataFlag.B)
+        await sink.on_minute(minute_result(sources=(bad,)))
+        text = (await ws.receive(timeout=5)).data
+        assert "NaN" not in text
+        msg = no_nan(text)
+        assert msg["sources"][0]["co2_kg"] is None and msg["sources"][0]["flag"] == "B"
+
+
+async def open_stuck_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket client that completes the handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    # A tiny stream limit: the transport stops reading as soon as 2 KiB are buffered.
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def test_stuck_client_does_not_block_others(
+        port: int, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    sink = WebSink(plant_config(web_port=port), send_timeout_s=0.5, client_queue_size=16)
+    await sink.start()
+    _, stuck = await open_stuck_client(port)
+    try:
+        await wait_until(lambda: sink.client_count == 1)
+        # Big messages (300 sources, ~200 kB each) fill the stuck client's socket quickly.
+        many = tuple(source_minute(source=f"X{i}") for i in range(300))
+        n = 40
+        async with http.ws_connect(f"{base(sink)}/ws", max_msg_size=0) as good:
+            assert (await good.receive_json(timeout=5))["type"] == "snapshot"
+            assert sink.client_count == 2
+            got: list[str] = []
+
+            async def read_all() -> None:
+                while len(got) < n:
+                    msg = await good.receive_json(timeout=5)
+                    got.append(msg["t"])
+
+            reading = asyncio.create_task(read_all())
+            sent: list[str] = []
+            with caplog.at_level(logging.WARNING, logger="web.app"):
+                for i in range(n):
+                    t = T0 + timedelta(minutes=i)
+                    started = time.perf_counter()
+                    await sink.on_minute(replace(minute_result(t), sources=many))
+                    assert time.perf_counter() - started < 0.5, "on_minute waited on a client"
+                    sent.append(t.isoformat().replace("+00:00", "Z"))
+                    await asyncio.sleep(0.05)
+                await asyncio.wait_for(reading, 15)
+                assert got == sent
+                # The stuck client was dropped; the good one is still there.
+                await wait_until(lambda: sink.client_count == 1, 10)
+            assert any("dropping WebSocket client" in r.getMessage() for r in caplog.records)
+            await sink.on_minute(minute_result(T0 + timedelta(minutes=n)))
+            msg = await good.receive_json(timeout=5)
+            assert msg["t"] == (T0 + timedelta(minutes=n)).isoformat().replace("+00:00", "Z")
+    finally:
+        stuck.close()
+        await sink.stop()
+
+
+async def test_stop_closes_websockets_and_releases_port(
+        port: int, http: aiohttp.ClientSession) -> None:
+    sink = WebSink(plant_config(web_port=port))
+    await sink.start()
+    assert sink.port == port
+    ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws")
+    await ws.receive_json(timeout=5)
+    closing = asyncio.create_task(ws.receive(timeout=5))  # a client that keeps reading
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    await sink.stop()
+    assert time.perf_counter() - started < 1.5  # the client answered the close at once
+    msg = await closing
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
+    assert sink.client_count == 0
+    await ws.close()
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))
+    await sink.stop()  # a second stop is harmless
