@@ -1,0 +1,271 @@
+"""OPC UA sink against a real asyncua client over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
+
+from server.config import parse_config
+from server.errors import ConfigError
+from server.opcua import OpcUaSink, unece_unit_id
+from server.records import DataFlag, MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
+from tests.conftest import free_port
+from tests.fixtures.plant import plant_config, plant_dict
+
+NS_URI = "urn:carbonscada:testsite"
+T = datetime(2025, 3, 14, 6, 30, tzinfo=UTC)  # minute start
+
+# The calc_vectors.md CEMS worked example, typed in by hand; totals are made-up round numbers.
+SOURCE = SourceMinute(
+    source="S1", unit="U1", t=T, flow_act_m3_h=1_080_000.0, flow_std_dry_m3_h=835_718.9,
+    co2_dry_pct=12.0, co2_mg_m3=235_680.0, co2_rate_kg_h=196_962.2, co2_kg=3282.70,
+    valid=True, flag=DataFlag.N, co2_hour_t=98.5, co2_today_t=1520.25, co2_ytd_t=250_000.5)
+UNIT = UnitMinute(
+    unit="U1", t=T, output_mwh=10.0, co2_kg=3282.70, intensity_t_mwh=0.32827, valid=True,
+    flag=DataFlag.N, co2_today_t=1520.25, output_today_mwh=4500.0,
+    intensity_today_t_mwh=0.3378, co2_ytd_t=250_000.5)
+SITE = SiteMinute(t=T, co2_kg=3282.70, co2_today_t=1520.25, co2_ytd_t=250_000.5,
+                  allowance_annual_t=4_000_000.0, allowance_used_pct=6.25,
+                  allowance_headroom_t=3_749_999.5)
+RESULT = MinuteResult(t=T, sources=(SOURCE,), units=(UNIT,), site=SITE)
+
+SITE_PATH = ["CarbonSCADA", "testsite"]
+SOURCE_PATH = [*SITE_PATH, "Units", "U1", "Sources", "S1"]
+
+KGM = 0x4B_47_4D  # "K" 0x4B, "G" 0x47, "M" 0x4D (OPC UA Part 8, 5.6.3) = 4 933 453
+P1 = 0x50_31  # "P" 0x50, "1" 0x31 = 20 529
+CEL = 0x43_45_4C  # "C" 0x43, "E" 0x45, "L" 0x4C
+
+# One server for the tests that write and read back: each start costs over a second.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def running() -> AsyncIterator[tuple[OpcUaSink, Client]]:
+    port = free_port()
+    sink = OpcUaSink(plant_config(opcua_port=port))
+    await sink.start()
+    try:
+        async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
+            yield sink, client
+    finally:
+        await sink.stop()
+
+
+@pytest.fixture
+def sink(running: tuple[OpcUaSink, Client]) -> OpcUaSink:
+    return running[0]
+
+
+@pytest.fixture
+def client(running: tuple[OpcUaSink, Client]) -> Client:
+    return running[1]
+
+
+async def child(client: Client, path: list[str]) -> Node:
+    ns = await client.get_namespace_index(NS_URI)
+    return await client.nodes.objects.get_child([f"{ns}:{p}" for p in path])
+
+
+async def by_id(client: Client, ident: str) -> Node:
+    ns = await client.get_namespace_index(NS_URI)
+    return client.get_node(f"ns={ns};s={ident}")
+
+
+@dataclasses.dataclass
+class Read:
+    value: Any
+    status: int
+    source_t: datetime | None
+    vtype: ua.VariantType
+
+
+async def read(node: Node) -> Read:
+    dv = await node.read_data_value(raise_on_bad_status=False)
+    assert dv.Value is not None and dv.StatusCode is not None
+    return Read(dv.Value.Value, dv.StatusCode.value, dv.SourceTimestamp, dv.Value.VariantType)
+
+
+async def test_unece_unit_id_is_the_codes_ascii_bytes() -> None:
+    assert unece_unit_id("KGM") == 4_933_453 == KGM
+    assert unece_unit_id("P1") == 20_529 == P1
+
+
+async def test_endpoint_namespace_and_server_name(client: Client) -> None:
+    assert NS_URI in await client.get_namespace_array()
+    endpoints = await client.get_endpoints()
+    assert {e.SecurityPolicyUri for e in endpoints} == {
+        "http://opcfoundation.org/UA/SecurityPolicy#None"}
+    assert {t.TokenType for e in endpoints for t in e.UserIdentityTokens} == {
+        ua.UserTokenType.Anonymous}
+    assert endpoints[0].Server.ApplicationName.Text == "carbonscada Test Plant"
+
+
+async def test_browse_source_and_read_minute_values(client: Client, sink: OpcUaSink) -> None:
+    s1 = await child(client, SOURCE_PATH)
+    names = {(await n.read_browse_name()).Name for n in await s1.get_children()}
+    assert names == {"CO2Dry", "CO2MgM3", "FlowActual", "FlowStdDry", "CO2Rate", "CO2Minute",
+                     "CO2Hour", "CO2Today", "CO2YTD", "DataFlag"}
+
+    await sink.on_minute(RESULT)
+
+    minute = await read(await child(client, [*SOURCE_PATH, "CO2Minute"]))
+    assert minute.value == 3282.70
+    assert minute.vtype == ua.VariantType.Double
+    assert minute.source_t == T
+    assert minute.status == StatusCodes.Good
+    expected = {"CO2Dry": 12.0, "CO2MgM3": 235_680.0, "FlowActual": 1_080_000.0,
+                "FlowStdDry": 835_718.9, "CO2Hour": 98.5, "CO2Today": 1520.25,
+                "CO2YTD": 250_000.5}
+    for name, value in expected.items():
+        r = await read(await child(client, [*SOURCE_PATH, name]))
+        assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, T), name
+    rate = await read(await child(client, [*SOURCE_PATH, "CO2Rate"]))
+    assert rate.value == pytest.approx(196.9622, rel=1e-12)  # t/h from 196 962.2 kg/h
+    assert (await read(await child(client, [*SOURCE_PATH, "DataFlag"]))).value == "N"
+
+    # Stable string NodeIds built from the path, as a DCS binds to them.
+    unit = {"U1.S1.CO2Minute": 3282.70, "U1.Output": 10.0, "U1.Intensity": 0.32827,
+            "U1.OutputToday": 4500.0, "U1.IntensityToday": 0.3378, "U1.CO2Today": 1520.25,
+            "U1.CO2YTD": 250_000.5, "U1.DataFlag": "N"}
+    for ident, expected_value in unit.items():
+        assert (await read(await by_id(client, ident))).value == expected_value, ident
+    allowance = {"Annual": 4_000_000.0, "EmittedYTD": 250_000.5, "UsedPercent": 6.25,
+                 "Headroom": 3_749_999.5}
+    for name, value in allowance.items():
+        r = await read(await child(client, [*SITE_PATH, "Allowance", name]))
+        assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, T), name
+
+
+async def test_flags_map_to_status_codes(client: Client, sink: OpcUaSink) -> None:
+    bad = dataclasses.replace(SOURCE, valid=False, flag=DataFlag.B)
+    no_output = dataclasses.replace(UNIT, output_mwh=0.0, intensity_t_mwh=math.nan)
+    await sink.on_minute(dataclasses.replace(RESULT, sources=(bad,), units=(no_output,)))
+
+    minute = await read(await by_id(client, "U1.S1.CO2Minute"))
+    assert minute.status == StatusCodes.BadCommunicationError
+    assert minute.value is None  # OPC UA Part 4, 7.7.1: a Bad value is not delivered
+    assert minute.source_t == T
+    flag = await read(await by_id(client, "U1.S1.DataFlag"))
+    assert (flag.value, flag.status) == ("B", StatusCodes.Good)
+    # A running total keeps its value; one failed minute only makes it incomplete.
+    today = await read(await by_id(client, "U1.S1.CO2Today"))
+    assert (today.value, today.status) == (1520.25, StatusCodes.UncertainSubNormal)
+    intensity = await read(await by_id(client, "U1.Intensity"))
+    assert math.isnan(intensity.value)
+    assert intensity.status == StatusCodes.Good
+
+    cases = {DataFlag.S: StatusCodes.UncertainSubstituteValue,
+             DataFlag.T: StatusCodes.UncertainEngineeringUnitsExceeded,
+             DataFlag.D: StatusCodes.BadSensorFailure,
+             DataFlag.C: StatusCodes.BadOutOfService,
+             DataFlag.M: StatusCodes.BadOutOfService,
+             DataFlag.F: StatusCodes.BadOutOfService}
+    for data_flag, code in cases.items():
+        src = dataclasses.replace(SOURCE, valid=False, flag=data_flag)
+        await sink.on_minute(dataclasses.replace(RESULT, sources=(src,)))
+        assert (await read(await by_id(client, "U1.S1.CO2Dry"))).status == code, data_flag
+    # A stopped unit's totals are complete.
+    today = await read(await by_id(client, "U1.S1.CO2Today"))
+    assert (today.value, today.status) == (1520.25, StatusCodes.Good)
+
+
+async def test_raw_sample_updates_tag(client: Client, sink: OpcUaSink) -> None:
+    node = await child(client, [*SITE_PATH, "Tags", "cems1", "s1_co2"])
+    t1 = datetime(2025, 3, 14, 6, 30, 1, tzinfo=UTC)
+    t2 = datetime(2025, 3, 14, 6, 30, 2, tzinfo=UTC)
+    await sink.on_samples([Sample("s1_co2", t1, 11.9), Sample("no_such_tag", t1, 1.0),
+                           Sample("s1_co2", t2, 12.1)])
+    r = await read(node)
+    assert (r.value, r.status, r.source_t) == (12.1, StatusCodes.Good, t2)
+
+    await sink.on_samples([Sample("s1_temp", t2, 50.0, DataFlag.D)])
+    r = await read(await by_id(client, "Tags.cems1.s1_temp"))
+    assert r.status == StatusCodes.BadSensorFailure
+
+
+async def test_engineering_units_and_names(client: Client) -> None:
+    node = await child(client, [*SOURCE_PATH, "CO2Minute"])
+    assert (await node.read_display_name()).Text == "CO2Minute"
+    description = (await node.read_description()).Text or ""
+    assert "CO2 emitted in the last minute" in description
+    assert "上一分钟CO2排放量" in description
+
+    eu = await (await node.get_child("0:EngineeringUnits")).read_value()
+    assert eu.NamespaceUri == "http://www.opcfoundation.org/UA/units/un/cefact"
+    assert eu.UnitId == 4_933_453  # KGM
+    assert eu.DisplayName.Text == "kg"
+
+    co2 = await child(client, [*SOURCE_PATH, "CO2Dry"])
+    assert (await (await co2.get_child("0:EngineeringUnits")).read_value()).UnitId == P1
+    eu_range = await (await co2.get_child("0:EURange")).read_value()
+    assert (eu_range.Low, eu_range.High) == (0.0, 100.0)
+
+    intensity = await by_id(client, "U1.Intensity")
+    eu = await (await intensity.get_child("0:EngineeringUnits")).read_value()
+    assert eu.UnitId == -1  # UNECE has no code for t/MWh
+    assert eu.Description.Text == "tonne per megawatt hour"
+
+    temp = await by_id(client, "Tags.cems1.s1_temp")
+    eu = await (await temp.get_child("0:EngineeringUnits")).read_value()
+    assert (eu.UnitId, eu.DisplayName.Text) == (CEL, "°C")
+
+
+async def test_variables_are_read_only(client: Client) -> None:
+    node = await by_id(client, "U1.S1.CO2Minute")
+    with pytest.raises(UaStatusCodeError):
+        await node.write_value(ua.DataValue(ua.Variant(1.0, ua.VariantType.Double)))
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.values: asyncio.Queue[Any] = asyncio.Queue()
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        self.values.put_nowait(val)
+
+
+async def test_subscription_receives_update(client: Client, sink: OpcUaSink) -> None:
+    handler = _Handler()
+    subscription = await client.create_subscription(50, handler)
+    await subscription.subscribe_data_change(await by_id(client, "U1.S1.CO2Minute"))
+    await asyncio.wait_for(handler.values.get(), 5)  # the current value, whatever it is
+
+    src = dataclasses.replace(SOURCE, co2_kg=3300.25)
+    await sink.on_minute(dataclasses.replace(RESULT, sources=(src,)))
+    assert await asyncio.wait_for(handler.values.get(), 5) == 3300.25
+    await subscription.delete()
+
+
+async def test_fresh_server_waits_for_data_and_stop_releases_port(port: int) -> None:
+    sink = OpcUaSink(plant_config(opcua_port=port))
+    await sink.start()
+    async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
+        for ident in ("U1.S1.CO2Minute", "U1.DataFlag", "Allowance.Headroom",
+                      "Tags.cems1.s1_co2"):
+            r = await read(await by_id(client, ident))
+            assert r.status == StatusCodes.BadWaitingForInitialData, ident
+    await sink.stop()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+    await sink.stop()  # a second stop is harmless
+
+
+async def test_clashing_node_ids_are_a_config_error() -> None:
+    data = plant_dict()
+    data["units"][0]["id"] = "Tags"  # the unit's NodeId would be the Tags folder's
+    with pytest.raises(ConfigError, match="'Tags'"):
+        OpcUaSink(parse_config(data, "test"))
