@@ -338,8 +338,9 @@ def _cross_check(cfg: PlantConfig) -> list[tuple[str, str]]:
     endpoints: dict[tuple[str, int, int], str] = {}
     for i, dev in enumerate(cfg.devices):
         if dev.id in seen_devices:
+            first = seen_devices[dev.id]
             problems.append((f"devices[{i}].id",
-                             f"duplicate device id {dev.id!r} (also devices[{seen_devices[dev.id]}])"))
+                             f"duplicate device id {dev.id!r} (also devices[{first}])"))
         seen_devices.setdefault(dev.id, i)
         key = (dev.host, dev.port, dev.device_id)
         if key in endpoints:

@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` and `make test`. Everything either needs
+# (virtualenv, Python packages, Debian packages for the tests) is installed from here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# Real servers the tests start on loopback (InfluxDB-API store, MQTT broker), the browser
+# for HMI tests and a CJK font so its screenshots show the zh-CN labels.
+APT_TEST_PACKAGES := victoria-metrics mosquitto chromium fonts-wqy-microhei
+
+.PHONY: run test lint bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/carbonscada run
+
+system-deps:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q bench --benchmark-disable
+
+bench: $(STAMP)
+	$(BIN)/pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .benchmarks

@@ -1,0 +1,109 @@
+"""Configuration validation: every bad file names the file, the key path and the problem."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from server.config import load_config, parse_config
+from server.errors import ConfigError
+from tests.fixtures.plant import plant_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def problems_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, "plant.yaml")
+    assert str(exc.value).startswith("plant.yaml: ")
+    return exc.value.problems
+
+
+def test_fixture_config_is_valid() -> None:
+    cfg = parse_config(plant_dict(), "plant.yaml")
+    assert cfg.devices[0].tags[0].address == 0
+
+
+@pytest.mark.parametrize("name", ["demo-plant.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load_config(REPO / "config" / name)
+    assert cfg.units and cfg.devices
+
+
+def test_unknown_protocol() -> None:
+    d = plant_dict()
+    d["devices"][0]["protocol"] = "modbus_tpc"
+    assert problems_of(d) == [("devices[0].protocol",
+                               "unknown protocol 'modbus_tpc' (known: 'modbus_tcp')")]
+
+
+def test_duplicate_tag() -> None:
+    d = plant_dict()
+    d["devices"][0]["tags"].append(copy.deepcopy(d["devices"][0]["tags"][0]))
+    d["devices"][0]["tags"][-1]["register"] = 40
+    (path, msg), = problems_of(d)
+    assert path == "devices[0].tags[6].id"
+    assert msg == "duplicate tag id 's1_velocity' (first at devices[0].tags[0])"
+
+
+def test_missing_area_for_cems_source() -> None:
+    d = plant_dict()
+    del d["units"][0]["sources"][0]["area_m2"]
+    assert problems_of(d) == [(
+        "units[0].sources[0].area_m2",
+        "CEMS source with a velocity input needs the duct area 'area_m2'")]
+
+
+def test_negative_poll_rate() -> None:
+    d = plant_dict()
+    d["devices"][0]["poll_interval_s"] = -1
+    assert problems_of(d) == [("devices[0].poll_interval_s", "Input should be greater than 0")]
+
+
+def test_unknown_tag_reference_and_unknown_key() -> None:
+    d = plant_dict()
+    d["units"][0]["sources"][0]["inputs"]["co2_pct"] = {"tag": "nope"}
+    assert problems_of(d) == [("units[0].sources[0].inputs.co2_pct.tag", "unknown tag 'nope'")]
+    d = plant_dict()
+    d["units"][0]["sources"][0]["areaa_m2"] = 3
+    assert ("units[0].sources[0].areaa_m2", "unknown key") in problems_of(d)
+
+
+def test_several_problems_reported_together() -> None:
+    d = plant_dict()
+    d["devices"][0]["port"] = 70000
+    d["clock"]["minute_seconds"] = 0
+    paths = [p for p, _ in problems_of(d)]
+    assert paths == ["clock.minute_seconds", "devices[0].port"]
+
+
+def test_alarm_rule_references_are_checked() -> None:
+    d = plant_dict()
+    d["alarms"] = {"rules": [{"id": "r1", "target": {"source": "S9", "field": "co2_kg"},
+                              "alarm": 1.0, "notify": ["mail"]}]}
+    assert problems_of(d) == [("alarms.rules[0].target.source", "unknown source 'S9'"),
+                              ("alarms.rules[0].notify[0]", "unknown channel 'mail'")]
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("site:\n  id: x\n  name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    assert str(exc.value).startswith(f"{f}: line ")
+    assert "not valid YAML" in str(exc.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read: No such file or directory"):
+        load_config("/nonexistent/plant.yaml")
+
+
+def test_config_roundtrips_through_yaml(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(plant_dict(), allow_unicode=True), encoding="utf-8")
+    assert load_config(f).site.name_zh == "测试电厂"
