@@ -60,6 +60,8 @@ class SimConfig(_Model):
 
     Either a constant `value`, or a value following the daily load curve between
     `min` (night trough) and `max` (day peak) plus gaussian `noise` (absolute, 1σ).
+    All in the tag's engineering unit, after scale and offset: the simulator writes
+    (value − offset) / scale to the registers.
     """
 
     value: float | None = None

@@ -107,3 +107,34 @@ def test_config_roundtrips_through_yaml(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     f.write_text(yaml.safe_dump(plant_dict(), allow_unicode=True), encoding="utf-8")
     assert load_config(f).site.name_zh == "测试电厂"
+
+
+def test_demo_plant_physics_is_plausible() -> None:
+    """The shipped demo at full and at minimum load gives figures a 600 MW coal unit has.
+
+    Bounds by hand: a 600 MW unit burns ≈ 220–260 t coal/h and emits ≈ 400–560 t CO2/h,
+    0.75–0.95 t CO2/MWh; stack flue gas ≈ 1.5–2.2 million m³/h standard dry.
+    """
+    import numpy as np
+
+    from compute import kernels as k
+    from compute.minute import MinuteCalculator
+    from compute.tagstore import TagStore
+
+    cfg = load_config(REPO / "config" / "demo-plant.yaml")
+    calc = MinuteCalculator(cfg)
+    for level in ("max", "min"):
+        store = TagStore(calc.tag_ids, capacity=64)
+        for dev in cfg.devices:
+            for tag in dev.tags:
+                assert tag.sim is not None
+                v = tag.sim.value if tag.sim.value is not None else getattr(tag.sim, level)
+                for i in range(12):
+                    store.append(store.index[tag.id], float(i), float(v), 0)
+        a = calc.compute(store.take(0.0, 60.0))
+        rate_t_h = a.cems[:, k.OUT_RATE] / 1000
+        intensity = a.unit_co2_kg / 1000 / a.unit_output_mwh
+        if level == "max":
+            assert np.all((rate_t_h > 400) & (rate_t_h < 560)), rate_t_h
+            assert np.all((a.cems[:, k.OUT_FLOW_SD] > 1.5e6) & (a.cems[:, k.OUT_FLOW_SD] < 2.2e6))
+        assert np.all((intensity > 0.75) & (intensity < 0.95)), (level, intensity)
