@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TextIO
 
 from server.config import PlantConfig, load_config
 from server.errors import CarbonScadaError
@@ -74,6 +78,62 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recalc(args: argparse.Namespace) -> int:
+    from server.recalc import read_samples, recalculate, write_minute_results
+
+    config = load_config(args.config)
+    samples = read_samples(Path(args.samples), (t.id for d in config.devices for t in d.tags))
+    with _open_out(args.out) as out:
+        rows = write_minute_results(out, recalculate(config, samples))
+    log.info("%d result rows written to %s", rows, args.out)
+    return 0
+
+
+def _cmd_export_samples(args: argparse.Namespace) -> int:
+    from server.historian import Historian
+    from server.recalc import write_samples
+
+    config = load_config(args.config)
+    start, end = _utc(args.start, "--from"), _utc(args.end, "--to")
+
+    async def windows() -> list[Any]:
+        if not Path(config.historian.path).exists():
+            raise CarbonScadaError(f"{config.historian.path}: no historian file here")
+        h = Historian(config.historian.path)
+        await h.start()
+        try:
+            return await h.raw_windows(start, end)
+        finally:
+            await h.stop()
+    with _open_out(args.out) as out:
+        n = write_samples(out, asyncio.run(windows()))
+    log.info("%d samples written to %s", n, args.out)
+    return 0
+
+
+def _utc(text: str, option: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise CarbonScadaError(f"{option}: {text!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise CarbonScadaError(f"{option}: {text!r} needs a UTC offset, e.g. {text}+08:00")
+    return t.astimezone(UTC)
+
+
+@contextlib.contextmanager
+def _open_out(path: str) -> Iterator[TextIO]:
+    if path == "-":
+        yield sys.stdout
+        return
+    try:
+        f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise CarbonScadaError(f"{path}: cannot write: {exc.strerror}") from None
+    with f:
+        yield f
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `carbonscada` command."""
     p = argparse.ArgumentParser(prog="carbonscada",
@@ -86,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a configuration file and exit")
     chk.add_argument("file")
     chk.set_defaults(func=_cmd_check)
+    rc = sub.add_parser("recalc", help="recalculate results from a CSV of raw samples")
+    rc.add_argument("-c", "--config", required=True, help="plant configuration")
+    rc.add_argument("--samples", required=True,
+                    help="CSV with header timestamp,tag,value[,flag]")
+    rc.add_argument("--out", required=True, help="results CSV ('-' for standard output)")
+    rc.add_argument("--level", choices=["minute"], default="minute")
+    rc.set_defaults(func=_cmd_recalc)
+    ex = sub.add_parser("export-samples",
+                        help="write the raw samples the server calculated from, as CSV")
+    ex.add_argument("-c", "--config", required=True, help="plant configuration")
+    ex.add_argument("--from", dest="start", required=True, help="ISO 8601 with offset")
+    ex.add_argument("--to", dest="end", required=True, help="ISO 8601 with offset (exclusive)")
+    ex.add_argument("--out", required=True, help="samples CSV ('-' for standard output)")
+    ex.set_defaults(func=_cmd_export_samples)
     return p
 
 
@@ -104,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: say so in one line; the traceback only on request
+        log.debug("internal error", exc_info=True)
+        print(f"carbonscada: internal error: {type(exc).__name__}: {exc}"
+              f"{'' if args.verbose else ' (run with -v for details)'}", file=sys.stderr)
+        return 70
     return status
 
 

@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from server.errors import SinkError
-from server.records import AlarmEvent, DataFlag, MinuteResult, Sample
+from server.records import AlarmEvent, DataFlag, MinuteResult, RawWindow, Sample
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS source_minute (
@@ -31,6 +33,9 @@ CREATE TABLE IF NOT EXISTS tag_minute (
   tag TEXT NOT NULL, t_ms INTEGER NOT NULL, mean REAL, min REAL, max REAL,
   count INTEGER NOT NULL, flag TEXT NOT NULL,
   PRIMARY KEY (tag, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS raw_window (
+  t_ms INTEGER PRIMARY KEY, tags TEXT NOT NULL, counts BLOB NOT NULL, times BLOB NOT NULL,
+  vals BLOB NOT NULL, flags BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_journal (
   id INTEGER PRIMARY KEY AUTOINCREMENT, t_ms INTEGER NOT NULL, rule TEXT NOT NULL,
   state TEXT NOT NULL, previous TEXT NOT NULL, value REAL, limit_value REAL,
@@ -118,10 +123,32 @@ class Historian:
                 [(u.unit, to_ms(u.t), _nan_to_null(u.output_mwh), _nan_to_null(u.co2_kg),
                   _nan_to_null(u.intensity_t_mwh), int(u.valid), u.flag.name)
                  for u in r.units])
+            if r.raw is not None:
+                w = r.raw
+                db.execute("INSERT OR REPLACE INTO raw_window VALUES (?,?,?,?,?,?)",
+                           (to_ms(r.t), "\n".join(w.tags), w.counts.astype("<i8").tobytes(),
+                            w.times.astype("<f8").tobytes(), w.values.astype("<f8").tobytes(),
+                            w.flags.astype("u1").tobytes()))
             db.executemany(
                 "INSERT OR REPLACE INTO tag_minute VALUES (?,?,?,?,?,?,?)",
                 [(g.tag, to_ms(g.t), _nan_to_null(g.mean), _nan_to_null(g.min),
                   _nan_to_null(g.max), g.count, g.flag.name) for g in r.tags])
+
+    async def raw_windows(self, start: datetime, end: datetime) -> list[tuple[datetime, RawWindow]]:
+        """The raw windows of the minutes with start ≤ t < end, oldest first."""
+        def query() -> list[tuple[datetime, RawWindow]]:
+            rows = self._conn().execute(
+                "SELECT t_ms, tags, counts, times, vals, flags FROM raw_window"
+                " WHERE t_ms >= ? AND t_ms < ? ORDER BY t_ms", (to_ms(start), to_ms(end)))
+            return [(from_ms(t_ms), RawWindow(
+                tuple(tags.split("\n")) if tags else (),
+                np.frombuffer(counts, "<i8").astype(np.int64),
+                np.frombuffer(times, "<f8").astype(np.float64),
+                np.frombuffer(vals, "<f8").astype(np.float64),
+                np.frombuffer(flags, "u1").astype(np.uint8)))
+                for t_ms, tags, counts, times, vals, flags in rows]
+        windows: list[tuple[datetime, RawWindow]] = await self._run(query)
+        return windows
 
     async def record_alarm(self, event: AlarmEvent) -> None:
         """Append an alarm transition to the journal."""

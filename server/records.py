@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+import numpy.typing as npt
+
 
 class DataFlag(enum.IntEnum):
     """HJ 212-2017 data flag of a sample or result; the integer is its precedence.
@@ -112,6 +115,21 @@ class SiteMinute:
     allowance_headroom_t: float
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class RawWindow:
+    """The raw samples one minute was calculated from, tag after tag.
+
+    Tag i's samples are `times[o:o+counts[i]]` etc. with `o = counts[:i].sum()`:
+    exactly what the calculation used, so that a recalculation can reproduce it.
+    """
+
+    tags: tuple[str, ...]
+    counts: npt.NDArray[np.int64]
+    times: npt.NDArray[np.float64]  # epoch seconds
+    values: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.uint8]
+
+
 @dataclass(frozen=True, slots=True)
 class MinuteResult:
     """Everything one minute cycle produced: what every sink receives."""
@@ -121,6 +139,7 @@ class MinuteResult:
     units: tuple[UnitMinute, ...]
     site: SiteMinute
     tags: tuple[TagMinute, ...] = field(default=())
+    raw: RawWindow | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,23 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from compute import kernels
-from compute.clock import PlantClock
-from compute.minute import MinuteArrays, MinuteCalculator
+from compute.cycle import MinuteCycle
 from compute.tagstore import TagStore
-from compute.totals import Totals
 from drivers.base import Driver, Simulator, create_driver, create_simulators
 from server.config import PlantConfig
 from server.historian import Historian
-from server.records import (
-    AlarmEvent,
-    DataFlag,
-    MinuteResult,
-    Sample,
-    SiteMinute,
-    SourceMinute,
-    TagMinute,
-    UnitMinute,
-)
+from server.records import AlarmEvent, MinuteResult, Sample
 from server.sinks import QueuedSink, Sink
 
 log = logging.getLogger("carbonscada")
@@ -39,13 +28,12 @@ class Runtime:
 
     def __init__(self, config: PlantConfig, *, started_at: float | None = None) -> None:
         self.config = config
-        self.clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
-        self.calc = MinuteCalculator(config)
+        self.cycle = MinuteCycle(config)
+        self.clock = self.cycle.clock
         poll_min = min((d.poll_interval_s for d in config.devices), default=1.0)
         # Room for three minutes of samples at the fastest poll rate.
-        self.store = TagStore(self.calc.tag_ids,
+        self.store = TagStore(self.cycle.calc.tag_ids,
                               math.ceil(3 * config.clock.minute_seconds / poll_min) + 16)
-        self.totals = Totals(self.clock)
         self.historian = Historian(config.historian.path)
         self._sinks: list[QueuedSink] = []
         self._simulators: list[Simulator] = []
@@ -54,7 +42,6 @@ class Runtime:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._started_at = started_at if started_at is not None else time.monotonic()
         self._first_published = False
-        self._flag_names = {int(f): f for f in DataFlag}
         self.ready = asyncio.Event()
 
     def _build_sinks(self) -> list[Sink]:
@@ -120,12 +107,12 @@ class Runtime:
             src_id = src.id
             sums = [await self.historian.sum_since("source_minute", src_id, "co2_kg", p)
                     for p in (h, d, y)]
-            self.totals.seed(f"{src_id}.co2_kg", now, *sums)
+            self.cycle.totals.seed(f"{src_id}.co2_kg", now, *sums)
         for unit in self.config.units:
             for column in ("co2_kg", "output_mwh"):
                 sums = [await self.historian.sum_since("unit_minute", unit.id, column, p)
                         for p in (h, d, y)]
-                self.totals.seed(f"{unit.id}.{column}", now, *sums)
+                self.cycle.totals.seed(f"{unit.id}.{column}", now, *sums)
 
     def _ingest(self, samples: Sequence[Sample]) -> None:
         index = self.store.index
@@ -156,58 +143,7 @@ class Runtime:
 
     def run_minute(self, start: datetime, end: datetime) -> MinuteResult:
         """Calculate the minute [start, end) from the buffered samples."""
-        window = self.store.take(start.timestamp(), end.timestamp())
-        arrays = self.calc.compute(window)
-        return self._records(start, arrays)
-
-    def _records(self, t: datetime, a: MinuteArrays) -> MinuteResult:
-        flag = self._flag_names
-        tags = tuple(
-            TagMinute(tag, t, float(a.tag_mean[i]), float(a.tag_min[i]), float(a.tag_max[i]),
-                      int(a.tag_count[i]), flag[int(a.tag_flag[i])])
-            for i, tag in enumerate(self.calc.tag_ids))
-        sources = []
-        for i, (unit, src) in enumerate(self.config.sources()):
-            row = a.cems[i]
-            mass = float(row[kernels.OUT_MASS])
-            run = self.totals.add(f"{src.id}.co2_kg", t, mass)
-            f = flag[int(a.source_flag[i])]
-            sources.append(SourceMinute(
-                source=src.id, unit=unit.id, t=t,
-                flow_act_m3_h=float(row[kernels.OUT_FLOW_ACT]),
-                flow_std_dry_m3_h=float(row[kernels.OUT_FLOW_SD]),
-                co2_dry_pct=float(row[kernels.OUT_CO2_DRY]),
-                co2_mg_m3=float(row[kernels.OUT_CO2_MG]),
-                co2_rate_kg_h=float(row[kernels.OUT_RATE]), co2_kg=mass,
-                valid=f is DataFlag.N, flag=f, co2_hour_t=run.hour / 1000,
-                co2_today_t=run.day / 1000, co2_ytd_t=run.year / 1000))
-        units = []
-        site_kg = site_day = site_year = 0.0
-        for i, unit in enumerate(self.config.units):
-            co2 = float(a.unit_co2_kg[i])
-            out = float(a.unit_output_mwh[i])
-            c = self.totals.add(f"{unit.id}.co2_kg", t, co2)
-            o = self.totals.add(f"{unit.id}.output_mwh", t, out)
-            f = flag[int(a.unit_flag[i])]
-            units.append(UnitMinute(
-                unit=unit.id, t=t, output_mwh=out, co2_kg=co2,
-                intensity_t_mwh=co2 / 1000 / out if out > 0 else math.nan,
-                valid=f is DataFlag.N, flag=f, co2_today_t=c.day / 1000,
-                output_today_mwh=o.day,
-                intensity_today_t_mwh=c.day / 1000 / o.day if o.day > 0 else math.nan,
-                co2_ytd_t=c.year / 1000))
-            if not math.isnan(co2):
-                site_kg += co2
-            site_day += c.day / 1000
-            site_year += c.year / 1000
-        annual = self.config.allowance.annual_t
-        site = SiteMinute(
-            t=t, co2_kg=site_kg, co2_today_t=site_day, co2_ytd_t=site_year,
-            allowance_annual_t=annual,
-            allowance_used_pct=site_year / annual * 100 if annual > 0 else math.nan,
-            allowance_headroom_t=annual - site_year if annual > 0 else math.nan)
-        return MinuteResult(t=t, sources=tuple(sources), units=tuple(units), site=site,
-                            tags=tags)
+        return self.cycle.run(start, self.store.take(start.timestamp(), end.timestamp()))
 
     async def stop(self) -> None:
         """Cancel drivers and the minute cycle, stop simulators, drain and stop sinks."""

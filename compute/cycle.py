@@ -1,0 +1,100 @@
+"""One minute cycle: a window of raw samples → the minute's typed records, with totals.
+
+The live server and `carbonscada recalc` both run this, so a recalculation of what
+the server saw gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+
+from compute import kernels
+from compute.clock import PlantClock
+from compute.minute import MinuteArrays, MinuteCalculator
+from compute.tagstore import Window
+from compute.totals import Totals
+from server.config import PlantConfig
+from server.records import (
+    DataFlag,
+    MinuteResult,
+    RawWindow,
+    SiteMinute,
+    SourceMinute,
+    TagMinute,
+    UnitMinute,
+)
+
+_FLAGS = {int(f): f for f in DataFlag}
+
+
+def raw_window(tag_ids: tuple[str, ...], w: Window) -> RawWindow:
+    """The samples of a padded window, concatenated tag after tag."""
+    keep = np.arange(w.values.shape[1])[None, :] < w.counts[:, None]
+    return RawWindow(tag_ids, w.counts.copy(), w.times[keep], w.values[keep], w.flags[keep])
+
+
+class MinuteCycle:
+    """Calculates minutes in order and keeps the hour / day / year totals running."""
+
+    def __init__(self, config: PlantConfig) -> None:
+        self.config = config
+        self.clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
+        self.calc = MinuteCalculator(config)
+        self.totals = Totals(self.clock)
+        self._tag_ids = tuple(self.calc.tag_ids)
+
+    def run(self, t: datetime, window: Window) -> MinuteResult:
+        """The records of the minute starting at `t` calculated from `window`."""
+        arrays = self.calc.compute(window)
+        return self._records(t, arrays, raw_window(self._tag_ids, window))
+
+    def _records(self, t: datetime, a: MinuteArrays, raw: RawWindow) -> MinuteResult:
+        tags = tuple(
+            TagMinute(tag, t, float(a.tag_mean[i]), float(a.tag_min[i]), float(a.tag_max[i]),
+                      int(a.tag_count[i]), _FLAGS[int(a.tag_flag[i])])
+            for i, tag in enumerate(self._tag_ids))
+        sources = []
+        for i, (unit, src) in enumerate(self.config.sources()):
+            row = a.cems[i]
+            mass = float(row[kernels.OUT_MASS])
+            run = self.totals.add(f"{src.id}.co2_kg", t, mass)
+            f = _FLAGS[int(a.source_flag[i])]
+            sources.append(SourceMinute(
+                source=src.id, unit=unit.id, t=t,
+                flow_act_m3_h=float(row[kernels.OUT_FLOW_ACT]),
+                flow_std_dry_m3_h=float(row[kernels.OUT_FLOW_SD]),
+                co2_dry_pct=float(row[kernels.OUT_CO2_DRY]),
+                co2_mg_m3=float(row[kernels.OUT_CO2_MG]),
+                co2_rate_kg_h=float(row[kernels.OUT_RATE]), co2_kg=mass,
+                valid=f is DataFlag.N, flag=f, co2_hour_t=run.hour / 1000,
+                co2_today_t=run.day / 1000, co2_ytd_t=run.year / 1000))
+        units = []
+        site_kg = site_day = site_year = 0.0
+        for i, unit in enumerate(self.config.units):
+            co2 = float(a.unit_co2_kg[i])
+            out = float(a.unit_output_mwh[i])
+            c = self.totals.add(f"{unit.id}.co2_kg", t, co2)
+            o = self.totals.add(f"{unit.id}.output_mwh", t, out)
+            f = _FLAGS[int(a.unit_flag[i])]
+            units.append(UnitMinute(
+                unit=unit.id, t=t, output_mwh=out, co2_kg=co2,
+                intensity_t_mwh=co2 / 1000 / out if out > 0 else math.nan,
+                valid=f is DataFlag.N, flag=f, co2_today_t=c.day / 1000,
+                output_today_mwh=o.day,
+                intensity_today_t_mwh=c.day / 1000 / o.day if o.day > 0 else math.nan,
+                co2_ytd_t=c.year / 1000))
+            if not math.isnan(co2):
+                site_kg += co2
+            site_day += c.day / 1000
+            site_year += c.year / 1000
+        annual = self.config.allowance.annual_t
+        site = SiteMinute(
+            t=t, co2_kg=site_kg, co2_today_t=site_day, co2_ytd_t=site_year,
+            allowance_annual_t=annual,
+            allowance_used_pct=site_year / annual * 100 if annual > 0 else math.nan,
+            allowance_headroom_t=annual - site_year if annual > 0 else math.nan)
+        return MinuteResult(t=t, sources=tuple(sources), units=tuple(units), site=site,
+                            tags=tags, raw=raw)
