@@ -1,0 +1,406 @@
+"""Emission-factor method (China MRV guidelines): fuels, purchased electricity and heat,
+process emissions, with dated factor versions. Pure functions, no I/O.
+
+Formulas (DESIGN.md "Emission-factor method"), all results in t CO2:
+- fuel:            E = FC · NCV · CC · OF · 44/12
+- measured carbon: E = FC · C_ar · OF · 44/12
+- electricity:     E = MWh · EF_grid;  heat: E = GJ · EF_heat;  process: E = quantity · EF
+
+FC is in t (solid / liquid fuels) or 10⁴ m³ (gaseous fuels); NCV and C_ar are then per
+t or per 10⁴ m³ — the factor names carry which (`ncv_gj_t` / `ncv_gj_1e4m3`), so a gas NCV
+can never be applied to a quantity in t. Products are evaluated left to right exactly as
+written above, as a verifier's spreadsheet would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+Method = Literal["ncv_cc_of", "measured_carbon", "electricity", "heat", "process"]
+QuantityUnit = Literal["t", "1e4m3", "MWh", "GJ"]
+
+EF_GRID_TCO2_MWH = 0.5703  # 2022 national grid average, MEE
+EF_HEAT_TCO2_GJ = 0.11  # purchased heat default
+
+# Factor names a version may hold, with their units.
+FACTOR_UNITS: Mapping[str, str] = MappingProxyType({
+    "ncv_gj_t": "GJ/t",
+    "ncv_gj_1e4m3": "GJ/10⁴m³",
+    "cc_tc_gj": "tC/GJ",
+    "of": "fraction",
+    "c_ar_tc_t": "tC/t",
+    "c_ar_tc_1e4m3": "tC/10⁴m³",
+    "ef_tco2_mwh": "t CO2/MWh",
+    "ef_tco2_gj": "t CO2/GJ",
+    "ef_tco2_t": "t CO2/t",
+})
+
+# Factors each (method, quantity unit) needs, in the order the formula multiplies them.
+REQUIRED_FACTORS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
+    ("ncv_cc_of", "t"): ("ncv_gj_t", "cc_tc_gj", "of"),
+    ("ncv_cc_of", "1e4m3"): ("ncv_gj_1e4m3", "cc_tc_gj", "of"),
+    ("measured_carbon", "t"): ("c_ar_tc_t", "of"),
+    ("measured_carbon", "1e4m3"): ("c_ar_tc_1e4m3", "of"),
+    ("electricity", "MWh"): ("ef_tco2_mwh",),
+    ("heat", "GJ"): ("ef_tco2_gj",),
+    ("process", "t"): ("ef_tco2_t",),
+})
+
+
+class FactorVersionNotFound(LookupError):
+    """No factor version of a stream is in force at the requested time."""
+
+
+def _where(stream: str | None, version: str | None = None) -> str:
+    text = f"stream {stream!r}" if stream else "unnamed stream"
+    return f"{text}, factor version {version!r}" if version else text
+
+
+def check_factor(name: str, value: float, *, stream: str | None = None,
+                 version: str | None = None) -> float:
+    """Return `value` as a float if it is a valid factor `name`, else raise ValueError.
+
+    OF must lie in (0, 1]; every other factor (NCV, CC, C_ar, EF) must be finite and > 0.
+    """
+    v = float(value)
+    if name == "of":
+        if not (0.0 < v <= 1.0):
+            raise ValueError(f"{_where(stream, version)}: OF (of) = {value!r} is outside (0, 1]")
+    elif not (math.isfinite(v) and v > 0.0):
+        raise ValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
+                         f"must be finite and > 0")
+    return v
+
+
+def check_quantity(name: str, value: float, *, stream: str | None = None) -> float:
+    """Return `value` as a float if it is a finite, non-negative quantity, else raise ValueError."""
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{_where(stream)}: quantity {name} = {value!r} "
+                         f"must be finite and >= 0")
+    return v
+
+
+def fuel_co2_t(fc: float, ncv_gj_per_unit: float, cc_tc_gj: float, of: float, *,
+               stream: str | None = None) -> float:
+    """t CO2 of a fuel: FC · NCV · CC · OF · 44/12 (FC in t or 10⁴ m³, NCV per the same unit)."""
+    fc = check_quantity("fc", fc, stream=stream)
+    ncv = check_factor("ncv", ncv_gj_per_unit, stream=stream)
+    cc = check_factor("cc_tc_gj", cc_tc_gj, stream=stream)
+    of = check_factor("of", of, stream=stream)
+    return fc * ncv * cc * of * 44.0 / 12.0
+
+
+def measured_carbon_co2_t(fc: float, c_ar_tc_per_unit: float, of: float, *,
+                          stream: str | None = None) -> float:
+    """t CO2 of a fuel with measured carbon content: FC · C_ar · OF · 44/12."""
+    fc = check_quantity("fc", fc, stream=stream)
+    c_ar = check_factor("c_ar", c_ar_tc_per_unit, stream=stream)
+    of = check_factor("of", of, stream=stream)
+    return fc * c_ar * of * 44.0 / 12.0
+
+
+def electricity_co2_t(mwh: float, ef_tco2_mwh: float = EF_GRID_TCO2_MWH, *,
+                      stream: str | None = None) -> float:
+    """t CO2 of purchased electricity: MWh · EF_grid (default 0.5703 t/MWh)."""
+    return (check_quantity("mwh", mwh, stream=stream)
+            * check_factor("ef_tco2_mwh", ef_tco2_mwh, stream=stream))
+
+
+def heat_co2_t(gj: float, ef_tco2_gj: float = EF_HEAT_TCO2_GJ, *,
+               stream: str | None = None) -> float:
+    """t CO2 of purchased heat: GJ · EF_heat (default 0.11 t/GJ)."""
+    return (check_quantity("gj", gj, stream=stream)
+            * check_factor("ef_tco2_gj", ef_tco2_gj, stream=stream))
+
+
+def process_co2_t(quantity_t: float, ef_tco2_t: float, *, stream: str | None = None) -> float:
+    """t CO2 of a process emission: quantity · EF."""
+    return (check_quantity("quantity_t", quantity_t, stream=stream)
+            * check_factor("ef_tco2_t", ef_tco2_t, stream=stream))
+
+
+def _utc(t: datetime, what: str) -> datetime:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{what} {t.isoformat()} has no time zone; give UTC")
+    return t.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class FactorVersion:
+    """One dated set of factors of one stream, in force from `effective_from` (UTC, inclusive)."""
+
+    id: str
+    stream: str
+    effective_from: datetime
+    values: Mapping[str, float] = field(hash=False)  # factor name (FACTOR_UNITS) → value
+    source: str  # document / lab report reference
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.stream:
+            raise ValueError(f"factor version {self.id!r} of stream {self.stream!r}: "
+                             "id and stream must not be empty")
+        object.__setattr__(self, "effective_from",
+                           _utc(self.effective_from,
+                                f"{_where(self.stream, self.id)}: effective_from"))
+        checked: dict[str, float] = {}
+        for name, value in self.values.items():
+            if name not in FACTOR_UNITS:
+                raise ValueError(f"{_where(self.stream, self.id)}: unknown factor {name!r} "
+                                 f"(known: {', '.join(FACTOR_UNITS)})")
+            checked[name] = check_factor(name, value, stream=self.stream, version=self.id)
+        object.__setattr__(self, "values", MappingProxyType(checked))
+
+    def factors(self, method: Method, quantity_unit: QuantityUnit) -> tuple[float, ...]:
+        """The factors `method` needs for a quantity in `quantity_unit`, in formula order."""
+        names = required_factors(method, quantity_unit, stream=self.stream)
+        missing = [n for n in names if n not in self.values]
+        if missing:
+            raise ValueError(f"{_where(self.stream, self.id)}: method {method} with quantity "
+                             f"in {quantity_unit} needs factor(s) {', '.join(missing)}")
+        return tuple(self.values[n] for n in names)
+
+
+def required_factors(method: Method, quantity_unit: QuantityUnit, *,
+                     stream: str | None = None) -> tuple[str, ...]:
+    """Names of the factors `method` needs for a quantity in `quantity_unit`."""
+    try:
+        return REQUIRED_FACTORS[(method, quantity_unit)]
+    except KeyError:
+        ok = ", ".join(f"{m} in {u}" for m, u in REQUIRED_FACTORS)
+        raise ValueError(f"{_where(stream)}: method {method!r} with quantity in "
+                         f"{quantity_unit!r} is not supported (supported: {ok})") from None
+
+
+def co2_t(method: Method, quantity: float, factors: Sequence[float], *,
+          stream: str | None = None) -> float:
+    """t CO2 of `quantity` by `method`, given its factors in REQUIRED_FACTORS order."""
+    f = tuple(factors)
+    if method == "ncv_cc_of" and len(f) == 3:
+        return fuel_co2_t(quantity, f[0], f[1], f[2], stream=stream)
+    if method == "measured_carbon" and len(f) == 2:
+        return measured_carbon_co2_t(quantity, f[0], f[1], stream=stream)
+    if method == "electricity" and len(f) == 1:
+        return electricity_co2_t(quantity, f[0], stream=stream)
+    if method == "heat" and len(f) == 1:
+        return heat_co2_t(quantity, f[0], stream=stream)
+    if method == "process" and len(f) == 1:
+        return process_co2_t(quantity, f[0], stream=stream)
+    raise ValueError(f"{_where(stream)}: method {method!r} does not take {len(f)} factor(s)")
+
+
+@dataclass(frozen=True, slots=True)
+class FactorResult:
+    """Emissions of one stream over [period_start, period_end) by one factor version."""
+
+    stream: str
+    period_start: datetime  # UTC, inclusive
+    period_end: datetime  # UTC, exclusive
+    quantity: float
+    quantity_unit: QuantityUnit
+    co2_t: float
+    factor_version: str  # FactorVersion.id
+    method: Method
+
+
+def result(version: FactorVersion, method: Method, quantity: float,
+           quantity_unit: QuantityUnit, period_start: datetime,
+           period_end: datetime) -> FactorResult:
+    """Emissions of `quantity` of `version`'s stream by `method` with `version`'s factors."""
+    start = _utc(period_start, f"{_where(version.stream)}: period_start")
+    end = _utc(period_end, f"{_where(version.stream)}: period_end")
+    if end <= start:
+        raise ValueError(f"{_where(version.stream)}: period_end {end.isoformat()} is not "
+                         f"after period_start {start.isoformat()}")
+    e = co2_t(method, quantity, version.factors(method, quantity_unit), stream=version.stream)
+    return FactorResult(version.stream, start, end, float(quantity), quantity_unit, e,
+                        version.id, method)
+
+
+class FactorTable:
+    """The factor versions of every stream; answers which version is in force when."""
+
+    def __init__(self, versions: Iterable[FactorVersion]) -> None:
+        by_stream: dict[str, list[FactorVersion]] = {}
+        ids: dict[str, FactorVersion] = {}
+        for v in versions:
+            if v.id in ids:
+                raise ValueError(f"factor version id {v.id!r} is used twice "
+                                 f"(streams {ids[v.id].stream!r} and {v.stream!r})")
+            ids[v.id] = v
+            by_stream.setdefault(v.stream, []).append(v)
+        self._versions: dict[str, tuple[FactorVersion, ...]] = {}
+        self._from_s: dict[str, F64] = {}
+        for stream, vs in by_stream.items():
+            vs.sort(key=lambda v: v.effective_from)
+            for a, b in itertools.pairwise(vs):
+                if a.effective_from == b.effective_from:
+                    raise ValueError(f"{_where(stream)}: factor versions {a.id!r} and {b.id!r} "
+                                     f"share effective_from {a.effective_from.isoformat()}")
+            self._versions[stream] = tuple(vs)
+            self._from_s[stream] = np.array([v.effective_from.timestamp() for v in vs])
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Names of the streams that have factor versions."""
+        return tuple(self._versions)
+
+    def versions(self, stream: str) -> tuple[FactorVersion, ...]:
+        """All versions of `stream`, oldest first."""
+        try:
+            return self._versions[stream]
+        except KeyError:
+            raise FactorVersionNotFound(f"{_where(stream)} has no factor versions") from None
+
+    def at(self, stream: str, t: datetime) -> FactorVersion:
+        """The version of `stream` in force at `t`: the latest with effective_from ≤ t."""
+        t = _utc(t, f"{_where(stream)}: time")
+        vs = self.versions(stream)
+        found: FactorVersion | None = None
+        for v in vs:
+            if v.effective_from > t:
+                break
+            found = v
+        if found is None:
+            raise FactorVersionNotFound(
+                f"{_where(stream)}: no factor version in force at {t.isoformat()} "
+                f"(first is {vs[0].id!r}, effective from {vs[0].effective_from.isoformat()})")
+        return found
+
+    def indices(self, stream: str, t_s: F64) -> I64:
+        """Per time (epoch seconds), the index into versions(stream) of the version in force."""
+        vs = self.versions(stream)
+        t_s = np.asarray(t_s, np.float64)
+        bad_t = ~np.isfinite(t_s)
+        if bad_t.any():
+            raise ValueError(f"{_where(stream)}: {int(bad_t.sum())} time(s) are not finite")
+        idx = np.searchsorted(self._from_s[stream], t_s, side="right").astype(np.int64) - 1
+        if t_s.size and idx.min() < 0:
+            first = datetime.fromtimestamp(float(t_s[np.argmin(idx)]), UTC)
+            raise FactorVersionNotFound(
+                f"{_where(stream)}: no factor version in force at {first.isoformat()} "
+                f"(first is {vs[0].id!r}, effective from {vs[0].effective_from.isoformat()})")
+        return idx
+
+    def in_force_indices(self, stream: str, period_start: datetime,
+                         period_end: datetime) -> range:
+        """Indices into versions(stream) of the versions in force during [start, end)."""
+        start = _utc(period_start, f"{_where(stream)}: period_start")
+        end = _utc(period_end, f"{_where(stream)}: period_end")
+        self.at(stream, start)  # raises if nothing is in force at the start
+        from_s = self._from_s[stream]
+        first = int(np.searchsorted(from_s, start.timestamp(), side="right")) - 1
+        stop = int(np.searchsorted(from_s, end.timestamp(), side="left"))
+        return range(first, max(stop, first + 1))
+
+    def in_force(self, stream: str, period_start: datetime,
+                 period_end: datetime) -> tuple[FactorVersion, ...]:
+        """The versions of `stream` in force during [period_start, period_end), oldest first."""
+        vs = self.versions(stream)
+        return tuple(vs[i] for i in self.in_force_indices(stream, period_start, period_end))
+
+    def period_result(self, stream: str, method: Method, quantity: float,
+                      quantity_unit: QuantityUnit, period_start: datetime,
+                      period_end: datetime) -> FactorResult:
+        """Emissions of a period total; ValueError if a factor version changes within it."""
+        vs = self.in_force(stream, period_start, period_end)
+        if len(vs) > 1:
+            changes = ", ".join(f"{v.id!r} from {v.effective_from.isoformat()}" for v in vs[1:])
+            raise ValueError(f"{_where(stream)}: factors change within the period ({changes}); "
+                             "split the quantity at the effective dates (period_emissions)")
+        return result(vs[0], method, quantity, quantity_unit, period_start, period_end)
+
+
+@njit(cache=True)
+def interval_co2_kernel(quantity: F64, version_idx: I64, co2_t_per_unit: F64,
+                        out: F64) -> None:  # pragma: no cover - compiled
+    """out[i] = quantity[i] · co2_t_per_unit[version_idx[i]] (t CO2 per interval)."""
+    for i in range(quantity.shape[0]):
+        out[i] = quantity[i] * co2_t_per_unit[version_idx[i]]
+
+
+def co2_t_per_unit(version: FactorVersion, method: Method, quantity_unit: QuantityUnit) -> float:
+    """t CO2 per unit of quantity under `version` (the formula with quantity 1)."""
+    return co2_t(method, 1.0, version.factors(method, quantity_unit), stream=version.stream)
+
+
+def _check_quantities(stream: str, t_s: F64, quantity: F64) -> tuple[F64, F64]:
+    t_s = np.ascontiguousarray(t_s, np.float64)
+    q = np.ascontiguousarray(quantity, np.float64)
+    if t_s.shape != q.shape or t_s.ndim != 1:
+        raise ValueError(f"{_where(stream)}: times {t_s.shape} and quantities {q.shape} "
+                         "must be 1-D arrays of the same length")
+    bad = ~(np.isfinite(q) & (q >= 0.0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{_where(stream)}: quantity = {q[i]!r} at "
+                         f"{datetime.fromtimestamp(float(t_s[i]), UTC).isoformat()} must be "
+                         f"finite and >= 0 ({int(bad.sum())} such value(s))")
+    return t_s, q
+
+
+def interval_co2_t(table: FactorTable, stream: str, method: Method,
+                   quantity_unit: QuantityUnit, t_s: F64, quantity: F64) -> F64:
+    """t CO2 of each interval's quantity by the version in force at its time `t_s` (epoch s).
+
+    For live per-minute values. Report figures come from period_emissions, which applies
+    the formula to each version's total quantity; the two agree to float rounding.
+    """
+    t_s, q = _check_quantities(stream, t_s, quantity)
+    idx = table.indices(stream, t_s)
+    per_unit = np.array([co2_t_per_unit(v, method, quantity_unit)
+                         for v in table.versions(stream)])
+    out = np.empty_like(q)
+    interval_co2_kernel(q, idx, per_unit, out)
+    return out
+
+
+def period_emissions(table: FactorTable, stream: str, method: Method,
+                     quantity_unit: QuantityUnit, t_s: F64, quantity: F64,
+                     period_start: datetime, period_end: datetime) -> tuple[FactorResult, ...]:
+    """Emissions of [period_start, period_end) from interval quantities, split at factor changes.
+
+    Each quantity is attributed to the version in force at its time `t_s` (epoch seconds,
+    the interval's start), which must lie in the period. One FactorResult per version in
+    force during the period, covering the part of the period it governs, oldest first; its
+    quantity is the exact (math.fsum) sum of the quantities attributed to it, and its
+    co2_t the formula applied to that sum. A version in force with no quantities gives a
+    zero result, so the results always tile the period.
+    """
+    start = _utc(period_start, f"{_where(stream)}: period_start")
+    end = _utc(period_end, f"{_where(stream)}: period_end")
+    if end <= start:
+        raise ValueError(f"{_where(stream)}: period_end {end.isoformat()} is not after "
+                         f"period_start {start.isoformat()}")
+    t_s, q = _check_quantities(stream, t_s, quantity)
+    outside = (t_s < start.timestamp()) | (t_s >= end.timestamp())
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ValueError(f"{_where(stream)}: quantity at "
+                         f"{datetime.fromtimestamp(float(t_s[i]), UTC).isoformat()} lies "
+                         f"outside the period [{start.isoformat()}, {end.isoformat()})")
+    versions = table.versions(stream)
+    in_force = table.in_force_indices(stream, start, end)
+    idx = table.indices(stream, t_s)
+    results = []
+    for i in in_force:
+        v = versions[i]
+        seg_start = max(start, v.effective_from)
+        seg_end = versions[i + 1].effective_from if i + 1 < in_force.stop else end
+        total = math.fsum(q[idx == i].tolist())
+        results.append(result(v, method, total, quantity_unit, seg_start, seg_end))
+    return tuple(results)
+
