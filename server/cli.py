@@ -79,12 +79,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
-    from server.recalc import read_samples, recalculate, write_minute_results
+    from server.recalc import (
+        read_samples,
+        recalculate,
+        write_minute_results,
+        write_period_results,
+    )
 
     config = load_config(args.config)
     samples = read_samples(Path(args.samples), (t.id for d in config.devices for t in d.tags))
     with _open_out(args.out) as out:
-        rows = write_minute_results(out, recalculate(config, samples))
+        minutes = recalculate(config, samples)
+        rows = (write_minute_results(out, minutes) if args.level == "minute"
+                else write_period_results(out, config, minutes, args.level))
     log.info("%d result rows written to %s", rows, args.out)
     return 0
 
@@ -151,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--samples", required=True,
                     help="CSV with header timestamp,tag,value[,flag]")
     rc.add_argument("--out", required=True, help="results CSV ('-' for standard output)")
-    rc.add_argument("--level", choices=["minute"], default="minute")
+    rc.add_argument("--level", choices=["minute", "hour", "day"], default="minute",
+                    help="period of the result rows (default minute)")
     rc.set_defaults(func=_cmd_recalc)
     ex = sub.add_parser("export-samples",
                         help="write the raw samples the server calculated from, as CSV")

@@ -19,7 +19,10 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 
+from compute import periods
+from compute.clock import PlantClock
 from compute.cycle import MinuteCycle
+from compute.rollup import PeriodResult
 from compute.tagstore import TagStore
 from server.config import PlantConfig
 from server.errors import CarbonScadaError
@@ -153,6 +156,35 @@ def write_minute_results(out: TextIO, results: Iterable[MinuteResult]) -> int:
         for s in r.sources:
             w.writerow((_iso(s.t), s.source, s.unit, *(_num(getattr(s, f)) for f in MINUTE_FIELDS),
                         int(s.valid), s.flag.name))
+            n += 1
+    return n
+
+
+PERIOD_FIELDS = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
+                 "co2_measured_t")
+
+
+def write_period_results(out: TextIO, config: PlantConfig, minutes: Iterable[MinuteResult],
+                         level: str) -> int:
+    """RESULTS.csv at hour or day level: one row per source and period; returns the rows."""
+    clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
+    sources = tuple(s.id for _, s in config.sources())
+    unit_of = {s.id: u.id for u, s in config.sources()}
+    rho = config.constants.co2_density_kg_m3
+    hour_results = periods.hours(clock, sources, minutes, rho_kg_m3=rho)
+    records: Iterable[tuple[PeriodResult, ...]] = (
+        (recs for _, recs in hour_results) if level == "hour"
+        else periods.days(clock, sources, hour_results))
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(("period_start", "source", "unit", *PERIOD_FIELDS, "valid", "flag",
+                "n_valid", "substituted", "substitution_rule", "n_substituted", "n_missing"))
+    n = 0
+    for recs in records:
+        for r in recs:
+            w.writerow((_iso(r.t), r.source, unit_of[r.source],
+                        *(_num(getattr(r, f)) for f in PERIOD_FIELDS), int(r.valid),
+                        r.flag.name, r.n_valid, int(r.substituted), r.substitution_rule,
+                        r.n_substituted, r.n_missing))
             n += 1
     return n
 

@@ -140,3 +140,60 @@ async def test_recalc_reproduces_what_the_live_server_stored(tmp_path: Path) -> 
 
 def test_recalculate_without_samples_yields_nothing() -> None:
     assert list(recalculate(parse_config(plant_dict(), "test"), {})) == []
+
+
+def vector_samples(path: Path, start: datetime, minutes: int,
+                   co2_minutes: int | None = None) -> None:
+    """12 samples a minute of the worked-example inputs; s1_co2 only in the first
+    `co2_minutes` minutes of every hour when given."""
+    with path.open("w", encoding="utf-8") as f:
+        f.write("timestamp,tag,value\n")
+        for m in range(minutes):
+            for i in range(12):
+                t = (start + timedelta(minutes=m, seconds=5 * i)).timestamp()
+                for tag, v in TAGS.items():
+                    if tag == "s1_co2" and co2_minutes is not None and m % 60 >= co2_minutes:
+                        continue
+                    f.write(f"{t!r},{tag},{v!r}\n")
+
+
+def test_recalc_hour_level(tmp_path: Path) -> None:
+    # Hour 1: 60 valid minutes → C_h 12.0 %, Q_h 835 718.9 m³/h, G_h = 12.0·1.964·835 718.9/100
+    # = 196 962.2 kg/h → 196.9622 t. Hour 2: CO2 in 44 minutes only (< 45) → invalid, B.
+    samples = tmp_path / "samples.csv"
+    vector_samples(samples, datetime(2026, 11, 21, 8, 0, tzinfo=UTC), 120, co2_minutes=None)
+    text = samples.read_text(encoding="utf-8").splitlines()
+    hour2 = datetime(2026, 11, 21, 9, 44, tzinfo=UTC).timestamp()
+    samples.write_text("\n".join(
+        line for line in text
+        if not (",s1_co2," in line and float(line.split(",")[0]) >= hour2)) + "\n",
+        encoding="utf-8")
+    out = tmp_path / "hours.csv"
+    r = cli("recalc", "-c", str(write_config(tmp_path, plant_dict())), "--samples",
+            str(samples), "--out", str(out), "--level", "hour")
+    assert r.returncode == 0, r.stderr
+    first, second = csv.DictReader(out.open(encoding="utf-8"))
+    assert first["period_start"] == "2026-11-21T08:00:00.000000Z"
+    assert float(first["co2_t"]) == pytest.approx(196.9622, abs=0.00005)
+    assert float(first["co2_dry_pct"]) == 12.0
+    assert float(first["flow_std_dry_m3_h"]) == pytest.approx(835_718.9, abs=0.05)
+    assert (first["valid"], first["flag"], first["n_valid"]) == ("1", "N", "60")
+    assert (second["valid"], second["flag"], second["n_valid"]) == ("0", "B", "44")
+    assert second["co2_t"] == ""  # no substitution rule configured: no value, not a guess
+
+
+def test_recalc_day_level(tmp_path: Path) -> None:
+    # A plant day (Asia/Shanghai) of 24 valid hours: 24 × 196.962 230 t = 4 727.09 t.
+    from server.recalc import write_period_results
+
+    samples = tmp_path / "samples.csv"
+    vector_samples(samples, datetime(2026, 11, 20, 16, 0, tzinfo=UTC), 24 * 60)
+    cfg = parse_config(plant_dict(), "test")
+    minutes = recalculate(cfg, read_samples(samples, TAGS))
+    out = tmp_path / "days.csv"
+    with out.open("w", encoding="utf-8") as f:
+        assert write_period_results(f, cfg, minutes, "day") == 1
+    (day,) = csv.DictReader(out.open(encoding="utf-8"))
+    assert day["period_start"] == "2026-11-20T16:00:00.000000Z"  # 00:00 in Shanghai
+    assert float(day["co2_t"]) == pytest.approx(4727.09, abs=0.005)
+    assert (day["valid"], day["flag"], day["n_valid"], day["n_missing"]) == ("1", "N", "24", "0")
