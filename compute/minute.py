@@ -12,12 +12,23 @@ import numpy.typing as npt
 
 from compute import kernels as k
 from compute.tagstore import Window
-from server.config import Input, PlantConfig
+from server.config import CemsInputs, Input, PlantConfig, SourceConfig
 
 _INPUT_COLUMNS = {
     "co2_pct": k.CO2, "temp_c": k.TEMP, "static_pa": k.STATIC, "baro_pa": k.BARO,
-    "moisture_pct": k.MOIST,
+    "moisture_pct": k.MOIST, "o2_dry_pct": k.O2_DRY, "o2_wet_pct": k.O2_WET,
 }
+_FLOW_MODES = {"velocity_m_s": k.FLOW_VELOCITY, "flow_act_m3_h": k.FLOW_ACTUAL,
+               "dynamic_pressure_pa": k.FLOW_PITOT}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceArrays:
+    """The CEMS part of a minute: one row per source, in configuration order."""
+
+    cems: npt.NDArray[np.float64]  # (sources, kernels.N_OUT)
+    flag: npt.NDArray[np.uint8]
+    substitution: npt.NDArray[np.uint8]  # kernels.SUB_*; rule id kernels.SUBSTITUTION_RULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,69 @@ class MinuteArrays:
     unit_output_mwh: npt.NDArray[np.float64]
     unit_co2_kg: npt.NDArray[np.float64]
     unit_flag: npt.NDArray[np.uint8]
+    # Per source: 0, or the kernels.SUB_* code of the rule that substituted a value
+    # this minute (name: kernels.SUBSTITUTION_RULES[code], e.g. "f_factor_o2").
+    source_substitution: npt.NDArray[np.uint8]
+
+
+def source_params(src: SourceConfig) -> npt.NDArray[np.float64]:
+    """The kernels' parameter row (kernels.N_PARAMS) of one configured source."""
+    inp = src.inputs
+    p = np.zeros(k.N_PARAMS, np.float64)
+    p[k.AREA] = src.area_m2 or 0.0
+    p[k.CO2_WET] = 1.0 if inp.co2_basis == "wet" else 0.0
+    p[k.FLOW_MODE] = _FLOW_MODES[flow_key(inp)]
+    if src.pitot is not None:
+        p[k.KP] = src.pitot.kp
+        p[k.KV] = src.pitot.kv
+        p[k.MD] = src.pitot.dry_molar_mass_g_mol
+    p[k.MOIST_MODE] = 0.0 if inp.moisture_pct is not None else 1.0
+    p[k.O2_MODE] = 1.0 if inp.o2_dry_pct is not None else (
+        2.0 if inp.o2_wet_pct is not None else 0.0)
+    if src.co2_from_o2 is not None:
+        p[k.FC_FD] = src.co2_from_o2.fc / src.co2_from_o2.fd
+    return p
+
+
+def flow_key(inp: CemsInputs) -> str:
+    """The one configured flow input: velocity_m_s, flow_act_m3_h or dynamic_pressure_pa."""
+    for key in _FLOW_MODES:
+        if getattr(inp, key) is not None:
+            return key
+    raise AssertionError("config validation guarantees one flow input")
+
+
+def run_kernels(values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8],
+                counts: npt.NDArray[np.int64], min_valid: int,
+                src_tag: npt.NDArray[np.int64], src_const: npt.NDArray[np.float64],
+                params: npt.NDArray[np.float64], t0_k: float, p0_pa: float,
+                rho_kg_m3: float, minute_h: float
+                ) -> tuple[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
+                                 npt.NDArray[np.float64], npt.NDArray[np.int64],
+                                 npt.NDArray[np.uint8]], SourceArrays]:
+    """Tag statistics of a window, then CEMS per source: the numba part of a minute.
+
+    Input (s, c) of the CEMS matrix is tag `src_tag[s, c]`'s minute mean, or
+    `src_const[s, c]` where `src_tag` is −1. Returns the tag statistics (mean, min,
+    max, count, flag) and the sources' results.
+    """
+    n_tags = values.shape[0]
+    mean = np.empty(n_tags)
+    lo = np.empty(n_tags)
+    hi = np.empty(n_tags)
+    count = np.empty(n_tags, np.int64)
+    flag = np.empty(n_tags, np.uint8)
+    k.tag_minute_stats(values, flags, counts, min_valid, mean, lo, hi, count, flag)
+    n_src = src_tag.shape[0]
+    inputs = np.empty((n_src, k.N_INPUTS))
+    input_flags = np.empty((n_src, k.N_INPUTS), np.uint8)
+    k.gather_inputs(mean, flag, src_tag, src_const, inputs, input_flags)
+    cems = np.empty((n_src, k.N_OUT))
+    src_flag = np.empty(n_src, np.uint8)
+    sub = np.empty(n_src, np.uint8)
+    k.cems_minute(inputs, input_flags, params, t0_k, p0_pa, rho_kg_m3, minute_h, cems,
+                  src_flag, sub)
+    return (mean, lo, hi, count, flag), SourceArrays(cems, src_flag, sub)
 
 
 class MinuteCalculator:
@@ -48,20 +122,20 @@ class MinuteCalculator:
         self._t0, self._p0, self._rho = c.t0_k, c.p0_pa, c.co2_density_kg_m3
         self._min_valid = config.clock.min_samples_per_minute
         n_src = len(self.source_ids)
-        # Input (s, col) reads tag _src_tag[s, col], or the constant when that is -1.
+        # Input (s, col) reads tag _src_tag[s, col], or the constant when that is -1;
+        # an input the source does not have is NaN (the kernel does not read it).
         self._src_tag = np.full((n_src, k.N_INPUTS), -1, np.int64)
-        self._src_const = np.zeros((n_src, k.N_INPUTS), np.float64)
+        self._src_const = np.full((n_src, k.N_INPUTS), np.nan, np.float64)
         self._params = np.zeros((n_src, k.N_PARAMS), np.float64)
         for s, (_, src) in enumerate(config.sources()):
             inp = src.inputs
-            flow = inp.velocity_m_s if inp.velocity_m_s is not None else inp.flow_act_m3_h
-            assert flow is not None  # config validation guarantees one of them
+            flow = getattr(inp, flow_key(inp))
             self._bind(s, k.FLOW, flow, tag_pos)
             for name, col in _INPUT_COLUMNS.items():
-                self._bind(s, col, getattr(inp, name), tag_pos)
-            self._params[s, k.AREA] = src.area_m2 or 0.0
-            self._params[s, k.CO2_WET] = 1.0 if inp.co2_basis == "wet" else 0.0
-            self._params[s, k.USE_FLOW] = 1.0 if inp.flow_act_m3_h is not None else 0.0
+                given = getattr(inp, name)
+                if given is not None:
+                    self._bind(s, col, given, tag_pos)
+            self._params[s] = source_params(src)
         self._unit_of_source = np.array(
             [self.unit_ids.index(u.id) for u, _ in config.sources()], np.int64)
         self._unit_power_tag = np.full(len(self.unit_ids), -1, np.int64)
@@ -83,31 +157,19 @@ class MinuteCalculator:
 
     def compute(self, window: Window) -> MinuteArrays:
         """Run one minute's calculation on the samples of `window`."""
+        (mean, lo, hi, count, flag), src = run_kernels(
+            window.values, window.flags, window.counts, self._min_valid, self._src_tag,
+            self._src_const, self._params, self._t0, self._p0, self._rho, self.minute_h)
         n_tags = len(self.tag_ids)
-        mean = np.empty(n_tags)
-        lo = np.empty(n_tags)
-        hi = np.empty(n_tags)
-        count = np.empty(n_tags, np.int64)
-        flag = np.empty(n_tags, np.uint8)
-        k.tag_minute_stats(window.values, window.flags, window.counts, self._min_valid,
-                           mean, lo, hi, count, flag)
-        bound = self._src_tag >= 0
-        idx = np.where(bound, self._src_tag, 0)
-        inputs = np.where(bound, mean[idx] if n_tags else 0.0, self._src_const)
-        input_flags = np.where(bound, flag[idx] if n_tags else 0, 0).astype(np.uint8)
-        cems = np.empty((len(self.source_ids), k.N_OUT))
-        src_flag = np.empty(len(self.source_ids), np.uint8)
-        k.cems_minute(inputs, input_flags, self._params, self._t0, self._p0, self._rho,
-                      self.minute_h, cems, src_flag)
         n_units = len(self.unit_ids)
         co2 = np.zeros(n_units)
-        np.add.at(co2, self._unit_of_source, cems[:, k.OUT_MASS])
+        np.add.at(co2, self._unit_of_source, src.cems[:, k.OUT_MASS])
         uflag = np.zeros(n_units, np.uint8)
-        np.maximum.at(uflag, self._unit_of_source, src_flag)
+        np.maximum.at(uflag, self._unit_of_source, src.flag)
         ptag = self._unit_power_tag >= 0
         pidx = np.where(ptag, self._unit_power_tag, 0)
         power = np.where(ptag, mean[pidx] if n_tags else 0.0, self._unit_power_const)
         pflag = np.where(ptag, flag[pidx] if n_tags else 0, 0).astype(np.uint8)
         uflag = np.maximum(uflag, pflag)
-        return MinuteArrays(mean, lo, hi, count, flag, cems, src_flag,
-                            power * self.minute_h, co2, uflag)
+        return MinuteArrays(mean, lo, hi, count, flag, src.cems, src.flag,
+                            power * self.minute_h, co2, uflag, src.substitution)

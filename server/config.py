@@ -125,22 +125,69 @@ class Input(_Model):
             raise ValueError("give either 'tag' or 'value'")
 
 
+FLOW_INPUTS = ("velocity_m_s", "flow_act_m3_h", "dynamic_pressure_pa")
+
+
 class CemsInputs(_Model):
-    """Instruments of a CEMS source (all in SI / standard units)."""
+    """Instruments of a CEMS source (all in SI / standard units).
+
+    Flow: exactly one of a velocity, an actual flow, or a pitot's dynamic pressure
+    (with the source's `pitot` coefficients). Moisture: `moisture_pct`, or both O2
+    analysers (wet and dry), Xsw = 1 − O2 wet / O2 dry; a measured moisture takes
+    precedence and the O2 inputs then serve the flue-gas density and `co2_from_o2`.
+    """
 
     velocity_m_s: Input | None = None
     flow_act_m3_h: Input | None = None
+    dynamic_pressure_pa: Input | None = None
     co2_pct: Input
     co2_basis: Literal["dry", "wet"] = "dry"
     temp_c: Input
     static_pa: Input = Input(value=0.0)
     baro_pa: Input = Input(value=101325.0)
-    moisture_pct: Input
+    moisture_pct: Input | None = None
+    o2_dry_pct: Input | None = None  # O2 % on a dry basis (extractive analyser)
+    o2_wet_pct: Input | None = None  # O2 % on a wet basis (in-situ analyser)
 
     def model_post_init(self, _ctx: Any) -> None:
-        """Require exactly one flow measurement."""
-        if (self.velocity_m_s is None) == (self.flow_act_m3_h is None):
-            raise ValueError("give either 'velocity_m_s' or 'flow_act_m3_h'")
+        """Require exactly one flow measurement and a way to know the moisture."""
+        given = [k for k in FLOW_INPUTS if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = " and ".join(repr(k) for k in given) if given else "none"
+            raise ValueError("give exactly one flow input: 'velocity_m_s', 'flow_act_m3_h' "
+                             f"or 'dynamic_pressure_pa' (got {got})")
+        if self.moisture_pct is None and (self.o2_wet_pct is None or self.o2_dry_pct is None):
+            raise ValueError("give 'moisture_pct', or both 'o2_wet_pct' and 'o2_dry_pct' "
+                             "to derive the moisture from them")
+
+
+class PitotConfig(_Model):
+    """Coefficients of a pitot flow measurement: v = Kv·Kp·sqrt(2·Pd/ρs).
+
+    `kp` is the probe's calibrated coefficient (nominally 0.84 for an S-type pitot
+    meeting US EPA Method 2's geometry, ≈ 0.99 for a standard L-type); `kv` the
+    velocity field coefficient of the measuring point (HJ 75: reference-method velocity
+    over the CEMS reading, from the comparison tests).
+    `dry_molar_mass_g_mol` sets the flue-gas density only for a source without an O2
+    input; with one, the dry molar mass is computed every minute from CO2 and O2
+    (US EPA Method 3). 30.0 g/mol is a coal flue gas (12 % CO2, 6 % O2 → 30.16).
+    """
+
+    kp: float = Field(gt=0, le=2)
+    kv: float = Field(1.0, gt=0, le=2)
+    dry_molar_mass_g_mol: float = Field(30.0, ge=18, le=44)
+
+
+class FFactorConfig(_Model):
+    """Fuel F-factors for CO2 from O2 while the CO2 analyser is out (US EPA Method 19).
+
+    CO2 % dry = 100 · Fc/Fd · (20.9 − O2 % dry)/20.9. Only the ratio matters: give both
+    in one unit. Defaults: bituminous coal, Method 19 table 19-2, Fd 9780 dscf/MMBtu
+    and Fc 1800 scf/MMBtu (2.63e-7 dsm³/J and 0.484e-7 sm³/J).
+    """
+
+    fd: float = Field(9780.0, gt=0)
+    fc: float = Field(1800.0, gt=0)
 
 
 class SourceConfig(_Model):
@@ -151,6 +198,8 @@ class SourceConfig(_Model):
     name_zh: str = ""
     kind: Literal["cems"] = "cems"
     area_m2: float | None = Field(None, gt=0)
+    pitot: PitotConfig | None = None
+    co2_from_o2: FFactorConfig | None = None
     inputs: CemsInputs
 
 
@@ -378,12 +427,11 @@ def _cross_check(cfg: PlantConfig) -> list[tuple[str, str]]:
             if src.id in ids:
                 problems.append((f"{spath}.id", f"duplicate id {src.id!r} (also {ids[src.id]})"))
             ids.setdefault(src.id, spath)
-            if src.inputs.velocity_m_s is not None and src.area_m2 is None:
-                problems.append((f"{spath}.area_m2",
-                                 "CEMS source with a velocity input needs the duct area 'area_m2'"))
-            for name in ("velocity_m_s", "flow_act_m3_h", "co2_pct", "temp_c", "static_pa",
-                         "baro_pa", "moisture_pct"):
-                check_input(f"{spath}.inputs.{name}", getattr(src.inputs, name))
+            problems.extend(_cems_source_problems(spath, src))
+            for name in CemsInputs.model_fields:
+                inp = getattr(src.inputs, name)
+                if isinstance(inp, Input):
+                    check_input(f"{spath}.inputs.{name}", inp)
 
     channel_ids = {c.id for c in cfg.alarms.channels}
     source_ids = {s.id for _, s in cfg.sources()}
@@ -402,6 +450,37 @@ def _cross_check(cfg: PlantConfig) -> list[tuple[str, str]]:
         for k, ch in enumerate(rule.notify):
             if ch not in channel_ids:
                 problems.append((f"{rpath}.notify[{k}]", f"unknown channel {ch!r}"))
+    return problems
+
+
+def _cems_source_problems(spath: str, src: SourceConfig) -> list[tuple[str, str]]:
+    """Checks between a CEMS source's parameters and its inputs; (key path, problem)."""
+    problems: list[tuple[str, str]] = []
+    inp = src.inputs
+    if inp.velocity_m_s is not None and src.area_m2 is None:
+        problems.append((f"{spath}.area_m2",
+                         "CEMS source with a velocity input needs the duct area 'area_m2'"))
+    if inp.dynamic_pressure_pa is not None:
+        if src.area_m2 is None:
+            problems.append((f"{spath}.area_m2", "CEMS source with a dynamic pressure input "
+                             "needs the duct area 'area_m2'"))
+        if src.pitot is None:
+            problems.append((f"{spath}.pitot", "CEMS source with a dynamic pressure input needs "
+                             "'pitot' with the pitot coefficient 'kp' (from the probe's "
+                             "calibration; nominally 0.84 for an S-type pitot)"))
+    elif src.pitot is not None:
+        problems.append((f"{spath}.pitot",
+                         "only used with a 'dynamic_pressure_pa' input; remove it"))
+    has_o2 = inp.o2_dry_pct is not None or inp.o2_wet_pct is not None
+    if (src.pitot is not None and has_o2
+            and "dry_molar_mass_g_mol" in src.pitot.model_fields_set):
+        problems.append((f"{spath}.pitot.dry_molar_mass_g_mol",
+                         "not used: with an O2 input the dry molar mass is computed every "
+                         "minute from CO2 and O2; remove it"))
+    if src.co2_from_o2 is not None and not has_o2:
+        problems.append((f"{spath}.co2_from_o2",
+                         "CO2 from O2 needs an O2 input: 'inputs.o2_dry_pct', or "
+                         "'inputs.o2_wet_pct' with 'inputs.moisture_pct'"))
     return problems
 
 

@@ -138,3 +138,120 @@ def test_demo_plant_physics_is_plausible() -> None:
             assert np.all((rate_t_h > 400) & (rate_t_h < 560)), rate_t_h
             assert np.all((a.cems[:, k.OUT_FLOW_SD] > 1.5e6) & (a.cems[:, k.OUT_FLOW_SD] < 2.2e6))
         assert np.all((intensity > 0.75) & (intensity < 0.95)), (level, intensity)
+
+
+def source_inputs(d: dict[str, Any]) -> dict[str, Any]:
+    inputs: dict[str, Any] = d["units"][0]["sources"][0]["inputs"]
+    return inputs
+
+
+def pitot_plant() -> dict[str, Any]:
+    """The fixture plant with its velocity tag read as a pitot's dynamic pressure."""
+    d = plant_dict()
+    src = d["units"][0]["sources"][0]
+    src["inputs"]["dynamic_pressure_pa"] = src["inputs"].pop("velocity_m_s")
+    src["pitot"] = {"kp": 0.84}
+    return d
+
+
+def test_pitot_source_with_f_factor_and_moisture_from_o2_is_valid() -> None:
+    d = pitot_plant()
+    src = d["units"][0]["sources"][0]
+    src["co2_from_o2"] = {}
+    inputs = source_inputs(d)
+    del inputs["moisture_pct"]
+    inputs |= {"o2_dry_pct": {"value": 6.0}, "o2_wet_pct": {"value": 5.52}}
+    cfg = parse_config(d, "plant.yaml")
+    s = cfg.units[0].sources[0]
+    assert s.pitot is not None and (s.pitot.kp, s.pitot.kv) == (0.84, 1.0)
+    assert s.co2_from_o2 is not None and (s.co2_from_o2.fd, s.co2_from_o2.fc) == (9780, 1800)
+
+
+def test_two_flow_inputs() -> None:
+    d = plant_dict()
+    source_inputs(d)["dynamic_pressure_pa"] = {"tag": "s1_static"}
+    assert problems_of(d) == [(
+        "units[0].sources[0].inputs",
+        "give exactly one flow input: 'velocity_m_s', 'flow_act_m3_h' or "
+        "'dynamic_pressure_pa' (got 'velocity_m_s' and 'dynamic_pressure_pa')")]
+
+
+def test_no_flow_input() -> None:
+    d = plant_dict()
+    del source_inputs(d)["velocity_m_s"]
+    assert problems_of(d) == [(
+        "units[0].sources[0].inputs",
+        "give exactly one flow input: 'velocity_m_s', 'flow_act_m3_h' or "
+        "'dynamic_pressure_pa' (got none)")]
+
+
+def test_dynamic_pressure_without_pitot_coefficients() -> None:
+    d = pitot_plant()
+    del d["units"][0]["sources"][0]["pitot"]
+    assert problems_of(d) == [(
+        "units[0].sources[0].pitot",
+        "CEMS source with a dynamic pressure input needs 'pitot' with the pitot coefficient "
+        "'kp' (from the probe's calibration; nominally 0.84 for an S-type pitot)")]
+
+
+def test_pitot_without_kp_and_bad_kv() -> None:
+    d = pitot_plant()
+    d["units"][0]["sources"][0]["pitot"] = {"kv": 0}
+    assert problems_of(d) == [("units[0].sources[0].pitot.kp", "required key is missing"),
+                              ("units[0].sources[0].pitot.kv", "Input should be greater than 0")]
+
+
+def test_dynamic_pressure_without_area() -> None:
+    d = pitot_plant()
+    del d["units"][0]["sources"][0]["area_m2"]
+    assert problems_of(d) == [(
+        "units[0].sources[0].area_m2",
+        "CEMS source with a dynamic pressure input needs the duct area 'area_m2'")]
+
+
+def test_pitot_block_on_a_velocity_source() -> None:
+    d = plant_dict()
+    d["units"][0]["sources"][0]["pitot"] = {"kp": 0.84}
+    assert problems_of(d) == [("units[0].sources[0].pitot",
+                               "only used with a 'dynamic_pressure_pa' input; remove it")]
+
+
+def test_dry_molar_mass_with_an_o2_input() -> None:
+    d = pitot_plant()
+    d["units"][0]["sources"][0]["pitot"]["dry_molar_mass_g_mol"] = 30.0
+    source_inputs(d)["o2_dry_pct"] = {"value": 6.0}
+    assert problems_of(d) == [(
+        "units[0].sources[0].pitot.dry_molar_mass_g_mol",
+        "not used: with an O2 input the dry molar mass is computed every minute from CO2 and "
+        "O2; remove it")]
+
+
+def test_moisture_needs_a_meter_or_both_o2_analysers() -> None:
+    d = plant_dict()
+    inputs = source_inputs(d)
+    del inputs["moisture_pct"]
+    inputs["o2_wet_pct"] = {"value": 5.52}
+    assert problems_of(d) == [(
+        "units[0].sources[0].inputs",
+        "give 'moisture_pct', or both 'o2_wet_pct' and 'o2_dry_pct' to derive the moisture "
+        "from them")]
+
+
+def test_co2_from_o2_without_an_o2_input() -> None:
+    d = plant_dict()
+    d["units"][0]["sources"][0]["co2_from_o2"] = {"fd": 8710, "fc": 1040}
+    assert problems_of(d) == [(
+        "units[0].sources[0].co2_from_o2",
+        "CO2 from O2 needs an O2 input: 'inputs.o2_dry_pct', or 'inputs.o2_wet_pct' with "
+        "'inputs.moisture_pct'")]
+
+
+def test_f_factor_must_be_positive_and_o2_tags_are_checked() -> None:
+    d = plant_dict()
+    d["units"][0]["sources"][0]["co2_from_o2"] = {"fd": 0}
+    assert problems_of(d) == [("units[0].sources[0].co2_from_o2.fd",
+                               "Input should be greater than 0")]
+    d = plant_dict()
+    source_inputs(d)["o2_dry_pct"] = {"tag": "s1_o2"}
+    assert problems_of(d) == [("units[0].sources[0].inputs.o2_dry_pct.tag",
+                               "unknown tag 's1_o2'")]
