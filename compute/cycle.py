@@ -69,7 +69,9 @@ class MinuteCycle:
                 co2_dry_pct=float(row[kernels.OUT_CO2_DRY]),
                 co2_mg_m3=float(row[kernels.OUT_CO2_MG]),
                 co2_rate_kg_h=float(row[kernels.OUT_RATE]), co2_kg=mass,
-                valid=f is DataFlag.N, flag=f, co2_hour_t=run.hour / 1000,
+                valid=f is DataFlag.N, flag=f,
+                substitution=kernels.SUBSTITUTION_RULES[int(a.source_substitution[i])],
+                co2_hour_t=run.hour / 1000,
                 co2_today_t=run.day / 1000, co2_ytd_t=run.year / 1000))
         units = []
         site_kg = site_day = site_year = 0.0

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS source_minute (
   source TEXT NOT NULL, unit TEXT NOT NULL, t_ms INTEGER NOT NULL,
   flow_act_m3_h REAL, flow_std_dry_m3_h REAL, co2_dry_pct REAL, co2_mg_m3 REAL,
   co2_rate_kg_h REAL, co2_kg REAL, valid INTEGER NOT NULL, flag TEXT NOT NULL,
+  substitution TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (source, t_ms)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unit_minute (
   unit TEXT NOT NULL, t_ms INTEGER NOT NULL, output_mwh REAL, co2_kg REAL,
@@ -41,6 +42,9 @@ CREATE TABLE IF NOT EXISTS alarm_journal (
   state TEXT NOT NULL, previous TEXT NOT NULL, value REAL, limit_value REAL,
   target TEXT NOT NULL, message TEXT NOT NULL);
 """
+
+# Columns added after a table was first shipped: (table, column, definition).
+_ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),)
 
 _SOURCE_FIELDS = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m3",
                   "co2_rate_kg_h", "co2_kg")
@@ -80,6 +84,10 @@ class Historian:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            for table, column, definition in _ADDED_COLUMNS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"historian {self.path}: cannot open: {exc}") from None
         self._db = db
@@ -114,10 +122,10 @@ class Historian:
         db = self._conn()
         with db:
             db.executemany(
-                "INSERT OR REPLACE INTO source_minute VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO source_minute VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(s.source, s.unit, to_ms(s.t),
                   *(_nan_to_null(getattr(s, f)) for f in _SOURCE_FIELDS),
-                  int(s.valid), s.flag.name) for s in r.sources])
+                  int(s.valid), s.flag.name, s.substitution) for s in r.sources])
             db.executemany(
                 "INSERT OR REPLACE INTO unit_minute VALUES (?,?,?,?,?,?,?)",
                 [(u.unit, to_ms(u.t), _nan_to_null(u.output_mwh), _nan_to_null(u.co2_kg),

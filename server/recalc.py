@@ -150,12 +150,13 @@ def _num(x: float) -> str:
 def write_minute_results(out: TextIO, results: Iterable[MinuteResult]) -> int:
     """RESULTS.csv at minute level: one row per source and minute; returns the row count."""
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(("period_start", "source", "unit", *MINUTE_FIELDS, "valid", "flag"))
+    w.writerow(("period_start", "source", "unit", *MINUTE_FIELDS, "valid", "flag",
+                "substitution"))
     n = 0
     for r in results:
         for s in r.sources:
             w.writerow((_iso(s.t), s.source, s.unit, *(_num(getattr(s, f)) for f in MINUTE_FIELDS),
-                        int(s.valid), s.flag.name))
+                        int(s.valid), s.flag.name, s.substitution))
             n += 1
     return n
 

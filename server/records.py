@@ -75,6 +75,7 @@ class SourceMinute:
     co2_kg: float
     valid: bool
     flag: DataFlag
+    substitution: str = ""  # rule that produced a substitute value (e.g. "f_factor_o2")
     co2_hour_t: float = 0.0  # current hour so far, this minute included
     co2_today_t: float = 0.0  # plant-local day so far
     co2_ytd_t: float = 0.0  # plant-local year so far

@@ -55,3 +55,23 @@ async def test_rewriting_a_minute_replaces_it(tmp_path: Path) -> None:
         assert await h.sum_since("source_minute", "S1", "co2_kg", T0) == 2.0
     finally:
         await h.stop()
+
+
+async def test_a_historian_from_before_the_substitution_column_is_migrated(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the source_minute table as first shipped
+        db.execute("CREATE TABLE source_minute (source TEXT NOT NULL, unit TEXT NOT NULL,"
+                   " t_ms INTEGER NOT NULL, flow_act_m3_h REAL, flow_std_dry_m3_h REAL,"
+                   " co2_dry_pct REAL, co2_mg_m3 REAL, co2_rate_kg_h REAL, co2_kg REAL,"
+                   " valid INTEGER NOT NULL, flag TEXT NOT NULL,"
+                   " PRIMARY KEY (source, t_ms)) WITHOUT ROWID")
+        db.execute("INSERT INTO source_minute VALUES ('S1','U1',0,1,1,1,1,1,7.5,1,'N')")
+    h = Historian(path)
+    await h.start()
+    try:
+        await h.on_minute(minute(T0, 3282.70))
+        rows = await h.source_minutes("S1", datetime(1970, 1, 1, tzinfo=UTC), T0 + timedelta(1))
+    finally:
+        await h.stop()
+    assert [(r["co2_kg"], r["substitution"]) for r in rows] == [(7.5, ""), (3282.70, "")]
