@@ -73,6 +73,16 @@ MOLAR_VOLUME_L_MOL = 22.414  # ideal gas at 273.15 K, 101 325 Pa
 M_CO2, M_O2, M_N2, M_H2O = 44.0, 32.0, 28.0, 18.0  # g/mol as in EPA Methods 2 and 3
 
 
+@njit(cache=True, nogil=True)
+def period_flag(n_valid: int, min_valid: int, worst: int) -> int:  # pragma: no cover
+    """A period's flag: N with enough valid parts, else its worst flag, else B (no data)."""
+    if n_valid >= min_valid:
+        return 0
+    if worst > 0:
+        return worst
+    return FLAG_B
+
+
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def tag_minute_stats(values: F64, flags: U8, counts: I64, min_valid: int,
                      out_mean: F64, out_min: F64, out_max: F64, out_count: I64,
@@ -110,12 +120,7 @@ def tag_minute_stats(values: F64, flags: U8, counts: I64, min_valid: int,
             out_mean[i] = math.nan
             out_min[i] = math.nan
             out_max[i] = math.nan
-        if n >= min_valid:
-            out_flag[i] = 0
-        elif worst > 0:
-            out_flag[i] = worst
-        else:
-            out_flag[i] = FLAG_B
+        out_flag[i] = period_flag(n, min_valid, worst)
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")

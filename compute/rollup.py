@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
+from compute.kernels import period_flag
 from server.records import DataFlag
 
 F64 = npt.NDArray[np.float64]
@@ -43,7 +44,6 @@ HOUR_MIN_VALID_MINUTES = 45
 DAY_MIN_VALID_HOURS = 20
 CO2_DENSITY_KG_M3 = 1.964  # 44/22.4, HJ 212-2017 annex D
 
-FLAG_B = int(DataFlag.B)
 
 
 @njit(cache=True, parallel=True)
@@ -87,12 +87,7 @@ def hour_kernel(co2_dry_pct: F64, flow_std_dry_m3_h: F64, flags: U8, min_valid: 
             out_flow_std_dry_m3_h[i] = math.nan
             out_co2_rate_kg_h[i] = math.nan
             out_co2_t[i] = math.nan
-        if n >= min_valid:
-            out_flag[i] = 0
-        elif worst > 0:
-            out_flag[i] = worst
-        else:
-            out_flag[i] = FLAG_B
+        out_flag[i] = period_flag(n, min_valid, worst)
 
 
 @njit(cache=True, parallel=True)
@@ -149,12 +144,7 @@ def day_kernel(co2_dry_pct: F64, flow_std_dry_m3_h: F64, co2_t: F64, flags: U8,
             out_co2_measured_t[i] = math.nan
         out_co2_substitute_t[i] = ss if n_sub > 0 else math.nan
         out_co2_t[i] = sm + ss if n + n_sub > 0 else math.nan
-        if n >= min_valid:
-            out_flag[i] = 0
-        elif worst > 0:
-            out_flag[i] = worst
-        else:
-            out_flag[i] = FLAG_B
+        out_flag[i] = period_flag(n, min_valid, worst)
 
 
 @dataclass(frozen=True, slots=True)
