@@ -170,21 +170,26 @@ class Historian:
                      _nan_to_null(event.value), event.limit, event.target, event.message))
         await self._run(write)
 
-    async def sum_since(self, table: str, key: str, column: str,
-                        start: datetime) -> float:
-        """Sum of `column` of one source or unit from `start` on (for restart totals)."""
+    async def period_sums(self, table: str, column: str, starts: Sequence[datetime],
+                          ) -> dict[str, tuple[float, ...]]:
+        """Per source or unit: the sums of `column` from each of `starts` on, in one scan.
+
+        Used after a restart to continue the hour / day / year totals.
+        """
         if table not in ("source_minute", "unit_minute"):
             raise ValueError(f"unknown table {table!r}")
         if column not in {*_SOURCE_FIELDS, "output_mwh"}:
             raise ValueError(f"unknown column {column!r}")
         ident = "source" if table == "source_minute" else "unit"
+        ms = [to_ms(t) for t in starts]
+        sums = ", ".join(f"TOTAL(CASE WHEN t_ms >= ? THEN {column} END)" for _ in ms)
 
-        def query() -> float:
-            row = self._conn().execute(
-                f"SELECT TOTAL({column}) FROM {table} WHERE {ident} = ? AND t_ms >= ?",
-                (key, to_ms(start))).fetchone()
-            return float(row[0])
-        result: float = await self._run(query)
+        def query() -> dict[str, tuple[float, ...]]:
+            rows = self._conn().execute(
+                f"SELECT {ident}, {sums} FROM {table} WHERE t_ms >= ? GROUP BY {ident}",
+                (*ms, min(ms))).fetchall()
+            return {row[0]: tuple(float(x) for x in row[1:]) for row in rows}
+        result: dict[str, tuple[float, ...]] = await self._run(query)
         return result
 
     async def source_minutes(self, source: str, start: datetime,

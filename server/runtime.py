@@ -102,17 +102,15 @@ class Runtime:
 
     async def _seed_totals(self) -> None:
         now = datetime.now(UTC)
-        h, d, y = self.clock.hour_start(now), self.clock.day_start(now), self.clock.year_start(now)
-        for _, src in self.config.sources():
-            src_id = src.id
-            sums = [await self.historian.sum_since("source_minute", src_id, "co2_kg", p)
-                    for p in (h, d, y)]
-            self.cycle.totals.seed(f"{src_id}.co2_kg", now, *sums)
-        for unit in self.config.units:
-            for column in ("co2_kg", "output_mwh"):
-                sums = [await self.historian.sum_since("unit_minute", unit.id, column, p)
-                        for p in (h, d, y)]
-                self.cycle.totals.seed(f"{unit.id}.{column}", now, *sums)
+        starts = (self.clock.hour_start(now), self.clock.day_start(now),
+                  self.clock.year_start(now))
+        stored = [("source_minute", "co2_kg", [s.id for _, s in self.config.sources()]),
+                  ("unit_minute", "co2_kg", [u.id for u in self.config.units]),
+                  ("unit_minute", "output_mwh", [u.id for u in self.config.units])]
+        for table, column, ids in stored:
+            sums = await self.historian.period_sums(table, column, starts)
+            for key in ids:
+                self.cycle.totals.seed(f"{key}.{column}", now, *sums.get(key, (0.0, 0.0, 0.0)))
 
     def _ingest(self, samples: Sequence[Sample]) -> None:
         index = self.store.index

@@ -31,10 +31,10 @@ async def test_minutes_are_stored_and_summed(tmp_path: Path) -> None:
         for i, kg in enumerate([3282.70, 3000.0, 1.5]):
             await h.on_minute(minute(T0 + timedelta(minutes=i), kg))
         await h.on_minute(minute(T0 + timedelta(minutes=3), math.nan, DataFlag.B))
-        assert await h.sum_since("source_minute", "S1", "co2_kg", T0) == 6284.2
         later = T0 + timedelta(minutes=1)
-        assert await h.sum_since("source_minute", "S1", "co2_kg", later) == 3001.5
-        assert await h.sum_since("unit_minute", "U1", "output_mwh", T0) == 40.0
+        sums = await h.period_sums("source_minute", "co2_kg", (T0, later))
+        assert sums == {"S1": (6284.2, 3001.5)}
+        assert (await h.period_sums("unit_minute", "output_mwh", (T0,)))["U1"] == (40.0,)
         rows = await h.source_minutes("S1", T0, T0 + timedelta(minutes=10))
         assert [r["co2_kg"] for r in rows] == [3282.70, 3000.0, 1.5, None]
         assert rows[3]["flag"] is DataFlag.B and rows[3]["valid"] is False
@@ -52,7 +52,7 @@ async def test_rewriting_a_minute_replaces_it(tmp_path: Path) -> None:
     try:
         await h.on_minute(minute(T0, 1.0))
         await h.on_minute(minute(T0, 2.0))
-        assert await h.sum_since("source_minute", "S1", "co2_kg", T0) == 2.0
+        assert await h.period_sums("source_minute", "co2_kg", (T0,)) == {"S1": (2.0,)}
     finally:
         await h.stop()
 
