@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import cast
+from typing import TypeVar, cast
 
 from asyncua import ua
 from asyncua.server.server import Server
@@ -219,6 +219,7 @@ def _description(en: str, zh: str) -> ua.LocalizedText:
 
 _SourceWrite = tuple[ua.NodeId, Callable[[SourceMinute], float], bool]
 _UnitWrite = tuple[ua.NodeId, Callable[[UnitMinute], float], bool]
+_Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
 
 
 @dataclass(slots=True)
@@ -434,26 +435,21 @@ class OpcUaSink:
             return ua.DataValue(ua.Variant(flag.name, ua.VariantType.String), _GOOD,
                                 SourceTimestamp=t, ServerTimestamp=now)
 
+        async def write(entry: tuple[list[tuple[ua.NodeId, Callable[[_Rec], float], bool]],
+                                     ua.NodeId] | None, record: _Rec) -> None:
+            if entry is None:  # not in this server's address space
+                return
+            writes, flag_node = entry
+            status, total = status_of(record.flag), total_status_of(record.flag)
+            for nid, get, is_total in writes:
+                await server.write_attribute_value(
+                    nid, dv(get(record), total if is_total else status))
+            await server.write_attribute_value(flag_node, flag_dv(record.flag))
+
         for src in result.sources:
-            sentry = layout.sources.get(src.source)
-            if sentry is None:
-                continue
-            swrites, sflag = sentry
-            status, total = status_of(src.flag), total_status_of(src.flag)
-            for nid, sget, is_total in swrites:
-                await server.write_attribute_value(
-                    nid, dv(sget(src), total if is_total else status))
-            await server.write_attribute_value(sflag, flag_dv(src.flag))
+            await write(layout.sources.get(src.source), src)
         for unit in result.units:
-            uentry = layout.units.get(unit.unit)
-            if uentry is None:
-                continue
-            uwrites, uflag = uentry
-            status, total = status_of(unit.flag), total_status_of(unit.flag)
-            for nid, uget, is_total in uwrites:
-                await server.write_attribute_value(
-                    nid, dv(uget(unit), total if is_total else status))
-            await server.write_attribute_value(uflag, flag_dv(unit.flag))
+            await write(layout.units.get(unit.unit), unit)
         # SiteMinute has no flag: the allowance position is an accounting figure.
         for nid, aget in layout.allowance:
             await server.write_attribute_value(nid, dv(aget(result.site), _GOOD))

@@ -163,14 +163,13 @@ class LiveState:
     # -- views
 
     def has_source(self, source_id: str) -> bool:
-        """Whether the source is configured or has reported."""
-        return source_id in self._source_meta or source_id in self._sources
+        """Whether the source is configured."""
+        return source_id in self._source_meta
 
     def source_json(self, source_id: str) -> Json:
         """Latest values of one source (nulls before its first minute)."""
         rec = self._sources.get(source_id)
-        meta = self._source_meta.get(source_id) or _Meta(
-            source_id, source_id, "", unit=rec.unit if rec else "")
+        meta = self._source_meta[source_id]
         out: Json = {"id": meta.id, "name": meta.name, "name_zh": meta.name_zh,
                      "unit": meta.unit, "t": iso_utc(rec.t) if rec else None}
         for name in SOURCE_FIELDS:
@@ -180,14 +179,13 @@ class LiveState:
         return out
 
     def sources_json(self) -> list[Json]:
-        """Latest values of every source: configured ones in order, then any others."""
-        ids = list(self._source_meta) + [k for k in self._sources if k not in self._source_meta]
-        return [self.source_json(i) for i in ids]
+        """Latest values of every configured source, in configuration order."""
+        return [self.source_json(i) for i in self._source_meta]
 
     def unit_json(self, unit_id: str) -> Json:
         """Latest values of one unit (nulls before its first minute)."""
         rec = self._units.get(unit_id)
-        meta = self._unit_meta.get(unit_id) or _Meta(unit_id, unit_id, "")
+        meta = self._unit_meta[unit_id]
         out: Json = {"id": meta.id, "name": meta.name, "name_zh": meta.name_zh,
                      "sources": list(meta.sources), "t": iso_utc(rec.t) if rec else None}
         for name in UNIT_FIELDS:
@@ -197,9 +195,8 @@ class LiveState:
         return out
 
     def units_json(self) -> list[Json]:
-        """Latest values of every unit: configured ones in order, then any others."""
-        ids = list(self._unit_meta) + [k for k in self._units if k not in self._unit_meta]
-        return [self.unit_json(i) for i in ids]
+        """Latest values of every configured unit, in configuration order."""
+        return [self.unit_json(i) for i in self._unit_meta]
 
     def site_json(self) -> Json:
         """Site identity, local time zone and the latest totals and allowance position."""

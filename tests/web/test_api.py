@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from server.config import parse_config
 from server.records import AlarmEvent, DataFlag, MinuteResult, SiteMinute, SourceMinute, UnitMinute
-from tests.fixtures.plant import plant_config
+from tests.fixtures.plant import plant_config, plant_dict
 from web.app import STATIC_DIR, LiveState, WebSink
 
 T0 = datetime(2024, 5, 1, 2, 3, tzinfo=UTC)  # 10:03 in Asia/Shanghai
@@ -282,7 +283,11 @@ async def open_stuck_client(port: int) -> tuple[asyncio.StreamReader, asyncio.St
 
 async def test_stuck_client_does_not_block_others(
         port: int, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
-    sink = WebSink(plant_config(web_port=port), send_timeout_s=0.5, client_queue_size=16)
+    # Big messages (300 sources, ~200 kB each) fill the stuck client's socket quickly.
+    d = plant_dict(web_port=port)
+    stack = d["units"][0]["sources"][0]
+    d["units"][0]["sources"] = [stack, *({**stack, "id": f"X{i}"} for i in range(300))]
+    sink = WebSink(parse_config(d, "test"), send_timeout_s=0.5, client_queue_size=16)
     await sink.start()
     _, stuck = await open_stuck_client(port)
     try:
