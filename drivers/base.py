@@ -1,40 +1,31 @@
-"""The driver interface and the protocol registry (config `protocol:` name → factory)."""
+"""The driver interface and the protocol registry (config `protocol:` name → bus factory)."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.records import Sample
-
-Emit = Callable[[Sequence[Sample]], None]
-
-
-@dataclass(slots=True)
-class DeviceStats:
-    """Counters of one device, exposed to the rest of the server."""
-
-    device: str
-    requests: int = 0
-    errors: int = 0
-    last_error: str = ""
-    last_latency_s: float = 0.0
-    online: bool = False
+from drivers.bus import DeviceStats, Emit, OnEvent
+from drivers.link import BusStats
+from server.config import DeviceConfig, bus_key
 
 
 class Driver(Protocol):
-    """Polls one field device at its configured rate and emits samples."""
+    """Polls the devices of one bus (serial port or TCP endpoint) and emits samples."""
 
-    device_id: str
+    name: str
 
     async def run(self, emit: Emit) -> None:
         """Poll until cancelled; never raises for device faults (flags samples B/D instead)."""
         ...
 
-    def stats(self) -> DeviceStats:
-        """Current request / error counters of the device."""
+    def stats(self) -> list[DeviceStats]:
+        """Current request / error counters of each device on the bus."""
+        ...
+
+    def bus_stats(self) -> BusStats:
+        """Current counters of the bus itself (connects, requests, bytes)."""
         ...
 
 
@@ -52,10 +43,16 @@ class Simulator(Protocol):
 
 # protocol name → "module:factory"; imported lazily so that checking a config stays fast.
 _DRIVERS: dict[str, str] = {
-    "modbus_tcp": "drivers.modbus:ModbusTcpDriver",
+    "modbus_tcp": "drivers.modbus:make_bus",
+    "modbus_rtu": "drivers.modbus:make_bus",
+    "dlt645": "drivers.meters:make_dlt645_bus",
+    "cjt188": "drivers.meters:make_cjt188_bus",
 }
 _SIMULATORS: dict[str, str] = {
     "modbus_tcp": "drivers.modbus_sim:ModbusTcpSimulator",
+    "modbus_rtu": "drivers.stream_sim:modbus_rtu_simulator",
+    "dlt645": "drivers.stream_sim:dlt645_simulator",
+    "cjt188": "drivers.stream_sim:cjt188_simulator",
 }
 
 
@@ -69,20 +66,29 @@ def _load(table: dict[str, str], protocol: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def create_driver(device: Any) -> Driver:
-    """Build the driver for one configured device."""
-    factory: Callable[[Any], Driver] = _load(_DRIVERS, device.protocol)
-    return factory(device)
+def create_drivers(devices: Sequence[DeviceConfig],
+                   on_event: OnEvent | None = None) -> list[Driver]:
+    """One driver per bus: devices naming the same serial port or endpoint share it."""
+    buses: dict[str, list[DeviceConfig]] = {}
+    for dev in devices:
+        buses.setdefault(bus_key(dev), []).append(dev)
+    drivers: list[Driver] = []
+    for devs in buses.values():
+        factory: Callable[[Sequence[DeviceConfig], OnEvent | None], Driver] = _load(
+            _DRIVERS, devs[0].protocol)
+        drivers.append(factory(devs, on_event))
+    return drivers
 
 
-def create_simulators(devices: Sequence[Any], timezone: str) -> list[Simulator]:
+def create_simulators(devices: Sequence[DeviceConfig], timezone: str) -> list[Simulator]:
     """Build simulators for the devices marked `simulate: true`, one per protocol."""
-    by_protocol: dict[str, list[Any]] = {}
+    by_protocol: dict[str, list[DeviceConfig]] = {}
     for dev in devices:
         if dev.simulate:
             by_protocol.setdefault(dev.protocol, []).append(dev)
     sims: list[Simulator] = []
     for protocol, devs in by_protocol.items():
-        factory: Callable[[Sequence[Any], str], Simulator] = _load(_SIMULATORS, protocol)
+        factory: Callable[[Sequence[DeviceConfig], str], Simulator] = _load(
+            _SIMULATORS, protocol)
         sims.append(factory(devs, timezone))
     return sims

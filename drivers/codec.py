@@ -15,9 +15,10 @@ from typing import Literal
 
 from server.config import ModbusTagConfig
 
-Function = Literal["holding", "input"]
+Function = Literal["holding", "input", "coil", "discrete"]
 
 MAX_READ = 125  # registers per read request (Modbus application protocol limit)
+MAX_READ_BITS = 2000  # coils / discrete inputs per read request
 
 # type → (struct format, register count, is integer)
 _FORMATS: dict[str, tuple[str, int, bool]] = {
@@ -29,7 +30,8 @@ _FORMATS: dict[str, tuple[str, int, bool]] = {
     "float64": ("d", 4, False),
 }
 _ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
-_FUNCTIONS: tuple[Function, ...] = ("holding", "input")
+_FUNCTIONS: tuple[Function, ...] = ("holding", "input", "coil", "discrete")
+BIT_FUNCTIONS = ("coil", "discrete")
 
 
 def register_count(type: str) -> int:
@@ -90,7 +92,7 @@ def encode(value: float, type: str, order: str) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One read request: `count` registers from `start`, and the tags at their offsets."""
+    """One read request: `count` registers (or bits) from `start`, and the tags at their offsets."""
 
     function: Function
     start: int
@@ -108,7 +110,8 @@ def plan_reads(tags: Sequence[ModbusTagConfig], max_gap: int,
     """Group tags into contiguous reads ≤ `max_count` registers, per function.
 
     Two neighbouring tags share a read when at most `max_gap` unused registers lie
-    between them. Blocks come holding first, then input, each by start address.
+    between them. Blocks come holding, input, coil, discrete, each by start address.
+    Bit tables take up to MAX_READ_BITS a read and ignore `max_count`.
     """
     if not 1 <= max_count <= MAX_READ:
         raise ValueError(f"max_count must be 1..{MAX_READ}, got {max_count}")
@@ -116,16 +119,18 @@ def plan_reads(tags: Sequence[ModbusTagConfig], max_gap: int,
         raise ValueError(f"max_gap must be ≥ 0, got {max_gap}")
     blocks: list[Block] = []
     for function in _FUNCTIONS:
+        bits = function in BIT_FUNCTIONS
+        limit = MAX_READ_BITS if bits else max_count
         mine = sorted((t for t in tags if t.function == function),
                       key=lambda t: (t.address, t.id))
         group: list[ModbusTagConfig] = []
         start = end = 0  # end is exclusive
         for tag in mine:
-            tag_end = tag.address + register_count(tag.type)
+            tag_end = tag.address + (1 if bits else register_count(tag.type))
             if tag_end > 0x10000:
                 raise ValueError(f"tag {tag.id!r} runs past register 65535")
             if group and (tag.address - end <= max_gap
-                          and max(end, tag_end) - start <= max_count):
+                          and max(end, tag_end) - start <= limit):
                 group.append(tag)
                 end = max(end, tag_end)
                 continue

@@ -1,220 +1,202 @@
-"""Modbus TCP driver: polls one device (one unit id on one endpoint) over its own connection."""
+"""Modbus TCP, RTU over serial and RTU over a TCP gateway: one pymodbus client per bus."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import math
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import DeviceStats, Emit
-from drivers.codec import Block, decode, plan_reads, register_count
-from server.config import ModbusTagConfig, ModbusTcpDeviceConfig
+from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
+from drivers.codec import BIT_FUNCTIONS, Block, decode, plan_reads, register_count
+from drivers.link import Backoff, BusStats, LinkDown
+from server.config import (
+    ModbusRtuDeviceConfig,
+    ModbusTagConfig,
+    ModbusTcpDeviceConfig,
+    SerialLinkConfig,
+    bus_key,
+)
 from server.records import DataFlag, Sample
 
-log = logging.getLogger(__name__)
-
-BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 10.0
-
-
-class _LinkDown(Exception):
-    """The connection is unusable: the rest of this poll's reads are skipped."""
+ModbusDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
+RTU_DEFAULT_BAUDRATE = 9600
 
 
 class _BadReply(Exception):
     """The device answered, but not with the registers asked for."""
 
 
-class ModbusTcpDriver:
-    """Polls the configured registers of one Modbus TCP device at its poll interval."""
+class _Silent(Exception):
+    """The device did not answer in time."""
 
-    def __init__(self, device: ModbusTcpDeviceConfig) -> None:
-        self.device = device
-        self.device_id = device.id
-        self._blocks = plan_reads(device.tags, device.max_gap)
-        self._where = (f"device {device.id} ({device.host}:{device.port} "
-                       f"unit {device.device_id})")
-        self._stats = DeviceStats(device=device.id)
-        self._client: AsyncModbusTcpClient | None = None
-        self._connect_task: asyncio.Task[None] | None = None
-        self._connect_error: str | None = None  # why the link is down, once known
-        self._next_connect = 0.0  # loop time before which no new attempt starts
-        self._backoff = BACKOFF_MIN_S
-        self._link_up = False  # the last connect attempt succeeded
-        self._logged: str | None = None  # error last logged; None while online
 
-    def stats(self) -> DeviceStats:
-        """Current request / error counters of the device (a copy)."""
-        return replace(self._stats)
+class ModbusLink:
+    """One pymodbus client (TCP socket, serial port or TCP gateway) shared by a bus's devices."""
 
-    async def run(self, emit: Emit) -> None:
-        """Poll until cancelled, emitting one list of samples per poll."""
-        loop = asyncio.get_running_loop()
-        dev = self.device
-        # reconnect_delay=0: pymodbus must not reconnect on its own, this driver paces it.
+    def __init__(self, devices: Sequence[ModbusDevice]) -> None:
+        first = devices[0]
+        self.name = bus_key(first)
+        timeout = max(d.timeout_s for d in devices)
+        # reconnect_delay=0: pymodbus must not reconnect on its own, the bus paces it.
         # retries=0: a dead device costs one timeout per poll, not four.
-        self._client = AsyncModbusTcpClient(
-            dev.host, port=dev.port, name=f"modbus {dev.id}", timeout=dev.timeout_s,
-            retries=0, reconnect_delay=0)
-        interval = dev.poll_interval_s
-        next_tick = loop.time()
-        try:
-            while True:
-                try:
-                    samples = await self._poll()
-                except Exception as exc:  # a bug must not kill the device's polling
-                    log.exception("%s: poll failed", self._where)
-                    self._report(f"internal error: {exc!r}")
-                    samples = self._bad(self.device.tags)
-                try:
-                    emit(samples)
-                except Exception:
-                    log.exception("%s: emit failed", self._where)
-                next_tick += interval
-                now = loop.time()
-                if next_tick <= now:  # overran: skip missed ticks, stay on the schedule grid
-                    next_tick += (math.floor((now - next_tick) / interval) + 1) * interval
-                await asyncio.sleep(next_tick - now)
-        finally:
-            if self._connect_task is not None:
-                self._connect_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._connect_task
-                self._connect_task = None
-            self._client.close()
-            self._stats.online = False
-            self._link_up = False
-            self._connect_error = None
-            self._next_connect = 0.0
+        name = f"modbus {self.name}"
+        self.client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if isinstance(first, ModbusTcpDeviceConfig):
+            self.client = AsyncModbusTcpClient(first.host, port=first.port, name=name,
+                                               timeout=timeout, retries=0, reconnect_delay=0)
+        elif isinstance(first.link, SerialLinkConfig):
+            s = first.link
+            self.client = AsyncModbusSerialClient(
+                s.serial, framer=FramerType.RTU, baudrate=s.baudrate or RTU_DEFAULT_BAUDRATE,
+                parity=s.parity, bytesize=s.bytesize, stopbits=s.stopbits, name=name,
+                timeout=timeout, retries=0, reconnect_delay=0)
+        else:
+            self.client = AsyncModbusTcpClient(first.link.host, port=first.link.port,
+                                               framer=FramerType.RTU, name=name,
+                                               timeout=timeout, retries=0, reconnect_delay=0)
+        self.timeout_s = timeout
+        self.stats = BusStats(self.name)
+        self._backoff = Backoff()
+        self._error = ""
+        self._was_up = False
 
-    async def _poll(self) -> list[Sample]:
-        """Read every block once; B samples for what could not be read."""
-        assert self._client is not None
-        if not self._client.connected:
-            if self._link_up:  # it was up at the last poll: say so before retrying
-                self._link_up = False
-                self._connect_error = "connection lost"
-            await self._connect_soon()
-            if not self._client.connected:
-                if self._connect_error is not None:
-                    self._report(self._connect_error)
-                # else: first attempt still under way, nothing new to report yet
-                return self._bad(self.device.tags)
-        samples: list[Sample] = []
-        error: str | None = None
-        for i, block in enumerate(self._blocks):
-            try:
-                samples.extend(await self._read(block))
-            except _LinkDown as exc:
-                error = error or str(exc)
-                samples.extend(self._bad(t for b in self._blocks[i:] for t, _ in b.tags))
-                break
-            except _BadReply as exc:  # the device answers: only this block is lost
-                error = error or str(exc)
-                samples.extend(self._bad(t for t, _ in block.tags))
-        self._report(error)
-        return samples
-
-    async def _read(self, block: Block) -> list[Sample]:
-        """One read request; raises _LinkDown or _BadReply on failure."""
-        assert self._client is not None
+    async def open(self) -> None:
+        """Connect if not connected; raises LinkDown while that fails or backoff waits."""
+        if self.client.connected:
+            return
         loop = asyncio.get_running_loop()
-        unit = self.device.device_id
-        read = (self._client.read_holding_registers if block.function == "holding"
-                else self._client.read_input_registers)
-        self._stats.requests += 1
-        sent = loop.time()
+        if self._was_up:  # it was up at the last request: say so before retrying
+            self._was_up = False
+            self.stats.connected = False
+            self._error = "connection lost"
+            self._backoff.failed(loop.time())
+        if loop.time() < self._backoff.next_at:
+            raise LinkDown(self._error or "waiting to reconnect")
+        try:
+            ok = await self.client.connect()
+        except Exception:  # pymodbus catches OSError itself; anything else is odd
+            ok = False
+        if not ok:
+            self.client.close()
+            self.stats.errors += 1
+            self._backoff.failed(loop.time())
+            self._error = f"cannot connect to {self.name}"
+            raise LinkDown(self._error)
+        self.stats.connects += 1
+        self.stats.connected = self._was_up = True
+
+    async def close(self) -> None:
+        """Close the connection (a later poll reconnects)."""
+        self.client.close()
+        self.stats.connected = self._was_up = False
+        await asyncio.sleep(0)
+
+    def reset_backoff(self) -> None:
+        """Devices answer: a later loss reconnects quickly."""
+        self._backoff.reset()
+
+    async def read(self, block: Block, unit: int) -> list[int]:
+        """Registers (or bits, 0/1) of one block; raises LinkDown, _Silent or _BadReply."""
+        c = self.client
+        read = {"holding": c.read_holding_registers, "input": c.read_input_registers,
+                "coil": c.read_coils, "discrete": c.read_discrete_inputs}[block.function]
+        self.stats.requests += 1
         try:
             reply: ModbusPDU = await read(block.start, count=block.count, device_id=unit)
         except ModbusIOException as exc:
-            self._stats.errors += 1
-            reason = (f"timed out after {self.device.timeout_s:g} s"
-                      if "No response" in str(exc) else str(exc))
-            raise _LinkDown(f"no reply reading {block.label}: {reason}") from exc
+            self.stats.errors += 1
+            if not c.connected:
+                raise LinkDown(f"connection lost reading {block.label}") from exc
+            raise _Silent(f"no reply reading {block.label} within {self.timeout_s:g} s"
+                          ) from exc
         except (ModbusException, OSError) as exc:
-            self._stats.errors += 1
-            raise _LinkDown(f"connection lost reading {block.label}: {exc}") from exc
-        t = datetime.now(UTC)
+            self.stats.errors += 1
+            raise LinkDown(f"connection lost reading {block.label}: {exc}") from exc
         if reply.isError():
-            self._stats.errors += 1
+            self.stats.errors += 1
             code = reply.exception_code
             try:
                 name = ExcCodes(code).name
             except ValueError:
                 name = "unknown"
             raise _BadReply(f"exception reply reading {block.label}: {name} ({code})")
-        regs = list(reply.registers)
-        if len(regs) < block.count:
-            self._stats.errors += 1
-            raise _BadReply(f"short reply reading {block.label}: "
-                            f"{len(regs)} of {block.count} registers")
-        self._stats.last_latency_s = loop.time() - sent
-        return [self._sample(tag, regs[off:off + register_count(tag.type)], t)
-                for tag, off in block.tags]
-
-    @staticmethod
-    def _sample(tag: ModbusTagConfig, regs: list[int], t: datetime) -> Sample:
-        raw = decode(regs, tag.type, tag.order)
-        if not math.isfinite(raw):
-            return Sample(tag.id, t, raw, DataFlag.D)
-        return Sample(tag.id, t, raw * tag.scale + tag.offset, DataFlag.N)
-
-    @staticmethod
-    def _bad(tags: Iterable[ModbusTagConfig]) -> list[Sample]:
-        t = datetime.now(UTC)
-        return [Sample(tag.id, t, math.nan, DataFlag.B) for tag in tags]
-
-    async def _connect_soon(self) -> None:
-        """Start a connect attempt if the backoff allows; wait briefly for it."""
-        loop = asyncio.get_running_loop()
-        task = self._connect_task
-        if (task is None or task.done()) and loop.time() >= self._next_connect:
-            task = self._connect_task = asyncio.create_task(
-                self._connect(), name=f"modbus connect {self.device.id}")
-        if task is not None and not task.done():
-            # Wait at most half a poll interval so B samples keep flowing at the poll rate.
-            await asyncio.wait([task], timeout=self.device.poll_interval_s / 2)
-
-    async def _connect(self) -> None:
-        """One connect attempt; schedules the next one with backoff."""
-        assert self._client is not None
-        loop = asyncio.get_running_loop()
-        ok = False
-        try:
-            ok = await self._client.connect()
-        except Exception as exc:  # pymodbus catches OSError itself; anything else is odd
-            log.debug("%s: connect raised %r", self._where, exc)
-        # Every attempt, successful or not, pushes the next one out: a device that
-        # accepts and immediately drops connections is retried with backoff too.
-        self._next_connect = loop.time() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        self._link_up = ok
-        if ok:
-            self._connect_error = None
+        if block.function in BIT_FUNCTIONS:
+            values = [int(b) for b in reply.bits[:block.count]]
         else:
-            self._stats.errors += 1
-            self._connect_error = "cannot connect"
+            values = list(reply.registers)
+        if len(values) < block.count:
+            self.stats.errors += 1
+            raise _BadReply(f"short reply reading {block.label}: "
+                            f"{len(values)} of {block.count} values")
+        return values
 
-    def _report(self, error: str | None) -> None:
-        """Update online state; log a new error once and the recovery once."""
-        if error is None:
-            self._stats.online = True
-            self._backoff = BACKOFF_MIN_S
-            if self._logged is not None:
-                log.warning("device %s back online", self.device.id)
-                self._logged = None
-            return
-        self._stats.online = False
-        self._stats.last_error = error
-        if error != self._logged:
-            log.warning("%s: %s", self._where, error)
-            self._logged = error
+
+class ModbusPoller:
+    """Reads the planned blocks of one Modbus unit."""
+
+    def __init__(self, device: ModbusDevice, link: ModbusLink) -> None:
+        self.device = device
+        self.device_id = device.id
+        self.poll_interval_s = device.poll_interval_s
+        self.link = link
+        self.where = f"device {device.id} ({link.name} unit {device.device_id})"
+        self.stats = DeviceStats(device=device.id)
+        self._blocks = plan_reads(device.tags, device.max_gap)
+        self._tags = [t.id for t in device.tags]
+
+    def tag_ids(self) -> list[str]:
+        """Every tag the device emits."""
+        return self._tags
+
+    async def poll(self) -> PollResult:
+        """Read every block once; B samples for what could not be read."""
+        loop = asyncio.get_running_loop()
+        samples: list[Sample] = []
+        error: str | None = None
+        silent = False
+        for i, block in enumerate(self._blocks):
+            self.stats.requests += 1
+            sent = loop.time()
+            try:
+                values = await self.link.read(block, self.device.device_id)
+            except (_Silent, LinkDown) as exc:  # nothing more to get from it this poll
+                self.stats.errors += 1
+                error = error or str(exc)
+                silent = isinstance(exc, _Silent) and i == 0
+                samples.extend(flagged([t.id for b in self._blocks[i:] for t, _ in b.tags]))
+                break
+            except _BadReply as exc:  # the device answers: only this block is lost
+                self.stats.errors += 1
+                error = error or str(exc)
+                samples.extend(flagged([t.id for t, _ in block.tags]))
+                continue
+            self.stats.last_latency_s = loop.time() - sent
+            t = datetime.now(UTC)
+            samples.extend(_sample(tag, values, off, t) for tag, off in block.tags)
+        return PollResult(samples, error, silent)
+
+
+def _sample(tag: ModbusTagConfig, values: list[int], off: int, t: datetime) -> Sample:
+    if tag.function in BIT_FUNCTIONS:
+        raw = float(values[off])
+    elif tag.bit is not None:
+        raw = float((values[off] >> tag.bit) & 1)
+    else:
+        raw = decode(values[off:off + register_count(tag.type)], tag.type, tag.order)
+    if not math.isfinite(raw):
+        return Sample(tag.id, t, raw, DataFlag.D)
+    return Sample(tag.id, t, raw * tag.scale + tag.offset, DataFlag.N)
+
+
+def make_bus(devices: Iterable[ModbusDevice], on_event: OnEvent | None = None) -> Bus:
+    """The driver of one Modbus bus (all devices share its connection)."""
+    devs = list(devices)
+    link = ModbusLink(devs)
+    return Bus(link, [ModbusPoller(d, link) for d in devs], on_event)

@@ -156,3 +156,14 @@ class AlarmEvent:
     target: str  # e.g. "source S1 co2_rate_t_h"
     message: str  # English
     message_zh: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """A field device's communication failed (`fault`) or was restored."""
+
+    device: str
+    bus: str  # serial port path or host:port
+    t: datetime
+    fault: bool
+    message: str

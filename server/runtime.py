@@ -14,7 +14,7 @@ from typing import Any
 from compute import kernels
 from compute.cycle import MinuteCycle
 from compute.tagstore import TagStore
-from drivers.base import Driver, Simulator, create_driver, create_simulators
+from drivers.base import Driver, Simulator, create_drivers, create_simulators
 from server.config import PlantConfig
 from server.historian import Historian
 from server.records import AlarmEvent, MinuteResult, Sample
@@ -89,11 +89,10 @@ class Runtime:
             self._simulators = create_simulators(self.config.devices, self.config.site.timezone)
             for sim in self._simulators:
                 await sim.start()
-            for dev in self.config.devices:
-                driver = create_driver(dev)
-                self._drivers.append(driver)
+            self._drivers = create_drivers(self.config.devices)
+            for driver in self._drivers:
                 self._tasks.append(asyncio.create_task(driver.run(self._ingest),
-                                                       name=f"driver:{dev.id}"))
+                                                       name=f"bus:{driver.name}"))
             self._tasks.append(asyncio.create_task(self._minute_loop(), name="minute-cycle"))
         except BaseException:
             await self.stop()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import socket
 import struct
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.base import Driver, create_driver, create_simulators
-from drivers.modbus import ModbusTcpDriver
-from drivers.modbus_sim import ModbusTcpSimulator, load_curve
+from drivers.base import Driver, create_drivers, create_simulators
+from drivers.bus import Bus
+from drivers.modbus_sim import ModbusTcpSimulator
+from drivers.sim import SimValue, load_curve
 from server.config import ModbusTcpDeviceConfig, SimConfig
 from server.records import DataFlag, Sample
 from tests.fixtures.plant import VECTOR, plant_config
@@ -70,6 +72,11 @@ class Polling:
             await self.task
 
 
+def one_bus(dev: Any) -> Driver:
+    [driver] = create_drivers([dev])
+    return driver
+
+
 def by_tag(poll: list[Sample]) -> dict[str, Sample]:
     return {s.tag: s for s in poll}
 
@@ -101,9 +108,9 @@ async def test_word_orders_and_scaled_int_round_trip(port: int) -> None:
         assert list(rr.registers[10:12]) == [557, 0x10000 - 123]  # (35.7+20)/0.1, -12.3/0.1
 
         before = datetime.now(UTC)
-        polling = Polling(ModbusTcpDriver(dev))
+        polling = Polling(one_bus(dev))
         await polling.until(lambda p: len(p) >= 10)
-        stats = polling.driver.stats()
+        stats = polling.driver.stats()[0]
         await polling.stop()
         after = datetime.now(UTC)
 
@@ -119,7 +126,7 @@ async def test_word_orders_and_scaled_int_round_trip(port: int) -> None:
         assert s["in64"].value == 600.25
     assert stats.online and stats.errors == 0 and stats.requests >= 20  # 2 blocks a poll
     assert 0 < stats.last_latency_s < 0.3
-    assert not polling.driver.stats().online  # not polling any more
+    assert not polling.driver.stats()[0].online  # not polling any more
     # paced on a fixed schedule: n polls span (n-1) intervals, not (n-1)·(interval + work)
     first = polling.polls[0][0].t
     last = polling.polls[-1][0].t
@@ -132,7 +139,7 @@ async def test_fixture_plant_serves_worked_example_inputs(port: int) -> None:
     [sim] = create_simulators(cfg.devices, cfg.site.timezone)
     await sim.start()
     try:
-        polling = Polling(create_driver(cfg.devices[0]))
+        polling = Polling(one_bus(cfg.devices[0]))
         await polling.until(lambda p: len(p) >= 2)
         await polling.stop()
     finally:
@@ -149,7 +156,7 @@ async def test_nan_from_instrument_is_flag_d(port: int) -> None:
     dev = device(port, [{"id": "bad", "register": 0, "sim": {"value": math.nan}},
                         {"id": "good", "register": 2, "sim": {"value": 8.0}}])
     async with running(ModbusTcpSimulator([dev], "UTC")):
-        polling = Polling(ModbusTcpDriver(dev))
+        polling = Polling(one_bus(dev))
         await polling.until(lambda p: len(p) >= 2)
         await polling.stop()
     s = by_tag(polling.polls[-1])
@@ -159,10 +166,10 @@ async def test_nan_from_instrument_is_flag_d(port: int) -> None:
 
 async def test_nothing_listening_emits_b_at_poll_rate(port: int,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.modbus")
+    caplog.set_level(logging.WARNING, logger="drivers")
     dev = device(port, [{"id": "a", "register": 0}, {"id": "b", "register": 40}],
                  simulate=False)
-    polling = Polling(ModbusTcpDriver(dev))
+    polling = Polling(one_bus(dev))
     await asyncio.sleep(0.6)
     await polling.stop()
 
@@ -170,22 +177,23 @@ async def test_nothing_listening_emits_b_at_poll_rate(port: int,
     for poll in polling.polls:
         assert {s.tag for s in poll} == {"a", "b"}
         assert all(s.flag is DataFlag.B and math.isnan(s.value) for s in poll)
-    mine = [r.getMessage() for r in caplog.records if r.name == "drivers.modbus"]
-    assert mine == [f"device cems1 (127.0.0.1:{port} unit 1): cannot connect"]
-    stats = polling.driver.stats()
+    mine = [r.getMessage() for r in caplog.records if r.name == "drivers"]
+    assert mine == [f"device cems1 (127.0.0.1:{port} unit 1): cannot connect to "
+                    f"127.0.0.1:{port}"]
+    stats = polling.driver.stats()[0]
     assert not stats.online
-    assert stats.last_error == "cannot connect"
+    assert stats.last_error == f"cannot connect to 127.0.0.1:{port}"
     # backoff 0.5 s doubling: attempts at about 0, 0.5 s (and not one per poll)
-    assert 1 <= stats.errors <= 3
+    assert 1 <= polling.driver.bus_stats().errors <= 3
 
 
 async def test_simulator_stop_and_restart_reconnects(port: int,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.modbus")
+    caplog.set_level(logging.WARNING, logger="drivers")
     dev = device(port, [{"id": "co2", "register": 8, "sim": {"value": 12.0}}])
     sim = ModbusTcpSimulator([dev], "Asia/Shanghai")
     await sim.start()
-    polling = Polling(ModbusTcpDriver(dev))
+    polling = Polling(one_bus(dev))
     try:
         await polling.until(lambda p: len(p) >= 3)
         await sim.stop()
@@ -195,7 +203,7 @@ async def test_simulator_stop_and_restart_reconnects(port: int,
         await sim.start()
         n = len(polling.polls)
         await polling.until(lambda p: len(p) > n and all_flag(DataFlag.N)(p[-1]), timeout=5.0)
-        assert polling.driver.stats().online
+        assert polling.driver.stats()[0].online
         await polling.stop()
     finally:
         await sim.stop()
@@ -206,11 +214,11 @@ async def test_simulator_stop_and_restart_reconnects(port: int,
     assert DataFlag.N in flags[first_b:]
     assert all(p[0].value == 12.0 for p in polling.polls if p[0].flag is DataFlag.N)
     assert all(math.isnan(p[0].value) for p in polling.polls if p[0].flag is DataFlag.B)
-    mine = [r.getMessage() for r in caplog.records if r.name == "drivers.modbus"]
-    assert mine[-1] == "device cems1 back online"
+    mine = [r.getMessage() for r in caplog.records if r.name == "drivers"]
+    assert mine[-1] == f"device cems1 (127.0.0.1:{port} unit 1) back online"
     # one message per distinct error, not one per failed poll
     where = f"device cems1 (127.0.0.1:{port} unit 1): "
-    assert mine[:-1] == [where + "connection lost", where + "cannot connect"]
+    assert mine[:-1] == [where + "connection lost", where + f"cannot connect to 127.0.0.1:{port}"]
 
 
 async def test_two_units_on_one_endpoint(port: int) -> None:
@@ -224,14 +232,15 @@ async def test_two_units_on_one_endpoint(port: int) -> None:
     assert len(sims) == 1 and isinstance(sims[0], ModbusTcpSimulator)
     assert sims[0].endpoints == [("127.0.0.1", port)]
     async with running(sims[0]):
-        drivers = [create_driver(one), create_driver(two)]
-        assert all(isinstance(d, ModbusTcpDriver) for d in drivers)
-        pollings = [Polling(d) for d in drivers]
-        for p in pollings:
-            await p.until(lambda polls: len(polls) >= 3)
-            await p.stop()
-    s1 = by_tag(pollings[0].polls[-1])
-    s2 = by_tag(pollings[1].polls[-1])
+        drivers = create_drivers([one, two])
+        # one endpoint, one connection: both units are polled by one bus
+        assert len(drivers) == 1 and isinstance(drivers[0], Bus)
+        assert drivers[0].device_ids == ["dev1", "dev2"]
+        polling = Polling(drivers[0])
+        await polling.until(lambda polls: len(polls) >= 6)
+        await polling.stop()
+    s1 = by_tag(next(p for p in reversed(polling.polls) if p[0].tag == "u1_co2"))
+    s2 = by_tag(next(p for p in reversed(polling.polls) if p[0].tag == "u2_co2"))
     assert (s1["u1_co2"].value, s1["u1_co2"].flag) == (11.5, DataFlag.N)
     assert (s2["u2_co2"].value, s2["u2_co2"].flag) == (22.5, DataFlag.N)
     assert (s2["u2_flow"].value, s2["u2_flow"].flag) == (70000.0, DataFlag.N)
@@ -239,19 +248,19 @@ async def test_two_units_on_one_endpoint(port: int) -> None:
 
 async def test_exception_reply_flags_only_that_block(port: int,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.modbus")
+    caplog.set_level(logging.WARNING, logger="drivers")
     served = device(port, [{"id": "ok", "register": 0, "sim": {"value": 50.0}}])
     polled = device(port, [{"id": "ok", "register": 0},
                            {"id": "missing", "register": 500}], simulate=False)
     async with running(ModbusTcpSimulator([served], "UTC")):
-        polling = Polling(ModbusTcpDriver(polled))
+        polling = Polling(one_bus(polled))
         await polling.until(lambda p: len(p) >= 4)
         await polling.stop()
     for poll in polling.polls:
         s = by_tag(poll)
         assert (s["ok"].value, s["ok"].flag) == (50.0, DataFlag.N)
         assert s["missing"].flag is DataFlag.B and math.isnan(s["missing"].value)
-    mine = [r.getMessage() for r in caplog.records if r.name == "drivers.modbus"]
+    mine = [r.getMessage() for r in caplog.records if r.name == "drivers"]
     assert mine == [f"device cems1 (127.0.0.1:{port} unit 1): exception reply reading "
                     "holding 500..501: ILLEGAL_ADDRESS (2)"]
 
@@ -294,16 +303,17 @@ def test_load_curve_shape() -> None:
 
 
 def test_simulated_curve_value_uses_plant_local_hour() -> None:
-    sim = ModbusTcpSimulator([], "Asia/Shanghai")
-    curve = SimConfig(min=100.0, max=200.0)
     shanghai = ZoneInfo("Asia/Shanghai")
-    assert sim.value(curve, datetime(2024, 6, 1, 4, 0, tzinfo=shanghai)) == 100.0
-    assert sim.value(curve, datetime(2024, 6, 1, 15, 0, tzinfo=shanghai)) == 200.0
+    rng = random.Random(1)
+    curve = SimValue(SimConfig(min=100.0, max=200.0), shanghai, rng)
+    assert curve.at(datetime(2024, 6, 1, 4, 0, tzinfo=shanghai).timestamp()) == 100.0
+    assert curve.at(datetime(2024, 6, 1, 15, 0, tzinfo=shanghai).timestamp()) == 200.0
     # 20:00 UTC is 04:00 next day in Shanghai: the trough
-    assert sim.value(curve, datetime(2024, 6, 1, 20, 0, tzinfo=UTC)) == 100.0
-    assert sim.value(SimConfig(value=42.125, noise=5.0)) == 42.125  # constants get no noise
-    noisy = ModbusTcpSimulator([], "UTC", seed=1)
-    draws = [noisy.value(SimConfig(min=10.0, max=10.0, noise=1.0)) for _ in range(2000)]
+    assert curve.at(datetime(2024, 6, 1, 20, 0, tzinfo=UTC).timestamp()) == 100.0
+    constant = SimValue(SimConfig(value=42.125, noise=5.0), shanghai, rng)
+    assert constant.at() == 42.125  # constants get no noise
+    noisy = SimValue(SimConfig(min=10.0, max=10.0, noise=1.0), ZoneInfo("UTC"), rng)
+    draws = [noisy.at() for _ in range(2000)]
     mean = sum(draws) / len(draws)
     sd = math.sqrt(sum((d - mean) ** 2 for d in draws) / len(draws))
     assert mean == pytest.approx(10.0, abs=0.1) and sd == pytest.approx(1.0, abs=0.1)

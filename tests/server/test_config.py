@@ -38,7 +38,8 @@ def test_unknown_protocol() -> None:
     d = plant_dict()
     d["devices"][0]["protocol"] = "modbus_tpc"
     assert problems_of(d) == [("devices[0].protocol",
-                               "unknown protocol 'modbus_tpc' (known: 'modbus_tcp')")]
+                               "unknown protocol 'modbus_tpc' (known: 'modbus_tcp', "
+                               "'modbus_rtu', 'dlt645', 'cjt188')")]
 
 
 def test_duplicate_tag() -> None:
