@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -92,6 +93,11 @@ def flagged(tags: Sequence[str], flag: DataFlag = DataFlag.B) -> list[Sample]:
     return [Sample(tag, t, math.nan, flag) for tag in tags]
 
 
+def _kind(error: str) -> str:
+    """An error without its numbers and received bytes: what makes two errors the same."""
+    return re.sub(r"[0-9A-Fa-f]{2,}|\d", "#", error.split(";")[0])
+
+
 @dataclass(slots=True)
 class _State:
     poller: Poller
@@ -165,6 +171,7 @@ class Bus:
             await self.link.open()
             result = await poller.poll()
         except LinkDown as exc:
+            poller.stats.errors += 1
             result = PollResult(flagged(poller.tag_ids()), str(exc), silent=True)
             self._report(state, result)
             return result
@@ -198,7 +205,7 @@ class Bus:
         poller.stats.online = False
         poller.stats.last_error = error
         # Once per kind of error: a reply's varying bytes must not flood the log.
-        if state.logged is None or error.split(":")[0] != state.logged.split(":")[0]:
+        if state.logged is None or _kind(error) != _kind(state.logged):
             log.warning("%s: %s", poller.where, error)
             state.logged = error
             state.faulted = True

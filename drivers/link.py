@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import serial_asyncio_fast
 
@@ -64,10 +65,11 @@ class _Receiver(asyncio.Protocol):
         self.buf = bytearray()
         self.event = asyncio.Event()
         self.lost: str | None = None
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # serial_asyncio_fast's transport writes but does not subclass WriteTransport
+        self.transport = cast(asyncio.WriteTransport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -121,13 +123,15 @@ class StreamLink:
         rx = _Receiver()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
+                transport: asyncio.BaseTransport
                 if isinstance(self.config, SerialLinkConfig):
                     cfg = self.config
-                    await serial_asyncio_fast.create_serial_connection(
+                    transport, _ = await serial_asyncio_fast.create_serial_connection(
                         loop, lambda: rx, cfg.serial, baudrate=self._baudrate,
                         parity=cfg.parity, bytesize=cfg.bytesize, stopbits=cfg.stopbits)
                 else:
-                    await loop.create_connection(lambda: rx, self.config.host, self.config.port)
+                    transport, _ = await loop.create_connection(
+                        lambda: rx, self.config.host, self.config.port)
         except (OSError, TimeoutError, ValueError) as exc:
             self._backoff.failed(loop.time())
             self.stats.errors += 1
@@ -135,6 +139,8 @@ class StreamLink:
                 getattr(exc, "strerror", None) or str(exc))
             self._last_error = f"cannot open {self.name}: {what}"
             raise LinkDown(self._last_error) from exc
+        # serial_asyncio_fast calls connection_made only on the next loop iteration
+        rx.connection_made(transport)
         self._rx = rx
         self.stats.connects += 1
         self.stats.connected = True
@@ -159,7 +165,7 @@ class StreamLink:
         async with self._lock:
             await self.open()
             rx = self._rx
-            assert rx is not None and isinstance(rx.transport, asyncio.WriteTransport)
+            assert rx is not None and rx.transport is not None
             loop = asyncio.get_running_loop()
             rx.buf.clear()  # a late reply to an earlier request must not be taken for this one
             rx.event.clear()
@@ -178,8 +184,7 @@ class StreamLink:
                         return frame
                     if rx.lost is not None:
                         got = len(rx.buf)
-                        self._drop()
-                        self._backoff.failed(loop.time())
+                        self._drop()  # the next request reconnects at once, then backs off
                         self._last_error = f"connection to {self.name} lost: {rx.lost}"
                         raise LinkDown(self._last_error + (
                             f" after {got} bytes of the reply" if got else ""))

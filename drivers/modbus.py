@@ -72,11 +72,11 @@ class ModbusLink:
         if self.client.connected:
             return
         loop = asyncio.get_running_loop()
-        if self._was_up:  # it was up at the last request: say so before retrying
+        lost = self._was_up
+        if lost:  # lost since the last request: reconnect at once, then back off
             self._was_up = False
             self.stats.connected = False
-            self._error = "connection lost"
-            self._backoff.failed(loop.time())
+            self._backoff.next_at = 0.0
         if loop.time() < self._backoff.next_at:
             raise LinkDown(self._error or "waiting to reconnect")
         try:
@@ -87,7 +87,8 @@ class ModbusLink:
             self.client.close()
             self.stats.errors += 1
             self._backoff.failed(loop.time())
-            self._error = f"cannot connect to {self.name}"
+            self._error = (f"connection to {self.name} lost; cannot reconnect" if lost
+                           else f"cannot connect to {self.name}")
             raise LinkDown(self._error)
         self.stats.connects += 1
         self.stats.connected = self._was_up = True
@@ -113,12 +114,14 @@ class ModbusLink:
         except ModbusIOException as exc:
             self.stats.errors += 1
             if not c.connected:
-                raise LinkDown(f"connection lost reading {block.label}") from exc
+                raise LinkDown(f"connection to {self.name} lost reading {block.label}"
+                               ) from exc
             raise _Silent(f"no reply reading {block.label} within {self.timeout_s:g} s"
                           ) from exc
         except (ModbusException, OSError) as exc:
             self.stats.errors += 1
-            raise LinkDown(f"connection lost reading {block.label}: {exc}") from exc
+            raise LinkDown(f"connection to {self.name} lost reading {block.label}: {exc}"
+                           ) from exc
         if reply.isError():
             self.stats.errors += 1
             code = reply.exception_code

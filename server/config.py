@@ -123,7 +123,7 @@ class Dlt645TagConfig(_TagBase):
 class Cjt188TagConfig(_TagBase):
     """One field of a CJ/T 188 meter's 901F reply, e.g. current_volume_m3."""
 
-    field: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    field: Cjt188Field
 
 
 TagConfig = ModbusTagConfig | Dlt645TagConfig | Cjt188TagConfig
@@ -133,6 +133,12 @@ class SerialLinkConfig(_Model):
     """A serial port (RS-485 / RS-232); every device that names it shares it."""
 
     serial: str = Field(min_length=1)
+Cjt188Field = Literal[
+    "current_volume_m3", "settlement_volume_m3", "settlement_heat_kwh", "current_heat_kwh",
+    "heat_power_kw", "flow_m3_h", "cumulative_volume_m3", "supply_temp_c", "return_temp_c",
+    "working_hours_h", "status"]
+
+
     baudrate: int | None = Field(None, gt=0)  # None: 9600 for Modbus RTU, 2400 for meters
     parity: Literal["N", "E", "O"] = "E"
     bytesize: Literal[7, 8] = 8

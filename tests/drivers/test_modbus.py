@@ -218,7 +218,8 @@ async def test_simulator_stop_and_restart_reconnects(port: int,
     assert mine[-1] == f"device cems1 (127.0.0.1:{port} unit 1) back online"
     # one message per distinct error, not one per failed poll
     where = f"device cems1 (127.0.0.1:{port} unit 1): "
-    assert mine[:-1] == [where + "connection lost", where + f"cannot connect to 127.0.0.1:{port}"]
+    assert mine[:-1] == [where + f"connection to 127.0.0.1:{port} lost; cannot reconnect",
+                         where + f"cannot connect to 127.0.0.1:{port}"]
 
 
 async def test_two_units_on_one_endpoint(port: int) -> None:

@@ -1,0 +1,310 @@
+"""Simulated serial buses: meters and RTU units answering real frames over TCP or a pty.
+
+One simulator serves every simulated bus of one protocol. A bus on a TCP link listens
+on that loopback endpoint (a transparent gateway); a bus on a serial link gets a
+pseudo-terminal whose slave end is linked at the configured path, so the driver opens
+it like a real port. Faults can be injected per device for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import time
+import tty
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+from pymodbus.framer.rtu import FramerRTU
+
+from drivers import cjt188, dlt645
+from drivers.modbus_sim import ModbusDevice, ModbusRtuResponder, RegisterMap
+from drivers.sim import SimValue
+from server.config import (
+    Cjt188DeviceConfig,
+    Dlt645DeviceConfig,
+    ModbusRtuDeviceConfig,
+    SerialLinkConfig,
+    TcpLinkConfig,
+    bus_key,
+)
+
+log = logging.getLogger(__name__)
+
+Fault = Literal["none", "silent", "garbage", "bad_checksum", "truncated", "wrong_address",
+                "disconnect"]
+GARBAGE = bytes(range(0x20, 0x40))  # no 0x68 / 0xFE: cannot be taken for a frame start
+
+
+class Unit(Protocol):
+    """One simulated device on a bus."""
+
+    device_id: str
+
+    def handle(self, request: bytes, now: float) -> bytes | None:
+        """The reply to `request`, or None when it is not addressed to this device."""
+        ...
+
+    def readdress(self, reply: bytes) -> bytes:
+        """The same reply as if sent by another device (valid checksum)."""
+        ...
+
+
+def _checksum_frame(frame: bytearray, start: int) -> bytes:
+    """Recompute the DL/T 645 / CJ/T 188 sum checksum (second-last byte)."""
+    frame[-2] = sum(frame[start:-2]) & 0xFF
+    return bytes(frame)
+
+
+class _Dlt645Unit:
+    def __init__(self, dev: Dlt645DeviceConfig, values: dict[int, Callable[[float], float]]
+                 ) -> None:
+        self.device_id = dev.id
+        self.meter = dlt645.Meter(dev.address, dev.version, values)
+
+    def handle(self, request: bytes, now: float) -> bytes | None:
+        return self.meter.handle(request, now)
+
+    def readdress(self, reply: bytes) -> bytes:
+        frame = bytearray(reply)
+        start = frame.index(0x68)
+        frame[start + 1] ^= 0x01  # lowest address digit changes
+        return _checksum_frame(frame, start)
+
+
+class _Cjt188Unit:
+    def __init__(self, dev: Cjt188DeviceConfig, values: dict[str, Callable[[float], float]]
+                 ) -> None:
+        self.device_id = dev.id
+        self.meter = cjt188.Meter(dev.meter_type, dev.address, values, di_order=dev.di_order)
+
+    def handle(self, request: bytes, now: float) -> bytes | None:
+        return self.meter.handle(request, now)
+
+    def readdress(self, reply: bytes) -> bytes:
+        frame = bytearray(reply)
+        start = frame.index(0x68)
+        frame[start + 2] ^= 0x01
+        return _checksum_frame(frame, start)
+
+
+class _RtuUnit:
+    def __init__(self, dev: ModbusDevice, zone: ZoneInfo, rng: random.Random) -> None:
+        self.device_id = dev.id
+        self.responder = ModbusRtuResponder([RegisterMap(dev, zone, rng)])
+        self.unit = dev.device_id
+
+    def handle(self, request: bytes, now: float) -> bytes | None:
+        if len(request) < 1 or request[0] != self.unit:
+            return None
+        self.responder.update(now)
+        return self.responder.handle(request, now)
+
+    def readdress(self, reply: bytes) -> bytes:
+        pdu = bytes([(reply[0] % 247) + 1]) + reply[1:-2]
+        return pdu + FramerRTU.compute_CRC(pdu).to_bytes(2, "big")
+
+
+@dataclass
+class _Bus:
+    name: str
+    link: SerialLinkConfig | TcpLinkConfig
+    units: list[Unit]
+    find_frame: Callable[[bytearray], tuple[int, int] | None]
+
+
+class StreamSimulator:
+    """Serves simulated buses of one protocol; see the module docstring."""
+
+    def __init__(self, buses: Sequence[_Bus]) -> None:
+        self._buses = list(buses)
+        self.faults: dict[str, Fault] = {}
+        self._servers: list[asyncio.Server] = []
+        self._ptys: list[tuple[int, int, Path]] = []  # master, slave, linked path
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def set_fault(self, device_id: str, fault: Fault) -> None:
+        """Make one simulated device misbehave (or behave again with "none")."""
+        self.faults[device_id] = fault
+
+    async def start(self) -> None:
+        """Listen on every TCP endpoint and open a pty for every serial bus."""
+        loop = asyncio.get_running_loop()
+        try:
+            for bus in self._buses:
+                if isinstance(bus.link, TcpLinkConfig):
+                    server = await asyncio.start_server(
+                        functools.partial(self._serve_tcp, bus), bus.link.host, bus.link.port)
+                    self._servers.append(server)
+                elif isinstance(bus.link, SerialLinkConfig):
+                    master, slave = os.openpty()
+                    tty.setraw(slave)  # no echo, no line editing: bytes pass unchanged
+                    path = Path(bus.link.serial)
+                    if path.is_symlink():
+                        path.unlink()
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.symlink_to(os.ttyname(slave))
+                    os.set_blocking(master, False)
+                    self._ptys.append((master, slave, path))
+                    pty_state = _PtyState(bytearray())
+                    loop.add_reader(master, self._on_pty, bus, master, pty_state)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close every endpoint and pty, remove the pty links."""
+        loop = asyncio.get_running_loop()
+        for server in self._servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+        for master, slave, path in self._ptys:
+            loop.remove_reader(master)
+            os.close(master)
+            os.close(slave)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._ptys.clear()
+        await asyncio.sleep(0)
+
+    def _answer(self, bus: _Bus, request: bytes) -> tuple[Fault, bytes | None]:
+        """The reply of the device the request is for, with its fault applied."""
+        now = time.time()
+        for unit in bus.units:
+            try:
+                reply = unit.handle(request, now)
+            except ValueError:
+                log.exception("simulated device %s cannot encode its value", unit.device_id)
+                return "none", None
+            if reply is None:
+                continue
+            fault = self.faults.get(unit.device_id, "none")
+            if fault == "silent":
+                return fault, None
+            if fault == "garbage":
+                return fault, GARBAGE
+            if fault == "bad_checksum":
+                corrupt = bytearray(reply)
+                corrupt[-3] ^= 0x5A  # the last data byte: framing intact, checksum wrong
+                return fault, bytes(corrupt)
+            if fault in ("truncated", "disconnect"):
+                return fault, reply[:len(reply) // 2]
+            if fault == "wrong_address":
+                return fault, unit.readdress(reply)
+            return fault, reply
+        return "none", None
+
+    async def _serve_tcp(self, bus: _Bus, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        buf = bytearray()
+        try:
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    return
+                buf += data
+                while (span := bus.find_frame(buf)) is not None:
+                    request = bytes(buf[span[0]:span[1]])
+                    del buf[:span[1]]
+                    fault, reply = self._answer(bus, request)
+                    if reply is not None:
+                        writer.write(reply)
+                        await writer.drain()
+                    if fault == "disconnect":
+                        return
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _on_pty(self, bus: _Bus, master: int, state: _PtyState) -> None:
+        try:
+            data = os.read(master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO while no one holds the slave open: nothing to read
+            return
+        state.buf += data
+        while (span := bus.find_frame(state.buf)) is not None:
+            request = bytes(state.buf[span[0]:span[1]])
+            del state.buf[:span[1]]
+            _fault, reply = self._answer(bus, request)
+            if reply is not None:
+                with contextlib.suppress(OSError):
+                    os.write(master, reply)
+
+
+@dataclass
+class _PtyState:
+    buf: bytearray
+
+
+_Dev = TypeVar("_Dev", Dlt645DeviceConfig, Cjt188DeviceConfig, ModbusRtuDeviceConfig)
+
+
+def _group(devices: Sequence[_Dev]) -> dict[str, list[_Dev]]:
+    buses: dict[str, list[_Dev]] = {}
+    for dev in devices:
+        buses.setdefault(bus_key(dev), []).append(dev)
+    return buses
+
+
+def _raw(sim: SimValue, scale: float, offset: float) -> Callable[[float], float]:
+    """The value a meter holds for a tag whose engineering value is raw × scale + offset."""
+    return lambda now: (sim.at(now) - offset) / scale
+
+
+def dlt645_simulator(devices: Sequence[Dlt645DeviceConfig], timezone: str,
+                     *, seed: int | None = None) -> StreamSimulator:
+    """Simulated DL/T 645 meters, one bus per configured link."""
+    zone, rng = ZoneInfo(timezone), random.Random(seed)
+    buses = []
+    for name, devs in _group(devices).items():
+        units: list[Unit] = []
+        for dev in devs:
+            values = {int(t.di, 16): _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
+                      for t in dev.tags if t.sim is not None}
+            units.append(_Dlt645Unit(dev, values))
+        buses.append(_Bus(name, devs[0].link, units, dlt645.find_frame))
+    return StreamSimulator(buses)
+
+
+def cjt188_simulator(devices: Sequence[Cjt188DeviceConfig], timezone: str,
+                     *, seed: int | None = None) -> StreamSimulator:
+    """Simulated CJ/T 188 meters, one bus per configured link."""
+    zone, rng = ZoneInfo(timezone), random.Random(seed)
+    buses = []
+    for name, devs in _group(devices).items():
+        units: list[Unit] = []
+        for dev in devs:
+            values: dict[str, Callable[[float], float]] = {
+                t.field: _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
+                for t in dev.tags if t.sim is not None and t.field != "status"}
+            units.append(_Cjt188Unit(dev, values))
+        buses.append(_Bus(name, devs[0].link, units, cjt188.find_frame))
+    return StreamSimulator(buses)
+
+
+def modbus_rtu_simulator(devices: Sequence[ModbusRtuDeviceConfig], timezone: str,
+                         *, seed: int | None = None) -> StreamSimulator:
+    """Simulated Modbus RTU units, one bus per configured link."""
+    zone, rng = ZoneInfo(timezone), random.Random(seed)
+    buses = []
+    for name, devs in _group(devices).items():
+        units: list[Unit] = [_RtuUnit(d, zone, rng) for d in devs]
+        buses.append(_Bus(name, devs[0].link, units, ModbusRtuResponder.find_frame))
+    return StreamSimulator(buses)
