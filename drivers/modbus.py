@@ -23,17 +23,18 @@ from server.config import (
     SerialLinkConfig,
     bus_key,
 )
+from server.errors import DriverError
 from server.records import DataFlag, Sample
 
 ModbusDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
 RTU_DEFAULT_BAUDRATE = 9600
 
 
-class _BadReply(Exception):
+class _BadReply(DriverError):
     """The device answered, but not with the registers asked for."""
 
 
-class _Silent(Exception):
+class _Silent(DriverError):
     """The device did not answer in time."""
 
 

@@ -1,4 +1,4 @@
-"""The `carbonscada` command: run, check-config."""
+"""The `carbonscada` command: run, check-config, recalc, export-samples, probe."""
 
 from __future__ import annotations
 
@@ -141,6 +141,83 @@ def _open_out(path: str) -> Iterator[TextIO]:
         yield f
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from drivers import probe
+    from server.errors import DriverError
+
+    link = probe.parse_target(args.target, baudrate=args.baud, parity=args.parity,
+                              bytesize=args.bytesize, stopbits=args.stopbits)
+    if args.protocol == "dlt645":
+        work = probe.probe_dlt645(link, address=args.address, di=args.di,
+                                  version=args.version, timeout_s=args.timeout)
+    elif args.protocol == "cjt188":
+        work = probe.probe_cjt188(link, meter_type=args.type, address=args.address,
+                                  di=args.di, di_order=args.di_order, timeout_s=args.timeout)
+    else:
+        work = probe.probe_modbus(link, rtu=args.rtu, unit=args.unit, register=args.register,
+                                  count=args.count, type_=args.type, order=args.order,
+                                  function=args.function, timeout_s=args.timeout)
+    try:
+        lines = asyncio.run(work)
+    except DriverError as exc:
+        print(f"carbonscada probe: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+def _hex_byte(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hex byte, e.g. 10") from None
+    if not 0 <= value <= 0xFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte (00..FF)")
+    return value
+
+
+def _add_probe(sub: Any) -> None:
+    pr = sub.add_parser("probe", help="read a field device once and print the decoded values")
+    kinds = pr.add_subparsers(dest="protocol", required=True)
+    parsers = []
+    for name, what, baud in (("dlt645", "a DL/T 645 electricity meter", 2400),
+                             ("cjt188", "a CJ/T 188 water, heat or gas meter", 2400),
+                             ("modbus", "a Modbus TCP / RTU device", 9600)):
+        p = kinds.add_parser(name, help=f"read {what}")
+        p.add_argument("target", help="serial port (e.g. /dev/ttyUSB0) or HOST:PORT of a "
+                                      "TCP gateway / Modbus TCP device")
+        p.add_argument("--baud", type=int, default=baud, help=f"serial baud rate ({baud})")
+        p.add_argument("--parity", choices=["N", "E", "O"], default="E",
+                       help="serial parity (E)")
+        p.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+        p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+        p.add_argument("--timeout", type=float, default=2.0, help="reply timeout, s (2)")
+        p.set_defaults(func=_cmd_probe)
+        parsers.append(p)
+    d645, c188, mb = parsers
+    d645.add_argument("--address", default="AAAAAAAAAAAA",
+                      help="12 digits as printed on the meter; AA pairs match any")
+    d645.add_argument("--di", required=True, help="DI3..DI0 hex, e.g. 00010000 (4 for 1997)")
+    d645.add_argument("--version", choices=["2007", "1997"], default="2007")
+    c188.add_argument("--type", type=_hex_byte, required=True,
+                      help="meter type, hex: 10 cold water, 20 heat, 30 gas …")
+    c188.add_argument("--address", default="AAAAAAAAAAAAAA",
+                      help="14 hex digits as printed (A6..A0); AAAAAAAAAAAAAA for any")
+    c188.add_argument("--di", default="901F", help="data identifier (901F)")
+    c188.add_argument("--di-order", choices=["low_first", "high_first"], default="low_first",
+                      help="byte order of the DI in the request (the reply may use either)")
+    mb.add_argument("--unit", type=int, default=1, help="unit id / slave address (1)")
+    mb.add_argument("--register", type=int, required=True, help="first register (0-based)")
+    mb.add_argument("--count", type=int, default=1, help="registers (or bits) to read")
+    mb.add_argument("--type", default="uint16",
+                    choices=["int16", "uint16", "int32", "uint32", "float32", "float64"])
+    mb.add_argument("--order", default="ABCD", choices=["ABCD", "CDAB", "BADC", "DCBA"])
+    mb.add_argument("--function", default="holding",
+                    choices=["holding", "input", "coil", "discrete"])
+    mb.add_argument("--rtu", action="store_true",
+                    help="RTU framing through a TCP gateway (serial targets always use RTU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `carbonscada` command."""
     p = argparse.ArgumentParser(prog="carbonscada",
@@ -168,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--to", dest="end", required=True, help="ISO 8601 with offset (exclusive)")
     ex.add_argument("--out", required=True, help="samples CSV ('-' for standard output)")
     ex.set_defaults(func=_cmd_export_samples)
+    _add_probe(sub)
     return p
 
 
