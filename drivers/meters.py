@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from drivers import cjt188, dlt645
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
-from drivers.link import NoReply, StreamLink
+from drivers.link import FindFrame, NoReply, StreamLink
 from server.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
@@ -31,6 +31,21 @@ def meter_link(config: LinkConfig) -> StreamLink:
         baud = config.baudrate or METER_DEFAULT_BAUDRATE
         turnaround = max(0.005, 4 * 11 / baud)
     return StreamLink(config, default_baudrate=METER_DEFAULT_BAUDRATE, turnaround_s=turnaround)
+
+
+async def _transact(link: StreamLink, stats: DeviceStats, retries: int, request: bytes,
+                    find_frame: FindFrame, timeout_s: float) -> bytes:
+    """One request, repeated up to `retries` times without reply while the device is online."""
+    tries = 1 + (retries if stats.online else 0)
+    for attempt in range(tries):
+        stats.requests += 1
+        try:
+            return await link.transact(request, find_frame, timeout_s)
+        except NoReply:
+            if attempt + 1 == tries:
+                raise
+            stats.errors += 1
+    raise AssertionError("unreachable")
 
 
 def _scaled(tag_id: str, value: float, scale: float, offset: float, t: datetime) -> Sample:
@@ -78,8 +93,8 @@ class Dlt645Poller:
                               False, None, values)
 
     async def _transact(self, request: bytes) -> bytes:
-        self.stats.requests += 1
-        return await self.link.transact(request, dlt645.find_frame, self.device.timeout_s)
+        return await _transact(self.link, self.stats, self.device.retries, request,
+                               dlt645.find_frame, self.device.timeout_s)
 
     async def poll(self) -> PollResult:
         """Read every tag once; B samples for what could not be read."""
@@ -131,8 +146,8 @@ class Cjt188Poller:
         """The meter's 901F reading; raises NoReply/ProtocolError."""
         dev = self.device
         request = cjt188.encode_read(dev.meter_type, dev.address, di_order=dev.di_order)
-        self.stats.requests += 1
-        frame = await self.link.transact(request, cjt188.find_frame, dev.timeout_s)
+        frame = await _transact(self.link, self.stats, dev.retries, request, cjt188.find_frame,
+                                dev.timeout_s)
         return cjt188.decode_reply(frame, meter_type=dev.meter_type, address=dev.address)
 
     async def poll(self) -> PollResult:

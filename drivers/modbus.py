@@ -166,10 +166,9 @@ class ModbusPoller:
         error: str | None = None
         silent = False
         for i, block in enumerate(self._blocks):
-            self.stats.requests += 1
             sent = loop.time()
             try:
-                values = await self.link.read(block, self.device.device_id)
+                values = await self._read(block)
             except (_Silent, LinkDown) as exc:  # nothing more to get from it this poll
                 self.stats.errors += 1
                 error = error or str(exc)
@@ -185,6 +184,19 @@ class ModbusPoller:
             t = datetime.now(UTC)
             samples.extend(_sample(tag, values, off, t) for tag, off in block.tags)
         return PollResult(samples, error, silent)
+
+    async def _read(self, block: Block) -> list[int]:
+        """One block, repeated up to `retries` times without reply while the unit is online."""
+        tries = 1 + (self.device.retries if self.stats.online else 0)
+        for attempt in range(tries):
+            self.stats.requests += 1
+            try:
+                return await self.link.read(block, self.device.device_id)
+            except _Silent:
+                if attempt + 1 == tries:
+                    raise
+                self.stats.errors += 1
+        raise AssertionError("unreachable")
 
 
 def _sample(tag: ModbusTagConfig, values: list[int], off: int, t: datetime) -> Sample:

@@ -39,7 +39,7 @@ from server.config import (
 log = logging.getLogger(__name__)
 
 Fault = Literal["none", "silent", "garbage", "bad_checksum", "truncated", "wrong_address",
-                "disconnect"]
+                "disconnect", "drop_one"]  # drop_one: ignore the next request only
 GARBAGE = bytes(range(0x20, 0x40))  # no 0x68 / 0xFE: cannot be taken for a frame start
 
 
@@ -191,6 +191,9 @@ class StreamSimulator:
             if reply is None:
                 continue
             fault = self.faults.get(unit.device_id, "none")
+            if fault == "drop_one":
+                self.faults[unit.device_id] = "none"
+                return fault, None
             if fault == "silent":
                 return fault, None
             if fault == "garbage":

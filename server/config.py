@@ -172,6 +172,9 @@ class ModbusTcpDeviceConfig(_DeviceBase):
     max_gap: int = Field(8, ge=0, le=125)
     tags: list[ModbusTagConfig] = Field(min_length=1)
 
+    # Repeats of a request that got no reply, while the device is online: line noise on
+    # RS-485 loses the odd frame. A device already known silent gets none.
+    retries: int = Field(1, ge=0, le=5)
 
 class ModbusRtuDeviceConfig(_DeviceBase):
     """A Modbus RTU device on a serial bus or behind a transparent TCP gateway."""

@@ -290,3 +290,17 @@ async def test_faulty_device_is_flagged_and_the_other_keeps_its_rate(
     else:
         expect = "reply from meter 00000000000003, expected 00000000000002"
     assert expect in message, message
+
+
+@pytest.mark.parametrize("protocol", ["dlt645", "cjt188", "modbus_rtu"])
+async def test_one_lost_reply_is_retried_not_flagged(protocol: str, tmp_path: Path) -> None:
+    devices = pair(protocol, serial_link(tmp_path))
+    async with running(devices) as (run, sim):
+        await run.until(lambda: len(run.of("good_v")) >= 2)
+        n = len(run.of("good_v"))
+        sim.set_fault("good", "drop_one")
+        await run.until(lambda: len(run.of("good_v")) >= n + 3)
+        stats = {s.device: s for d in run.drivers for s in d.stats()}
+    assert all(s.flag is DataFlag.N for s in run.of("good_v"))
+    assert stats["good"].errors == 1  # the lost reply, then the repeat was answered
+    assert run.events == []
