@@ -120,8 +120,14 @@ class Dlt645TagConfig(_TagBase):
     di: str = Field(pattern=r"^([0-9A-Fa-f]{4}|[0-9A-Fa-f]{8})$")
 
 
+Cjt188Field = Literal[
+    "current_volume_m3", "settlement_volume_m3", "settlement_heat_kwh", "current_heat_kwh",
+    "heat_power_kw", "flow_m3_h", "cumulative_volume_m3", "supply_temp_c", "return_temp_c",
+    "working_hours_h", "status"]
+
+
 class Cjt188TagConfig(_TagBase):
-    """One field of a CJ/T 188 meter's 901F reply, e.g. current_volume_m3."""
+    """One field of a CJ/T 188 meter's 901F reply (volumes m³, heat kWh, status bits)."""
 
     field: Cjt188Field
 
@@ -133,12 +139,6 @@ class SerialLinkConfig(_Model):
     """A serial port (RS-485 / RS-232); every device that names it shares it."""
 
     serial: str = Field(min_length=1)
-Cjt188Field = Literal[
-    "current_volume_m3", "settlement_volume_m3", "settlement_heat_kwh", "current_heat_kwh",
-    "heat_power_kw", "flow_m3_h", "cumulative_volume_m3", "supply_temp_c", "return_temp_c",
-    "working_hours_h", "status"]
-
-
     baudrate: int | None = Field(None, gt=0)  # None: 9600 for Modbus RTU, 2400 for meters
     parity: Literal["N", "E", "O"] = "E"
     bytesize: Literal[7, 8] = 8
@@ -159,6 +159,9 @@ class _DeviceBase(_Model):
     id: Identifier
     poll_interval_s: float = Field(1.0, gt=0)
     timeout_s: float = Field(1.0, gt=0)
+    # Repeats of a request that got no reply, while the device is online: line noise on
+    # RS-485 loses the odd frame. A device already known silent gets none.
+    retries: int = Field(1, ge=0, le=5)
     simulate: bool = False
 
 
@@ -172,9 +175,6 @@ class ModbusTcpDeviceConfig(_DeviceBase):
     max_gap: int = Field(8, ge=0, le=125)
     tags: list[ModbusTagConfig] = Field(min_length=1)
 
-    # Repeats of a request that got no reply, while the device is online: line noise on
-    # RS-485 loses the odd frame. A device already known silent gets none.
-    retries: int = Field(1, ge=0, le=5)
 
 class ModbusRtuDeviceConfig(_DeviceBase):
     """A Modbus RTU device on a serial bus or behind a transparent TCP gateway."""
