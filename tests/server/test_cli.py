@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 def test_check_config_accepts_the_demo_plant() -> None:
     r = run("check-config", str(REPO / "config" / "demo-plant.yaml"))
     assert r.returncode == 0, r.stderr
-    assert "OK — site demo, 3 devices, 22 tags, 2 units, 2 sources, 3 alarm rules" in r.stdout
+    assert "OK — site demo, 7 devices, 31 tags, 2 units, 2 sources, 3 alarm rules" in r.stdout
 
 
 def test_check_config_names_file_key_and_problem(tmp_path: Path) -> None:
