@@ -113,7 +113,9 @@ class _RtuUnit:
 
 
 @dataclass
-class _Bus:
+class SimBus:
+    """One simulated bus: where it is served, its devices and how requests are framed."""
+
     name: str
     link: SerialLinkConfig | TcpLinkConfig
     units: list[Unit]
@@ -123,7 +125,7 @@ class _Bus:
 class StreamSimulator:
     """Serves simulated buses of one protocol; see the module docstring."""
 
-    def __init__(self, buses: Sequence[_Bus]) -> None:
+    def __init__(self, buses: Sequence[SimBus]) -> None:
         self._buses = list(buses)
         self.faults: dict[str, Fault] = {}
         self._servers: list[asyncio.Server] = []
@@ -179,7 +181,7 @@ class StreamSimulator:
         self._ptys.clear()
         await asyncio.sleep(0)
 
-    def _answer(self, bus: _Bus, request: bytes) -> tuple[Fault, bytes | None]:
+    def _answer(self, bus: SimBus, request: bytes) -> tuple[Fault, bytes | None]:
         """The reply of the device the request is for, with its fault applied."""
         now = time.time()
         for unit in bus.units:
@@ -209,7 +211,7 @@ class StreamSimulator:
             return fault, reply
         return "none", None
 
-    async def _serve_tcp(self, bus: _Bus, reader: asyncio.StreamReader,
+    async def _serve_tcp(self, bus: SimBus, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         buf = bytearray()
@@ -234,7 +236,7 @@ class StreamSimulator:
             self._writers.discard(writer)
             writer.close()
 
-    def _on_pty(self, bus: _Bus, master: int, state: _PtyState) -> None:
+    def _on_pty(self, bus: SimBus, master: int, state: _PtyState) -> None:
         try:
             data = os.read(master, 4096)
         except (BlockingIOError, InterruptedError):
@@ -282,7 +284,7 @@ def dlt645_simulator(devices: Sequence[Dlt645DeviceConfig], timezone: str,
             values = {int(t.di, 16): _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
                       for t in dev.tags if t.sim is not None}
             units.append(_Dlt645Unit(dev, values))
-        buses.append(_Bus(name, devs[0].link, units, dlt645.find_frame))
+        buses.append(SimBus(name, devs[0].link, units, dlt645.find_frame))
     return StreamSimulator(buses)
 
 
@@ -298,7 +300,7 @@ def cjt188_simulator(devices: Sequence[Cjt188DeviceConfig], timezone: str,
                 t.field: _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
                 for t in dev.tags if t.sim is not None and t.field != "status"}
             units.append(_Cjt188Unit(dev, values))
-        buses.append(_Bus(name, devs[0].link, units, cjt188.find_frame))
+        buses.append(SimBus(name, devs[0].link, units, cjt188.find_frame))
     return StreamSimulator(buses)
 
 
@@ -309,5 +311,5 @@ def modbus_rtu_simulator(devices: Sequence[ModbusRtuDeviceConfig], timezone: str
     buses = []
     for name, devs in _group(devices).items():
         units: list[Unit] = [_RtuUnit(d, zone, rng) for d in devs]
-        buses.append(_Bus(name, devs[0].link, units, ModbusRtuResponder.find_frame))
+        buses.append(SimBus(name, devs[0].link, units, ModbusRtuResponder.find_frame))
     return StreamSimulator(buses)

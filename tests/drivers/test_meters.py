@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
+from drivers import dlt645
 from drivers.base import Driver, create_drivers, create_simulators
-from drivers.stream_sim import Fault, StreamSimulator
-from server.config import DeviceConfig
+from drivers.meters import Dlt645Poller, meter_link
+from drivers.stream_sim import Fault, SimBus, StreamSimulator
+from server.config import DeviceConfig, Dlt645DeviceConfig, SerialLinkConfig
 from server.records import DataFlag, DeviceEvent, Sample
 
 POLL = 0.1
@@ -304,3 +306,41 @@ async def test_one_lost_reply_is_retried_not_flagged(protocol: str, tmp_path: Pa
     assert all(s.flag is DataFlag.N for s in run.of("good_v"))
     assert stats["good"].errors == 1  # the lost reply, then the repeat was answered
     assert run.events == []
+
+
+class _SplittingMeter:
+    """A DL/T 645-2007 meter that sends at most 8 data bytes a frame (follow-ups 0x12)."""
+
+    device_id = "split"
+
+    def __init__(self) -> None:
+        volts = {0x02010100: 220.1, 0x02010200: 220.2, 0x02010300: 220.3}
+        self.meter = dlt645.Meter("000000000161", "2007",
+                                  {di: (lambda _t, v=v: v) for di, v in volts.items()},
+                                  max_data_per_frame=8)
+
+    def handle(self, request: bytes, now: float) -> bytes | None:
+        return self.meter.handle(request, now)
+
+    def readdress(self, reply: bytes) -> bytes:
+        return reply
+
+
+async def test_dlt645_follow_up_frames_are_joined(tmp_path: Path) -> None:
+    link = serial_link(tmp_path)
+    cfg = meter645(link, "000000000161", [{"id": "u_abc", "di": "0201FF00"}], "split")
+    assert isinstance(cfg, Dlt645DeviceConfig)
+    sim = StreamSimulator([SimBus("split", SerialLinkConfig.model_validate(link),
+                                  [_SplittingMeter()], dlt645.find_frame)])
+    await sim.start()
+    poller = Dlt645Poller(cfg, meter_link(cfg.link))
+    try:
+        reading = await poller.read(0x0201FF00)
+    finally:
+        await poller.link.close()
+        await sim.stop()
+    # 3 voltages × 2 bytes = 6 value bytes; 8 data bytes a frame hold the 4-byte DI and
+    # 4 value bytes, so the last 2 come in one follow-up (DI + 2 bytes + SEQ)
+    assert reading.values == pytest.approx((220.1, 220.2, 220.3))
+    assert reading.unit == "V"
+    assert poller.stats.requests == 2
