@@ -1,4 +1,4 @@
-"""Modbus register codec and block-read planner (pure functions, no I/O).
+"""Modbus register codec, block-read planner and block decoder (pure functions, no I/O).
 
 Word orders name where the big-endian bytes A B C D … of the value go in the
 registers: ABCD as is, CDAB words swapped, BADC bytes swapped within each word,
@@ -34,9 +34,33 @@ _FUNCTIONS: tuple[Function, ...] = ("holding", "input", "coil", "discrete")
 BIT_FUNCTIONS = ("coil", "discrete")
 
 
+# How each word order maps registers to the value's bytes, as the byte orders of two
+# struct conversions: registers → bytes (">" each word big-endian as on the wire, "<"
+# each word's bytes swapped), then bytes → value (">" big-endian, "<" little-endian,
+# which reverses the whole byte string). Swapping bytes within words and then reversing
+# everything reverses the word order: CDAB.
+_BYTE_ORDERS: dict[str, tuple[str, str]] = {
+    "ABCD": (">", ">"),
+    "CDAB": ("<", "<"),
+    "BADC": ("<", ">"),
+    "DCBA": (">", "<"),
+}
+# (type, order) → (registers struct, value struct, register count, is integer)
+_CODECS: dict[tuple[str, str], tuple[struct.Struct, struct.Struct, int, bool]] = {
+    (type_, order): (struct.Struct(f"{regs}{count}H"), struct.Struct(f"{value}{fmt}"),
+                     count, integer)
+    for type_, (fmt, count, integer) in _FORMATS.items()
+    for order, (regs, value) in _BYTE_ORDERS.items()
+}
+_COUNTS = {type_: count for type_, (_, count, _) in _FORMATS.items()}
+
+
 def register_count(type: str) -> int:
     """Number of 16-bit registers a value of `type` occupies."""
-    return _format(type)[1]
+    try:
+        return _COUNTS[type]
+    except KeyError:
+        raise ValueError(f"unknown register type {type!r}") from None
 
 
 def _format(type: str) -> tuple[str, int, bool]:
@@ -51,43 +75,40 @@ def _check_order(order: str) -> None:
         raise ValueError(f"unknown word order {order!r}")
 
 
-def _reorder(data: bytes, order: str) -> bytes:
-    """Map big-endian bytes to wire order; each order is its own inverse."""
-    words = [data[i:i + 2] for i in range(0, len(data), 2)]
-    if order in ("CDAB", "DCBA"):
-        words.reverse()
-    if order in ("BADC", "DCBA"):
-        words = [w[::-1] for w in words]
-    return b"".join(words)
+def _codec(type: str, order: str) -> tuple[struct.Struct, struct.Struct, int, bool]:
+    try:
+        return _CODECS[type, order]
+    except KeyError:
+        _format(type)
+        _check_order(order)
+        raise
 
 
 def decode(registers: Sequence[int], type: str, order: str) -> float:
     """Value held by `registers` (exactly `register_count(type)` of them)."""
-    fmt, count, _ = _format(type)
-    _check_order(order)
+    regs, value, count, _ = _codec(type, order)
     if len(registers) != count:
         raise ValueError(f"{type} needs {count} registers, got {len(registers)}")
     try:
-        wire = struct.pack(f">{count}H", *registers)
+        data = regs.pack(*registers)
     except struct.error:
         raise ValueError(f"registers out of range 0..0xFFFF: {list(registers)}") from None
-    return float(struct.unpack(f">{fmt}", _reorder(wire, order))[0])
+    return float(value.unpack(data)[0])
 
 
 def encode(value: float, type: str, order: str) -> list[int]:
     """Registers holding `value`; integer types round to nearest and reject out-of-range."""
-    fmt, count, integer = _format(type)
-    _check_order(order)
+    regs, fmt, _, integer = _codec(type, order)
     number: int | float = value
     if integer:
         if not math.isfinite(value):
             raise ValueError(f"cannot encode {value} as {type}")
         number = round(value)
     try:
-        data = struct.pack(f">{fmt}", number)
+        data = fmt.pack(number)
     except (struct.error, OverflowError):
         raise ValueError(f"{value} out of range for {type}") from None
-    return list(struct.unpack(f">{count}H", _reorder(data, order)))
+    return list(regs.unpack(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +165,98 @@ def plan_reads(tags: Sequence[ModbusTagConfig], max_gap: int,
 
 def _block(function: Function, start: int, end: int, group: list[ModbusTagConfig]) -> Block:
     return Block(function, start, end - start, tuple((t, t.address - start) for t in group))
+
+
+class BlockDecoder:
+    """Decodes every tag of one Block from one reply at once; build once, call per read.
+
+    The registers become bytes once per byte order they are needed in (one `struct.pack`)
+    and the tags come out of one precompiled `struct` per word order, with pad bytes
+    over unused registers (more than one when tags overlap), instead of a conversion
+    per tag. Returns the raw values (before scale and offset) in `block.tags` order, equal
+    to what `decode` gives tag by tag; bit tags (coil and discrete tables, or `bit` of a
+    register) give 0.0 or 1.0.
+    """
+
+    __slots__ = ("_bits", "_direct", "_floats", "_n", "_packs", "count")
+
+    def __init__(self, block: Block) -> None:
+        self.count = block.count
+        self._n = len(block.tags)
+        self._bits: list[tuple[int, int, int]] = []  # (position, offset, bit; -1: a bit table)
+        # byte orders (registers, value) → [(offset, registers, struct code, position)]
+        fields: dict[tuple[str, str], list[tuple[int, int, str, int]]] = {}
+        for pos, (tag, off) in enumerate(block.tags):
+            if block.function in BIT_FUNCTIONS or tag.bit is not None:
+                if not 0 <= off < block.count:
+                    raise ValueError(f"tag {tag.id!r} lies outside {block.label}")
+                self._bits.append((pos, off, -1 if tag.bit is None else tag.bit))
+                continue
+            code, count, _ = _format(tag.type)
+            _check_order(tag.order)
+            if off < 0 or off + count > block.count:
+                raise ValueError(f"tag {tag.id!r} lies outside {block.label}")
+            fields.setdefault(_BYTE_ORDERS[tag.order], []).append((off, count, code, pos))
+        # registers struct → [(value struct, positions of its values, all of them floats)]
+        self._packs: list[tuple[struct.Struct, list[tuple[struct.Struct, list[int], bool]]]] = []
+        packs: dict[str, list[tuple[struct.Struct, list[int], bool]]] = {}
+        for (regs, value), items in sorted(fields.items()):
+            items.sort()
+            for layer in _layers(items):
+                fmt, end = [value], 0
+                for off, count, code, _ in layer:
+                    fmt.append(f"{2 * (off - end)}x{code}" if off > end else code)
+                    end = off + count
+                floats = all(code in "fd" for _, _, code, _ in layer)
+                packs.setdefault(regs, []).append(
+                    (struct.Struct("".join(fmt)), [p for *_, p in layer], floats))
+        for regs, layers in packs.items():
+            self._packs.append((struct.Struct(f"{regs}{block.count}H"), layers))
+        # One struct holding every tag in block order: the usual case, and the fastest.
+        self._direct: tuple[struct.Struct, struct.Struct] | None = None
+        self._floats = False
+        if not self._bits and len(self._packs) == 1 and len(self._packs[0][1]) == 1:
+            regs_struct, [(value_struct, positions, floats)] = self._packs[0]
+            if positions == list(range(self._n)):
+                self._direct = (regs_struct, value_struct)
+                self._floats = floats
+
+    def __call__(self, values: Sequence[int]) -> list[float]:
+        """Raw value of each tag of the block, from the block's registers (or bits)."""
+        if len(values) != self.count:
+            if len(values) < self.count:
+                raise ValueError(f"block of {self.count} registers, got {len(values)}")
+            values = values[:self.count]
+        try:
+            if self._direct is not None:
+                regs, value = self._direct
+                raw = value.unpack_from(regs.pack(*values))
+                return list(raw) if self._floats else [float(v) for v in raw]
+            out = [0.0] * self._n
+            for regs, layers in self._packs:
+                data = regs.pack(*values)
+                for value, positions, _ in layers:
+                    for pos, v in zip(positions, value.unpack_from(data), strict=True):
+                        out[pos] = float(v)
+        except struct.error:
+            raise ValueError(f"registers out of range 0..0xFFFF: {list(values)}") from None
+        for pos, off, bit in self._bits:
+            out[pos] = float(values[off] if bit < 0 else (values[off] >> bit) & 1)
+        return out
+
+
+def _layers(items: list[tuple[int, int, str, int]]) -> list[list[tuple[int, int, str, int]]]:
+    """Split fields sorted by offset into runs in which none overlaps the next."""
+    layers: list[list[tuple[int, int, str, int]]] = []
+    ends: list[int] = []
+    for item in items:
+        off, count, _, _ = item
+        for i, end in enumerate(ends):
+            if off >= end:
+                layers[i].append(item)
+                ends[i] = off + count
+                break
+        else:
+            layers.append([item])
+            ends.append(off + count)
+    return layers

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.codec import Block, decode, encode, plan_reads, register_count
+from drivers.codec import Block, BlockDecoder, decode, encode, plan_reads, register_count
 from server.config import ModbusTagConfig
 from tests.fixtures.plant import plant_config
 
@@ -202,3 +202,87 @@ def test_plan_of_fixture_plant() -> None:
 def test_plan_rejects_tag_past_address_space() -> None:
     with pytest.raises(ValueError, match="past register 65535"):
         plan_reads([tag("x", 65535)], max_gap=0)
+
+
+# --- block decoder -----------------------------------------------------------------------
+
+TYPES = ["int16", "uint16", "int32", "uint32", "float32", "float64"]
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def tag_by_tag(block: Block, values: list[int]) -> list[float]:
+    """What BlockDecoder must give: `decode` (or the bit) of each tag on its own."""
+    out = []
+    for t, off in block.tags:
+        if block.function in ("coil", "discrete"):
+            out.append(float(values[off]))
+        elif t.bit is not None:
+            out.append(float((values[off] >> t.bit) & 1))
+        else:
+            out.append(decode(values[off:off + register_count(t.type)], t.type, t.order))
+    return out
+
+
+@st.composite
+def tag_sets(draw: st.DrawFn) -> list[ModbusTagConfig]:
+    tags = []
+    for i in range(draw(st.integers(1, 30))):
+        spec: dict[str, object] = {
+            "id": f"t{i}", "register": draw(st.integers(0, 60)),
+            "function": draw(st.sampled_from(["holding", "input", "coil"])),
+            "type": draw(st.sampled_from(TYPES)), "order": draw(st.sampled_from(ORDERS))}
+        if spec["function"] != "coil" and draw(st.integers(0, 5)) == 0:
+            spec["type"], spec["bit"] = "uint16", draw(st.integers(0, 15))
+        tags.append(ModbusTagConfig.model_validate(spec))
+    return tags
+
+
+@given(tags=tag_sets(), max_gap=st.integers(0, 10), data=st.data())
+def test_block_decoder_equals_decode_tag_by_tag(tags: list[ModbusTagConfig], max_gap: int,
+                                                data: st.DataObject) -> None:
+    for block in plan_reads(tags, max_gap):
+        top = 1 if block.function == "coil" else 0xFFFF
+        values = data.draw(st.lists(st.integers(0, top), min_size=block.count,
+                                    max_size=block.count))
+        got = BlockDecoder(block)(values)
+        want = tag_by_tag(block, values)
+        assert len(got) == len(want)
+        assert all(type(g) is float and same(g, w) for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_block_decoder_reference_vector_in_a_block(order: str) -> None:
+    # float32 pairs with unused registers between them, and an int16 scaled tag
+    tags = [tag("a", 0), tag("b", 4), tag("c", 7, "int16")]
+    tags = [t.model_copy(update={"order": order}) for t in tags]
+    [block] = plan_reads(tags, max_gap=8)
+    values = [*FLOAT32_123_456[order], 0, 0, *FLOAT32_123_456[order], 0, 0xFFFF]
+    assert BlockDecoder(block)(values) == [F32_123_456, F32_123_456, -1.0]
+
+
+def test_block_decoder_overlapping_tags_and_bits() -> None:
+    tags = [tag("whole", 0, "uint32"), tag("high", 0, "uint16"), tag("low", 1, "uint16"),
+            ModbusTagConfig.model_validate({"id": "b3", "register": 1, "type": "uint16",
+                                            "bit": 3})]
+    [block] = plan_reads(tags, max_gap=0)
+    assert [t.id for t, _ in block.tags] == ["high", "whole", "b3", "low"]
+    assert BlockDecoder(block)([0x1234, 0x5678]) == [
+        float(0x1234), float(0x12345678), 1.0, float(0x5678)]
+    coils = [tag("c0", 0, function="coil"), tag("c9", 9, function="coil")]
+    [bits] = plan_reads(coils, max_gap=8)
+    assert BlockDecoder(bits)([1, 0, 0, 0, 0, 0, 0, 0, 0, 0]) == [1.0, 0.0]
+
+
+def test_block_decoder_ignores_extra_values_and_rejects_bad_ones() -> None:
+    [block] = plan_reads([tag("a", 0), tag("b", 2)], max_gap=0)
+    decoder = BlockDecoder(block)
+    assert decoder([0x3FC0, 0, 0xC000, 0, 99]) == [1.5, -2.0]
+    with pytest.raises(ValueError, match="block of 4 registers, got 3"):
+        decoder([0x3FC0, 0, 0xC000])
+    with pytest.raises(ValueError, match="out of range"):
+        decoder([0x10000, 0, 0, 0])
+    with pytest.raises(ValueError, match="outside"):
+        BlockDecoder(Block("holding", 0, 1, ((tag("x", 0), 0),)))
