@@ -143,10 +143,15 @@ class Bus:
             while queue:
                 due, i = heapq.heappop(queue)
                 now = loop.time()
-                if due > now:
-                    await asyncio.sleep(due - now)
+                # The selector rounds shorter waits up to 1 ms: only yield for those.
+                await asyncio.sleep(due - now if due - now > 0.001 else 0)
                 state = self._states[i]
                 result = await self._poll(state, loop.time())
+                task = asyncio.current_task()
+                # pymodbus's wait_for can swallow a cancel that arrives with a reply
+                # (Python 3.11): honour it here so that stopping never hangs.
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
                 state.poller.stats.polls += 1
                 try:
                     emit(result.samples)

@@ -14,11 +14,10 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
-from drivers.codec import BIT_FUNCTIONS, Block, decode, plan_reads, register_count
+from drivers.codec import BIT_FUNCTIONS, Block, BlockDecoder, plan_reads
 from drivers.link import Backoff, BusStats, LinkDown
 from server.config import (
     ModbusRtuDeviceConfig,
-    ModbusTagConfig,
     ModbusTcpDeviceConfig,
     SerialLinkConfig,
     bus_key,
@@ -153,6 +152,9 @@ class ModbusPoller:
         self.where = f"device {device.id} ({link.name} unit {device.device_id})"
         self.stats = DeviceStats(device=device.id)
         self._blocks = plan_reads(device.tags, device.max_gap)
+        # decoder and (id, scale, offset) of each tag, per block, worked out once
+        self._decoders = [(BlockDecoder(b), [(t.id, t.scale, t.offset) for t, _ in b.tags])
+                          for b in self._blocks]
         self._tags = [t.id for t in device.tags]
 
     def tag_ids(self) -> list[str]:
@@ -182,7 +184,12 @@ class ModbusPoller:
                 continue
             self.stats.last_latency_s = loop.time() - sent
             t = datetime.now(UTC)
-            samples.extend(_sample(tag, values, off, t) for tag, off in block.tags)
+            decoder, tags = self._decoders[i]
+            for (tag_id, scale, offset), raw in zip(tags, decoder(values), strict=True):
+                if math.isfinite(raw):
+                    samples.append(Sample(tag_id, t, raw * scale + offset, DataFlag.N))
+                else:
+                    samples.append(Sample(tag_id, t, raw, DataFlag.D))
         return PollResult(samples, error, silent)
 
     async def _read(self, block: Block) -> list[int]:
@@ -197,18 +204,6 @@ class ModbusPoller:
                     raise
                 self.stats.errors += 1
         raise AssertionError("unreachable")
-
-
-def _sample(tag: ModbusTagConfig, values: list[int], off: int, t: datetime) -> Sample:
-    if tag.function in BIT_FUNCTIONS:
-        raw = float(values[off])
-    elif tag.bit is not None:
-        raw = float((values[off] >> tag.bit) & 1)
-    else:
-        raw = decode(values[off:off + register_count(tag.type)], tag.type, tag.order)
-    if not math.isfinite(raw):
-        return Sample(tag.id, t, raw, DataFlag.D)
-    return Sample(tag.id, t, raw * tag.scale + tag.offset, DataFlag.N)
 
 
 def make_bus(devices: Iterable[ModbusDevice], on_event: OnEvent | None = None) -> Bus:
