@@ -160,5 +160,7 @@ def test_cold_start_compiles_nothing_when_the_cache_is_warm() -> None:
     fresh_process_stats()  # fills the on-disk cache if this checkout has none yet
     s = fresh_process_stats()
     for name, st in s["after_warm_up"].items():
-        assert st == {"hits": 1, "misses": 0, "signatures": 1}, (name, st)
+        # every signature warm_up needs (one per call shape: single minute, batch) came
+        # from the on-disk cache, none was compiled
+        assert st["misses"] == 0 and st["hits"] == st["signatures"] >= 1, (name, st)
     assert s["after_minute"] == s["after_warm_up"]

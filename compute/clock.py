@@ -62,6 +62,27 @@ class PlantClock:
         return self._wall(loc.replace(month=1, day=1, hour=0, minute=0, second=0,
                                       microsecond=0))
 
+    def next_hour(self, t: datetime) -> datetime:
+        """Start (UTC, wall clock) of the plant hour after the one containing `t`."""
+        return self.hour_start(self.hour_start(t) + timedelta(seconds=60 * self.minute_seconds))
+
+    def next_day(self, t: datetime) -> datetime:
+        """Start (UTC, wall clock) of the plant-local day after the one containing `t`."""
+        return self.day_start(self.day_start(t) + timedelta(seconds=36 * 60 * self.minute_seconds))
+
+    def year_bounds(self, t: datetime) -> tuple[datetime, datetime]:
+        """Start and end (UTC, wall clock) of the plant-local year containing `t`."""
+        loc = self.scaled_local(t)
+        start = loc.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        return self._wall(start), self._wall(start.replace(year=start.year + 1))
+
+    def month_bounds(self, t: datetime) -> tuple[datetime, datetime]:
+        """Start and end (UTC, wall clock) of the plant-local month containing `t`."""
+        loc = self.scaled_local(t)
+        start = loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        return self._wall(start), self._wall(end)
+
     def year_fraction(self, t: datetime) -> float:
         """Fraction of the plant-local year that has passed at `t` (for pro-rating)."""
         loc = self.scaled_local(t)

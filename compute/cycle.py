@@ -36,6 +36,18 @@ def raw_window(tag_ids: tuple[str, ...], w: Window) -> RawWindow:
     return RawWindow(tag_ids, w.counts.copy(), w.times[keep], w.values[keep], w.flags[keep])
 
 
+def padded(raw: RawWindow) -> Window:
+    """The window a raw window was cut from (the inverse of `raw_window`)."""
+    n = len(raw.tags)
+    width = max(int(raw.counts.max(initial=0)), 1)
+    values = np.full((n, width), np.nan)
+    flags = np.zeros((n, width), np.uint8)
+    times = np.zeros((n, width), np.float64)
+    keep = np.arange(width)[None, :] < raw.counts[:, None]
+    values[keep], flags[keep], times[keep] = raw.values, raw.flags, raw.times
+    return Window(values, flags, times, raw.counts.astype(np.int64))
+
+
 class MinuteCycle:
     """Calculates minutes in order and keeps the hour / day / year totals running."""
 

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from compute.clock import PlantClock
+from server.records import AllowancePosition
 
 F64 = npt.NDArray[np.float64]
 B1 = npt.NDArray[np.bool_]
@@ -101,24 +102,6 @@ def sum_uncertainty(values_t: npt.ArrayLike, u_rel_pct: npt.ArrayLike, *,
     u_t = float(u.sum()) if correlated else float(np.sqrt(np.sum(u * u)))
     rel = u_t / abs(total) * 100.0 if total != 0.0 else math.nan
     return SumUncertainty(total, u_t, rel)
-
-
-@dataclass(frozen=True, slots=True)
-class AllowancePosition:
-    """Year-to-date emissions against the annual allowance, and the year-end forecast."""
-
-    annual_t: float
-    ytd_t: float
-    year_fraction: float  # of the plant-local year passed
-    days_left: float
-    trailing_30d_t: float
-    prorated_t: float  # annual · year fraction
-    used_pct: float  # ytd / annual · 100
-    headroom_t: float  # annual − ytd
-    forecast_year_end_t: float  # ytd + trailing 30-day daily rate · days left
-    forecast_shortfall_t: float  # max(0, forecast − annual)
-    carbon_price_cny_t: float
-    shortfall_cost_cny: float
 
 
 def allowance_position(annual_t: float, ytd_t: float, trailing_30d_t: float, *,

@@ -264,7 +264,13 @@ def warm_up() -> None:
     tag_minute_stats(vals, flags, counts, 1, m, lo, hi, np.empty(1, np.int64), tflag)
     inputs = np.empty((1, N_INPUTS))
     input_flags = np.empty((1, N_INPUTS), np.uint8)
-    gather_inputs(m, tflag, np.full((1, N_INPUTS), -1, np.int64), np.ones((1, N_INPUTS)),
-                  inputs, input_flags)
-    cems_minute(inputs, input_flags, np.ones((1, N_PARAMS)), 273.15, 101325.0, 1.964, 1 / 60,
-                np.empty((1, N_OUT)), np.empty(1, np.uint8), np.empty(1, np.uint8))
+    # numba types read-only arrays apart: the calculator freezes its per-source scales and
+    # parameters, other callers pass writable ones; load both.
+    for writeable in (True, False):
+        scales = np.ones((1, N_INPUTS))
+        params = np.ones((1, N_PARAMS))
+        scales.flags.writeable = params.flags.writeable = writeable
+        gather_inputs(m, tflag, np.full((1, N_INPUTS), -1, np.int64), scales, inputs,
+                      input_flags)
+        cems_minute(inputs, input_flags, params, 273.15, 101325.0, 1.964, 1 / 60,
+                    np.empty((1, N_OUT)), np.empty(1, np.uint8), np.empty(1, np.uint8))

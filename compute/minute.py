@@ -157,19 +157,49 @@ class MinuteCalculator:
 
     def compute(self, window: Window) -> MinuteArrays:
         """Run one minute's calculation on the samples of `window`."""
+        a = self.compute_batch(window.values[None], window.flags[None], window.counts[None])
+        return MinuteArrays(*(x[0] for x in (
+            a.tag_mean, a.tag_min, a.tag_max, a.tag_count, a.tag_flag, a.cems, a.source_flag,
+            a.unit_output_mwh, a.unit_co2_kg, a.unit_flag, a.source_substitution)))
+
+    def compute_batch(self, values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8],
+                      counts: npt.NDArray[np.int64]) -> MinuteArrays:
+        """Many minutes in one kernel call: inputs (minutes, tags, samples) padded as a Window.
+
+        Every array of the result has the minutes as its first axis. Each minute's numbers
+        are the same, bit for bit, as `compute` gives for it alone: the kernels work row by
+        row and every row's arithmetic is the same.
+        """
+        n_min, n_tags = counts.shape
+        n_src, n_units = len(self.source_ids), len(self.unit_ids)
+        width = values.shape[2] if values.ndim == 3 else 1
+        # Minute m's tags are rows m·n_tags …: shift the sources' tag indices accordingly.
+        shift = (np.arange(n_min, dtype=np.int64) * n_tags)[:, None, None]
+        src_tag = np.where(self._src_tag[None] >= 0, self._src_tag[None] + shift, -1)
         (mean, lo, hi, count, flag), src = run_kernels(
-            window.values, window.flags, window.counts, self._min_valid, self._src_tag,
-            self._src_const, self._params, self._t0, self._p0, self._rho, self.minute_h)
-        n_tags = len(self.tag_ids)
-        n_units = len(self.unit_ids)
-        co2 = np.zeros(n_units)
-        np.add.at(co2, self._unit_of_source, src.cems[:, k.OUT_MASS])
-        uflag = np.zeros(n_units, np.uint8)
-        np.maximum.at(uflag, self._unit_of_source, src.flag)
+            np.ascontiguousarray(values.reshape(n_min * n_tags, width)),
+            np.ascontiguousarray(flags.reshape(n_min * n_tags, width)),
+            np.ascontiguousarray(counts.reshape(n_min * n_tags)), self._min_valid,
+            src_tag.reshape(n_min * n_src, k.N_INPUTS),
+            np.ascontiguousarray(np.broadcast_to(
+                self._src_const, (n_min, n_src, k.N_INPUTS)).reshape(n_min * n_src, k.N_INPUTS)),
+            np.ascontiguousarray(np.broadcast_to(
+                self._params, (n_min, n_src, k.N_PARAMS)).reshape(n_min * n_src, k.N_PARAMS)),
+            self._t0, self._p0, self._rho, self.minute_h)
+        mean, lo, hi = (x.reshape(n_min, n_tags) for x in (mean, lo, hi))
+        count, flag = count.reshape(n_min, n_tags), flag.reshape(n_min, n_tags)
+        cems = src.cems.reshape(n_min, n_src, k.N_OUT)
+        sflag = src.flag.reshape(n_min, n_src)
+        rows = np.repeat(np.arange(n_min), n_src)
+        cols = np.tile(self._unit_of_source, n_min)
+        co2 = np.zeros((n_min, n_units))
+        np.add.at(co2, (rows, cols), cems[:, :, k.OUT_MASS].reshape(-1))
+        uflag = np.zeros((n_min, n_units), np.uint8)
+        np.maximum.at(uflag, (rows, cols), sflag.reshape(-1))
         ptag = self._unit_power_tag >= 0
         pidx = np.where(ptag, self._unit_power_tag, 0)
-        power = np.where(ptag, mean[pidx] if n_tags else 0.0, self._unit_power_const)
-        pflag = np.where(ptag, flag[pidx] if n_tags else 0, 0).astype(np.uint8)
+        power = np.where(ptag[None], mean[:, pidx] if n_tags else 0.0, self._unit_power_const)
+        pflag = np.where(ptag[None], flag[:, pidx] if n_tags else 0, 0).astype(np.uint8)
         uflag = np.maximum(uflag, pflag)
-        return MinuteArrays(mean, lo, hi, count, flag, src.cems, src.flag,
-                            power * self.minute_h, co2, uflag, src.substitution)
+        return MinuteArrays(mean, lo, hi, count, flag, cems, sflag, power * self.minute_h, co2,
+                            uflag, src.substitution.reshape(n_min, n_src))

@@ -1,88 +1,675 @@
-"""Groups minute results into plant hours and days and rolls them up (compute/rollup.py).
+"""The period stage: plant hours and days from calculation minutes, with missing-data
+substitution, the emission-factor method, reconciliation and the allowance position.
 
-Used by `carbonscada recalc --level hour|day`; minutes missing from an hour count as
-invalid (flag B), so a partial hour or day at either end of the data is invalid.
+The live server feeds it one minute at a time, `carbonscada recalc` many minutes at a
+time; both run this one class on the same arrays, so both get the same records.
+
+Rules (CEMS details in compute/rollup.py and compute/substitute.py):
+- An hour closes with its last minute, or when a later minute arrives. A minute that
+  never arrives is invalid (a gap, flag B); an hour without any minute is closed too, so
+  the hour series has no holes and every invalid hour meets the substitution rule.
+- Streams measured by a rate, and unit output: hour quantity = mean of the valid minutes'
+  rates × 1 h (NaN without any), valid with ≥ `min_valid_minutes_per_hour` valid minutes,
+  like the CEMS hour.
+- Streams measured by a meter counter: Σ of the register's deltas that end in the hour
+  (compute/counters.py); a delta across invalid readings counts in the hour it ends in,
+  so a day loses nothing. Flag: the worst of the deltas' flags; B without a valid reading.
+- Hour CO2 of a stream: the factor version in force at the hour's start.
+- Day: sources by rollup_day with the hours' substitutes; streams by period_emissions
+  (the formula on each factor version's total quantity) over every hour with a quantity,
+  valid with ≥ `min_valid_hours_per_day` valid hours; units: CEMS vs factor reconciliation.
+- Allowance position at the end of every hour: year to date = the plant year's closed days
+  + the current day's closed hours (CEMS, substitutes included); year-end forecast from
+  the mean of the last ≤ 30 closed days (NaN before the first closed day).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 
-from compute import rollup
+from compute import counters, cycle, derived, factors, kernels, rollup, substitute
 from compute.clock import PlantClock
-from compute.rollup import PeriodResult
-from server.records import MinuteResult
+from compute.kernels import period_flag
+from compute.minute import MinuteArrays, MinuteCalculator
+from server.config import (
+    FactorMethodSubstitution,
+    Input,
+    MaxPreviousSubstitution,
+    MrrSubstitution,
+    PlantConfig,
+    StreamConfig,
+    UnitConfig,
+)
+from server.records import (
+    AllowancePosition,
+    DataFlag,
+    MinuteResult,
+    PeriodRecords,
+    RawWindow,
+    StreamPeriod,
+    UnitPeriod,
+)
+
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
 
 MINUTES_PER_HOUR = 60
-HOURS_PER_DAY = 24
+_B = int(DataFlag.B)
+_N = int(DataFlag.N)
 
 
-def hours(clock: PlantClock, sources: tuple[str, ...], minutes: Iterable[MinuteResult], *,
-          min_valid_minutes: int = rollup.HOUR_MIN_VALID_MINUTES,
-          rho_kg_m3: float = rollup.CO2_DENSITY_KG_M3,
-          ) -> Iterator[tuple[rollup.HourArrays, tuple[PeriodResult, ...]]]:
-    """Hour arrays and records, in order, from minute results in time order."""
-    n = len(sources)
-    current: datetime | None = None
-    conc = flow = np.empty(0)
-    flags = np.empty(0, np.uint8)
+@dataclass(frozen=True, slots=True, eq=False)
+class Readings:
+    """Readings of one meter-counter tag, oldest first."""
 
-    def close(t: datetime) -> tuple[rollup.HourArrays, tuple[PeriodResult, ...]]:
-        h = rollup.rollup_hour(conc, flow, flags, min_valid=min_valid_minutes,
-                               rho_kg_m3=rho_kg_m3)
-        return h, rollup.hour_records(sources, t, h)
+    t_s: F64  # epoch seconds
+    value: F64
+    flag: U8
 
-    for m in minutes:
-        start = clock.hour_start(m.t)
-        if start != current:
-            if current is not None:
-                yield close(current)
-            current = start
-            # A minute that never arrives stays NaN with flag 0: invalid, flagged B.
-            conc = np.full((n, MINUTES_PER_HOUR), np.nan)
-            flow = np.full((n, MINUTES_PER_HOUR), np.nan)
-            flags = np.zeros((n, MINUTES_PER_HOUR), np.uint8)
-        k = round((m.t - start).total_seconds() / clock.minute_seconds)
-        for i, s in enumerate(m.sources):
-            conc[i, k] = s.co2_dry_pct
-            flow[i, k] = s.flow_std_dry_m3_h
-            flags[i, k] = int(s.flag)
-    if current is not None:
-        yield close(current)
+    @staticmethod
+    def empty() -> Readings:
+        """No readings."""
+        return Readings(np.empty(0), np.empty(0), np.empty(0, np.uint8))
 
 
-def days(clock: PlantClock, sources: tuple[str, ...],
-         hour_results: Iterable[tuple[rollup.HourArrays, tuple[PeriodResult, ...]]], *,
-         min_valid_hours: int = rollup.DAY_MIN_VALID_HOURS) -> Iterator[tuple[PeriodResult, ...]]:
-    """Day records, in order, from hour results in time order."""
-    n = len(sources)
-    current: datetime | None = None
-    fields = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t")
-    arrays: dict[str, np.ndarray] = {}
-    n_valid = np.zeros(0, np.int64)
-    flags = np.zeros(0, np.uint8)
+@dataclass(frozen=True, slots=True, eq=False)
+class MinuteBatch:
+    """Calculation minutes in time order, as the period stage needs them.
 
-    def close(t: datetime) -> tuple[PeriodResult, ...]:
-        h = rollup.HourArrays(arrays["co2_dry_pct"], arrays["flow_std_dry_m3_h"],
-                              arrays["co2_rate_kg_h"], arrays["co2_t"], n_valid, flags)
-        return rollup.day_records(sources, t, rollup.rollup_day(h, min_valid=min_valid_hours))
+    Sources and tags in configuration order (compute.minute.MinuteCalculator's); one
+    Readings per entry of `PeriodCycle.counter_tags`, the samples of those minutes.
+    """
 
-    for h, recs in hour_results:
-        start = clock.day_start(recs[0].t)
-        if start != current:
-            if current is not None:
-                yield close(current)
-            current = start
-            arrays = {f: np.full((n, HOURS_PER_DAY), np.nan) for f in fields}
-            n_valid = np.zeros((n, HOURS_PER_DAY), np.int64)
-            flags = np.zeros((n, HOURS_PER_DAY), np.uint8)
-        k = round((recs[0].t - start).total_seconds() / (clock.minute_seconds * 60))
-        for f in fields:
-            arrays[f][:, k] = getattr(h, f)
-        n_valid[:, k] = h.n_valid
-        flags[:, k] = h.flag
-    if current is not None:
-        yield close(current)
+    t_s: F64  # (minutes,) minute starts, epoch seconds
+    co2_dry_pct: F64  # (minutes, sources)
+    flow_std_dry_m3_h: F64  # (minutes, sources)
+    source_flag: U8  # (minutes, sources)
+    tag_mean: F64  # (minutes, tags)
+    tag_flag: U8  # (minutes, tags)
+    counters: tuple[Readings, ...] = ()
+
+
+def minute_batch(result: MinuteResult, counter_tags: Sequence[str]) -> MinuteBatch:
+    """The one-minute batch of a live minute result."""
+    raw = result.raw
+    readings = [_tag_samples(raw, tag) if raw is not None else Readings.empty()
+                for tag in counter_tags]
+    src = result.sources
+    return MinuteBatch(
+        np.array([result.t.timestamp()]),
+        np.array([[s.co2_dry_pct for s in src]], np.float64).reshape(1, len(src)),
+        np.array([[s.flow_std_dry_m3_h for s in src]], np.float64).reshape(1, len(src)),
+        np.array([[int(s.flag) for s in src]], np.uint8).reshape(1, len(src)),
+        np.array([[g.mean for g in result.tags]], np.float64).reshape(1, len(result.tags)),
+        np.array([[int(g.flag) for g in result.tags]], np.uint8).reshape(1, len(result.tags)),
+        tuple(readings))
+
+
+CounterRows = tuple[F64, F64, U8, npt.NDArray[np.uint16]]  # per reading: t, delta, flag, reason
+
+
+def arrays_batch(t_s: F64, a: MinuteArrays, counter_readings: Sequence[Readings]) -> MinuteBatch:
+    """The batch of minutes computed together (MinuteCalculator.compute_batch)."""
+    return MinuteBatch(t_s, a.cems[:, :, kernels.OUT_CO2_DRY], a.cems[:, :, kernels.OUT_FLOW_SD],
+                       a.source_flag, a.tag_mean, a.tag_flag, tuple(counter_readings))
+
+
+def windows_batch(calc: MinuteCalculator, windows: Sequence[tuple[datetime, RawWindow]],
+                  counter_tags: Sequence[str]) -> MinuteBatch:
+    """Stored raw windows calculated again, as one batch (e.g. the open hour after a restart)."""
+    padded = [cycle.padded(w) for _, w in windows]
+    width = max(p.values.shape[1] for p in padded)
+    n, n_tags = len(padded), len(calc.tag_ids)
+    values = np.full((n, n_tags, width), np.nan)
+    flags = np.zeros((n, n_tags, width), np.uint8)
+    counts = np.zeros((n, n_tags), np.int64)
+    for m, p in enumerate(padded):
+        values[m, :, :p.values.shape[1]] = p.values
+        flags[m, :, :p.flags.shape[1]] = p.flags
+        counts[m] = p.counts
+    readings = []
+    for tag in counter_tags:
+        parts = [_tag_samples(w, tag) for _, w in windows]
+        readings.append(Readings(np.concatenate([x.t_s for x in parts]),
+                                 np.concatenate([x.value for x in parts]),
+                                 np.concatenate([x.flag for x in parts])))
+    t_s = np.array([t.timestamp() for t, _ in windows])
+    return arrays_batch(t_s, calc.compute_batch(values, flags, counts), readings)
+
+
+def _tag_samples(raw: RawWindow, tag: str) -> Readings:
+    i = raw.tags.index(tag)
+    a = int(raw.counts[:i].sum())
+    b = a + int(raw.counts[i])
+    return Readings(raw.times[a:b], raw.values[a:b], raw.flags[a:b])
+
+
+@dataclass(slots=True)
+class _Counter:
+    """One counter stream: the register's state across minutes and the open hour's deltas."""
+
+    base_t_s: float = math.nan  # the last valid reading
+    base_value: float = math.nan
+    bad_flag: int = 0  # flag of the invalid readings while no reading was valid yet
+    deltas: list[float] = field(default_factory=list)  # N deltas ending in the open hour
+    worst: int = 0  # worst flag of the open hour's deltas
+    bad: int = 0  # worst flag of the open hour's invalid readings
+    reasons: int = 0
+    n_valid: int = 0  # valid readings in the open hour
+
+
+def _fsum_finite(values: Sequence[float]) -> float:
+    """Exact sum of the finite values; NaN when there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return math.fsum(finite) if finite else math.nan
+
+
+def _take(inp: Input | None, tag_pos: dict[str, int]) -> tuple[int, float]:
+    assert inp is not None
+    return (tag_pos[inp.tag], math.nan) if inp.tag is not None else (-1, float(inp.value or 0))
+
+
+def _flags(n_valid: I64, min_valid: int, worst: npt.NDArray[np.integer]) -> U8:
+    """compute.kernels.period_flag over arrays."""
+    out: U8 = np.where(n_valid >= min_valid, 0, np.where(worst > 0, worst, _B)).astype(np.uint8)
+    return out
+
+
+def _hour_means(values: F64, flags: U8, min_valid: int) -> tuple[F64, I64, U8]:
+    """Per row: mean of the valid minutes (NaN if none), their number, the hour's flag."""
+    ok = (flags == 0) & np.isfinite(values)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, np.where(ok, values, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
+    worst = flags.max(axis=1, initial=0)
+    return mean, n, _flags(n, min_valid, worst)
+
+
+class PeriodCycle:
+    """Closes plant hours and days as minutes come in, oldest first, and keeps their history."""
+
+    def __init__(self, config: PlantConfig) -> None:
+        self.config = config
+        c = config.clock
+        self.clock = PlantClock(c.minute_seconds, config.site.timezone)
+        self._minute_s = c.minute_seconds
+        self._hour_s = MINUTES_PER_HOUR * c.minute_seconds
+        self._min_minutes = c.min_valid_minutes_per_hour
+        self._min_hours = c.min_valid_hours_per_day
+        self._rho = config.constants.co2_density_kg_m3
+        self._table = config.factors
+        tag_pos = {t.id: i for i, t in enumerate(t for d in config.devices for t in d.tags)}
+
+        pairs = config.sources()
+        self.source_ids = tuple(s.id for _, s in pairs)
+        self._unit_sources = [[i for i, (su, _) in enumerate(pairs) if su.id == u.id]
+                              for u in config.units]
+        rules: list[substitute.SubstitutionRule | None] = []
+        for _, s in pairs:
+            sub = s.substitution
+            if isinstance(sub, MrrSubstitution):
+                rules.append(substitute.SubstitutionRule(
+                    substitute.MRR_MEAN_2SIGMA, lookback_h=sub.lookback_h,
+                    min_valid=sub.min_valid_hours))
+            elif isinstance(sub, MaxPreviousSubstitution):
+                rules.append(substitute.SubstitutionRule(
+                    substitute.MAX_PREVIOUS_N, n=sub.n_hours, lookback_h=sub.lookback_h,
+                    min_valid=sub.min_valid_hours))
+            elif isinstance(sub, FactorMethodSubstitution):
+                rules.append(substitute.SubstitutionRule(substitute.FACTOR_METHOD))
+            else:
+                rules.append(None)
+        self._rules = rules
+        self._rule_names = [r.rule if r is not None else "" for r in rules]
+        lookback = max((r.lookback_h for r in rules if r is not None), default=0)
+        self.lookback_h = lookback
+
+        self.streams: tuple[tuple[UnitConfig, StreamConfig], ...] = tuple(config.streams())
+        self._rate_of = [r for r, (_, s) in enumerate(self.streams) if s.rate_per_h is not None]
+        self._counter_of = [r for r, (_, s) in enumerate(self.streams) if s.counter is not None]
+        rate = [_take(self.streams[r][1].rate_per_h, tag_pos) for r in self._rate_of]
+        self._rate_tag = np.array([t for t, _ in rate], np.int64)
+        self._rate_const = np.array([v for _, v in rate], np.float64)
+        self.counter_tags = tuple(
+            s.counter.tag for _, s in self.streams if s.counter is not None)
+        power = [_take(u.output.power_mw, tag_pos) for u in config.units]
+        self._power_tag = np.array([t for t, _ in power], np.int64)
+        self._power_const = np.array([v for _, v in power], np.float64)
+        self._direct = [[r for r, (su, s) in enumerate(self.streams) if su.id == u.id and s.direct]
+                        for u in config.units]
+
+        n_src, n_rate, n_unit = len(pairs), len(self._rate_of), len(config.units)
+        self._conc = np.full((n_src, MINUTES_PER_HOUR), np.nan)
+        self._flow = np.full((n_src, MINUTES_PER_HOUR), np.nan)
+        self._sflag = np.zeros((n_src, MINUTES_PER_HOUR), np.uint8)
+        self._rate = np.full((n_rate, MINUTES_PER_HOUR), np.nan)
+        self._rflag = np.zeros((n_rate, MINUTES_PER_HOUR), np.uint8)
+        self._power = np.full((n_unit, MINUTES_PER_HOUR), np.nan)
+        self._pflag = np.zeros((n_unit, MINUTES_PER_HOUR), np.uint8)
+        self._counters = [_Counter() for _ in self._counter_of]
+        self._hour: datetime | None = None  # start of the open hour
+        self._filled = False  # whether a minute of the open hour was taken
+        self._last_t_s = -math.inf  # start of the last minute taken
+        # The substitution rules' lookback: measured hour means and validity, oldest first.
+        self._hist_conc: deque[F64] = deque(maxlen=lookback)
+        self._hist_flow: deque[F64] = deque(maxlen=lookback)
+        self._hist_valid: deque[npt.NDArray[np.bool_]] = deque(maxlen=lookback)
+        self._day_hours: list[PeriodRecords] = []  # closed hours of the open day
+        self._year: datetime | None = None  # the plant year of `_year_days_t`
+        self._year_days_t = 0.0  # Σ of the site CO2 of that year's closed days
+        self._recent_days: deque[float] = deque(maxlen=30)  # site CO2 of the last closed days
+
+    # ------------------------------------------------------------------ feeding
+
+    def add(self, batch: MinuteBatch) -> list[PeriodRecords]:
+        """Take minutes (later than every minute taken before); return what they closed."""
+        t_s = batch.t_s
+        if t_s.size == 0:
+            return []
+        if t_s[0] <= self._last_t_s or (t_s.size > 1 and not (np.diff(t_s) > 0).all()):
+            raise ValueError("minutes must come in time order, each once")
+        out: list[PeriodRecords] = []
+        rows = [self._counter_rows(i, r) for i, r in enumerate(batch.counters)]
+        cursor = [0] * len(rows)
+        j = 0
+        while j < t_s.size:
+            first = datetime.fromtimestamp(float(t_s[j]), UTC)
+            if self._hour is None:
+                self._hour = self.clock.hour_start(first)
+            while first >= self.clock.next_hour(self._hour):
+                out.extend(self._close_hour())
+            h0 = self._hour
+            h1 = self.clock.next_hour(h0)
+            end = int(np.searchsorted(t_s, h1.timestamp(), side="left"))
+            seg = slice(j, end)
+            k = np.rint((t_s[seg] - h0.timestamp()) / self._minute_s).astype(np.int64)
+            self._conc[:, k] = batch.co2_dry_pct[seg].T
+            self._flow[:, k] = batch.flow_std_dry_m3_h[seg].T
+            self._sflag[:, k] = batch.source_flag[seg].T
+            self._fill(self._rate, self._rflag, self._rate_tag, self._rate_const, batch, seg, k)
+            self._fill(self._power, self._pflag, self._power_tag, self._power_const, batch,
+                       seg, k)
+            for i, r in enumerate(rows):
+                stop = int(np.searchsorted(r[0], h1.timestamp(), side="left"))
+                self._counter_hour(i, r, cursor[i], stop)
+                cursor[i] = stop
+            self._filled = True
+            j = end
+            if k[-1] == MINUTES_PER_HOUR - 1:
+                out.extend(self._close_hour())
+        self._last_t_s = float(t_s[-1])
+        return out
+
+    def flush(self) -> list[PeriodRecords]:
+        """Close the open hour and day although incomplete (the end of a recalculation)."""
+        if self._hour is None:
+            return []
+        if self._filled:
+            return self._close_hour(final=True)
+        return [self._close_day()] if self._day_hours else []
+
+    @staticmethod
+    def _fill(values: F64, flags: U8, tag: I64, const: F64, batch: MinuteBatch, seg: slice,
+              k: I64) -> None:
+        if tag.size == 0:
+            return
+        has = tag >= 0
+        idx = np.where(has, tag, 0)
+        mean: F64 = np.full((k.size, tag.size), np.nan)
+        flag: U8 = np.zeros((k.size, tag.size), np.uint8)
+        if batch.tag_mean.shape[1]:
+            mean, flag = batch.tag_mean[seg][:, idx], batch.tag_flag[seg][:, idx]
+        values[:, k] = np.where(has[None, :], mean, const[None, :]).T
+        flags[:, k] = np.where(has[None, :], flag, 0).T
+
+    # ------------------------------------------------------------------ meter counters
+
+    def _counter_rows(self, i: int, r: Readings) -> CounterRows:
+        """Per reading of a batch: its time and the delta, flag and reason bits it ends."""
+        st = self._counters[i]
+        cfg = self.streams[self._counter_of[i]][1].counter
+        assert cfg is not None
+        t, v, f = r.t_s, r.value, r.flag
+        # The register's state goes on across batches: the last valid reading, or the
+        # flag of the invalid ones when none was valid yet, opens the kernel's input.
+        prepended = True
+        if math.isfinite(st.base_value):
+            t, v = np.append(st.base_t_s, t), np.append(st.base_value, v)
+            f = np.append(np.uint8(_N), f).astype(np.uint8)
+        elif st.bad_flag:
+            t, v = np.append(-math.inf, t), np.append(math.nan, v)
+            f = np.append(np.uint8(st.bad_flag), f).astype(np.uint8)
+        else:
+            prepended = False
+        n = max(t.size - 1, 0)
+        delta, flag, reason = np.empty(n), np.empty(n, np.uint8), np.empty(n, np.uint16)
+        if t.size:
+            counters.counter_deltas_kernel(
+                np.ascontiguousarray(t, np.float64), np.ascontiguousarray(v, np.float64),
+                np.ascontiguousarray(f, np.uint8), cfg.rollover_count, cfg.rollover_count,
+                cfg.max_jump_per_h / 3600.0, np.empty(0), np.empty(0), np.empty(0), delta,
+                flag, reason)
+        ok = (r.flag == _N) & np.isfinite(r.value) & (r.value >= 0) & (
+            r.value <= cfg.rollover_count)
+        if not prepended and r.t_s.size:  # the very first reading ends no interval
+            first_bad = 0 if ok[0] else (int(r.flag[0]) or (
+                int(DataFlag.T) if math.isfinite(r.value[0]) else _B))
+            delta = np.append(math.nan, delta)
+            flag = np.append(np.uint8(first_bad), flag).astype(np.uint8)
+            reason = np.append(np.uint16(0 if ok[0] else counters.INVALID_READING),
+                               reason).astype(np.uint16)
+        if ok.any():
+            last = int(np.flatnonzero(ok)[-1])
+            st.base_t_s, st.base_value = float(r.t_s[last]), float(r.value[last])
+        elif r.t_s.size and not math.isfinite(st.base_value):
+            st.bad_flag = int(flag[-1])
+        return r.t_s, delta, flag, reason
+
+    def _counter_hour(self, i: int, rows: CounterRows, start: int, stop: int) -> None:
+        """Count the rows [start, stop) of a batch in the open hour."""
+        delta, flag, reason = rows[1][start:stop], rows[2][start:stop], rows[3][start:stop]
+        st = self._counters[i]
+        invalid = (reason & counters.INVALID_READING) != 0
+        good = ~invalid & (flag == _N) & np.isfinite(delta)
+        st.deltas.extend(delta[good].tolist())
+        st.n_valid += int((~invalid).sum())
+        if invalid.any():
+            st.bad = max(st.bad, int(flag[invalid].max()))
+        if (~invalid).any():
+            st.worst = max(st.worst, int(flag[~invalid].max()))
+            st.reasons |= int(np.bitwise_or.reduce(reason[~invalid]))
+
+    def restore_counter(self, tag_index: int, t_s: float, value: float) -> None:
+        """Set the last valid reading of counter `counter_tags[tag_index]` (after a restart)."""
+        st = self._counters[tag_index]
+        st.base_t_s, st.base_value, st.bad_flag = t_s, value, 0
+
+    # ------------------------------------------------------------------ closing
+
+    def _close_hour(self, final: bool = False) -> list[PeriodRecords]:
+        assert self._hour is not None
+        h0 = self._hour
+        h1 = self.clock.next_hour(h0)
+        hours = rollup.rollup_hour(self._conc, self._flow, self._sflag,
+                                   min_valid=self._min_minutes, rho_kg_m3=self._rho)
+        streams = self._stream_hours(h0, h1)
+        unit_factor = [self._factor_sum([streams[r].co2_t for r in rs]) for rs in self._direct]
+        sub_co2, notes = self._substitutes(hours, unit_factor)
+        sources = rollup.hour_records(self.source_ids, h0, hours, sub_co2, self._rule_names)
+        sources = tuple(replace(s, substitution_note=notes[i]) if notes[i] else s
+                        for i, s in enumerate(sources))
+        power, _, power_flag = _hour_means(self._power, self._pflag, self._min_minutes)
+        units = []
+        for u, unit in enumerate(self.config.units):
+            own = [sources[i] for i in self._unit_sources[u]]
+            out_mwh = float(power[u])  # mean MW × 1 h
+            cems = _fsum_finite([s.co2_t for s in own])
+            flag = max([int(s.flag) for s in own] + [int(power_flag[u])])
+            units.append(UnitPeriod(
+                unit.id, h0, cems, unit_factor[u], out_mwh,
+                cems / out_mwh if out_mwh > 0 else math.nan, flag == 0, DataFlag(flag)))
+        self._hist_conc.append(hours.co2_dry_pct.copy())
+        self._hist_flow.append(hours.flow_std_dry_m3_h.copy())
+        self._hist_valid.append(hours.flag == 0)
+        rec = PeriodRecords("hour", h0, h1, sources, tuple(streams), tuple(units))
+        self._day_hours.append(rec)
+        rec = replace(rec, allowance=self._allowance(h0, h1))
+        self._day_hours[-1] = rec
+        self._reset_hour(h1)
+        out = [rec]
+        if final or self.clock.day_start(h1) != self.clock.day_start(h0):
+            out.append(self._close_day())
+        return out
+
+    def _reset_hour(self, h1: datetime) -> None:
+        for a in (self._conc, self._flow, self._rate, self._power):
+            a.fill(np.nan)
+        for f in (self._sflag, self._rflag, self._pflag):
+            f.fill(0)
+        for st in self._counters:
+            st.deltas, st.worst, st.bad, st.reasons, st.n_valid = [], 0, 0, 0, 0
+        self._hour = h1
+        self._filled = False
+
+    @staticmethod
+    def _factor_sum(values: Sequence[float]) -> float:
+        """Σ of a unit's direct streams; NaN without streams or when one has no value."""
+        if not values or not all(math.isfinite(v) for v in values):
+            return math.nan
+        return math.fsum(values)
+
+    def _substitutes(self, hours: rollup.HourArrays,
+                     unit_factor: Sequence[float]) -> tuple[F64, list[str]]:
+        """Per source: the substitute t CO2 of an invalid hour (NaN: none) and why none."""
+        n = len(self.source_ids)
+        sub = np.full(n, np.nan)
+        notes = [""] * n
+        rows = []
+        for i, rule in enumerate(self._rules):
+            if rule is None or hours.flag[i] == 0:
+                continue
+            if hours.flag[i] == DataFlag.F:
+                notes[i] = "unit stopped (F): no substitute"
+                continue
+            rows.append(i)
+        if not rows:
+            return sub, notes
+
+        def lookback(hist: deque[F64], now: F64) -> F64:
+            return np.column_stack([*hist, now])[rows] if hist else now[rows, None]
+
+        conc = lookback(self._hist_conc, hours.co2_dry_pct)
+        flow = lookback(self._hist_flow, hours.flow_std_dry_m3_h)
+        valid = np.column_stack([*self._hist_valid, np.zeros(n, np.bool_)])[rows]
+        factor = np.full(conc.shape, np.nan)
+        unit_of = {i: u for u, ss in enumerate(self._unit_sources) for i in ss}
+        factor[:, -1] = [unit_factor[unit_of[i]] for i in rows]
+        out = substitute.substitute_hours(conc, flow, valid,
+                                          [self._rules[i] for i in rows],  # type: ignore[misc]
+                                          factor_co2_t=factor, rho_kg_m3=self._rho)
+        last = conc.shape[1] - 1
+        for r, i in enumerate(rows):
+            sub[i] = out.co2_t[r, last]
+            if not math.isfinite(sub[i]):
+                notes[i] = out.reason(r, last)
+        return sub, notes
+
+    def _stream_hours(self, h0: datetime, h1: datetime) -> list[StreamPeriod]:
+        """Quantity and CO2 of every stream in the open hour."""
+        q, n_valid, flag = _hour_means(self._rate, self._rflag, self._min_minutes)
+        found: dict[int, tuple[float, int, int, str]] = {
+            r: (float(q[j]), int(n_valid[j]), int(flag[j]), "")
+            for j, r in enumerate(self._rate_of)}
+        for j, r in enumerate(self._counter_of):
+            st = self._counters[j]
+            cfg = self.streams[r][1].counter
+            assert cfg is not None
+            if st.n_valid:
+                found[r] = (math.fsum(st.deltas) * cfg.quantity_per_count, st.n_valid,
+                            st.worst, counters.reason_text(st.reasons))
+            else:
+                found[r] = (math.nan, 0, int(period_flag(0, 1, max(st.worst, st.bad))),
+                            counters.reason_text(st.reasons))
+        out = []
+        for r, (unit, s) in enumerate(self.streams):
+            quantity, n, f, note = found[r]
+            if quantity < 0:  # noise of a rate meter around zero: over range, no CO2
+                f = max(f, int(DataFlag.T))
+                note = note or "negative quantity"
+            co2, version, why = self._co2(s, quantity, h0, h1)
+            out.append(StreamPeriod(s.id, unit.id, h0, h1, quantity, s.quantity_unit, co2,
+                                    version, s.calc_method, f == 0, DataFlag(f), n,
+                                    note or why))
+        return out
+
+    def _co2(self, s: StreamConfig, quantity: float, t0: datetime,
+             t1: datetime) -> tuple[float, str, str]:
+        """(t CO2, factor version id, why no CO2) of a quantity by the version in force at t0."""
+        try:
+            version = self._table.at(s.factors, t0)
+        except factors.FactorVersionNotFound as exc:
+            return math.nan, "", str(exc)
+        if not (math.isfinite(quantity) and quantity >= 0):
+            return math.nan, version.id, ""
+        res = factors.result(version, s.calc_method, quantity, s.quantity_unit, t0, t1)
+        return res.co2_t, version.id, ""
+
+    def _allowance(self, h0: datetime, h1: datetime) -> AllowancePosition:
+        """The allowance position at the end of the hour starting at h0."""
+        year_start, year_end = self.clock.year_bounds(h0)
+        if self._year != year_start:
+            self._year, self._year_days_t = year_start, 0.0
+        today = [_fsum_finite([s.co2_t for s in h.sources]) for h in self._day_hours]
+        ytd = self._year_days_t + math.fsum(x for x in today if math.isfinite(x))
+        frac = (h1 - year_start) / (year_end - year_start)
+        days_in_year = round((year_end - year_start).total_seconds() / (24 * self._hour_s))
+        trailing = (math.fsum(self._recent_days) / len(self._recent_days) * 30.0
+                    if self._recent_days else math.nan)
+        a = self.config.allowance
+        return derived.allowance_position(
+            a.annual_t, ytd, trailing, year_fraction=frac, days_left=(1 - frac) * days_in_year,
+            carbon_price_cny_t=a.carbon_price_cny_t)
+
+    def _close_day(self) -> PeriodRecords:
+        hours = self._day_hours
+        d0 = self.clock.day_start(hours[0].t)
+        d1 = self.clock.next_day(d0)
+        n_h = round((d1 - d0).total_seconds() / self._hour_s)
+        idx = [round((h.t - d0).total_seconds() / self._hour_s) for h in hours]
+        n_src = len(self.source_ids)
+        cols = {name: np.full((n_src, n_h), np.nan) for name in (
+            "co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_measured_t", "sub")}
+        n_valid = np.zeros((n_src, n_h), np.int64)
+        flag = np.zeros((n_src, n_h), np.uint8)
+        for k, h in zip(idx, hours, strict=True):
+            for i, x in enumerate(h.sources):
+                for name in ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h",
+                             "co2_measured_t"):
+                    cols[name][i, k] = getattr(x, name)
+                cols["sub"][i, k] = x.co2_t if x.substituted else math.nan
+                n_valid[i, k] = x.n_valid
+                flag[i, k] = int(x.flag)
+        day = rollup.rollup_day(
+            rollup.HourArrays(cols["co2_dry_pct"], cols["flow_std_dry_m3_h"],
+                              cols["co2_rate_kg_h"], cols["co2_measured_t"], n_valid, flag),
+            cols["sub"], min_valid=self._min_hours)
+        sources = rollup.day_records(self.source_ids, d0, day, self._rule_names)
+        streams: list[StreamPeriod] = []
+        stream_co2: list[list[float]] = []
+        for r, (unit, s) in enumerate(self.streams):
+            recs = self._stream_day(unit, s, d0, d1, [h.streams[r] for h in hours])
+            streams.extend(recs)
+            stream_co2.append([x.co2_t for x in recs])
+        units = []
+        for u, unit in enumerate(self.config.units):
+            own = [sources[i] for i in self._unit_sources[u]]
+            cems = _fsum_finite([x.co2_t for x in own])
+            factor = self._factor_sum([c for r in self._direct[u] for c in stream_co2[r]])
+            out_mwh = _fsum_finite([h.units[u].output_mwh for h in hours])
+            diff, exceeded = math.nan, False
+            if self.config.reconciliation is not None and self._direct[u]:
+                rec = derived.reconcile(cems, factor, self.config.reconciliation.limit_pct)
+                diff, exceeded = float(rec.diff_pct), bool(rec.exceeds)
+            f = max(int(x.flag) for x in own)
+            units.append(UnitPeriod(unit.id, d0, cems, factor, out_mwh,
+                                    cems / out_mwh if out_mwh > 0 else math.nan, f == 0,
+                                    DataFlag(f), diff, exceeded))
+        site = _fsum_finite([x.co2_t for x in sources])
+        if self._year != self.clock.year_bounds(d0)[0]:
+            self._year, self._year_days_t = self.clock.year_bounds(d0)[0], 0.0
+        if math.isfinite(site):
+            self._year_days_t += site
+            self._recent_days.append(site)
+        self._day_hours = []
+        return PeriodRecords("day", d0, d1, sources, tuple(streams), tuple(units))
+
+    def _stream_day(self, unit: UnitConfig, s: StreamConfig, d0: datetime, d1: datetime,
+                    hours: Sequence[StreamPeriod]) -> list[StreamPeriod]:
+        """A stream's day, one record per factor version in force (period_emissions)."""
+        n_valid = sum(h.valid for h in hours)
+        worst = max((int(h.flag) for h in hours), default=0)
+        f = DataFlag(int(period_flag(n_valid, self._min_hours, worst)))
+        note = ",".join(sorted({p for h in hours for p in h.note.split(",") if p}))
+        use = [h for h in hours if math.isfinite(h.quantity) and h.quantity >= 0]
+        if not use:
+            return [StreamPeriod(s.id, unit.id, d0, d1, math.nan, s.quantity_unit, math.nan, "",
+                                 s.calc_method, False, f, n_valid, note)]
+        t_s = np.array([h.t.timestamp() for h in use])
+        q = np.array([h.quantity for h in use])
+        try:
+            results = factors.period_emissions(self._table, s.factors, s.calc_method,
+                                               s.quantity_unit, t_s, q, d0, d1)
+        except factors.FactorVersionNotFound as exc:
+            return [StreamPeriod(s.id, unit.id, d0, d1, math.fsum(q.tolist()),
+                                 s.quantity_unit, math.nan, "", s.calc_method, False, f,
+                                 n_valid, str(exc))]
+        return [StreamPeriod(s.id, unit.id, res.period_start, res.period_end, res.quantity,
+                             s.quantity_unit, res.co2_t, res.factor_version, s.calc_method,
+                             f is DataFlag.N, f, n_valid, note) for res in results]
+
+    # ------------------------------------------------------------------ restart
+
+    def restore(self, hours: Sequence[PeriodRecords], days: Sequence[PeriodRecords]) -> None:
+        """Continue from stored records after a restart, before any minute is added.
+
+        `hours`: the stored hours, oldest first, of at least the substitution lookback and
+        the day of the last one; `days`: the stored days of the last one's plant year and
+        the 30 days before. The hour after the last stored one is then the open hour.
+        """
+        if not hours:
+            return
+        index = {sid: i for i, sid in enumerate(self.source_ids)}
+        n = len(self.source_ids)
+        step = timedelta(seconds=self._hour_s)
+        expected: datetime | None = None
+        for h in hours:
+            while expected is not None and expected < h.t:  # a hole: an hour without data
+                self._hist_conc.append(np.full(n, np.nan))
+                self._hist_flow.append(np.full(n, np.nan))
+                self._hist_valid.append(np.zeros(n, np.bool_))
+                expected += step
+            conc, flow, valid = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.bool_)
+            for s in h.sources:
+                if s.source in index:
+                    i = index[s.source]
+                    conc[i], flow[i], valid[i] = s.co2_dry_pct, s.flow_std_dry_m3_h, s.valid
+            self._hist_conc.append(conc)
+            self._hist_flow.append(flow)
+            self._hist_valid.append(valid)
+            expected = h.t_end
+        last = hours[-1]
+        self._hour = last.t_end
+        self._last_t_s = last.t_end.timestamp() - self._minute_s
+        day = self.clock.day_start(last.t)
+        if self.clock.day_start(last.t_end) == day:
+            self._day_hours = [h for h in hours if self.clock.day_start(h.t) == day
+                               and self._compatible(h)]
+        year = self.clock.year_bounds(self._hour)[0]
+        self._year = year
+        totals = [(d.t, _fsum_finite([s.co2_t for s in d.sources])) for d in days]
+        self._year_days_t = math.fsum(t for d, t in totals if d >= year and math.isfinite(t))
+        self._recent_days.extend(t for d, t in totals[-30:] if math.isfinite(t))
+
+    def _compatible(self, h: PeriodRecords) -> bool:
+        """Whether a stored hour has the records of the current configuration, in order."""
+        return (tuple(s.source for s in h.sources) == self.source_ids
+                and tuple(s.stream for s in h.streams) == tuple(s.id for _, s in self.streams)
+                and tuple(u.unit for u in h.units) == tuple(u.id for u in self.config.units))
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) the kernels hours and days use."""
+    rollup.warm_up()
+    substitute.warm_up()
+    one = np.zeros(2)
+    counters.counter_deltas_kernel(one, one, np.zeros(2, np.uint8), 1.0, 1.0, 1.0, np.empty(0),
+                                   np.empty(0), np.empty(0), np.empty(1),
+                                   np.empty(1, np.uint8), np.empty(1, np.uint16))

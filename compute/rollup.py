@@ -33,7 +33,7 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from compute.kernels import period_flag
-from server.records import DataFlag
+from server.records import DataFlag, PeriodResult
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
@@ -288,34 +288,6 @@ def mass_from_concentration_t(conc_g_m3: npt.ArrayLike, flow_m3_h: npt.ArrayLike
     h = np.asarray(duration_h, np.float64)
     out: F64 = np.asarray((c * q * h).sum(axis=-1) / 1e6, np.float64)
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class PeriodResult:
-    """One source's result for one hour or day.
-
-    `co2_t` is what the period contributes to the next level: the measured mass when
-    valid, else the substitute when there is one, else NaN (an hour); for a day the
-    measured valid hours plus the substituted ones. `co2_measured_t` is always the
-    mass from the valid subperiods only; a substitute never replaces it. The flag
-    stays the period's own (e.g. D) when it is substituted: `substituted` and
-    `substitution_rule` say that, and which rule, produced `co2_t`.
-    """
-
-    source: str
-    t: datetime  # period start, UTC
-    co2_dry_pct: float
-    flow_std_dry_m3_h: float
-    co2_rate_kg_h: float
-    co2_t: float
-    co2_measured_t: float
-    valid: bool
-    flag: DataFlag
-    n_valid: int  # valid minutes of an hour, valid hours of a day
-    substituted: bool = False
-    substitution_rule: str = ""
-    n_substituted: int = 0  # hours in the period whose value is a substitute
-    n_missing: int = 0  # hours in the period without any value
 
 
 def _rule(rules: Sequence[str] | None, i: int) -> str:

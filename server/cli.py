@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -79,19 +80,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
-    from server.recalc import (
-        read_samples,
-        recalculate,
-        write_minute_results,
-        write_period_results,
-    )
+    from server.recalc import recalculate, write_minute_results, write_period_results
 
     config = load_config(args.config)
-    samples = read_samples(Path(args.samples), (t.id for d in config.devices for t in d.tags))
     with _open_out(args.out) as out:
-        minutes = recalculate(config, samples)
-        rows = (write_minute_results(out, minutes) if args.level == "minute"
-                else write_period_results(out, config, minutes, args.level))
+        batches = recalculate(config, Path(args.samples))
+        rows = (write_minute_results(out, config, batches) if args.level == "minute"
+                else write_period_results(out, config, batches, args.level))
     log.info("%d result rows written to %s", rows, args.out)
     return 0
 
@@ -130,15 +125,22 @@ def _utc(text: str, option: str) -> datetime:
 
 @contextlib.contextmanager
 def _open_out(path: str) -> Iterator[TextIO]:
+    """The output file, written beside it and put in place only when complete."""
     if path == "-":
         yield sys.stdout
         return
+    part = f"{path}.part"
     try:
-        f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        f = open(part, "w", newline="", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise CarbonScadaError(f"{path}: cannot write: {exc.strerror}") from None
-    with f:
-        yield f
+    try:
+        with f:
+            yield f
+        os.replace(part, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(part)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -235,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--samples", required=True,
                     help="CSV with header timestamp,tag,value[,flag]")
     rc.add_argument("--out", required=True, help="results CSV ('-' for standard output)")
-    rc.add_argument("--level", choices=["minute", "hour", "day"], default="minute",
-                    help="period of the result rows (default minute)")
+    rc.add_argument("--level", choices=["minute", "hour", "day", "month", "year"],
+                    default="minute", help="period of the result rows (default minute)")
     rc.set_defaults(func=_cmd_recalc)
     ex = sub.add_parser("export-samples",
                         help="write the raw samples the server calculated from, as CSV")

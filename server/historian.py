@@ -7,17 +7,34 @@ Times are stored as integer milliseconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from server.errors import SinkError
-from server.records import AlarmEvent, DataFlag, MinuteResult, RawWindow, Sample
+from server.records import (
+    AlarmEvent,
+    AllowancePosition,
+    DataFlag,
+    MinuteResult,
+    PeriodRecords,
+    PeriodResult,
+    RawWindow,
+    Sample,
+    StreamPeriod,
+    UnitPeriod,
+)
+
+if TYPE_CHECKING:
+    from compute.factors import FactorTable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS source_minute (
@@ -37,6 +54,51 @@ CREATE TABLE IF NOT EXISTS tag_minute (
 CREATE TABLE IF NOT EXISTS raw_window (
   t_ms INTEGER PRIMARY KEY, tags TEXT NOT NULL, counts BLOB NOT NULL, times BLOB NOT NULL,
   vals BLOB NOT NULL, flags BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS period (
+  level TEXT NOT NULL, t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL,
+  annual_t REAL, ytd_t REAL, year_fraction REAL, days_left REAL, trailing_30d_t REAL,
+  prorated_t REAL, used_pct REAL, headroom_t REAL, forecast_year_end_t REAL,
+  forecast_shortfall_t REAL, carbon_price_cny_t REAL, shortfall_cost_cny REAL,
+  PRIMARY KEY (level, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_hour (
+  source TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_dry_pct REAL, flow_std_dry_m3_h REAL,
+  co2_rate_kg_h REAL, co2_t REAL, co2_measured_t REAL, valid INTEGER NOT NULL,
+  flag TEXT NOT NULL, n_valid INTEGER NOT NULL, substituted INTEGER NOT NULL,
+  substitution_rule TEXT NOT NULL, n_substituted INTEGER NOT NULL, n_missing INTEGER NOT NULL,
+  substitution_note TEXT NOT NULL,
+  PRIMARY KEY (source, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_day (
+  source TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_dry_pct REAL, flow_std_dry_m3_h REAL,
+  co2_rate_kg_h REAL, co2_t REAL, co2_measured_t REAL, valid INTEGER NOT NULL,
+  flag TEXT NOT NULL, n_valid INTEGER NOT NULL, substituted INTEGER NOT NULL,
+  substitution_rule TEXT NOT NULL, n_substituted INTEGER NOT NULL, n_missing INTEGER NOT NULL,
+  substitution_note TEXT NOT NULL,
+  PRIMARY KEY (source, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_hour (
+  stream TEXT NOT NULL, unit TEXT NOT NULL, t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL,
+  quantity REAL, quantity_unit TEXT NOT NULL, co2_t REAL, factor_version TEXT NOT NULL,
+  method TEXT NOT NULL, valid INTEGER NOT NULL, flag TEXT NOT NULL, n_valid INTEGER NOT NULL,
+  note TEXT NOT NULL,
+  PRIMARY KEY (stream, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_day (
+  stream TEXT NOT NULL, unit TEXT NOT NULL, t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL,
+  quantity REAL, quantity_unit TEXT NOT NULL, co2_t REAL, factor_version TEXT NOT NULL,
+  method TEXT NOT NULL, valid INTEGER NOT NULL, flag TEXT NOT NULL, n_valid INTEGER NOT NULL,
+  note TEXT NOT NULL,
+  PRIMARY KEY (stream, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unit_hour (
+  unit TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_cems_t REAL, co2_factor_t REAL,
+  output_mwh REAL, intensity_t_mwh REAL, valid INTEGER NOT NULL, flag TEXT NOT NULL,
+  reconciliation_diff_pct REAL, reconciliation_exceeded INTEGER NOT NULL,
+  PRIMARY KEY (unit, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unit_day (
+  unit TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_cems_t REAL, co2_factor_t REAL,
+  output_mwh REAL, intensity_t_mwh REAL, valid INTEGER NOT NULL, flag TEXT NOT NULL,
+  reconciliation_diff_pct REAL, reconciliation_exceeded INTEGER NOT NULL,
+  PRIMARY KEY (unit, t_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS factor_version (
+  id TEXT PRIMARY KEY, stream TEXT NOT NULL, effective_from_ms INTEGER NOT NULL,
+  factors TEXT NOT NULL, source TEXT NOT NULL, first_seen_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_journal (
   id INTEGER PRIMARY KEY AUTOINCREMENT, t_ms INTEGER NOT NULL, rule TEXT NOT NULL,
   state TEXT NOT NULL, previous TEXT NOT NULL, value REAL, limit_value REAL,
@@ -48,6 +110,19 @@ _ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),
 
 _SOURCE_FIELDS = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m3",
                   "co2_rate_kg_h", "co2_kg")
+
+# Columns of the hour / day tables after the identifier and t_ms, in table order.
+_PERIOD_SOURCE = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
+                  "co2_measured_t", "valid", "flag", "n_valid", "substituted",
+                  "substitution_rule", "n_substituted", "n_missing", "substitution_note")
+_PERIOD_STREAM = ("unit", "t_end_ms", "quantity", "quantity_unit", "co2_t", "factor_version",
+                  "method", "valid", "flag", "n_valid", "note")
+_PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "valid", "flag",
+                "reconciliation_diff_pct", "reconciliation_exceeded")
+_ALLOWANCE = tuple(f.name for f in dataclasses.fields(AllowancePosition))
+# What the web API and restarts may read: (kind, level) → (table, identifier column).
+PERIOD_TABLES = {(kind, level): (f"{kind}_{level}", kind)
+                 for kind in ("source", "stream", "unit") for level in ("hour", "day")}
 
 
 def to_ms(t: datetime) -> int:
@@ -64,8 +139,27 @@ def _nan_to_null(x: float) -> float | None:
     return None if x != x else x
 
 
+def _null_to_nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _cell(record: Any, name: str) -> Any:
+    """A record's field as stored: NaN as NULL, flags by letter, times in ms, bools as 0/1."""
+    if name == "t_end_ms":
+        return to_ms(record.t_end)
+    value = getattr(record, name)
+    if isinstance(value, DataFlag):
+        return value.name
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return _nan_to_null(value)
+    return value
+
+
 class Historian:
-    """Minute results, tag statistics and the alarm journal in one SQLite file."""
+    """Minute, hour and day results, tag statistics, factor versions, the allowance ledger
+    and the alarm journal in one SQLite file."""
 
     name = "historian"
 
@@ -142,6 +236,136 @@ class Historian:
                 [(g.tag, to_ms(g.t), _nan_to_null(g.mean), _nan_to_null(g.min),
                   _nan_to_null(g.max), g.count, g.flag.name) for g in r.tags])
 
+    async def on_period(self, rec: PeriodRecords) -> None:
+        """Store one closed hour or day (its sources, streams, units, allowance position)."""
+        await self._run(self._write_period, rec)
+
+    def _write_period(self, rec: PeriodRecords) -> None:
+        db = self._conn()
+        level, t_ms = rec.level, to_ms(rec.t)
+        a = rec.allowance
+        with db:
+            db.execute(f"INSERT OR REPLACE INTO period VALUES ({','.join('?' * 15)})",
+                       (level, t_ms, to_ms(rec.t_end),
+                        *(_nan_to_null(getattr(a, f)) if a is not None else None
+                          for f in _ALLOWANCE)))
+            db.executemany(
+                f"INSERT OR REPLACE INTO source_{level} VALUES ({','.join('?' * 15)})",
+                [(s.source, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_SOURCE))
+                 for s in rec.sources])
+            db.executemany(
+                f"INSERT OR REPLACE INTO stream_{level} VALUES ({','.join('?' * 13)})",
+                [(s.stream, s.unit, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_STREAM[1:]))
+                 for s in rec.streams])
+            db.executemany(
+                f"INSERT OR REPLACE INTO unit_{level} VALUES ({','.join('?' * 10)})",
+                [(u.unit, to_ms(u.t), *(_cell(u, f) for f in _PERIOD_UNIT))
+                 for u in rec.units])
+
+    async def period_rows(self, kind: str, level: str, ident: str, start: datetime,
+                          end: datetime) -> list[dict[str, Any]]:
+        """Stored hours or days of one source, stream or unit with start ≤ t < end, oldest
+        first, as JSON-ready dicts (NULL for NaN, ISO times left to the caller as datetimes)."""
+        table, column = PERIOD_TABLES[(kind, level)]
+
+        def query() -> list[dict[str, Any]]:
+            cur = self._conn().execute(
+                f"SELECT * FROM {table} WHERE {column} = ? AND t_ms >= ? AND t_ms < ?"
+                " ORDER BY t_ms", (ident, to_ms(start), to_ms(end)))
+            names = [d[0] for d in cur.description]
+            out = []
+            for row in cur.fetchall():
+                rec = dict(zip(names, row, strict=True))
+                rec["t"] = from_ms(rec.pop("t_ms"))
+                if "t_end_ms" in rec:
+                    rec["t_end"] = from_ms(rec.pop("t_end_ms"))
+                for key in ("valid", "substituted", "reconciliation_exceeded"):
+                    if key in rec:
+                        rec[key] = bool(rec[key])
+                out.append(rec)
+            return out
+        rows: list[dict[str, Any]] = await self._run(query)
+        return rows
+
+    async def periods(self, level: str, start: datetime, end: datetime) -> list[PeriodRecords]:
+        """The stored hours or days with start ≤ t < end as records, oldest first."""
+        def query() -> list[PeriodRecords]:
+            db = self._conn()
+            bounds = (level, to_ms(start), to_ms(end))
+            heads = db.execute(
+                "SELECT * FROM period WHERE level = ? AND t_ms >= ? AND t_ms < ? ORDER BY t_ms",
+                bounds).fetchall()
+            by_t: dict[int, dict[str, list[Any]]] = {
+                row[1]: {"sources": [], "streams": [], "units": []} for row in heads}
+            sql = f"SELECT * FROM {{}}_{level} WHERE t_ms >= ? AND t_ms < ?"
+            for row in db.execute(sql.format("source"), bounds[1:]):
+                if row[1] in by_t:
+                    by_t[row[1]]["sources"].append(_source_period(row))
+            for row in db.execute(sql.format("stream"), bounds[1:]):
+                day_of = _owner_ms(by_t, row[2])
+                if day_of is not None:
+                    by_t[day_of]["streams"].append(_stream_period(row))
+            for row in db.execute(sql.format("unit"), bounds[1:]):
+                if row[1] in by_t:
+                    by_t[row[1]]["units"].append(_unit_period(row))
+            out = []
+            for row in heads:
+                parts = by_t[row[1]]
+                allowance = (None if row[3] is None else AllowancePosition(
+                    *(_null_to_nan(x) for x in row[3:])))
+                out.append(PeriodRecords(row[0], from_ms(row[1]), from_ms(row[2]),
+                                         tuple(parts["sources"]), tuple(parts["streams"]),
+                                         tuple(parts["units"]), allowance))
+            return out
+        records: list[PeriodRecords] = await self._run(query)
+        return records
+
+    async def last_period(self, level: str) -> datetime | None:
+        """Start of the latest stored hour or day; None when none is stored."""
+        def query() -> int | None:
+            row = self._conn().execute("SELECT MAX(t_ms) FROM period WHERE level = ?",
+                                       (level,)).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+        t_ms: int | None = await self._run(query)
+        return None if t_ms is None else from_ms(t_ms)
+
+    async def record_factor_versions(self, table: FactorTable) -> None:
+        """Keep every factor version the results refer to (the first text seen of each id)."""
+        now = to_ms(datetime.now(UTC))
+        rows = [(v.id, v.stream, to_ms(v.effective_from), json.dumps(dict(v.values)), v.source,
+                 now) for stream in table.streams for v in table.versions(stream)]
+
+        def write() -> None:
+            db = self._conn()
+            with db:
+                db.executemany("INSERT OR IGNORE INTO factor_version VALUES (?,?,?,?,?,?)", rows)
+        await self._run(write)
+
+    async def last_reading(self, tag: str, before: datetime,
+                           max_windows: int = 7 * 24 * 60) -> tuple[float, float] | None:
+        """(epoch s, value) of the tag's last valid (N, finite) sample before `before`,
+        looking back at most `max_windows` stored minutes; None if there is none."""
+        def query() -> tuple[float, float] | None:
+            cur = self._conn().execute(
+                "SELECT tags, counts, times, vals, flags FROM raw_window WHERE t_ms < ?"
+                " ORDER BY t_ms DESC LIMIT ?", (to_ms(before), max_windows))
+            for tags, counts, times, vals, flags in cur:
+                names = tags.split("\n") if tags else []
+                if tag not in names:
+                    continue
+                i = names.index(tag)
+                n = np.frombuffer(counts, "<i8")
+                a = int(n[:i].sum())
+                t = np.frombuffer(times, "<f8")[a:a + int(n[i])]
+                v = np.frombuffer(vals, "<f8")[a:a + int(n[i])]
+                f = np.frombuffer(flags, "u1")[a:a + int(n[i])]
+                ok = np.flatnonzero((f == 0) & np.isfinite(v))
+                if ok.size:
+                    return float(t[ok[-1]]), float(v[ok[-1]])
+            return None
+        found: tuple[float, float] | None = await self._run(query)
+        return found
+
     async def raw_windows(self, start: datetime, end: datetime) -> list[tuple[datetime, RawWindow]]:
         """The raw windows of the minutes with start ≤ t < end, oldest first."""
         def query() -> list[tuple[datetime, RawWindow]]:
@@ -210,3 +434,36 @@ class Historian:
             return rows
         rows: list[dict[str, Any]] = await self._run(query)
         return rows
+
+
+def _owner_ms(by_t: dict[int, Any], t_ms: int) -> int | None:
+    """The period (start ms) a row starting at t_ms belongs to: a day's factor versions
+    start within the day."""
+    if t_ms in by_t:
+        return t_ms
+    earlier = [t for t in by_t if t <= t_ms]
+    return max(earlier) if earlier else None
+
+
+def _source_period(row: Any) -> PeriodResult:
+    (source, t_ms, conc, flow, rate, co2, measured, valid, flag, n_valid, substituted, rule,
+     n_sub, n_miss, note) = row
+    return PeriodResult(source, from_ms(t_ms), _null_to_nan(conc), _null_to_nan(flow),
+                        _null_to_nan(rate), _null_to_nan(co2), _null_to_nan(measured),
+                        bool(valid), DataFlag[flag], n_valid, bool(substituted), rule, n_sub,
+                        n_miss, note)
+
+
+def _stream_period(row: Any) -> StreamPeriod:
+    (stream, unit, t_ms, t_end_ms, quantity, quantity_unit, co2, version, method, valid, flag,
+     n_valid, note) = row
+    return StreamPeriod(stream, unit, from_ms(t_ms), from_ms(t_end_ms), _null_to_nan(quantity),
+                        quantity_unit, _null_to_nan(co2), version, method, bool(valid),
+                        DataFlag[flag], n_valid, note)
+
+
+def _unit_period(row: Any) -> UnitPeriod:
+    unit, t_ms, cems, factor, output, intensity, valid, flag, diff, exceeded = row
+    return UnitPeriod(unit, from_ms(t_ms), _null_to_nan(cems), _null_to_nan(factor),
+                      _null_to_nan(output), _null_to_nan(intensity), bool(valid),
+                      DataFlag[flag], _null_to_nan(diff), bool(exceeded))

@@ -4,14 +4,20 @@ Address space (namespace ``urn:carbonscada:<site id>``, string NodeIds built fro
 path so that they stay the same across restarts)::
 
     Objects/CarbonSCADA/<site id>/
-      Units/<unit>/                 U1.Output, U1.CO2Today, U1.DataFlag …
-        Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Today, U1.S1.DataFlag …
-      Allowance/                    Allowance.Annual, Allowance.Headroom …
+      Units/<unit>/                 U1.Output, U1.CO2Today, U1.CO2FactorDay, U1.DataFlag …
+        Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
+      Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
       Tags/<device>/<tag>           Tags.cems1.s1_co2
+
+Minute values change every minute; CO2Hour with every closed hour (the hour's value,
+substituted if invalid), the unit's day values with every closed day, the allowance
+position at the end of every hour. Each carries the start of its period (the allowance:
+the time it refers to) as source timestamp.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +32,17 @@ from asyncua.ua.status_codes import StatusCodes
 
 from server.config import PlantConfig
 from server.errors import ConfigError, SinkError
-from server.records import DataFlag, MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
+from server.records import (
+    AllowancePosition,
+    DataFlag,
+    MinuteResult,
+    PeriodRecords,
+    PeriodResult,
+    Sample,
+    SourceMinute,
+    UnitMinute,
+    UnitPeriod,
+)
 
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
@@ -80,6 +96,7 @@ _UNIT_LIST = (
     EngineeringUnit("kPa", "KPA", "kilopascal"),
     EngineeringUnit("m/s", "MTS", "metre per second"),
     EngineeringUnit("kg/h", "E93", "kilogram per hour"),
+    EngineeringUnit("CNY", None, "yuan renminbi"),  # a currency: not a UNECE Rec. 20 unit
 )
 UNITS: dict[str, EngineeringUnit] = {u.symbol: u for u in _UNIT_LIST}
 # Spellings that appear in YAML files typed on keyboards without ³.
@@ -119,6 +136,7 @@ _FLAG_STATUS: dict[DataFlag, ua.StatusCode] = {
     DataFlag.F: _status(StatusCodes.BadOutOfService),
 }
 _GOOD = _status(StatusCodes.Good)
+_SUBSTITUTE = _status(StatusCodes.UncertainSubstituteValue)
 _SUBNORMAL = _status(StatusCodes.UncertainSubNormal)
 _WAITING = _status(StatusCodes.BadWaitingForInitialData)
 
@@ -126,6 +144,16 @@ _WAITING = _status(StatusCodes.BadWaitingForInitialData)
 def status_of(flag: DataFlag) -> ua.StatusCode:
     """StatusCode of an instantaneous or last-minute value carrying this HJ 212 flag."""
     return _FLAG_STATUS[flag]
+
+
+def hour_status(hour: PeriodResult) -> ua.StatusCode:
+    """StatusCode of a closed hour's CO2: Good when valid, UncertainSubstituteValue when
+    its value is a substitute, else the status of its flag (no value)."""
+    if hour.valid:
+        return _GOOD
+    if hour.substituted:
+        return _SUBSTITUTE
+    return status_of(hour.flag)
 
 
 def total_status_of(flag: DataFlag) -> ua.StatusCode:
@@ -163,8 +191,6 @@ SOURCE_VARS: tuple[tuple[VarSpec, Callable[[SourceMinute], float]], ...] = (
     (VarSpec("CO2Rate", "t/h", "CO2 emission rate", "CO2排放速率"), attrgetter("co2_rate_t_h")),
     (VarSpec("CO2Minute", "kg", "CO2 emitted in the last minute", "上一分钟CO2排放量"),
      attrgetter("co2_kg")),
-    (VarSpec("CO2Hour", "t", "CO2 emitted this hour", "本小时CO2排放量", total=True),
-     attrgetter("co2_hour_t")),
     (VarSpec("CO2Today", "t", "CO2 emitted today", "今日CO2排放量", total=True),
      attrgetter("co2_today_t")),
     (VarSpec("CO2YTD", "t", "CO2 emitted this year", "本年累计CO2排放量", total=True),
@@ -186,14 +212,31 @@ UNIT_VARS: tuple[tuple[VarSpec, Callable[[UnitMinute], float]], ...] = (
      attrgetter("intensity_today_t_mwh")),
 )
 
-ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[SiteMinute], float]], ...] = (
-    (VarSpec("Annual", "t", "Annual allowance", "年度配额"), attrgetter("allowance_annual_t")),
-    (VarSpec("EmittedYTD", "t", "CO2 emitted this year", "本年累计排放量"),
-     attrgetter("co2_ytd_t")),
+CO2_HOUR = VarSpec("CO2Hour", "t", "CO2 emitted in the last complete hour (substituted if "
+                   "invalid)", "上一完整小时CO2排放量（无效时为替代值）")
+
+UNIT_DAY_VARS: tuple[tuple[VarSpec, Callable[[UnitPeriod], float]], ...] = (
+    (VarSpec("CO2Day", "t", "CO2 emitted yesterday, CEMS", "昨日CO2排放量（在线监测）"),
+     attrgetter("co2_cems_t")),
+    (VarSpec("CO2FactorDay", "t", "CO2 emitted yesterday, emission-factor method",
+             "昨日CO2排放量（排放因子法）"), attrgetter("co2_factor_t")),
+    (VarSpec("ReconciliationDiff", "%", "Yesterday's CEMS vs emission-factor difference",
+             "昨日在线监测与排放因子法偏差"), attrgetter("reconciliation_diff_pct")),
+)
+
+ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[AllowancePosition], float]], ...] = (
+    (VarSpec("Annual", "t", "Annual allowance", "年度配额"), attrgetter("annual_t")),
+    (VarSpec("EmittedYTD", "t", "CO2 emitted this year (complete hours)", "本年累计排放量"),
+     attrgetter("ytd_t")),
     (VarSpec("UsedPercent", "%", "Share of the annual allowance used", "配额使用率"),
-     attrgetter("allowance_used_pct")),
-    (VarSpec("Headroom", "t", "Allowance left this year", "剩余配额"),
-     attrgetter("allowance_headroom_t")),
+     attrgetter("used_pct")),
+    (VarSpec("Headroom", "t", "Allowance left this year", "剩余配额"), attrgetter("headroom_t")),
+    (VarSpec("ForecastYearEnd", "t", "Forecast emissions at year end (last 30 days' rate)",
+             "年末排放量预测（近30日速率）"), attrgetter("forecast_year_end_t")),
+    (VarSpec("ForecastShortfall", "t", "Forecast allowance shortfall at year end",
+             "年末配额缺口预测"), attrgetter("forecast_shortfall_t")),
+    (VarSpec("ShortfallCost", "CNY", "Cost of the forecast shortfall at the carbon price",
+             "预测配额缺口成本"), attrgetter("shortfall_cost_cny")),
 )
 
 DATA_FLAG = VarSpec("DataFlag", "", "HJ 212 data flag of the last minute",
@@ -231,8 +274,11 @@ class _Layout:
     initial: list[tuple[ua.NodeId, ua.Variant]] = field(default_factory=list)
     sources: dict[str, tuple[list[_SourceWrite], ua.NodeId]] = field(default_factory=dict)
     units: dict[str, tuple[list[_UnitWrite], ua.NodeId]] = field(default_factory=dict)
-    allowance: list[tuple[ua.NodeId, Callable[[SiteMinute], float]]] = field(
+    allowance: list[tuple[ua.NodeId, Callable[[AllowancePosition], float]]] = field(
         default_factory=list)
+    hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
+    unit_days: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float], bool]]] = field(
+        default_factory=dict)  # unit → its day variables (and whether one is the reconciliation)
     tags: dict[str, ua.NodeId] = field(default_factory=dict)
 
 
@@ -340,6 +386,14 @@ def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
         uwrites: list[_UnitWrite] = [
             (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), get, spec.total)
             for spec, get in UNIT_VARS]
+        limit = cfg.reconciliation.limit_pct if cfg.reconciliation is not None else None
+        out.unit_days[unit.id] = []
+        for spec, dget in UNIT_DAY_VARS:
+            is_diff = spec.name == "ReconciliationDiff"
+            if is_diff and limit is not None:  # beyond the range: the limit is exceeded
+                spec = dataclasses.replace(spec, eu_range=(-limit, limit))
+            out.unit_days[unit.id].append(
+                (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), dget, is_diff))
         uflag = b.variable(unode, f"{unit.id}.{DATA_FLAG.name}", DATA_FLAG, what=upath)
         out.units[unit.id] = (uwrites, uflag)
         sources = b.obj(unode, f"{unit.id}.Sources", "Sources", "Sources", "排放源",
@@ -352,6 +406,8 @@ def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
             swrites: list[_SourceWrite] = [
                 (b.variable(snode, f"{prefix}.{spec.name}", spec, what=spath), get, spec.total)
                 for spec, get in SOURCE_VARS]
+            out.hours[src.id] = b.variable(snode, f"{prefix}.{CO2_HOUR.name}", CO2_HOUR,
+                                           what=spath)
             sflag = b.variable(snode, f"{prefix}.{DATA_FLAG.name}", DATA_FLAG, what=spath)
             out.sources[src.id] = (swrites, sflag)
     for i, dev in enumerate(cfg.devices):
@@ -420,7 +476,7 @@ class OpcUaSink:
         return self._server
 
     async def on_minute(self, result: MinuteResult) -> None:
-        """Write every source, unit and allowance variable of one minute result."""
+        """Write every source and unit variable of one minute result."""
         server = self._running()
         layout = self._layout
         t = _ts(result.t)
@@ -450,9 +506,35 @@ class OpcUaSink:
             await write(layout.sources.get(src.source), src)
         for unit in result.units:
             await write(layout.units.get(unit.unit), unit)
-        # SiteMinute has no flag: the allowance position is an accounting figure.
-        for nid, aget in layout.allowance:
-            await server.write_attribute_value(nid, dv(aget(result.site), _GOOD))
+
+    async def on_period(self, records: PeriodRecords) -> None:
+        """Write a closed hour's CO2Hour and allowance position, or a closed day's unit values."""
+        server = self._running()
+        layout = self._layout
+        now = _ts(datetime.now(UTC))
+
+        def dv(value: float, status: ua.StatusCode, t: datetime) -> ua.DataValue:
+            return ua.DataValue(ua.Variant(float(value), ua.VariantType.Double), status,
+                                SourceTimestamp=_ts(t), ServerTimestamp=now)
+
+        if records.level == "hour":
+            for src in records.sources:
+                nid = layout.hours.get(src.source)
+                if nid is not None:
+                    await server.write_attribute_value(nid, dv(src.co2_t, hour_status(src),
+                                                               records.t))
+            if records.allowance is not None:
+                # An accounting figure without a flag, as of the end of the hour.
+                for anid, aget in layout.allowance:
+                    await server.write_attribute_value(
+                        anid, dv(aget(records.allowance), _GOOD, records.t_end))
+            return
+        for unit in records.units:
+            status = total_status_of(unit.flag)
+            for unid, uget, is_diff in layout.unit_days.get(unit.unit, ()):
+                code = (_status(StatusCodes.UncertainEngineeringUnitsExceeded)
+                        if is_diff and unit.reconciliation_exceeded else status)
+                await server.write_attribute_value(unid, dv(uget(unit), code, records.t))
 
     async def on_samples(self, samples: Sequence[Sample]) -> None:
         """Write the latest value of each raw tag in the batch; unknown tags are ignored."""

@@ -4,13 +4,21 @@ SAMPLES.csv: header `timestamp,tag,value[,flag]`; timestamp ISO 8601 with offset
 epoch seconds; flag an HJ 212 letter, default N. The export writes ISO 8601 UTC with
 microseconds and values with every digit, so that a recalculation of exported samples
 reproduces the stored results exactly.
+
+The file is read in blocks of lines tokenized by a numba kernel (lines it cannot take,
+e.g. quoted fields or `nan`, go through the csv module one by one), and the minutes are
+calculated many at a time (MinuteCalculator.compute_batch) and handed to the same period
+stage as the live server's. Rows must come in time order as export-samples writes them,
+give or take one block (~300 000 rows): a minute is calculated once a later block starts
+after it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,32 +26,287 @@ from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
-from compute import periods
+from compute import kernels
 from compute.clock import PlantClock
-from compute.cycle import MinuteCycle
-from compute.rollup import PeriodResult
-from compute.tagstore import TagStore
+from compute.minute import MinuteArrays, MinuteCalculator
+from compute.periods import PeriodCycle, Readings, arrays_batch
 from server.config import PlantConfig
 from server.errors import CarbonScadaError
-from server.records import DataFlag, MinuteResult, RawWindow
+from server.records import DataFlag, PeriodRecords, PeriodResult, RawWindow
+
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
 
 SAMPLE_HEADER = ("timestamp", "tag", "value", "flag")
 MINUTE_FIELDS = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m3",
                  "co2_rate_kg_h", "co2_rate_t_h", "co2_kg")
+_MINUTE_COLUMNS = (kernels.OUT_FLOW_ACT, kernels.OUT_FLOW_SD, kernels.OUT_CO2_DRY,
+                   kernels.OUT_CO2_MG, kernels.OUT_RATE, -1, kernels.OUT_MASS)
+PERIOD_FIELDS = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
+                 "co2_measured_t")
+LEVELS = ("minute", "hour", "day", "month", "year")
+
+BLOCK_BYTES = 16 << 20  # lines read and tokenized at a time
+MAX_BATCH_MINUTES = 1440  # minutes per kernel call
+_NUM_WIDTH = 32  # longest number text taken by the fast path (repr of a float is ≤ 24)
+_FLAG_CODES = {f.name: int(f) for f in DataFlag}
+_FLAG_OF_BYTE = np.full(256, -1, np.int64)  # ASCII letter → DataFlag, -1 for other bytes
+for _name, _code in _FLAG_CODES.items():
+    _FLAG_OF_BYTE[ord(_name)] = _code
 
 
 class SamplesError(CarbonScadaError):
     """A samples file is malformed; names the file, the line and the problem."""
 
 
-@dataclass(frozen=True, slots=True)
-class TagSamples:
-    """All samples of one tag, sorted by time (stable for equal times)."""
+@dataclass(frozen=True, slots=True, eq=False)
+class SampleBlock:
+    """Samples of a block of lines in file order; `tag` indexes the configured tags."""
 
-    times: npt.NDArray[np.float64]
-    values: npt.NDArray[np.float64]
-    flags: npt.NDArray[np.uint8]
+    t_s: F64
+    tag: I64
+    value: F64
+    flag: U8
+    line: I64  # line number in the file, for messages
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RecalcBatch:
+    """Minutes calculated together: their starts, arrays and the meter-counter readings."""
+
+    t_s: F64
+    arrays: MinuteArrays
+    counters: tuple[Readings, ...]
+
+
+# ------------------------------------------------------------------------ reading
+
+
+@njit(cache=True)
+def _fnv(buf: U8, a: int, b: int) -> int:  # pragma: no cover - compiled
+    h = np.uint64(14695981039346656037)
+    for i in range(a, b):
+        h = (h ^ np.uint64(buf[i])) * np.uint64(1099511628211)
+    return int(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@njit(cache=True)
+def _strip(buf: U8, a: int, b: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    while a < b and (buf[a] == 32 or 9 <= buf[a] <= 13):
+        a += 1
+    while b > a and (buf[b - 1] == 32 or 9 <= buf[b - 1] <= 13):
+        b -= 1
+    return a, b
+
+
+@njit(cache=True)
+def _is_number(buf: U8, a: int, b: int) -> bool:  # pragma: no cover - compiled
+    """[+-]? (d+ (. d*)? | . d+) ([eE] [+-]? d+)?, the syntax float() and numpy share."""
+    i = a
+    if i < b and (buf[i] == 43 or buf[i] == 45):
+        i += 1
+    digits = 0
+    while i < b and 48 <= buf[i] <= 57:
+        i += 1
+        digits += 1
+    if i < b and buf[i] == 46:
+        i += 1
+        while i < b and 48 <= buf[i] <= 57:
+            i += 1
+            digits += 1
+    if digits == 0:
+        return False
+    if i < b and (buf[i] == 101 or buf[i] == 69):
+        i += 1
+        if i < b and (buf[i] == 43 or buf[i] == 45):
+            i += 1
+        exp = 0
+        while i < b and 48 <= buf[i] <= 57:
+            i += 1
+            exp += 1
+        if exp == 0:
+            return False
+    return i == b and b - a <= _NUM_WIDTH
+
+
+@njit(cache=True)
+def _digits(buf: U8, a: int, n: int) -> int:  # pragma: no cover - compiled
+    v = 0
+    for i in range(a, a + n):
+        c = buf[i]
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + (c - 48)
+    return v
+
+
+@njit(cache=True)
+def _days_from_civil(y: int, m: int, d: int) -> int:  # pragma: no cover - compiled
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(cache=True)
+def _iso_us(buf: U8, a: int, b: int) -> int:  # pragma: no cover - compiled
+    """Epoch µs of YYYY-MM-DD[T ]HH:MM[:SS[.f{1,6}]](Z|±HH:MM); −2⁶² when not that form."""
+    bad = -(1 << 62)
+    if b - a < 17 or buf[a + 4] != 45 or buf[a + 7] != 45 or buf[a + 13] != 58:
+        return bad
+    if buf[a + 10] != 84 and buf[a + 10] != 32:
+        return bad
+    y, mo, d = _digits(buf, a, 4), _digits(buf, a + 5, 2), _digits(buf, a + 8, 2)
+    hh, mi = _digits(buf, a + 11, 2), _digits(buf, a + 14, 2)
+    if min(y, mo, d, hh, mi) < 0 or not (1 <= mo <= 12 and 0 <= hh <= 23 and 0 <= mi <= 59):
+        return bad
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    month_days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if d < 1 or d > month_days[mo - 1] or y < 1:
+        return bad
+    i = a + 16
+    ss = 0
+    us = 0
+    if i < b and buf[i] == 58:
+        ss = _digits(buf, i + 1, 2) if i + 3 <= b else -1
+        if ss < 0 or ss > 59:
+            return bad
+        i += 3
+        if i < b and buf[i] == 46:
+            i += 1
+            n = 0
+            while i < b and 48 <= buf[i] <= 57 and n < 6:
+                us = us * 10 + (buf[i] - 48)
+                i += 1
+                n += 1
+            if n == 0 or (i < b and 48 <= buf[i] <= 57):
+                return bad
+            for _ in range(6 - n):
+                us *= 10
+    if i == b - 1 and buf[i] == 90:
+        off = 0
+    elif i == b - 6 and (buf[i] == 43 or buf[i] == 45) and buf[i + 3] == 58:
+        oh, om = _digits(buf, i + 1, 2), _digits(buf, i + 4, 2)
+        if oh < 0 or om < 0 or oh > 23 or om > 59:
+            return bad
+        off = (oh * 60 + om) * 60 * (1 if buf[i] == 43 else -1)
+    else:
+        return bad
+    seconds = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - off
+    return seconds * 1_000_000 + us
+
+
+@njit(cache=True)
+def _tokenize(buf: U8, starts: I64, ends: I64, table: I64, names: U8, name_off: I64,
+              t_s: F64, tnum: U8, vnum: U8, tag: I64, flag: U8,
+              status: U8) -> None:  # pragma: no cover - compiled
+    """Fields of each line [starts[i], ends[i]); status 0 taken, 1 for the slow path,
+    2 blank. `tnum` / `vnum` get the text of a numeric time / value (t_s NaN then)."""
+    mask = table.shape[0] - 1
+    cuts = np.empty(4, np.int64)
+    fa = np.empty(4, np.int64)
+    fb = np.empty(4, np.int64)
+    for li in range(starts.shape[0]):
+        a, b = starts[li], ends[li]
+        if b > a and buf[b - 1] == 13:
+            b -= 1
+        status[li] = 1
+        blank = True
+        for i in range(a, b):
+            if not (buf[i] == 32 or buf[i] == 44 or 9 <= buf[i] <= 13):
+                blank = False
+                break
+        if blank:
+            status[li] = 2
+            continue
+        n = 0
+        quoted = False
+        for i in range(a, b):
+            if buf[i] == 34:
+                quoted = True
+            elif buf[i] == 44:
+                if n == 4:
+                    n = 5
+                    break
+                cuts[n] = i
+                n += 1
+        if quoted or n < 2 or n > 3:
+            continue
+        fa[0] = a
+        for k in range(n):
+            fb[k] = cuts[k]
+            fa[k + 1] = cuts[k] + 1
+        fb[n] = b
+        ta, tb = _strip(buf, fa[0], fb[0])
+        if _is_number(buf, ta, tb):
+            t_s[li] = math.nan
+            for k in range(tb - ta):
+                tnum[li, k] = buf[ta + k]
+        else:
+            us = _iso_us(buf, ta, tb)
+            if us == -(1 << 62):
+                continue
+            t_s[li] = us / 1e6  # as datetime.timestamp() computes it: µs / 10⁶
+        va, vb = _strip(buf, fa[2], fb[2])
+        if not _is_number(buf, va, vb):
+            continue
+        for k in range(vb - va):
+            vnum[li, k] = buf[va + k]
+        f = 0
+        if n == 3:
+            ga, gb = _strip(buf, fa[3], fb[3])
+            if gb - ga > 1:
+                continue
+            if gb - ga == 1:
+                f = _FLAG_OF_BYTE[buf[ga]]
+                if f < 0:
+                    continue
+        ka, kb = _strip(buf, fa[1], fb[1])
+        slot = _fnv(buf, ka, kb) & mask
+        found = -1
+        while table[slot] >= 0:
+            j = table[slot]
+            na, nb = name_off[j], name_off[j + 1]
+            if nb - na == kb - ka:
+                same = True
+                for k in range(nb - na):
+                    if names[na + k] != buf[ka + k]:
+                        same = False
+                        break
+                if same:
+                    found = j
+                    break
+            slot = (slot + 1) & mask
+        if found < 0:
+            continue
+        tag[li] = found
+        flag[li] = f
+        status[li] = 0
+
+
+class _Tags:
+    """The configured tag ids as the tokenizer's open-addressing hash table."""
+
+    def __init__(self, tag_ids: Sequence[str]) -> None:
+        self.ids = list(tag_ids)
+        self.index = {t: i for i, t in enumerate(self.ids)}
+        encoded = [t.encode() for t in self.ids]
+        self.names = np.frombuffer(b"".join(encoded), np.uint8).copy()
+        self.name_off = np.concatenate(([0], np.cumsum([len(e) for e in encoded]))).astype(
+            np.int64)
+        size = 1 << max(4, (2 * len(encoded)).bit_length())
+        self.table = np.full(size, -1, np.int64)
+        for j, e in enumerate(encoded):
+            arr = np.frombuffer(e, np.uint8)
+            slot = _fnv(arr, 0, len(arr)) & (size - 1)
+            while self.table[slot] >= 0:
+                slot = (slot + 1) & (size - 1)
+            self.table[slot] = j
 
 
 def _parse_time(text: str) -> float:
@@ -57,86 +320,206 @@ def _parse_time(text: str) -> float:
     return t.timestamp()
 
 
-def read_samples(path: Path, tag_ids: Iterable[str]) -> dict[str, TagSamples]:
-    """Read SAMPLES.csv; every tag must be one of `tag_ids`."""
-    known = set(tag_ids)
-    cols: dict[str, tuple[list[float], list[float], list[int]]] = {}
-    unknown: dict[str, int] = {}
+def _slow_line(path: Path, line: int, text: str,
+               tags: _Tags) -> tuple[float, int, float, int] | str | None:
+    """One line the kernel did not take, as the csv module reads it: (t, tag, value, flag),
+    the unknown tag's name, or None for a blank row; SamplesError for a bad one."""
+    row = next(csv.reader(io.StringIO(text)), [])
+    if not row or not "".join(row).strip():
+        return None
+    if len(row) not in (3, 4):
+        raise SamplesError(f"{path}: line {line}: expected 3 or 4 columns, got {len(row)}")
+    tag = row[1].strip()
     try:
-        f = path.open(newline="", encoding="utf-8")
+        t = _parse_time(row[0].strip())
+        value = float(row[2])
+        letter = row[3].strip() if len(row) == 4 and row[3].strip() else "N"
+        if letter not in _FLAG_CODES:
+            raise ValueError(f"unknown flag {letter!r} (known: {', '.join(_FLAG_CODES)})")
+    except ValueError as exc:
+        raise SamplesError(f"{path}: line {line}: {exc}") from None
+    if tag not in tags.index:
+        return tag
+    return t, tags.index[tag], value, _FLAG_CODES[letter]
+
+
+def read_samples(path: Path, tag_ids: Iterable[str]) -> Iterator[SampleBlock]:
+    """The samples of SAMPLES.csv, a block of lines at a time, in file order.
+
+    Every tag must be one of `tag_ids`: the tags that are not are named, with the line of
+    their first appearance, when the block that has them ends.
+    """
+    tags = _Tags(list(tag_ids))
+    try:
+        f = path.open("rb")
     except OSError as exc:
         raise SamplesError(f"{path}: cannot read: {exc.strerror}") from None
     with f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+        head = f.readline().decode("utf-8", "replace")
+        header = [h.strip() for h in next(csv.reader(io.StringIO(head)), [])]
         if tuple(header[:3]) != SAMPLE_HEADER[:3] or header[3:] not in ([], ["flag"]):
             raise SamplesError(f"{path}: line 1: header must be "
                                f"'timestamp,tag,value' or 'timestamp,tag,value,flag'")
-        for row in reader:
-            line = reader.line_num
-            if not row or not "".join(row).strip():
+        line0 = 2
+        rest = b""
+        while True:
+            data = f.read(BLOCK_BYTES)
+            buf = rest + data
+            cut = buf.rfind(b"\n") + 1 if data else len(buf)
+            if cut == 0 and data:
+                rest = buf
                 continue
-            if len(row) not in (3, 4):
-                raise SamplesError(f"{path}: line {line}: expected 3 or 4 columns, "
-                                   f"got {len(row)}")
-            tag = row[1].strip()
-            try:
-                t = _parse_time(row[0].strip())
-                value = float(row[2])
-                letter = row[3].strip() if len(row) == 4 and row[3].strip() else "N"
-                if letter not in DataFlag.__members__:
-                    raise ValueError(f"unknown flag {letter!r} (known: "
-                                     f"{', '.join(DataFlag.__members__)})")
-            except ValueError as exc:
-                raise SamplesError(f"{path}: line {line}: {exc}") from None
-            if tag not in known:
-                unknown.setdefault(tag, line)
-                continue
-            ts, vs, fs = cols.setdefault(tag, ([], [], []))
-            ts.append(t)
-            vs.append(value)
-            fs.append(int(DataFlag[letter]))
+            block, rest = buf[:cut], buf[cut:]
+            if block:
+                yield _block(path, block, line0, tags)
+                line0 += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            if not data:
+                return
+
+
+def _block(path: Path, block: bytes, line0: int, tags: _Tags) -> SampleBlock:
+    buf = np.frombuffer(block, np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    ends = nl if block.endswith(b"\n") else np.append(nl, len(buf))
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    ends = ends.astype(np.int64)
+    n = len(starts)
+    t_s = np.empty(n)
+    tnum = np.zeros((n, _NUM_WIDTH), np.uint8)
+    vnum = np.zeros((n, _NUM_WIDTH), np.uint8)
+    tag = np.zeros(n, np.int64)
+    flag = np.zeros(n, np.uint8)
+    status = np.empty(n, np.uint8)
+    _tokenize(buf, starts, ends, tags.table, tags.names, tags.name_off, t_s, tnum, vnum, tag,
+              flag, status)
+    ok = status == 0
+    numeric_t = ok & np.isnan(t_s)
+    value = np.full(n, np.nan)
+    value[ok] = vnum[ok].view(f"S{_NUM_WIDTH}").ravel().astype(np.float64)
+    t_s[numeric_t] = tnum[numeric_t].view(f"S{_NUM_WIDTH}").ravel().astype(np.float64)
+    line = np.arange(line0, line0 + n, dtype=np.int64)
+    unknown: dict[str, int] = {}
+    for i in np.flatnonzero(status == 1).tolist():
+        got = _slow_line(path, int(line[i]), block[starts[i]:ends[i]].decode("utf-8", "replace"),
+                         tags)
+        if isinstance(got, str):
+            unknown.setdefault(got, int(line[i]))
+        elif got is not None:
+            t_s[i], tag[i], value[i], flag[i] = got
+            ok[i] = True
     if unknown:
-        listed = ", ".join(f"{tag!r} (line {line})" for tag, line in unknown.items())
+        listed = ", ".join(f"{t!r} (line {ln})" for t, ln in unknown.items())
         raise SamplesError(f"{path}: tags not in the plant configuration: {listed}")
-    out = {}
-    for tag, (ts, vs, fs) in cols.items():
-        order = np.argsort(np.array(ts), kind="stable")
-        out[tag] = TagSamples(np.array(ts)[order], np.array(vs)[order],
-                              np.array(fs, np.uint8)[order])
-    return out
+    return SampleBlock(t_s[ok], tag[ok], value[ok], flag[ok], line[ok])
 
 
-def recalculate(config: PlantConfig, samples: dict[str, TagSamples]) -> Iterator[MinuteResult]:
-    """Run the live minute cycle over every minute from the first sample to the last."""
-    cycle = MinuteCycle(config)
-    tag_ids = cycle.calc.tag_ids
-    if not samples:
-        return
-    first = min(float(s.times[0]) for s in samples.values())
-    last = max(float(s.times[-1]) for s in samples.values())
-    minute = timedelta(seconds=config.clock.minute_seconds)
-    start = cycle.clock.minute_start(datetime.fromtimestamp(first, UTC))
-    stop = cycle.clock.next_minute(datetime.fromtimestamp(last, UTC))
-    bounds = []
-    t = start
-    while t < stop:
-        bounds.append(t.timestamp())
-        t += minute
-    bounds.append(t.timestamp())
-    edges = np.array(bounds)
-    # The live server takes each minute out of a TagStore; so does the recalculation.
-    cuts = {tag: np.searchsorted(s.times, edges, side="left") for tag, s in samples.items()}
-    widest = max((int(np.diff(c).max(initial=0)) for c in cuts.values()), default=0)
-    store = TagStore(tag_ids, widest + 4)
-    for i in range(len(edges) - 1):
-        for tag, s in samples.items():
-            j = store.index[tag]
-            a, b = cuts[tag][i], cuts[tag][i + 1]
-            for k in range(a, b):
-                store.append(j, float(s.times[k]), float(s.values[k]), int(s.flags[k]))
-        m_start = datetime.fromtimestamp(edges[i], UTC)
-        yield cycle.run(m_start, store.take(edges[i], edges[i + 1]))
+# ------------------------------------------------------------------------ calculating
+
+
+class _Minutes:
+    """Exact minute boundaries (as the live server's datetimes give them) from a first one."""
+
+    def __init__(self, clock: PlantClock, first_t_s: float) -> None:
+        start = clock.minute_start(datetime.fromtimestamp(first_t_s, UTC))
+        self.start_us = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        self.step_us = timedelta(seconds=clock.minute_seconds) // timedelta(microseconds=1)
+
+    def edge(self, i: I64) -> F64:
+        """Start of minute i (epoch seconds) as `datetime.timestamp()` gives it."""
+        out: F64 = (self.start_us + i * self.step_us) / 1e6
+        return out
+
+    def index(self, t_s: F64) -> I64:
+        """The minute each time lies in: edge(i) ≤ t < edge(i + 1)."""
+        i = np.floor((t_s * 1e6 - self.start_us) / self.step_us).astype(np.int64)
+        i -= t_s < self.edge(i)
+        i += t_s >= self.edge(i + 1)
+        return i
+
+
+def recalculate(config: PlantConfig, samples: Path) -> Iterator[RecalcBatch]:
+    """Every minute from the first sample's to the last one's, calculated as the live
+    server calculates it, in batches of consecutive minutes."""
+    calc = MinuteCalculator(config)
+    clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
+    counter_idx = [calc.tag_ids.index(s.counter.tag)
+                   for _, s in config.streams() if s.counter is not None]
+    minutes: _Minutes | None = None
+    pending: list[tuple[I64, SampleBlock]] = []
+    done = 0  # minutes [0, done) are calculated
+    last = -1
+    for block in read_samples(samples, calc.tag_ids):
+        if block.t_s.size == 0:
+            continue
+        if minutes is None:
+            minutes = _Minutes(clock, float(block.t_s.min()))
+        idx = minutes.index(block.t_s)
+        if (idx < done).any():
+            i = int(np.argmax(idx < done))
+            raise SamplesError(
+                f"{samples}: line {int(block.line[i])}: sample at "
+                f"{datetime.fromtimestamp(float(block.t_s[i]), UTC).isoformat()} is in a minute "
+                "already calculated: rows must be in time order (as export-samples writes them)")
+        pending.append((idx, block))
+        last = max(last, int(idx.max()))
+        upto = int(idx.min())  # later blocks must not go back before this block's start
+        if upto > done:
+            yield from _calculate(calc, minutes, pending, done, upto, counter_idx)
+            pending = [(i, b) for i, b in pending if (i >= upto).any()]
+            done = upto
+    if minutes is not None:
+        yield from _calculate(calc, minutes, pending, done, last + 1, counter_idx)
+
+
+def _calculate(calc: MinuteCalculator, minutes: _Minutes,
+               pending: Sequence[tuple[I64, SampleBlock]], first: int, stop: int,
+               counter_idx: Sequence[int]) -> Iterator[RecalcBatch]:
+    """Minutes [first, stop) from the pending samples, MAX_BATCH_MINUTES at a time."""
+    idx = np.concatenate([i for i, _ in pending])
+    keep = (idx >= first) & (idx < stop)
+    idx = idx[keep]
+    t_s = np.concatenate([b.t_s for _, b in pending])[keep]
+    tag = np.concatenate([b.tag for _, b in pending])[keep]
+    value = np.concatenate([b.value for _, b in pending])[keep]
+    flag = np.concatenate([b.flag for _, b in pending])[keep]
+    # Per minute and tag in time order, equal times in file order: what the live
+    # server's tag store held (and export-samples wrote).
+    order = np.lexsort((t_s, tag, idx))
+    idx, t_s, tag, value, flag = idx[order], t_s[order], tag[order], value[order], flag[order]
+    n_tags = len(calc.tag_ids)
+    for a in range(first, stop, MAX_BATCH_MINUTES):
+        b = min(a + MAX_BATCH_MINUTES, stop)
+        lo, hi = np.searchsorted(idx, [a, b])
+        m, tg = idx[lo:hi] - a, tag[lo:hi]
+        cell = m * n_tags + tg
+        counts = np.bincount(cell, minlength=(b - a) * n_tags).astype(np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        pos = np.arange(hi - lo) - starts[cell]
+        width = max(int(counts.max(initial=0)), 1)
+        values = np.full((b - a, n_tags, width), np.nan)
+        flags = np.zeros((b - a, n_tags, width), np.uint8)
+        values[m, tg, pos] = value[lo:hi]
+        flags[m, tg, pos] = flag[lo:hi]
+        readings = []
+        for c in counter_idx:
+            sel = tg == c
+            readings.append(Readings(t_s[lo:hi][sel], value[lo:hi][sel], flag[lo:hi][sel]))
+        arrays = calc.compute_batch(values, flags, counts.reshape(b - a, n_tags))
+        yield RecalcBatch(minutes.edge(np.arange(a, b, dtype=np.int64)), arrays,
+                          tuple(readings))
+
+
+def recalculate_periods(config: PlantConfig,
+                        batches: Iterable[RecalcBatch]) -> Iterator[PeriodRecords]:
+    """The hours and days the live server closes, from recalculated minutes; at the end
+    the incomplete last hour and day too."""
+    cycle = PeriodCycle(config)
+    for batch in batches:
+        yield from cycle.add(arrays_batch(batch.t_s, batch.arrays, batch.counters))
+    yield from cycle.flush()
+
+
+# ------------------------------------------------------------------------ writing
 
 
 def _iso(t: datetime) -> str:
@@ -147,42 +530,95 @@ def _num(x: float) -> str:
     return "" if math.isnan(x) else repr(x)
 
 
-def write_minute_results(out: TextIO, results: Iterable[MinuteResult]) -> int:
+def write_minute_results(out: TextIO, config: PlantConfig,
+                         batches: Iterable[RecalcBatch]) -> int:
     """RESULTS.csv at minute level: one row per source and minute; returns the row count."""
+    pairs = config.sources()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(("period_start", "source", "unit", *MINUTE_FIELDS, "valid", "flag",
                 "substitution"))
+    names = {int(f): f.name for f in DataFlag}
     n = 0
-    for r in results:
-        for s in r.sources:
-            w.writerow((_iso(s.t), s.source, s.unit, *(_num(getattr(s, f)) for f in MINUTE_FIELDS),
-                        int(s.valid), s.flag.name, s.substitution))
-            n += 1
+    for batch in batches:
+        a = batch.arrays
+        cols = [a.cems[:, :, c] if c >= 0 else a.cems[:, :, kernels.OUT_RATE] / 1000.0
+                for c in _MINUTE_COLUMNS]
+        values = np.stack(cols, axis=-1).tolist()
+        flags = a.source_flag.tolist()
+        subs = a.source_substitution.tolist()
+        for m, t_s in enumerate(batch.t_s.tolist()):
+            t = _iso(datetime.fromtimestamp(t_s, UTC))
+            for s, (unit, src) in enumerate(pairs):
+                w.writerow((t, src.id, unit.id, *(_num(v) for v in values[m][s]),
+                            int(flags[m][s] == 0), names[flags[m][s]],
+                            kernels.SUBSTITUTION_RULES[subs[m][s]]))
+                n += 1
     return n
 
 
-PERIOD_FIELDS = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
-                 "co2_measured_t")
-
-
-def write_period_results(out: TextIO, config: PlantConfig, minutes: Iterable[MinuteResult],
-                         level: str) -> int:
-    """RESULTS.csv at hour or day level: one row per source and period; returns the rows."""
+def _totals(config: PlantConfig, days: Iterable[PeriodRecords],
+            level: str) -> Iterator[tuple[datetime, list[PeriodResult]]]:
+    """Month or year totals of each source from its days (compute/rollup.py rollup_total):
+    Σ of the days' CO2; valid when every day of the period is there and valid."""
     clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
-    sources = tuple(s.id for _, s in config.sources())
+
+    def key(t: datetime) -> tuple[int, int]:
+        loc = clock.scaled_local(t)
+        return (loc.year, loc.month if level == "month" else 1)
+
+    def close(group: list[PeriodRecords]) -> tuple[datetime, list[PeriodResult]]:
+        bounds = clock.month_bounds if level == "month" else clock.year_bounds
+        start, end = bounds(group[0].t)
+        n_days = round((end - start).total_seconds() / (24 * 60 * config.clock.minute_seconds))
+        out = []
+        for i, sid in enumerate(s.id for _, s in config.sources()):
+            ds = [g.sources[i] for g in group]
+            co2 = [d.co2_t for d in ds if math.isfinite(d.co2_t)]
+            measured = [d.co2_measured_t for d in ds if math.isfinite(d.co2_measured_t)]
+            n_valid = sum(d.valid for d in ds)
+            worst = max((int(d.flag) for d in ds), default=0)
+            flag = DataFlag(0 if n_valid == n_days else worst or int(DataFlag.B))
+            n_sub = sum(d.n_substituted for d in ds)
+            rules = sorted({d.substitution_rule for d in ds if d.substitution_rule})
+            out.append(PeriodResult(
+                sid, start, math.nan, math.nan, math.nan,
+                math.fsum(co2) if co2 else math.nan,
+                math.fsum(measured) if measured else math.nan, flag is DataFlag.N, flag,
+                n_valid, n_sub > 0, ",".join(rules), n_sub,
+                sum(d.n_missing for d in ds) + 24 * (n_days - len(ds))))
+        return start, out
+
+    group: list[PeriodRecords] = []
+    for day in days:
+        if group and key(day.t) != key(group[0].t):
+            yield close(group)
+            group = []
+        group.append(day)
+    if group:
+        yield close(group)
+
+
+def write_period_results(out: TextIO, config: PlantConfig, batches: Iterable[RecalcBatch],
+                         level: str) -> int:
+    """RESULTS.csv at hour, day, month or year level: one row per source and period.
+
+    Month and year rows sum the days (n_valid: valid days; n_substituted, n_missing: hours);
+    they have no concentration or flow. Returns the number of rows.
+    """
     unit_of = {s.id: u.id for u, s in config.sources()}
-    rho = config.constants.co2_density_kg_m3
-    hour_results = periods.hours(clock, sources, minutes, rho_kg_m3=rho)
-    records: Iterable[tuple[PeriodResult, ...]] = (
-        (recs for _, recs in hour_results) if level == "hour"
-        else periods.days(clock, sources, hour_results))
+    records = recalculate_periods(config, batches)
+    rows: Iterable[tuple[datetime, Sequence[PeriodResult]]]
+    if level in ("hour", "day"):
+        rows = ((r.t, r.sources) for r in records if r.level == level)
+    else:
+        rows = _totals(config, (r for r in records if r.level == "day"), level)
     w = csv.writer(out, lineterminator="\n")
     w.writerow(("period_start", "source", "unit", *PERIOD_FIELDS, "valid", "flag",
                 "n_valid", "substituted", "substitution_rule", "n_substituted", "n_missing"))
     n = 0
-    for recs in records:
-        for r in recs:
-            w.writerow((_iso(r.t), r.source, unit_of[r.source],
+    for t, sources in rows:
+        for r in sources:
+            w.writerow((_iso(t), r.source, unit_of[r.source],
                         *(_num(getattr(r, f)) for f in PERIOD_FIELDS), int(r.valid),
                         r.flag.name, r.n_valid, int(r.substituted), r.substitution_rule,
                         r.n_substituted, r.n_missing))

@@ -145,17 +145,29 @@ class MinuteResult:
 
 @dataclass(frozen=True, slots=True)
 class AlarmEvent:
-    """A transition of one alarm rule's state."""
+    """A transition of one alarm rule's state: its condition, acknowledgement or mode."""
 
     rule: str
     t: datetime
-    state: str  # "normal" | "warning" | "alarm"
+    state: str  # the condition: "normal" | "warning" | "alarm"
     previous: str
     value: float
     limit: float | None
     target: str  # e.g. "source S1 co2_rate_t_h"
     message: str  # English
     message_zh: str
+    # ISA-18.2 state after / before the transition: normal, active-unacknowledged,
+    # active-acknowledged, returned-unacknowledged, shelved, suppressed, out-of-service.
+    ack_state: str = ""
+    previous_ack_state: str = ""
+    # What made the transition: condition, acknowledge, shelve, unshelve, shelve_expired,
+    # suppress, unsuppress, out_of_service, return_to_service.
+    cause: str = "condition"
+    kind: str = ""  # rule kind, e.g. "threshold"
+    area: str = ""  # the unit the rule belongs to, "site", or "" (none)
+    user: str = ""  # who acknowledged / shelved; "" for the system
+    comment: str = ""
+    shelved_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +179,99 @@ class DeviceEvent:
     t: datetime
     fault: bool
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodResult:
+    """One source's CEMS result for one hour or day.
+
+    `co2_t` is what the period contributes to the next level: the measured mass when
+    valid, else the substitute when there is one, else NaN (an hour); for a day the
+    measured valid hours plus the substituted ones. `co2_measured_t` is always the
+    mass from the valid subperiods only; a substitute never replaces it. The flag
+    stays the period's own (e.g. D) when it is substituted: `substituted` and
+    `substitution_rule` say that, and which rule, produced `co2_t`.
+    """
+
+    source: str
+    t: datetime  # period start, UTC
+    co2_dry_pct: float
+    flow_std_dry_m3_h: float
+    co2_rate_kg_h: float
+    co2_t: float
+    co2_measured_t: float
+    valid: bool
+    flag: DataFlag
+    n_valid: int  # valid minutes of an hour, valid hours of a day
+    substituted: bool = False
+    substitution_rule: str = ""
+    n_substituted: int = 0  # hours in the period whose value is a substitute
+    n_missing: int = 0  # hours in the period without any value
+    substitution_note: str = ""  # why an invalid hour has no substitute under its rule
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPeriod:
+    """Emission-factor-method result of one stream for one hour, or for the part of a day
+    that one factor version governs (a day has one record per version in force)."""
+
+    stream: str
+    unit: str
+    t: datetime  # start, UTC
+    t_end: datetime  # end (exclusive), UTC
+    quantity: float  # in quantity_unit; NaN when nothing was measured
+    quantity_unit: str  # t, 1e4m3, MWh or GJ
+    co2_t: float  # NaN without a quantity or a factor version in force
+    factor_version: str  # id of the version used; "" when none is in force
+    method: str  # ncv_cc_of, measured_carbon, electricity, heat, process
+    valid: bool
+    flag: DataFlag
+    n_valid: int  # valid minutes (rate) or readings (counter) of an hour; valid hours of a day
+    note: str = ""  # meter-counter events of the period, or why co2_t is missing
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPeriod:
+    """One unit's result for one hour or day: CEMS, factor method, output, reconciliation."""
+
+    unit: str
+    t: datetime  # period start, UTC
+    co2_cems_t: float  # Σ of its sources' co2_t (substitutes included)
+    co2_factor_t: float  # Σ of its fuel and process streams; NaN without any
+    output_mwh: float
+    intensity_t_mwh: float  # co2_cems_t / output_mwh; NaN without output
+    valid: bool
+    flag: DataFlag  # the worst of its sources' flags and (hours) of its output's
+    reconciliation_diff_pct: float = float("nan")  # days: (CEMS − factor) / factor · 100
+    reconciliation_exceeded: bool = False  # days: |diff| above reconciliation.limit_pct
+
+
+@dataclass(frozen=True, slots=True)
+class AllowancePosition:
+    """Year-to-date emissions against the annual allowance, and the year-end forecast."""
+
+    annual_t: float
+    ytd_t: float
+    year_fraction: float  # of the plant-local year passed
+    days_left: float
+    trailing_30d_t: float
+    prorated_t: float  # annual · year fraction
+    used_pct: float  # ytd / annual · 100
+    headroom_t: float  # annual − ytd
+    forecast_year_end_t: float  # ytd + trailing 30-day daily rate · days left
+    forecast_shortfall_t: float  # max(0, forecast − annual)
+    carbon_price_cny_t: float
+    shortfall_cost_cny: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodRecords:
+    """Everything one closed plant hour or day produced: what period sinks receive."""
+
+    level: str  # "hour" | "day"
+    t: datetime  # period start, UTC
+    t_end: datetime  # period end (exclusive), UTC
+    sources: tuple[PeriodResult, ...]
+    streams: tuple[StreamPeriod, ...]
+    units: tuple[UnitPeriod, ...]
+    allowance: AllowancePosition | None = None  # hours: the position at t_end

@@ -11,20 +11,21 @@ from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from compute import kernels
+from compute import kernels, periods
 from compute.cycle import MinuteCycle
+from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from drivers.base import Driver, Simulator, create_drivers, create_simulators
 from server.config import PlantConfig
 from server.historian import Historian
-from server.records import AlarmEvent, MinuteResult, Sample
+from server.records import AlarmEvent, MinuteResult, PeriodRecords, Sample
 from server.sinks import QueuedSink, Sink
 
 log = logging.getLogger("carbonscada")
 
 
 class Runtime:
-    """One site's server: drivers → tag store → minute cycle → sinks."""
+    """One site's server: drivers → tag store → minute cycle → sinks, hours and days."""
 
     def __init__(self, config: PlantConfig, *, started_at: float | None = None) -> None:
         self.config = config
@@ -35,6 +36,7 @@ class Runtime:
         self.store = TagStore(self.cycle.calc.tag_ids,
                               math.ceil(3 * config.clock.minute_seconds / poll_min) + 16)
         self.historian = Historian(config.historian.path)
+        self.periods = PeriodCycle(config)
         self._sinks: list[QueuedSink] = []
         self._simulators: list[Simulator] = []
         self._drivers: list[Driver] = []
@@ -60,7 +62,7 @@ class Runtime:
         if cfg.influx is not None:
             sinks.append(InfluxSink(cfg.influx, cfg.site.id))
         if cfg.web.enabled:
-            web = WebSink(cfg)
+            web = WebSink(cfg, history=self.historian)
             sinks.append(web)
         sinks.append(alarms)
 
@@ -80,12 +82,14 @@ class Runtime:
         """Start every stage; on failure, stop what was started and re-raise."""
         try:
             await asyncio.to_thread(kernels.warm_up)
+            await asyncio.to_thread(periods.warm_up)
             sinks = self._build_sinks()
             for sink in sinks:
                 queued = QueuedSink(sink)
                 await queued.start()
                 self._sinks.append(queued)
             await self._seed_totals()
+            await self._restore_periods()
             self._simulators = create_simulators(self.config.devices, self.config.site.timezone)
             for sim in self._simulators:
                 await sim.start()
@@ -111,6 +115,56 @@ class Runtime:
             for key in ids:
                 self.cycle.totals.seed(f"{key}.{column}", now, *sums.get(key, (0.0, 0.0, 0.0)))
 
+    async def _restore_periods(self) -> None:
+        """Continue the hours and days where the historian left them (after a restart)."""
+        h = self.historian
+        await h.record_factor_versions(self.config.factors)
+        now = datetime.now(UTC)
+        last = await h.last_period("hour")
+        hour_s = 60 * self.config.clock.minute_seconds
+        hours, days = [], []
+        if last is None:  # a new historian, or none of its hours closed yet: this hour's
+            open_hour = self.clock.hour_start(now)  # minutes, if it has them, open it
+        else:
+            hours = await h.periods("hour", last - timedelta(
+                seconds=(self.periods.lookback_h + 26) * hour_s), last + timedelta(seconds=1))
+            open_hour = self.clock.next_hour(last)
+            since = min(self.clock.year_bounds(open_hour)[0],
+                        open_hour - timedelta(seconds=31 * 24 * hour_s))
+            days = await h.periods("day", since, open_hour)
+            self.periods.restore(hours, days)
+        for i, tag in enumerate(self.periods.counter_tags):
+            reading = await h.last_reading(tag, open_hour)
+            if reading is not None:
+                self.periods.restore_counter(i, *reading)
+        tag_ids = tuple(self.cycle.calc.tag_ids)
+        windows = [w for w in await h.raw_windows(open_hour, now) if w[1].tags == tag_ids]
+        if windows:
+            for rec in self.periods.add(windows_batch(self.cycle.calc, windows,
+                                                      self.periods.counter_tags)):
+                self._publish_period(rec)
+        # Clients see the last closed hour and day (and the allowance) at once.
+        for rec in (*hours[-1:], *days[-1:]):
+            self._publish_period(rec, stored=True)
+        if hours or windows:
+            log.info("hours and days continue from %s (%d hours, %d days, %d minutes read "
+                     "back)", open_hour.isoformat(), len(hours), len(days), len(windows))
+
+    def _publish_period(self, rec: PeriodRecords, *, stored: bool = False) -> None:
+        for sink in self._sinks:
+            if sink.takes_periods and not (stored and sink.sink is self.historian):
+                sink.submit_period(rec)
+
+    def _close_periods(self, result: MinuteResult) -> None:
+        """Hand the minute to the period stage; publish the hours and days it closes."""
+        try:
+            closed = self.periods.add(minute_batch(result, self.periods.counter_tags))
+        except Exception:  # a fault here must not stop the minute results
+            log.exception("hour / day calculation failed at minute %s", result.t.isoformat())
+            return
+        for rec in closed:
+            self._publish_period(rec)
+
     def _ingest(self, samples: Sequence[Sample]) -> None:
         index = self.store.index
         for s in samples:
@@ -132,6 +186,8 @@ class Runtime:
             result = self.run_minute(end - minute, end)
             for sink in self._sinks:
                 sink.submit_minute(result)
+            # After the minute is out: closing an hour or a day never delays it.
+            self._close_periods(result)
             if not self._first_published:
                 self._first_published = True
                 log.info("first minute %s published %.2f s after process start",

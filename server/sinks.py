@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from server.records import MinuteResult, Sample
+from server.records import MinuteResult, PeriodRecords, Sample
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,22 @@ class Sink(Protocol):
         ...
 
 
+@runtime_checkable
+class PeriodSink(Protocol):
+    """A sink that also takes closed hours and days."""
+
+    async def on_period(self, records: PeriodRecords) -> None:
+        """Take the records of one closed hour or day."""
+        ...
+
+
 class QueuedSink:
     """Runs a sink behind its own bounded queue and task."""
 
     def __init__(self, sink: Sink, maxsize: int = 10_000) -> None:
         self.sink = sink
-        self._queue: asyncio.Queue[MinuteResult | Sequence[Sample]] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[MinuteResult | PeriodRecords | Sequence[Sample]] = (
+            asyncio.Queue(maxsize))
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
         self.dropped_sample_batches = 0
@@ -62,7 +72,7 @@ class QueuedSink:
         except asyncio.QueueFull:
             self.dropped_sample_batches += 1
 
-    def submit_minute(self, result: MinuteResult) -> None:
+    def submit_minute(self, result: MinuteResult | PeriodRecords) -> None:
         """Queue a minute result; results are never dropped."""
         try:
             self._queue.put_nowait(result)
@@ -74,12 +84,24 @@ class QueuedSink:
                 self.dropped_sample_batches += 1
             self._queue.put_nowait(result)
 
+    @property
+    def takes_periods(self) -> bool:
+        """Whether the sink wants closed hours and days."""
+        return isinstance(self.sink, PeriodSink)
+
+    def submit_period(self, records: PeriodRecords) -> None:
+        """Queue a closed hour or day; like minute results, never dropped."""
+        self.submit_minute(records)
+
     async def _consume(self) -> None:
         while True:
             item = await self._queue.get()
             try:
                 if isinstance(item, MinuteResult):
                     await self.sink.on_minute(item)
+                elif isinstance(item, PeriodRecords):
+                    assert isinstance(self.sink, PeriodSink)
+                    await self.sink.on_period(item)
                 else:
                     await self.sink.on_samples(item)
             except asyncio.CancelledError:

@@ -13,17 +13,19 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import WSCloseCode, web
 
 from server.config import PlantConfig
 from server.records import (
     AlarmEvent,
+    AllowancePosition,
     MinuteResult,
+    PeriodRecords,
     Sample,
     SiteMinute,
     SourceMinute,
@@ -50,6 +52,8 @@ SITE_FIELDS: Final = (
     "allowance_headroom_t",
 )
 _SEVERITY: Final = {"alarm": 0, "warning": 1}
+# Longest span one request may ask for, per level.
+MAX_SPAN: Final = {"hours": timedelta(days=31), "days": timedelta(days=3660)}
 
 _SECURITY_HEADERS: Final = {
     # Same-origin only: the control room has no network, and nothing may be loaded from outside.
@@ -120,6 +124,34 @@ class _Meta:
     sources: tuple[str, ...] = ()  # the sources of a unit
 
 
+class PeriodHistory(Protocol):
+    """Where stored hours and days come from (the historian)."""
+
+    async def period_rows(self, kind: str, level: str, ident: str, start: datetime,
+                          end: datetime) -> list[dict[str, Any]]:
+        """Stored rows of one source, stream or unit with start ≤ t < end, oldest first."""
+        ...
+
+
+def row_json(row: dict[str, Any]) -> Json:
+    """JSON form of a stored hour or day row: ISO times, null for missing numbers."""
+    out: Json = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            out[key] = iso_utc(value)
+        elif isinstance(value, float):
+            out[key] = num(value)
+        else:
+            out[key] = value
+    return out
+
+
+def allowance_json(t: datetime | None, pos: AllowancePosition | None) -> Json:
+    """JSON form of the allowance position at `t` (nulls before the first closed hour)."""
+    fields = {k: num(v) for k, v in asdict(pos).items()} if pos is not None else {}
+    return {"t": iso_utc(t), **fields}
+
+
 class LiveState:
     """The latest minute of every source and unit, the site totals and the active alarms."""
 
@@ -137,6 +169,8 @@ class LiveState:
         self._site: SiteMinute | None = None
         self._alarms: dict[str, AlarmEvent] = {}
         self.t: datetime | None = None
+        self.streams = {s.id for _, s in config.streams()}
+        self.allowance: tuple[datetime, AllowancePosition] | None = None  # at an hour's end
 
     # -- updates
 
@@ -148,6 +182,12 @@ class LiveState:
             self._units[u.unit] = u
         self._site = result.site
         self.t = result.t
+
+    def update_period(self, records: PeriodRecords) -> None:
+        """Take a closed hour's allowance position as the latest (not an older one)."""
+        if records.allowance is not None and (
+                self.allowance is None or records.t_end >= self.allowance[0]):
+            self.allowance = (records.t_end, records.allowance)
 
     def set_alarms(self, events: Iterable[AlarmEvent]) -> None:
         """Replace the active alarms (events whose state is not "normal")."""
@@ -165,6 +205,11 @@ class LiveState:
     def has_source(self, source_id: str) -> bool:
         """Whether the source is configured."""
         return source_id in self._source_meta
+
+    def has(self, kind: str, ident: str) -> bool:
+        """Whether a source, unit or stream of that id is configured."""
+        known = {"source": self._source_meta, "unit": self._unit_meta, "stream": self.streams}
+        return ident in known[kind]
 
     def source_json(self, source_id: str) -> Json:
         """Latest values of one source (nulls before its first minute)."""
@@ -328,6 +373,7 @@ class _Hub:
 
 LIVE: Final = web.AppKey("live", LiveState)
 HUB: Final = web.AppKey("hub", _Hub)
+HISTORY: Final[web.AppKey[PeriodHistory | None]] = web.AppKey("history")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -382,6 +428,46 @@ async def _get_source(request: web.Request) -> web.Response:
     return _json(live.source_json(source_id))
 
 
+def _time_param(request: web.Request, name: str) -> datetime:
+    text = request.query.get(name)
+    if not text:
+        raise ApiError(400, f"query parameter '{name}' is required (ISO 8601 with offset, "
+                            "e.g. 2026-11-21T00:00:00+08:00)")
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"query parameter '{name}': {text!r} is not an ISO 8601 time"
+                       ) from None
+    if t.tzinfo is None:
+        raise ApiError(400, f"query parameter '{name}': {text!r} needs a UTC offset, e.g. "
+                            f"{text}+08:00")
+    return t.astimezone(UTC)
+
+
+def _periods_handler(kind: str, level: str) -> Handler:
+    """GET /api/v1/{kind}s/{id}/{level}?from=…&to=…: stored hours or days, oldest first."""
+    async def handler(request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if not request.app[LIVE].has(kind, ident):
+            raise ApiError(404, f"unknown {kind} {ident!r}")
+        start, end = _time_param(request, "from"), _time_param(request, "to")
+        if end <= start:
+            raise ApiError(400, "'to' must be after 'from'")
+        if end - start > MAX_SPAN[level]:
+            raise ApiError(400, f"at most {MAX_SPAN[level].days} days of {level} per request")
+        history = request.app[HISTORY]
+        if history is None:
+            raise ApiError(503, "no historian: stored hours and days are not available")
+        rows = await history.period_rows(kind, level.removesuffix("s"), ident, start, end)
+        return _json([row_json(r) for r in rows])
+    return handler
+
+
+async def _get_allowance(request: web.Request) -> web.Response:
+    latest = request.app[LIVE].allowance
+    return _json(allowance_json(*latest) if latest else allowance_json(None, None))
+
+
 async def _get_units(request: web.Request) -> web.Response:
     return _json(request.app[LIVE].units_json())
 
@@ -415,11 +501,13 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def build_app(live: LiveState, hub: _Hub) -> web.Application:
-    """The aiohttp application serving `live` and fanning out through `hub`."""
+def build_app(live: LiveState, hub: _Hub,
+              history: PeriodHistory | None = None) -> web.Application:
+    """The aiohttp application serving `live` and `history`, fanning out through `hub`."""
     app = web.Application(middlewares=[_errors_middleware], client_max_size=64 * 1024)
     app[LIVE] = live
     app[HUB] = hub
+    app[HISTORY] = history
     app.on_response_prepare.append(_security_headers)
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/", _index)
@@ -428,6 +516,11 @@ def build_app(live: LiveState, hub: _Hub) -> web.Application:
     app.router.add_get(f"{API_PREFIX}/units", _get_units)
     app.router.add_get(f"{API_PREFIX}/site", _get_site)
     app.router.add_get(f"{API_PREFIX}/alarms", _get_alarms)
+    app.router.add_get(f"{API_PREFIX}/allowance", _get_allowance)
+    for kind in ("source", "unit", "stream"):
+        for level in ("hours", "days"):
+            app.router.add_get(f"{API_PREFIX}/{kind}s/{{id}}/{level}",
+                               _periods_handler(kind, level))
     app.router.add_get("/ws", _websocket)
     app.router.add_static("/static/", STATIC_DIR)
     return app
@@ -438,10 +531,12 @@ class WebSink:
 
     name = "web"
 
-    def __init__(self, config: PlantConfig, *, send_timeout_s: float = 5.0,
-                 client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
+    def __init__(self, config: PlantConfig, *, history: PeriodHistory | None = None,
+                 send_timeout_s: float = 5.0, client_queue_size: int = 256,
+                 close_timeout_s: float = 2.0) -> None:
         self.config = config
         self.live = LiveState(config)
+        self._history = history
         self._hub = _Hub(send_timeout_s, client_queue_size, close_timeout_s)
         self._close_timeout_s = close_timeout_s
         self._runner: web.AppRunner | None = None
@@ -463,7 +558,7 @@ class WebSink:
         """Bind config.web.host:port and serve."""
         if self._runner is not None:
             return
-        runner = web.AppRunner(build_app(self.live, self._hub),
+        runner = web.AppRunner(build_app(self.live, self._hub, self._history),
                                shutdown_timeout=self._close_timeout_s)
         await runner.setup()
         try:
@@ -483,6 +578,10 @@ class WebSink:
         """Keep the minute as the latest values and push it to every WebSocket client."""
         self.live.update(result)
         self._hub.broadcast(dumps(self.live.minute_message(result)))
+
+    async def on_period(self, records: PeriodRecords) -> None:
+        """Keep the latest allowance position (hours and days themselves are read back)."""
+        self.live.update_period(records)
 
     def on_alarm(self, event: AlarmEvent) -> None:
         """Record an alarm transition and push it as {"type": "alarm", ...} (never blocks)."""

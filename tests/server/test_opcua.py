@@ -21,7 +21,18 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from server.config import parse_config
 from server.errors import ConfigError
 from server.opcua import OpcUaSink, unece_unit_id
-from server.records import DataFlag, MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
+from server.records import (
+    AllowancePosition,
+    DataFlag,
+    MinuteResult,
+    PeriodRecords,
+    PeriodResult,
+    Sample,
+    SiteMinute,
+    SourceMinute,
+    UnitMinute,
+    UnitPeriod,
+)
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_config, plant_dict
 
@@ -128,8 +139,7 @@ async def test_browse_source_and_read_minute_values(client: Client, sink: OpcUaS
     assert minute.source_t == T
     assert minute.status == StatusCodes.Good
     expected = {"CO2Dry": 12.0, "CO2MgM3": 235_680.0, "FlowActual": 1_080_000.0,
-                "FlowStdDry": 835_718.9, "CO2Hour": 98.5, "CO2Today": 1520.25,
-                "CO2YTD": 250_000.5}
+                "FlowStdDry": 835_718.9, "CO2Today": 1520.25, "CO2YTD": 250_000.5}
     for name, value in expected.items():
         r = await read(await child(client, [*SOURCE_PATH, name]))
         assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, T), name
@@ -143,11 +153,9 @@ async def test_browse_source_and_read_minute_values(client: Client, sink: OpcUaS
             "U1.CO2YTD": 250_000.5, "U1.DataFlag": "N"}
     for ident, expected_value in unit.items():
         assert (await read(await by_id(client, ident))).value == expected_value, ident
-    allowance = {"Annual": 4_000_000.0, "EmittedYTD": 250_000.5, "UsedPercent": 6.25,
-                 "Headroom": 3_749_999.5}
-    for name, value in allowance.items():
-        r = await read(await child(client, [*SITE_PATH, "Allowance", name]))
-        assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, T), name
+    # Hour and allowance variables change with closed hours only (test_hour_and_allowance).
+    assert (await read(await by_id(client, "U1.S1.CO2Hour"))).status == (
+        StatusCodes.BadWaitingForInitialData)
 
 
 async def test_flags_map_to_status_codes(client: Client, sink: OpcUaSink) -> None:
@@ -269,3 +277,75 @@ async def test_clashing_node_ids_are_a_config_error() -> None:
     data["units"][0]["id"] = "Tags"  # the unit's NodeId would be the Tags folder's
     with pytest.raises(ConfigError, match="'Tags'"):
         OpcUaSink(parse_config(data, "test"))
+
+
+HOUR_T0 = datetime(2025, 3, 14, 6, tzinfo=UTC)
+HOUR_T1 = datetime(2025, 3, 14, 7, tzinfo=UTC)
+# An hour of the worked example: 12.0 · 1.964 · 835 718.9 / 100 = 196 962.23 kg/h → 196.96223 t
+HOUR = PeriodResult("S1", HOUR_T0, 12.0, 835_718.9, 196_962.23, 196.96223, 196.96223, True,
+                    DataFlag.N, 60)
+# annual 4 000 000 t, 250 000 t so far, 70 days of 365 passed, last 30 days 21 000 t:
+# forecast 250 000 + 700 · 295 = 456 500 t; no shortfall
+POSITION = AllowancePosition(
+    annual_t=4_000_000.0, ytd_t=250_000.0, year_fraction=70 / 365, days_left=295.0,
+    trailing_30d_t=21_000.0, prorated_t=767_123.29, used_pct=6.25, headroom_t=3_750_000.0,
+    forecast_year_end_t=456_500.0, forecast_shortfall_t=0.0, carbon_price_cny_t=80.0,
+    shortfall_cost_cny=0.0)
+
+
+async def test_hour_and_allowance(client: Client, sink: OpcUaSink) -> None:
+    await sink.on_period(PeriodRecords("hour", HOUR_T0, HOUR_T1, (HOUR,), (), (), POSITION))
+    r = await read(await by_id(client, "U1.S1.CO2Hour"))
+    assert (r.value, r.status, r.source_t) == (196.96223, StatusCodes.Good, HOUR_T0)
+    eu = await (await (await by_id(client, "U1.S1.CO2Hour")).get_child(
+        "0:EngineeringUnits")).read_value()
+    assert eu.DisplayName.Text == "t"
+    allowance = {"Annual": 4_000_000.0, "EmittedYTD": 250_000.0, "UsedPercent": 6.25,
+                 "Headroom": 3_750_000.0, "ForecastYearEnd": 456_500.0,
+                 "ForecastShortfall": 0.0, "ShortfallCost": 0.0}
+    for name, value in allowance.items():
+        r = await read(await child(client, [*SITE_PATH, "Allowance", name]))
+        assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, HOUR_T1), name
+    cost = await (await by_id(client, "Allowance.ShortfallCost")).get_child("0:EngineeringUnits")
+    assert (await cost.read_value()).DisplayName.Text == "CNY"
+
+    # An invalid hour (D) with a substitute: its value, flagged as a substitute.
+    sub = dataclasses.replace(HOUR, co2_t=221.58251, co2_measured_t=math.nan, valid=False,
+                              flag=DataFlag.D, n_valid=0, substituted=True,
+                              substitution_rule="mrr_mean_2sigma")
+    await sink.on_period(PeriodRecords("hour", HOUR_T1, HOUR_T1, (sub,), (), ()))
+    r = await read(await by_id(client, "U1.S1.CO2Hour"))
+    assert (r.value, r.status) == (221.58251, StatusCodes.UncertainSubstituteValue)
+    # Without a substitute: the hour's flag, no value.
+    none = dataclasses.replace(sub, co2_t=math.nan, substituted=False, substitution_rule="")
+    await sink.on_period(PeriodRecords("hour", HOUR_T1, HOUR_T1, (none,), (), ()))
+    assert (await read(await by_id(client, "U1.S1.CO2Hour"))).status == (
+        StatusCodes.BadSensorFailure)
+
+
+async def test_day_values_and_reconciliation(port: int) -> None:
+    d = plant_dict(opcua_port=port)
+    d["reconciliation"] = {"limit_pct": 5.0}
+    sink = OpcUaSink(parse_config(d, "test"))
+    await sink.start()
+    day = datetime(2025, 3, 13, 16, tzinfo=UTC)
+    # CEMS 4 727.09 t vs factor 4 622.76 t: (4 727.09 − 4 622.76) / 4 622.76 = 2.2569 %
+    unit = UnitPeriod("U1", day, 4727.09, 4622.76, 14_400.0, 0.32827, True, DataFlag.N,
+                      2.2569, False)
+    try:
+        async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
+            await sink.on_period(PeriodRecords("day", day, day, (), (), (unit,)))
+            for ident, value in {"U1.CO2Day": 4727.09, "U1.CO2FactorDay": 4622.76,
+                                 "U1.ReconciliationDiff": 2.2569}.items():
+                r = await read(await by_id(client, ident))
+                assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, day), ident
+            diff = await by_id(client, "U1.ReconciliationDiff")
+            rng = await (await diff.get_child("0:EURange")).read_value()
+            assert (rng.Low, rng.High) == (-5.0, 5.0)
+            # 8 % beyond the ±5 % limit: the value, out of its engineering range
+            await sink.on_period(PeriodRecords("day", day, day, (), (), (dataclasses.replace(
+                unit, reconciliation_diff_pct=8.0, reconciliation_exceeded=True),)))
+            r = await read(diff)
+            assert (r.value, r.status) == (8.0, StatusCodes.UncertainEngineeringUnitsExceeded)
+    finally:
+        await sink.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
+import math
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,7 +16,8 @@ import yaml
 
 from server.config import parse_config
 from server.historian import Historian
-from server.recalc import SamplesError, read_samples, recalculate
+from server.recalc import SamplesError, read_samples, recalculate, recalculate_periods
+from server.records import DataFlag
 from server.runtime import Runtime
 from tests.conftest import free_port
 from tests.fixtures.plant import VECTOR, plant_dict
@@ -85,9 +88,9 @@ def test_bad_samples_name_file_and_line(tmp_path: Path, text: str, message: str)
     f = tmp_path / "s.csv"
     f.write_text(text, encoding="utf-8")
     with pytest.raises(SamplesError, match=f"^{f}: .*{message[:20]}"):
-        read_samples(f, TAGS)
+        list(read_samples(f, TAGS))
     with pytest.raises(SamplesError) as exc:
-        read_samples(f, TAGS)
+        list(read_samples(f, TAGS))
     assert message in str(exc.value)
 
 
@@ -138,8 +141,10 @@ async def test_recalc_reproduces_what_the_live_server_stored(tmp_path: Path) -> 
         assert (again["flag"], again["valid"]) == (row["flag"].name, str(int(row["valid"])))
 
 
-def test_recalculate_without_samples_yields_nothing() -> None:
-    assert list(recalculate(parse_config(plant_dict(), "test"), {})) == []
+def test_recalculate_without_samples_yields_nothing(tmp_path: Path) -> None:
+    f = tmp_path / "s.csv"
+    f.write_text("timestamp,tag,value\n\n", encoding="utf-8")
+    assert list(recalculate(parse_config(plant_dict(), "test"), f)) == []
 
 
 def vector_samples(path: Path, start: datetime, minutes: int,
@@ -189,7 +194,7 @@ def test_recalc_day_level(tmp_path: Path) -> None:
     samples = tmp_path / "samples.csv"
     vector_samples(samples, datetime(2026, 11, 20, 16, 0, tzinfo=UTC), 24 * 60)
     cfg = parse_config(plant_dict(), "test")
-    minutes = recalculate(cfg, read_samples(samples, TAGS))
+    minutes = recalculate(cfg, samples)
     out = tmp_path / "days.csv"
     with out.open("w", encoding="utf-8") as f:
         assert write_period_results(f, cfg, minutes, "day") == 1
@@ -197,3 +202,224 @@ def test_recalc_day_level(tmp_path: Path) -> None:
     assert day["period_start"] == "2026-11-20T16:00:00.000000Z"  # 00:00 in Shanghai
     assert float(day["co2_t"]) == pytest.approx(4727.09, abs=0.005)
     assert (day["valid"], day["flag"], day["n_valid"], day["n_missing"]) == ("1", "N", "24", "0")
+
+
+async def test_live_hours_equal_recalculated_hours_across_a_restart(tmp_path: Path) -> None:
+    """Hours of 30 s (0.5 s minutes): the server runs, stops, runs again on the same
+    historian; every hour it stored equals what recalc gives from the exported samples."""
+    d = plant_dict(free_port(), var_dir=str(tmp_path / "var"), minute_seconds=0.5)
+    d["clock"]["min_samples_per_minute"] = 3
+    d["opcua"]["enabled"] = False
+    d["web"]["enabled"] = False
+    dev = d["devices"][0]
+    dev["poll_interval_s"] = 0.05
+    for tag in dev["tags"]:  # noisy, load-following values: nothing trivial
+        v = tag["sim"]["value"]
+        tag["sim"] = {"min": v * 0.9, "max": v * 1.1, "noise": abs(v) * 0.01}
+    dev["tags"] += [
+        {"id": "u1_coal", "register": 30, "unit": "t/h", "sim": {"min": 90.0, "max": 110.0,
+                                                                "noise": 1.0}},
+        {"id": "u1_aux_kwh", "register": 32, "type": "float64", "unit": "kWh",
+         "sim": {"value": 36_000.0, "counter_start": 1000.0}}]  # 10 kWh a second
+    d["factor_table"] = str(Path(__file__).resolve().parents[2] / "config" / "factors.yaml")
+    d["reconciliation"] = {"limit_pct": 5.0}
+    d["units"][0]["sources"][0]["substitution"] = {"rule": "mrr_mean_2sigma", "lookback_h": 3}
+    d["units"][0]["streams"] = [
+        {"id": "U1_coal", "kind": "solid_fuel", "factors": "demo_coal",
+         "rate_per_h": {"tag": "u1_coal"}},
+        {"id": "U1_aux", "kind": "electricity", "factors": "grid_electricity",
+         "counter": {"tag": "u1_aux_kwh", "rollover_count": 1e9, "max_jump_per_h": 1e6,
+                     "quantity_per_count": 0.001}}]
+    cfg = parse_config(d, "test")
+    begin = datetime.now(UTC) - timedelta(seconds=60)
+    for run_s in (20.0, 45.0):  # 65 s: at least two hour boundaries
+        runtime = Runtime(cfg)
+        await runtime.start()
+        try:
+            await asyncio.sleep(run_s)
+        finally:
+            await runtime.stop()
+    end = datetime.now(UTC) + timedelta(seconds=5)
+
+    h = Historian(cfg.historian.path)
+    await h.start()
+    try:
+        stored = await h.periods("hour", begin, end)
+    finally:
+        await h.stop()
+    assert len(stored) >= 2
+    assert any(s.valid for rec in stored for s in rec.sources)
+
+    plant = write_config(tmp_path, d)
+    samples, results = tmp_path / "samples.csv", tmp_path / "hours.csv"
+    r = cli("export-samples", "-c", str(plant), "--from", begin.isoformat(), "--to",
+            end.isoformat(), "--out", str(samples))
+    assert r.returncode == 0, r.stderr
+    r = cli("recalc", "-c", str(plant), "--samples", str(samples), "--out", str(results),
+            "--level", "hour")
+    assert r.returncode == 0, r.stderr
+    rows = {row["period_start"]: row for row in csv.DictReader(results.open(encoding="utf-8"))}
+    for rec in stored:
+        (s,) = rec.sources
+        row = rows[s.t.isoformat(timespec="microseconds").replace("+00:00", "Z")]
+        for f in ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
+                  "co2_measured_t"):  # exactly: same bits, not approximately
+            value = getattr(s, f)
+            assert row[f] == ("" if math.isnan(value) else repr(value)), (s.t, f)
+        assert (row["valid"], row["flag"], row["n_valid"], row["substituted"]) == (
+            str(int(s.valid)), s.flag.name, str(s.n_valid), str(int(s.substituted)))
+    # Streams, units and the allowance position too, in full (the historian gives a
+    # period's records in the order of their ids).
+    again = {p.t: p for p in recalculate_periods(cfg, recalculate(cfg, samples))
+             if p.level == "hour"}
+    for rec in stored:
+        want = again[rec.t]
+        assert repr(rec.sources) == repr(want.sources)
+        assert repr(sorted(rec.streams, key=lambda x: x.stream)) == repr(
+            sorted(want.streams, key=lambda x: x.stream))
+        assert (repr(rec.units), repr(rec.allowance)) == (repr(want.units),
+                                                          repr(want.allowance))
+
+
+# ------------------------------------------------------------- reading fast, in blocks
+
+
+def reference_rows(path: Path) -> list[tuple[float, str, float, int]]:
+    """SAMPLES.csv read row by row with the csv module: what the tokenizer must give."""
+    out = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if not row or not "".join(row).strip():
+                continue
+            text = row[0].strip()
+            try:
+                t = float(text)
+            except ValueError:
+                t = datetime.fromisoformat(text).timestamp()
+            letter = row[3].strip() if len(row) == 4 and row[3].strip() else "N"
+            out.append((t, row[1].strip(), float(row[2]), int(DataFlag[letter])))
+    return out
+
+
+TIME_FORMS = [
+    lambda t: t.isoformat(timespec="microseconds"),  # as export-samples writes
+    lambda t: t.astimezone(timezone(timedelta(hours=8))).isoformat(),
+    lambda t: t.isoformat().replace("+00:00", "Z"),
+    lambda t: t.isoformat(sep=" ", timespec="milliseconds"),
+    lambda t: t.astimezone(timezone(timedelta(hours=-3, minutes=-30))).isoformat(
+        timespec="minutes") if t.second == 0 and t.microsecond == 0 else t.isoformat(),
+    lambda t: repr(t.timestamp()),
+    lambda t: f"{t.timestamp():.3f}",
+    lambda t: f"{t.timestamp():e}",
+    lambda t: f" {t.isoformat()} ",
+    lambda t: f'"{t.isoformat()}"',  # quoted: the csv module's path
+]
+VALUE_FORMS = [repr, lambda v: f"{v:.2f}", lambda v: f"{v:e}", lambda v: f"+{abs(v)!r}",
+               lambda v: f" {v!r}", lambda v: "nan", lambda v: f"{v:.0f}.", lambda v: "1_000.5"]
+
+
+def test_fast_reading_equals_the_csv_module(tmp_path: Path) -> None:
+    import random
+
+    rnd = random.Random(7)
+    t0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    lines = ["timestamp,tag,value,flag"]
+    for i in range(5000):
+        t = t0 + timedelta(seconds=i // 6, microseconds=rnd.choice([0, 0, 1, 250_000, 999_999]))
+        tag = rnd.choice(list(TAGS))
+        v = rnd.uniform(-1e3, 1e6) * rnd.choice([1.0, 1e-9, 1e12])
+        flag = rnd.choice(["", "N", "D", " B", "F "])
+        row = [rnd.choice(TIME_FORMS)(t), rnd.choice([tag, f" {tag}", f"{tag}\t"]),
+               rnd.choice(VALUE_FORMS)(v)]
+        lines.append(",".join([*row, flag] if flag or rnd.random() < 0.5 else row))
+        if rnd.random() < 0.01:
+            lines.append(rnd.choice(["", " , ,", ","]))  # blank rows are skipped
+    f = tmp_path / "s.csv"
+    f.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    got = [(t, list(TAGS)[g], v, fl) for b in read_samples(f, TAGS) for t, g, v, fl in zip(
+        b.t_s.tolist(), b.tag.tolist(), b.value.tolist(), b.flag.tolist(), strict=True)]
+    want = reference_rows(f)
+    assert len(got) == len(want) == 5000
+    for g, w in zip(got, want, strict=True):  # bit for bit; NaN is NaN
+        assert repr(g) == repr(w)
+
+
+def write_rows(path: Path, rows: list[str]) -> None:
+    path.write_text("timestamp,tag,value\n" + "".join(r + "\n" for r in rows),
+                    encoding="utf-8")
+
+
+def test_blocks_give_the_same_minutes_as_one_block(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = tmp_path / "samples.csv"
+    vector_samples(samples, datetime(2026, 11, 21, 8, 0, tzinfo=UTC), 30, co2_minutes=20)
+    lines = samples.read_text(encoding="utf-8").splitlines()[1:]
+    # the rows of each minute shuffled: the file is in time order only minute by minute
+    import random
+
+    rnd = random.Random(3)
+    by_minute = [lines[i:i + 72] for i in range(0, len(lines), 72)]
+    for m in by_minute:
+        rnd.shuffle(m)
+    write_rows(samples, [r for m in by_minute for r in m])
+    cfg = parse_config(plant_dict(), "test")
+    whole = io.StringIO()
+    import server.recalc as rc
+
+    rc.write_minute_results(whole, cfg, recalculate(cfg, samples))
+    monkeypatch.setattr(rc, "BLOCK_BYTES", 4000)  # ~60 rows: minutes span blocks
+    monkeypatch.setattr(rc, "MAX_BATCH_MINUTES", 7)
+    blocks = io.StringIO()
+    rc.write_minute_results(blocks, cfg, recalculate(cfg, samples))
+    assert blocks.getvalue() == whole.getvalue()
+    assert whole.getvalue().count("\n") == 31  # header + 30 minutes of S1
+
+
+def test_rows_far_out_of_time_order_are_refused(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import server.recalc as rc
+
+    monkeypatch.setattr(rc, "BLOCK_BYTES", 200)
+    f = tmp_path / "s.csv"
+    # blocks of ~10 rows: minutes 0–9 are calculated once the rows of minute 10 … come
+    write_rows(f, [f"{60.0 * m + 1},s1_co2,12.0" for m in range(40)] + ["5.0,s1_co2,12.0"])
+    with pytest.raises(SamplesError, match=f"^{f}: line 42: sample at 1970-01-01T00:00:05"
+                       r"\+00:00 is in a minute already calculated: rows must be in time "
+                       r"order \(as export-samples writes them\)$"):
+        list(recalculate(parse_config(plant_dict(), "test"), f))
+
+
+def test_a_failed_recalc_leaves_no_results_file(tmp_path: Path) -> None:
+    f = tmp_path / "s.csv"
+    write_rows(f, ["0,s1_co2,12.0", "1,s1_co2,twelve"])
+    out = tmp_path / "results.csv"
+    r = cli("recalc", "-c", str(write_config(tmp_path, plant_dict())), "--samples", str(f),
+            "--out", str(out))
+    assert r.returncode == 2 and "line 3: could not convert" in r.stderr
+    assert not out.exists() and not (tmp_path / "results.csv.part").exists()
+
+
+def test_recalc_month_and_year_levels(tmp_path: Path) -> None:
+    # Two full plant days (2026-11-20 and -21, Asia/Shanghai) of the worked example, with
+    # Q_sd unrounded: 1 080 000 · 273.15/323.15 · 100 825/101 325 · 0.92 = 835 718.9418 m³/h,
+    # G = 12.0 · 1.964 · 835 718.9418 / 100 = 196 962.2402 kg/h; 48 h → 9 454.1875 t.
+    # November has 30 days: 28 × 24 = 672 hours missing; the month and year are incomplete.
+    from server.recalc import write_period_results
+
+    samples = tmp_path / "samples.csv"
+    vector_samples(samples, datetime(2026, 11, 19, 16, 0, tzinfo=UTC), 2 * 24 * 60)
+    cfg = parse_config(plant_dict(), "test")
+    for level, start, missing in (("month", "2026-10-31T16:00:00.000000Z", 672),
+                                  ("year", "2025-12-31T16:00:00.000000Z", (365 - 2) * 24)):
+        out = tmp_path / f"{level}.csv"
+        with out.open("w", encoding="utf-8") as f:
+            assert write_period_results(f, cfg, recalculate(cfg, samples), level) == 1
+        (row,) = csv.DictReader(out.open(encoding="utf-8"))
+        assert row["period_start"] == start
+        assert float(row["co2_t"]) == pytest.approx(9454.1875, abs=0.00005)
+        assert float(row["co2_measured_t"]) == pytest.approx(9454.1875, abs=0.00005)
+        assert (row["valid"], row["flag"], row["n_valid"], row["n_missing"]) == (
+            "0", "B", "2", str(missing))
+        assert row["co2_dry_pct"] == ""  # months and years are sums only

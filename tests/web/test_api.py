@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -13,13 +14,27 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from server.config import parse_config
-from server.records import AlarmEvent, DataFlag, MinuteResult, SiteMinute, SourceMinute, UnitMinute
+from server.historian import Historian
+from server.records import (
+    AlarmEvent,
+    AllowancePosition,
+    DataFlag,
+    MinuteResult,
+    PeriodRecords,
+    PeriodResult,
+    SiteMinute,
+    SourceMinute,
+    StreamPeriod,
+    UnitMinute,
+    UnitPeriod,
+)
 from tests.fixtures.plant import plant_config, plant_dict
 from web.app import STATIC_DIR, LiveState, WebSink
 
@@ -347,3 +362,118 @@ async def test_stop_closes_websockets_and_releases_port(
     with socket.socket() as s:  # the port is free again
         s.bind(("127.0.0.1", port))
     await sink.stop()  # a second stop is harmless
+
+
+# ------------------------------------------------------------------- hours and days
+
+
+HOUR0 = datetime(2026, 1, 1, 0, tzinfo=UTC)
+
+
+def stored_hour(t: datetime, co2_t: float, *, substituted: bool = False) -> PeriodRecords:
+    """A closed hour of S1, its coal stream and U1, as the period stage produces it."""
+    end = t + timedelta(hours=1)
+    # 12.0 % · 1.964 · 835 718.9 m³/h / 100 = 196 962.23 kg/h → 196.96223 t in the hour
+    src = PeriodResult("S1", t, 12.0, 835_718.9, 196_962.23, co2_t,
+                       math.nan if substituted else co2_t, not substituted,
+                       DataFlag.D if substituted else DataFlag.N, 0 if substituted else 60,
+                       substituted, "mrr_mean_2sigma" if substituted else "")
+    coal = StreamPeriod("U1_coal", "U1", t, end, 100.0, "t", 192.61506, "demo-coal-2020-01",
+                        "ncv_cc_of", True, DataFlag.N, 60)
+    unit = UnitPeriod("U1", t, co2_t, 192.61506, 600.0, co2_t / 600.0, True, DataFlag.N)
+    # 4 973.29632 t of 1 000 000 t: 0.4973296 % used, 995 026.70368 t left
+    pos = AllowancePosition(1e6, 4973.29632, 25 / 8760, 363.958333, 143_290.0, 2853.88,
+                            0.4973296, 995_026.70368, 1_743_359.890, 743_359.890, 80.0,
+                            59_468_791.2)
+    return PeriodRecords("hour", t, end, (src,), (coal,), (unit,), pos)
+
+
+@pytest.fixture
+async def history_sink(port: int, tmp_path: Path) -> AsyncIterator[WebSink]:
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    d = plant_dict(web_port=port)
+    d["factor_table"] = str(Path(__file__).resolve().parents[2] / "config" / "factors.yaml")
+    d["reconciliation"] = {"limit_pct": 5.0}
+    d["units"][0]["streams"] = [{"id": "U1_coal", "kind": "solid_fuel", "factors": "demo_coal",
+                                 "rate_per_h": {"tag": "u1_power"}}]
+    s = WebSink(parse_config(d, "test"), history=h)
+    await s.start()
+    for i, (co2, sub) in enumerate([(196.96223, False), (221.58251, True), (196.96223, False)]):
+        rec = stored_hour(HOUR0 + timedelta(hours=i), co2, substituted=sub)
+        await h.on_period(rec)
+        await s.on_period(rec)
+    yield s
+    await s.stop()
+    await h.stop()
+
+
+async def test_source_hours(history_sink: WebSink, http: aiohttp.ClientSession) -> None:
+    url = (f"{base(history_sink)}/api/v1/sources/S1/hours"
+           "?from=2026-01-01T08:00:00%2B08:00&to=2026-01-01T02:00:00Z")
+    rows = await get_json(http, url)
+    assert [r["t"] for r in rows] == ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"]
+    first, second = rows
+    assert first["co2_t"] == 196.96223 and first["valid"] is True and first["flag"] == "N"
+    assert first["co2_dry_pct"] == 12.0 and first["n_valid"] == 60
+    assert second["co2_t"] == 221.58251 and second["co2_measured_t"] is None
+    assert (second["substituted"], second["substitution_rule"], second["flag"]) == (
+        True, "mrr_mean_2sigma", "D")
+
+
+async def test_unit_and_stream_hours_and_days(history_sink: WebSink,
+                                              http: aiohttp.ClientSession) -> None:
+    q = "?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+    units = await get_json(http, f"{base(history_sink)}/api/v1/units/U1/hours{q}")
+    assert [u["co2_factor_t"] for u in units] == [192.61506] * 3
+    streams = await get_json(http, f"{base(history_sink)}/api/v1/streams/U1_coal/hours{q}")
+    assert streams[0]["factor_version"] == "demo-coal-2020-01"
+    assert streams[0]["t_end"] == "2026-01-01T01:00:00Z" and streams[0]["quantity"] == 100.0
+    assert await get_json(http, f"{base(history_sink)}/api/v1/sources/S1/days{q}") == []
+
+
+async def test_allowance_position(history_sink: WebSink, http: aiohttp.ClientSession) -> None:
+    pos = await get_json(http, f"{base(history_sink)}/api/v1/allowance")
+    assert pos["t"] == "2026-01-01T03:00:00Z"  # the end of the latest closed hour
+    assert pos["ytd_t"] == 4973.29632 and pos["used_pct"] == 0.4973296
+    assert pos["forecast_year_end_t"] == 1_743_359.890
+    assert pos["shortfall_cost_cny"] == 59_468_791.2 and pos["carbon_price_cny_t"] == 80.0
+
+
+async def test_allowance_before_the_first_hour(sink: WebSink,
+                                               http: aiohttp.ClientSession) -> None:
+    pos = await get_json(http, f"{base(sink)}/api/v1/allowance")
+    assert pos["t"] is None and "ytd_t" not in pos
+
+
+@pytest.mark.parametrize(("query", "status", "message"), [
+    ("", 400, "query parameter 'from' is required (ISO 8601 with offset, e.g. "
+     "2026-11-21T00:00:00+08:00)"),
+    ("?from=2026-01-01T00:00:00Z", 400, "query parameter 'to' is required (ISO 8601 with "
+     "offset, e.g. 2026-11-21T00:00:00+08:00)"),
+    ("?from=yesterday&to=2026-01-02T00:00:00Z", 400,
+     "query parameter 'from': 'yesterday' is not an ISO 8601 time"),
+    ("?from=2026-01-01T00:00:00&to=2026-01-02T00:00:00Z", 400, "query parameter 'from': "
+     "'2026-01-01T00:00:00' needs a UTC offset, e.g. 2026-01-01T00:00:00+08:00"),
+    ("?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 400, "'to' must be after 'from'"),
+    ("?from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z", 400,
+     "at most 31 days of hours per request"),
+])
+async def test_bad_hour_queries(history_sink: WebSink, http: aiohttp.ClientSession, query: str,
+                                status: int, message: str) -> None:
+    body = await get_json(http, f"{base(history_sink)}/api/v1/sources/S1/hours{query}", status)
+    assert body == {"error": message}
+
+
+async def test_unknown_ids(history_sink: WebSink, http: aiohttp.ClientSession) -> None:
+    q = "?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+    assert await get_json(http, f"{base(history_sink)}/api/v1/sources/S9/hours{q}", 404) == {
+        "error": "unknown source 'S9'"}
+    assert await get_json(http, f"{base(history_sink)}/api/v1/streams/S1/days{q}", 404) == {
+        "error": "unknown stream 'S1'"}
+
+
+async def test_no_historian(sink: WebSink, http: aiohttp.ClientSession) -> None:
+    q = "?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+    assert await get_json(http, f"{base(sink)}/api/v1/sources/S1/hours{q}", 503) == {
+        "error": "no historian: stored hours and days are not available"}

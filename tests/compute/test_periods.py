@@ -1,0 +1,313 @@
+"""The period stage: hours and days with substitution, factor method, counters, allowance.
+
+Worked examples are built on the calc_vectors.md CEMS minute (C 12.0 % dry, Q_sd
+835 718.9 m³/h, ρ 1.964 kg/m³): an hour of such minutes is G_h = 12.0·1.964·835 718.9/100
+= 196 962.23 kg/h → 196.96223 t. Plant day 2026-01-01 in Asia/Shanghai (UTC+8), so the
+demo coal's first factor version (NCV 17.2 GJ/t, CC 0.03085 tC/GJ, OF 0.99) is in force.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from compute.periods import MinuteBatch, PeriodCycle, Readings
+from server.config import PlantConfig, parse_config
+from server.records import DataFlag, PeriodRecords
+from tests.fixtures.plant import plant_dict
+
+REPO = Path(__file__).resolve().parents[2]
+Q = 835_718.9
+DAY0 = datetime(2025, 12, 31, 16, tzinfo=UTC)  # 2026-01-01 00:00 in Shanghai
+HOUR_T = 196.96223035  # 12.0 · 1.964 · 835 718.9 / 100 / 1000
+
+
+def printed(value: float, decimals: int) -> Any:
+    return pytest.approx(value, abs=0.5 * 10.0**-decimals, rel=0)
+
+
+def config(**changes: Any) -> PlantConfig:
+    """The fixture plant plus a coal feeder tag (t/h) and an auxiliary-power meter (kWh)."""
+    d = plant_dict()
+    d["devices"][0]["tags"] += [
+        {"id": "u1_coal", "register": 30, "unit": "t/h", "sim": {"value": 100.0}},
+        {"id": "u1_aux_kwh", "register": 32, "type": "float64", "unit": "kWh",
+         "sim": {"value": 0.0}}]
+    d["factor_table"] = str(REPO / "config" / "factors.yaml")
+    d["reconciliation"] = {"limit_pct": 5.0}
+    d["units"][0]["streams"] = [
+        {"id": "U1_coal", "kind": "solid_fuel", "factors": "demo_coal",
+         "rate_per_h": {"tag": "u1_coal"}},
+        {"id": "U1_aux", "kind": "electricity", "factors": "grid_electricity",
+         "counter": {"tag": "u1_aux_kwh", "rollover_count": 1_000_000,
+                     "max_jump_per_h": 100_000, "quantity_per_count": 0.001}}]
+    d["allowance"] = {"annual_t": 1_000_000.0, "carbon_price_cny_t": 80.0}
+    d["units"][0]["sources"][0]["substitution"] = {"rule": "mrr_mean_2sigma", "lookback_h": 3}
+    for key, value in changes.items():  # a top-level key, or else one of source S1
+        (d if key in d else d["units"][0]["sources"][0])[key] = value
+    return parse_config(d, "test")
+
+
+TAGS = ["s1_velocity", "s1_temp", "s1_static", "s1_moisture", "s1_co2", "u1_power", "u1_coal",
+        "u1_aux_kwh"]
+
+
+def hours_of_minutes(start: datetime, hours: int, conc: dict[int, float] | None = None,
+                     bad: dict[int, DataFlag] | None = None, coal_t_h: float = 100.0,
+                     kwh: list[float] | None = None) -> MinuteBatch:
+    """`hours` hours of minutes from `start`: C 12.0 % (or conc[hour]), Q 835 718.9 m³/h,
+    600 MW, coal `coal_t_h`; hours in `bad` flagged so for all their minutes; one meter
+    reading 30 s into each minute from `kwh` (one value per minute)."""
+    n = hours * 60
+    t_s = start.timestamp() + 60.0 * np.arange(n)
+    c = np.full((n, 1), 12.0)
+    flag = np.zeros((n, 1), np.uint8)
+    for h, value in (conc or {}).items():
+        c[h * 60:(h + 1) * 60] = value
+    for h, f in (bad or {}).items():
+        flag[h * 60:(h + 1) * 60] = int(f)
+    means = np.zeros((n, len(TAGS)))
+    means[:, TAGS.index("u1_power")] = 600.0
+    means[:, TAGS.index("u1_coal")] = coal_t_h
+    readings = (Readings(t_s + 30.0, np.asarray(kwh, np.float64), np.zeros(n, np.uint8))
+                if kwh is not None else Readings.empty())
+    return MinuteBatch(t_s, c, np.full((n, 1), Q), flag, means,
+                       np.zeros((n, len(TAGS)), np.uint8), (readings,))
+
+
+def run(cycle: PeriodCycle, batch: MinuteBatch, one_by_one: bool = False) -> list[PeriodRecords]:
+    if not one_by_one:
+        return cycle.add(batch)
+    out = []
+    for j in range(batch.t_s.size):
+        one = MinuteBatch(batch.t_s[j:j + 1], batch.co2_dry_pct[j:j + 1],
+                          batch.flow_std_dry_m3_h[j:j + 1], batch.source_flag[j:j + 1],
+                          batch.tag_mean[j:j + 1], batch.tag_flag[j:j + 1],
+                          tuple(Readings(r.t_s[(r.t_s >= batch.t_s[j]) & (
+                              r.t_s < batch.t_s[j] + 60)], r.value[(r.t_s >= batch.t_s[j]) & (
+                                  r.t_s < batch.t_s[j] + 60)], r.flag[(r.t_s >= batch.t_s[j]) & (
+                                      r.t_s < batch.t_s[j] + 60)]) for r in batch.counters))
+        out += cycle.add(one)
+    return out
+
+
+def kwh_readings(n: int, jump_at: int | None = None) -> list[float]:
+    """From 999 000 kWh, +1 000 kWh a minute on a register that wraps at 1 000 000;
+    minute `jump_at` adds 11 000 instead."""
+    out, v = [], 999_000.0
+    for m in range(n):
+        out.append(v)
+        v = (v + (11_000.0 if m + 1 == jump_at else 1_000.0)) % 1_000_000
+    return out
+
+
+def worked_day(one_by_one: bool = False) -> list[PeriodRecords]:
+    # Hours 0–2: C 12.0, 12.5, 13.0 %; hour 3: instrument fault (D) all hour; 4–23: 12.0 %;
+    # then hour 0 of the next day. The aux meter jumps at 05:30.
+    batch = hours_of_minutes(DAY0, 25, conc={1: 12.5, 2: 13.0}, bad={3: DataFlag.D},
+                             kwh=kwh_readings(25 * 60, jump_at=5 * 60 + 30))
+    return run(PeriodCycle(config()), batch, one_by_one)
+
+
+def test_hours_with_mrr_substitute() -> None:
+    hours = [r for r in worked_day() if r.level == "hour"]
+    assert [h.t for h in hours] == [DAY0 + timedelta(hours=i) for i in range(25)]
+    s = [h.sources[0] for h in hours]
+    assert s[0].co2_t == printed(196.96223, 5) and s[0].valid and s[0].n_valid == 60
+    assert s[1].co2_t == printed(205.16899, 5)  # 12.5 · 1.964 · 835 718.9 / 1e5
+    assert s[2].co2_t == printed(213.37575, 5)  # 13.0 · …
+    # Hour 3: mean of (12.0, 12.5, 13.0) = 12.5 %, σ = 0.5 → 13.5 %; flow σ = 0 → Q.
+    # 13.5 · 1.964 · 835 718.9 / 1e5 = 221.58251 t
+    sub = s[3]
+    assert (sub.valid, sub.flag, sub.substituted) == (False, DataFlag.D, True)
+    assert sub.substitution_rule == "mrr_mean_2sigma"
+    assert sub.co2_t == printed(221.58251, 5)
+    assert math.isnan(sub.co2_measured_t)  # no valid minute; the substitute stays apart
+    # Hour 4: the lookback (hours 1–3) has only 2 valid hours, still enough (min 2).
+    assert s[4].co2_t == printed(196.96223, 5) and not s[4].substituted
+
+
+def test_day_totals_factor_method_and_reconciliation() -> None:
+    day = next(r for r in worked_day() if r.level == "day")
+    assert (day.t, day.t_end) == (DAY0, DAY0 + timedelta(days=1))
+    (s1,) = day.sources
+    # 21 hours at 196.96223 + 205.16899 + 213.37575 + substituted 221.58251 = 4 776.33409 t
+    assert s1.co2_t == printed(4776.33409, 5)
+    assert s1.co2_measured_t == printed(4776.33409 - 221.58251, 5)
+    assert (s1.valid, s1.n_valid, s1.n_substituted, s1.n_missing) == (True, 23, 1, 0)
+    assert s1.substitution_rule == "mrr_mean_2sigma"
+    coal, aux = day.streams
+    # 24 h × 100 t/h = 2 400 t; 2 400 · 17.2 · 0.03085 · 0.99 · 44/12 = 4 622.76144 t
+    assert (coal.quantity, coal.quantity_unit, coal.factor_version) == (
+        pytest.approx(2400.0, rel=1e-12), "t", "demo-coal-2020-01")
+    assert coal.co2_t == printed(4622.76144, 5) and coal.flag is DataFlag.N
+    # Meter: 59 deltas of 1 000 kWh in hour 0 (the first reading opens), 60 in hours 1–23,
+    # the 11 000 kWh jump at 05:30 (660 000 kWh/h > 100 000) left out: 59 + 59 + 22·60 =
+    # 1 438 MWh; × 0.5703 t/MWh = 820.0914 t
+    assert aux.quantity == pytest.approx(1438.0, rel=1e-12) and aux.quantity_unit == "MWh"
+    assert aux.co2_t == printed(820.0914, 4) and aux.factor_version == "grid-cn-0.5703"
+    assert "implausible_jump" in aux.note and "rollover" in aux.note
+    (u1,) = day.units
+    assert u1.co2_cems_t == printed(4776.33409, 5)
+    assert u1.co2_factor_t == printed(4622.76144, 5)  # purchased electricity is not stack CO2
+    assert u1.output_mwh == pytest.approx(24 * 600.0, rel=1e-12)
+    # (4 776.33409 − 4 622.76144) / 4 622.76144 · 100 = 3.32210 % < 5 %
+    assert u1.reconciliation_diff_pct == printed(3.32210, 5)
+    assert not u1.reconciliation_exceeded
+
+
+def test_counter_hours() -> None:
+    hours = [r for r in worked_day() if r.level == "hour"]
+    aux = [h.streams[1] for h in hours]
+    assert aux[0].quantity == pytest.approx(59.0, rel=1e-12)  # 999 000 → 0 wraps: 1 000 kWh
+    assert aux[0].co2_t == printed(33.6477, 4) and aux[0].note == "rollover"
+    assert aux[1].quantity == pytest.approx(60.0, rel=1e-12) and aux[1].valid
+    assert (aux[5].quantity, aux[5].flag, aux[5].note) == (
+        pytest.approx(59.0, rel=1e-12), DataFlag.T, "implausible_jump")
+    coal = [h.streams[0] for h in hours]
+    # 100 t · 17.2 · 0.03085 · 0.99 · 44/12 = 192.61506 t an hour
+    assert coal[7].quantity == pytest.approx(100.0, rel=1e-12)
+    assert coal[7].co2_t == printed(192.61506, 5)
+
+
+def test_allowance_position_at_the_end_of_an_hour() -> None:
+    hours = [r for r in worked_day() if r.level == "hour"]
+    last = hours[-1].allowance
+    assert last is not None
+    # ytd = day 1 (4 776.33409) + hour 0 of day 2 (196.96223) = 4 973.29632 t
+    assert last.ytd_t == printed(4973.29632, 5)
+    # 25 h of the 8 760 h of 2026: 365 · (1 − 25/8 760) = 363.958333 days left
+    assert last.year_fraction == pytest.approx(25 / 8760, rel=1e-12)
+    assert last.days_left == pytest.approx(363.958333, rel=1e-8)
+    # forecast = 4 973.29632 + 4 776.33409 · 363.958333 = 1 743 359.890 t
+    assert last.forecast_year_end_t == printed(1_743_359.890, 3)
+    assert last.used_pct == printed(0.4973296, 7) and last.headroom_t == printed(
+        995_026.70368, 5)
+    # 743 359.890 t short at 80 CNY/t = 59 468 791.2 CNY
+    assert last.forecast_shortfall_t == printed(743_359.890, 3)
+    assert last.shortfall_cost_cny == printed(59_468_791.2, 1)
+    assert hours[0].allowance is not None
+    assert math.isnan(hours[0].allowance.forecast_year_end_t)  # no closed day yet
+
+
+def test_minute_by_minute_and_batched_give_identical_records() -> None:
+    assert repr(worked_day(one_by_one=True)) == repr(worked_day())
+
+
+def test_input_arrays_are_not_changed() -> None:
+    batch = hours_of_minutes(DAY0, 2, bad={1: DataFlag.D})
+    before = batch.co2_dry_pct.copy(), batch.source_flag.copy()
+    PeriodCycle(config()).add(batch)
+    assert np.array_equal(batch.co2_dry_pct, before[0])
+    assert np.array_equal(batch.source_flag, before[1])
+
+
+def test_too_short_a_lookback_gives_no_substitute_and_says_why() -> None:
+    # Hour 0 D: nothing before it in the lookback.
+    (h0,) = PeriodCycle(config()).add(hours_of_minutes(DAY0, 1, bad={0: DataFlag.D}))
+    s = h0.sources[0]
+    assert not s.substituted and math.isnan(s.co2_t) and s.substitution_rule == ""
+    assert s.substitution_note == ("co2_dry_pct: 0 valid hours in the lookback, at least 2 "
+                                   "needed; flow_std_dry_m3_h: 0 valid hours in the lookback, "
+                                   "at least 2 needed")
+
+
+def test_factor_method_substitute() -> None:
+    cycle = PeriodCycle(config(substitution={"rule": "factor_method"}))
+    hours = cycle.add(hours_of_minutes(DAY0, 2, bad={1: DataFlag.B}))
+    s = hours[1].sources[0]
+    # the hour's coal: 100 t → 192.61506 t CO2
+    assert s.substituted and s.substitution_rule == "factor_method"
+    assert s.co2_t == printed(192.61506, 5) and s.flag is DataFlag.B
+
+
+def test_max_previous_substitute() -> None:
+    cycle = PeriodCycle(config(substitution={"rule": "max_previous_n", "n_hours": 2,
+                                             "lookback_h": 24}))
+    hours = cycle.add(hours_of_minutes(DAY0, 4, conc={0: 13.0, 1: 12.5, 2: 12.0},
+                                       bad={3: DataFlag.C}))
+    # max of the previous 2 valid hours: C 12.5 (hour 1), Q → 205.16899 t
+    assert hours[3].sources[0].co2_t == printed(205.16899, 5)
+    assert hours[3].sources[0].substitution_rule == "max_previous_n"
+
+
+def test_stopped_unit_is_not_substituted() -> None:
+    cycle = PeriodCycle(config())
+    hours = cycle.add(hours_of_minutes(DAY0, 4, bad={3: DataFlag.F}))
+    s = hours[3].sources[0]
+    assert not s.substituted and s.substitution_note == "unit stopped (F): no substitute"
+
+
+def test_hours_without_minutes_are_closed_as_gaps() -> None:
+    cycle = PeriodCycle(config())
+    first = hours_of_minutes(DAY0, 1)
+    later = hours_of_minutes(DAY0 + timedelta(hours=3), 1)
+    out = cycle.add(first) + cycle.add(later)
+    assert [(h.t.hour, h.sources[0].flag, h.sources[0].n_valid) for h in out] == [
+        (16, DataFlag.N, 60), (17, DataFlag.B, 0), (18, DataFlag.B, 0), (19, DataFlag.N, 60)]
+    # one valid hour in the lookback is too few for mean + 2σ (it needs 2): no substitute
+    assert not out[1].sources[0].substituted and not out[2].sources[0].substituted
+
+
+def test_a_partial_hour_closes_only_at_the_end() -> None:
+    cycle = PeriodCycle(config())
+    one = MinuteBatch(np.array([DAY0.timestamp()]), np.array([[12.0]]), np.array([[Q]]),
+                      np.zeros((1, 1), np.uint8), np.zeros((1, len(TAGS))),
+                      np.zeros((1, len(TAGS)), np.uint8), (Readings.empty(),))
+    assert cycle.add(one) == []
+    hour, day = cycle.flush()
+    assert (hour.level, day.level) == ("hour", "day")
+    assert hour.sources[0].flag is DataFlag.B and hour.sources[0].n_valid == 1
+    assert day.sources[0].n_missing == 24 and day.sources[0].flag is DataFlag.B
+
+
+def test_minutes_must_come_in_order() -> None:
+    cycle = PeriodCycle(config())
+    cycle.add(hours_of_minutes(DAY0 + timedelta(hours=1), 1))
+    with pytest.raises(ValueError, match="time order"):
+        cycle.add(hours_of_minutes(DAY0, 1))
+
+
+def test_a_factor_version_change_within_the_day_splits_the_stream(tmp_path: Path) -> None:
+    table = tmp_path / "f.yaml"
+    text = (REPO / "config" / "factors.yaml").read_text(encoding="utf-8")
+    table.write_text(text + """
+  - id: demo-coal-2026-01-01-noon
+    stream: demo_coal
+    effective_from: 2026-01-01T12:00:00+08:00
+    source: test
+    factors: {ncv_gj_t: 20.0, cc_tc_gj: 0.03085, of: 0.99}
+""", encoding="utf-8")
+    cycle = PeriodCycle(config(factor_table=str(table)))
+    out = cycle.add(hours_of_minutes(DAY0, 24))
+    day = next(r for r in out if r.level == "day")
+    morning, afternoon = day.streams[0], day.streams[1]
+    # 12 h × 100 t: 1 200 · 17.2 · 0.03085 · 0.99 · 44/12 = 2 311.38072 t;
+    # 1 200 · 20.0 · 0.03085 · 0.99 · 44/12 = 2 687.6520 t
+    assert (morning.factor_version, morning.quantity) == ("demo-coal-2020-01",
+                                                          pytest.approx(1200.0))
+    assert morning.co2_t == printed(2311.38072, 5)
+    assert (afternoon.factor_version, afternoon.t) == ("demo-coal-2026-01-01-noon",
+                                                       DAY0 + timedelta(hours=12))
+    assert afternoon.co2_t == printed(2687.6520, 4)
+    assert day.units[0].co2_factor_t == printed(2311.38072 + 2687.6520, 4)
+
+
+def test_restart_continues_from_stored_records() -> None:
+    batch = hours_of_minutes(DAY0, 25, conc={1: 12.5, 2: 13.0}, bad={3: DataFlag.D})
+    whole = PeriodCycle(config()).add(batch)
+
+    def part(a: int, b: int) -> MinuteBatch:
+        return MinuteBatch(batch.t_s[a:b], batch.co2_dry_pct[a:b],
+                           batch.flow_std_dry_m3_h[a:b], batch.source_flag[a:b],
+                           batch.tag_mean[a:b], batch.tag_flag[a:b], (Readings.empty(),))
+    before = PeriodCycle(config()).add(part(0, 5 * 60))  # stopped after hour 4
+    resumed = PeriodCycle(config())
+    resumed.restore([r for r in before if r.level == "hour"], [])
+    after = resumed.add(part(5 * 60, 25 * 60))
+    assert repr(after) == repr(whole[len(before):])
