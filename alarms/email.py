@@ -6,6 +6,7 @@ import os
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiosmtplib
@@ -58,10 +59,13 @@ def body(event: AlarmEvent, site_name: str, tz: ZoneInfo) -> str:
 class EmailChannel:
     """Sends alarm events as plain-text mail through one SMTP server."""
 
-    def __init__(self, config: EmailChannelConfig, timezone: str = "Asia/Shanghai") -> None:
+    def __init__(self, config: EmailChannelConfig, timezone: str = "Asia/Shanghai", *,
+                 password: str | None = None) -> None:
         self.config = config
         self.id = config.id
         self.tz = ZoneInfo(timezone)
+        self._given_password = password  # already resolved (alarms.channels); else read per send
+        self.secrets: tuple[str, ...] = (password,) if password else ()  # for redaction
 
     def message(self, event: AlarmEvent, site_name: str) -> EmailMessage:
         """Build the mail for one event."""
@@ -76,7 +80,15 @@ class EmailChannel:
         return msg
 
     def _password(self) -> str | None:
-        env = self.config.password_env
+        if self._given_password is not None:
+            return self._given_password
+        env, file = self.config.password_env, self.config.password_file
+        if file is not None:
+            try:
+                return Path(file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SinkError(f"email channel {self.id!r}: cannot read the SMTP password "
+                                f"file {file!r}: {exc.strerror}") from None
         if env is None:
             return None
         password = os.environ.get(env)
@@ -102,8 +114,11 @@ class EmailChannel:
                 timeout=cfg.timeout_s,
                 use_tls=cfg.security == "ssl",
                 start_tls=cfg.security == "starttls",
+                cert_bundle=cfg.ca_file,
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
+            if password:
+                detail = detail.replace(password, "***")
             raise SinkError(f"email channel {self.id!r}: cannot send via "
-                            f"{cfg.host}:{cfg.port} ({cfg.security}): {detail}") from exc
+                            f"{cfg.host}:{cfg.port} ({cfg.security}): {detail}") from None
