@@ -8,8 +8,9 @@ import logging
 import math
 import time
 from collections.abc import Coroutine, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compute import kernels, periods
 from compute.cycle import MinuteCycle
@@ -18,8 +19,11 @@ from compute.tagstore import TagStore
 from drivers.base import Driver, Simulator, create_drivers, create_simulators
 from server.config import PlantConfig
 from server.historian import Historian
-from server.records import AlarmEvent, MinuteResult, PeriodRecords, Sample
+from server.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
 from server.sinks import QueuedSink, Sink
+
+if TYPE_CHECKING:
+    from alarms.engine import AlarmSink
 
 log = logging.getLogger("carbonscada")
 
@@ -40,6 +44,7 @@ class Runtime:
         self._sinks: list[QueuedSink] = []
         self._simulators: list[Simulator] = []
         self._drivers: list[Driver] = []
+        self._alarms: AlarmSink | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._started_at = started_at if started_at is not None else time.monotonic()
@@ -55,14 +60,14 @@ class Runtime:
 
         cfg = self.config
         sinks: list[Sink] = [self.historian]
-        alarms = AlarmSink(cfg)
+        alarms = self._alarms = AlarmSink(cfg)
         web: WebSink | None = None
         if cfg.opcua.enabled:
             sinks.append(OpcUaSink(cfg))
         if cfg.influx is not None:
             sinks.append(InfluxSink(cfg.influx, cfg.site.id))
         if cfg.web.enabled:
-            web = WebSink(cfg, history=self.historian)
+            web = WebSink(cfg, history=self.historian, devices=self.device_status)
             sinks.append(web)
         sinks.append(alarms)
 
@@ -72,6 +77,15 @@ class Runtime:
             self._spawn(self.historian.record_alarm(event))
         alarms.subscribe(on_alarm)
         return sinks
+
+    def _on_device_event(self, event: DeviceEvent) -> None:
+        if self._alarms is not None:  # communication-loss rules; the bus has logged it
+            self._alarms.on_device_event(event)
+
+    def device_status(self) -> list[dict[str, Any]]:
+        """Every bus with its counters and the counters of each device on it."""
+        return [{**asdict(d.bus_stats()), "devices": [asdict(s) for s in d.stats()]}
+                for d in self._drivers]
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -93,7 +107,7 @@ class Runtime:
             self._simulators = create_simulators(self.config.devices, self.config.site.timezone)
             for sim in self._simulators:
                 await sim.start()
-            self._drivers = create_drivers(self.config.devices)
+            self._drivers = create_drivers(self.config.devices, self._on_device_event)
             for driver in self._drivers:
                 self._tasks.append(asyncio.create_task(driver.run(self._ingest),
                                                        name=f"bus:{driver.name}"))

@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from asyncua import Client, ua
 from asyncua.ua.status_codes import StatusCodes
@@ -60,8 +61,19 @@ async def test_demo_meters_answer_over_their_protocols(tmp_path: Path) -> None:
                         if dv.StatusCode.value == StatusCodes.Good:
                             values[tag] = float(dv.Value.Value)
                     await asyncio.sleep(0.2)
+        url = f"http://127.0.0.1:{data['web']['port']}/api/v1/devices"
+        async with aiohttp.ClientSession() as http, http.get(url) as r:
+            assert r.status == 200
+            buses = (await r.json())["buses"]
     finally:
         await runtime.stop()
+    # one bus per port / endpoint: cems1+cems2 share 15020, the three meters one pty
+    by_bus = {b["bus"]: sorted(d["device"] for d in b["devices"]) for b in buses}
+    assert sorted(by_bus.values()) == [["cems1", "cems2"], ["dcs"], ["gas_startup"],
+                                       ["meter_g1", "meter_g2", "meter_station"]]
+    assert all(b["connected"] and b["requests"] > 0 and b["errors"] == 0 for b in buses)
+    devices = [d for b in buses for d in b["devices"]]
+    assert all(d["online"] and d["polls"] > 0 and d["last_error"] == "" for d in devices)
     # load curve between the configured trough and peak (noise 1σ = 1 MW)
     assert 355.0 <= values["u1_meter_power"] <= 605.0
     assert 345.0 <= values["u2_meter_power"] <= 595.0

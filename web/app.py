@@ -374,6 +374,8 @@ class _Hub:
 LIVE: Final = web.AppKey("live", LiveState)
 HUB: Final = web.AppKey("hub", _Hub)
 HISTORY: Final[web.AppKey[PeriodHistory | None]] = web.AppKey("history")
+DeviceStatus = Callable[[], list[dict[str, Any]]]
+DEVICES: Final[web.AppKey[DeviceStatus | None]] = web.AppKey("devices")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -480,6 +482,11 @@ async def _get_alarms(request: web.Request) -> web.Response:
     return _json(request.app[LIVE].alarms_json())
 
 
+async def _get_devices(request: web.Request) -> web.Response:
+    status = request.app[DEVICES]
+    return _json({"buses": status() if status is not None else []})
+
+
 async def _index(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -501,13 +508,14 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def build_app(live: LiveState, hub: _Hub,
-              history: PeriodHistory | None = None) -> web.Application:
+def build_app(live: LiveState, hub: _Hub, history: PeriodHistory | None = None,
+              devices: DeviceStatus | None = None) -> web.Application:
     """The aiohttp application serving `live` and `history`, fanning out through `hub`."""
     app = web.Application(middlewares=[_errors_middleware], client_max_size=64 * 1024)
     app[LIVE] = live
     app[HUB] = hub
     app[HISTORY] = history
+    app[DEVICES] = devices
     app.on_response_prepare.append(_security_headers)
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/", _index)
@@ -517,6 +525,7 @@ def build_app(live: LiveState, hub: _Hub,
     app.router.add_get(f"{API_PREFIX}/site", _get_site)
     app.router.add_get(f"{API_PREFIX}/alarms", _get_alarms)
     app.router.add_get(f"{API_PREFIX}/allowance", _get_allowance)
+    app.router.add_get(f"{API_PREFIX}/devices", _get_devices)
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
             app.router.add_get(f"{API_PREFIX}/{kind}s/{{id}}/{level}",
@@ -532,11 +541,12 @@ class WebSink:
     name = "web"
 
     def __init__(self, config: PlantConfig, *, history: PeriodHistory | None = None,
-                 send_timeout_s: float = 5.0, client_queue_size: int = 256,
-                 close_timeout_s: float = 2.0) -> None:
+                 devices: DeviceStatus | None = None, send_timeout_s: float = 5.0,
+                 client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
         self.live = LiveState(config)
         self._history = history
+        self._devices = devices
         self._hub = _Hub(send_timeout_s, client_queue_size, close_timeout_s)
         self._close_timeout_s = close_timeout_s
         self._runner: web.AppRunner | None = None
@@ -558,7 +568,7 @@ class WebSink:
         """Bind config.web.host:port and serve."""
         if self._runner is not None:
             return
-        runner = web.AppRunner(build_app(self.live, self._hub, self._history),
+        runner = web.AppRunner(build_app(self.live, self._hub, self._history, self._devices),
                                shutdown_timeout=self._close_timeout_s)
         await runner.setup()
         try:
