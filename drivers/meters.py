@@ -6,6 +6,7 @@ import asyncio
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from drivers import cjt188, dlt645
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
@@ -54,11 +55,14 @@ def _scaled(tag_id: str, value: float, scale: float, offset: float, t: datetime)
     return Sample(tag_id, t, value * scale + offset, DataFlag.N)
 
 
-class Dlt645Poller:
-    """Reads one DL/T 645 meter: one request per tag (DI), follow-up frames joined."""
+_Meter = TypeVar("_Meter", Dlt645DeviceConfig, Cjt188DeviceConfig)
 
-    def __init__(self, device: Dlt645DeviceConfig, link: StreamLink) -> None:
-        self.device = device
+
+class _MeterPoller(Generic[_Meter]):
+    """What every meter poller has: its device, the bus link, counters and tag ids."""
+
+    def __init__(self, device: _Meter, link: StreamLink) -> None:
+        self.device: _Meter = device
         self.device_id = device.id
         self.poll_interval_s = device.poll_interval_s
         self.link = link
@@ -69,6 +73,10 @@ class Dlt645Poller:
     def tag_ids(self) -> list[str]:
         """Every tag the device emits."""
         return self._tags
+
+
+class Dlt645Poller(_MeterPoller[Dlt645DeviceConfig]):
+    """Reads one DL/T 645 meter: one request per tag (DI), follow-up frames joined."""
 
     async def read(self, di: int) -> dlt645.Reading:
         """One data item, following up multi-frame replies; raises NoReply/ProtocolError."""
@@ -126,21 +134,8 @@ class Dlt645Poller:
         return _scaled(tag.id, reading.value, tag.scale, tag.offset, t)
 
 
-class Cjt188Poller:
+class Cjt188Poller(_MeterPoller[Cjt188DeviceConfig]):
     """Reads one CJ/T 188 meter: one 901F request gives every tag of the device."""
-
-    def __init__(self, device: Cjt188DeviceConfig, link: StreamLink) -> None:
-        self.device = device
-        self.device_id = device.id
-        self.poll_interval_s = device.poll_interval_s
-        self.link = link
-        self.where = f"device {device.id} ({link.name} address {device.address})"
-        self.stats = DeviceStats(device=device.id)
-        self._tags = [t.id for t in device.tags]
-
-    def tag_ids(self) -> list[str]:
-        """Every tag the device emits."""
-        return self._tags
 
     async def read(self) -> cjt188.Reading:
         """The meter's 901F reading; raises NoReply/ProtocolError."""
