@@ -40,7 +40,7 @@ def demo(tmp_path: Path) -> dict[str, Any]:
 
 async def test_demo_meters_answer_over_their_protocols(tmp_path: Path) -> None:
     data = demo(tmp_path)
-    runtime = Runtime(parse_config(data, "demo-plant.yaml (ports moved)"))
+    runtime = Runtime(parse_config(data, "demo-plant.yaml (ports moved)", REPO / "config"))
     await runtime.start()
     try:
         async with Client(data["opcua"]["endpoint"]) as client:

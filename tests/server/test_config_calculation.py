@@ -83,7 +83,7 @@ def test_factor_table_is_read_relative_to_the_plant_file(tmp_path: Path) -> None
     plant = tmp_path / "plant.yaml"
     plant.write_text(yaml.safe_dump(d, allow_unicode=True), encoding="utf-8")
     assert load_config(plant).factors.streams == ("grid_electricity", "purchased_heat",
-                                                  "demo_coal")
+                                                  "demo_coal", "natural_gas")
 
 
 # ----------------------------------------------------------------- validity rules
@@ -193,7 +193,7 @@ ST = "units[0].streams[0]"
     ({"id": "S1"}, f"{ST}.id", "duplicate id 'S1' (also units[0].sources[0])"),
     ({"factors": "lignite"}, f"{ST}.factors",
      f"no factor stream 'lignite' in {SHIPPED_FACTORS} (it has: grid_electricity, "
-     "purchased_heat, demo_coal)"),
+     "purchased_heat, demo_coal, natural_gas)"),
     ({"method": "measured_carbon"}, f"{ST}.factors", f"{SHIPPED_FACTORS}: stream 'demo_coal', "
      "factor version 'demo-coal-2020-01': method measured_carbon with quantity in t needs "
      "factor(s) c_ar_tc_t"),
