@@ -60,42 +60,6 @@ CREATE TABLE IF NOT EXISTS period (
   prorated_t REAL, used_pct REAL, headroom_t REAL, forecast_year_end_t REAL,
   forecast_shortfall_t REAL, carbon_price_cny_t REAL, shortfall_cost_cny REAL,
   PRIMARY KEY (level, t_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS source_hour (
-  source TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_dry_pct REAL, flow_std_dry_m3_h REAL,
-  co2_rate_kg_h REAL, co2_t REAL, co2_measured_t REAL, valid INTEGER NOT NULL,
-  flag TEXT NOT NULL, n_valid INTEGER NOT NULL, substituted INTEGER NOT NULL,
-  substitution_rule TEXT NOT NULL, n_substituted INTEGER NOT NULL, n_missing INTEGER NOT NULL,
-  substitution_note TEXT NOT NULL,
-  PRIMARY KEY (source, t_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS source_day (
-  source TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_dry_pct REAL, flow_std_dry_m3_h REAL,
-  co2_rate_kg_h REAL, co2_t REAL, co2_measured_t REAL, valid INTEGER NOT NULL,
-  flag TEXT NOT NULL, n_valid INTEGER NOT NULL, substituted INTEGER NOT NULL,
-  substitution_rule TEXT NOT NULL, n_substituted INTEGER NOT NULL, n_missing INTEGER NOT NULL,
-  substitution_note TEXT NOT NULL,
-  PRIMARY KEY (source, t_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS stream_hour (
-  stream TEXT NOT NULL, unit TEXT NOT NULL, t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL,
-  quantity REAL, quantity_unit TEXT NOT NULL, co2_t REAL, factor_version TEXT NOT NULL,
-  method TEXT NOT NULL, valid INTEGER NOT NULL, flag TEXT NOT NULL, n_valid INTEGER NOT NULL,
-  note TEXT NOT NULL,
-  PRIMARY KEY (stream, t_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS stream_day (
-  stream TEXT NOT NULL, unit TEXT NOT NULL, t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL,
-  quantity REAL, quantity_unit TEXT NOT NULL, co2_t REAL, factor_version TEXT NOT NULL,
-  method TEXT NOT NULL, valid INTEGER NOT NULL, flag TEXT NOT NULL, n_valid INTEGER NOT NULL,
-  note TEXT NOT NULL,
-  PRIMARY KEY (stream, t_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS unit_hour (
-  unit TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_cems_t REAL, co2_factor_t REAL,
-  output_mwh REAL, intensity_t_mwh REAL, valid INTEGER NOT NULL, flag TEXT NOT NULL,
-  reconciliation_diff_pct REAL, reconciliation_exceeded INTEGER NOT NULL,
-  PRIMARY KEY (unit, t_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS unit_day (
-  unit TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_cems_t REAL, co2_factor_t REAL,
-  output_mwh REAL, intensity_t_mwh REAL, valid INTEGER NOT NULL, flag TEXT NOT NULL,
-  reconciliation_diff_pct REAL, reconciliation_exceeded INTEGER NOT NULL,
-  PRIMARY KEY (unit, t_ms)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS factor_version (
   id TEXT PRIMARY KEY, stream TEXT NOT NULL, effective_from_ms INTEGER NOT NULL,
   factors TEXT NOT NULL, source TEXT NOT NULL, first_seen_ms INTEGER NOT NULL);
@@ -104,6 +68,30 @@ CREATE TABLE IF NOT EXISTS alarm_journal (
   state TEXT NOT NULL, previous TEXT NOT NULL, value REAL, limit_value REAL,
   target TEXT NOT NULL, message TEXT NOT NULL);
 """
+
+# Hour and day tables share their columns: one definition per kind, two tables each.
+_PERIOD_COLUMNS = {
+    "source": """
+  source TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_dry_pct REAL, flow_std_dry_m3_h REAL,
+  co2_rate_kg_h REAL, co2_t REAL, co2_measured_t REAL, valid INTEGER NOT NULL,
+  flag TEXT NOT NULL, n_valid INTEGER NOT NULL, substituted INTEGER NOT NULL,
+  substitution_rule TEXT NOT NULL, n_substituted INTEGER NOT NULL, n_missing INTEGER NOT NULL,
+  substitution_note TEXT NOT NULL,
+  PRIMARY KEY (source, t_ms)""",
+    "stream": """
+  stream TEXT NOT NULL, unit TEXT NOT NULL, t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL,
+  quantity REAL, quantity_unit TEXT NOT NULL, co2_t REAL, factor_version TEXT NOT NULL,
+  method TEXT NOT NULL, valid INTEGER NOT NULL, flag TEXT NOT NULL, n_valid INTEGER NOT NULL,
+  note TEXT NOT NULL,
+  PRIMARY KEY (stream, t_ms)""",
+    "unit": """
+  unit TEXT NOT NULL, t_ms INTEGER NOT NULL, co2_cems_t REAL, co2_factor_t REAL,
+  output_mwh REAL, intensity_t_mwh REAL, valid INTEGER NOT NULL, flag TEXT NOT NULL,
+  reconciliation_diff_pct REAL, reconciliation_exceeded INTEGER NOT NULL,
+  PRIMARY KEY (unit, t_ms)""",
+}
+SCHEMA += "".join(f"CREATE TABLE IF NOT EXISTS {kind}_{level} ({cols}) WITHOUT ROWID;\n"
+                  for kind, cols in _PERIOD_COLUMNS.items() for level in ("hour", "day"))
 
 # Columns added after a table was first shipped: (table, column, definition).
 _ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),)
