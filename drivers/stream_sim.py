@@ -16,7 +16,7 @@ import os
 import random
 import time
 import tty
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -57,17 +57,14 @@ class Unit(Protocol):
         ...
 
 
-def _checksum_frame(frame: bytearray, start: int) -> bytes:
-    """Recompute the DL/T 645 / CJ/T 188 sum checksum (second-last byte)."""
-    frame[-2] = sum(frame[start:-2]) & 0xFF
-    return bytes(frame)
+class _MeterUnit:
+    """A DL/T 645 or CJ/T 188 meter; both put the address right after the first 0x68."""
 
-
-class _Dlt645Unit:
-    def __init__(self, dev: Dlt645DeviceConfig, values: dict[int, Callable[[float], float]]
-                 ) -> None:
-        self.device_id = dev.id
-        self.meter = dlt645.Meter(dev.address, dev.version, values)
+    def __init__(self, device_id: str, meter: dlt645.Meter | cjt188.Meter,
+                 address_at: int) -> None:
+        self.device_id = device_id
+        self.meter = meter
+        self._address_at = address_at  # offset of the lowest address byte from the 0x68
 
     def handle(self, request: bytes, now: float) -> bytes | None:
         return self.meter.handle(request, now)
@@ -75,24 +72,9 @@ class _Dlt645Unit:
     def readdress(self, reply: bytes) -> bytes:
         frame = bytearray(reply)
         start = frame.index(0x68)
-        frame[start + 1] ^= 0x01  # lowest address digit changes
-        return _checksum_frame(frame, start)
-
-
-class _Cjt188Unit:
-    def __init__(self, dev: Cjt188DeviceConfig, values: dict[str, Callable[[float], float]]
-                 ) -> None:
-        self.device_id = dev.id
-        self.meter = cjt188.Meter(dev.meter_type, dev.address, values, di_order=dev.di_order)
-
-    def handle(self, request: bytes, now: float) -> bytes | None:
-        return self.meter.handle(request, now)
-
-    def readdress(self, reply: bytes) -> bytes:
-        frame = bytearray(reply)
-        start = frame.index(0x68)
-        frame[start + 2] ^= 0x01
-        return _checksum_frame(frame, start)
+        frame[start + self._address_at] ^= 0x01  # the lowest address digit changes
+        frame[-2] = sum(frame[start:-2]) & 0xFF  # the sum checksum, second-last byte
+        return bytes(frame)
 
 
 class _RtuUnit:
@@ -155,8 +137,7 @@ class StreamSimulator:
                     path.symlink_to(os.ttyname(slave))
                     os.set_blocking(master, False)
                     self._ptys.append((master, slave, path))
-                    pty_state = _PtyState(bytearray())
-                    loop.add_reader(master, self._on_pty, bus, master, pty_state)
+                    loop.add_reader(master, self._on_pty, bus, master, bytearray())
         except BaseException:
             await self.stop()
             raise
@@ -221,9 +202,7 @@ class StreamSimulator:
                 if not data:
                     return
                 buf += data
-                while (span := bus.find_frame(buf)) is not None:
-                    request = bytes(buf[span[0]:span[1]])
-                    del buf[:span[1]]
+                for request in _requests(bus, buf):
                     fault, reply = self._answer(bus, request)
                     if reply is not None:
                         writer.write(reply)
@@ -236,26 +215,24 @@ class StreamSimulator:
             self._writers.discard(writer)
             writer.close()
 
-    def _on_pty(self, bus: SimBus, master: int, state: _PtyState) -> None:
+    def _on_pty(self, bus: SimBus, master: int, buf: bytearray) -> None:
         try:
-            data = os.read(master, 4096)
-        except (BlockingIOError, InterruptedError):
+            buf += os.read(master, 4096)
+        except OSError:  # nothing to read, or EIO while no one holds the slave open
             return
-        except OSError:  # EIO while no one holds the slave open: nothing to read
-            return
-        state.buf += data
-        while (span := bus.find_frame(state.buf)) is not None:
-            request = bytes(state.buf[span[0]:span[1]])
-            del state.buf[:span[1]]
+        for request in _requests(bus, buf):
             _fault, reply = self._answer(bus, request)
             if reply is not None:
                 with contextlib.suppress(OSError):
                     os.write(master, reply)
 
 
-@dataclass
-class _PtyState:
-    buf: bytearray
+def _requests(bus: SimBus, buf: bytearray) -> Iterator[bytes]:
+    """Take every complete request frame off the front of `buf`."""
+    while (span := bus.find_frame(buf)) is not None:
+        request = bytes(buf[span[0]:span[1]])
+        del buf[:span[1]]
+        yield request
 
 
 _Dev = TypeVar("_Dev", Dlt645DeviceConfig, Cjt188DeviceConfig, ModbusRtuDeviceConfig)
@@ -273,43 +250,43 @@ def _raw(sim: SimValue, scale: float, offset: float) -> Callable[[float], float]
     return lambda now: (sim.at(now) - offset) / scale
 
 
+def _simulator(devices: Sequence[_Dev], timezone: str, seed: int | None,
+               unit: Callable[[_Dev, ZoneInfo, random.Random], Unit],
+               find_frame: Callable[[bytearray], tuple[int, int] | None]) -> StreamSimulator:
+    """One simulated bus per configured link, one `unit(device)` per device on it."""
+    zone, rng = ZoneInfo(timezone), random.Random(seed)
+    return StreamSimulator([SimBus(name, devs[0].link, [unit(d, zone, rng) for d in devs],
+                                   find_frame)
+                            for name, devs in _group(devices).items()])
+
+
+def _dlt645_unit(dev: Dlt645DeviceConfig, zone: ZoneInfo, rng: random.Random) -> Unit:
+    values = {int(t.di, 16): _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
+              for t in dev.tags if t.sim is not None}
+    return _MeterUnit(dev.id, dlt645.Meter(dev.address, dev.version, values), 1)
+
+
+def _cjt188_unit(dev: Cjt188DeviceConfig, zone: ZoneInfo, rng: random.Random) -> Unit:
+    values: dict[str, Callable[[float], float]] = {
+        t.field: _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
+        for t in dev.tags if t.sim is not None and t.field != "status"}
+    meter = cjt188.Meter(dev.meter_type, dev.address, values, di_order=dev.di_order)
+    return _MeterUnit(dev.id, meter, 2)
+
+
 def dlt645_simulator(devices: Sequence[Dlt645DeviceConfig], timezone: str,
                      *, seed: int | None = None) -> StreamSimulator:
     """Simulated DL/T 645 meters, one bus per configured link."""
-    zone, rng = ZoneInfo(timezone), random.Random(seed)
-    buses = []
-    for name, devs in _group(devices).items():
-        units: list[Unit] = []
-        for dev in devs:
-            values = {int(t.di, 16): _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
-                      for t in dev.tags if t.sim is not None}
-            units.append(_Dlt645Unit(dev, values))
-        buses.append(SimBus(name, devs[0].link, units, dlt645.find_frame))
-    return StreamSimulator(buses)
+    return _simulator(devices, timezone, seed, _dlt645_unit, dlt645.find_frame)
 
 
 def cjt188_simulator(devices: Sequence[Cjt188DeviceConfig], timezone: str,
                      *, seed: int | None = None) -> StreamSimulator:
     """Simulated CJ/T 188 meters, one bus per configured link."""
-    zone, rng = ZoneInfo(timezone), random.Random(seed)
-    buses = []
-    for name, devs in _group(devices).items():
-        units: list[Unit] = []
-        for dev in devs:
-            values: dict[str, Callable[[float], float]] = {
-                t.field: _raw(SimValue(t.sim, zone, rng), t.scale, t.offset)
-                for t in dev.tags if t.sim is not None and t.field != "status"}
-            units.append(_Cjt188Unit(dev, values))
-        buses.append(SimBus(name, devs[0].link, units, cjt188.find_frame))
-    return StreamSimulator(buses)
+    return _simulator(devices, timezone, seed, _cjt188_unit, cjt188.find_frame)
 
 
 def modbus_rtu_simulator(devices: Sequence[ModbusRtuDeviceConfig], timezone: str,
                          *, seed: int | None = None) -> StreamSimulator:
     """Simulated Modbus RTU units, one bus per configured link."""
-    zone, rng = ZoneInfo(timezone), random.Random(seed)
-    buses = []
-    for name, devs in _group(devices).items():
-        units: list[Unit] = [_RtuUnit(d, zone, rng) for d in devs]
-        buses.append(SimBus(name, devs[0].link, units, ModbusRtuResponder.find_frame))
-    return StreamSimulator(buses)
+    return _simulator(devices, timezone, seed, _RtuUnit, ModbusRtuResponder.find_frame)
