@@ -9,37 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import yaml
 from asyncua import Client, ua
 from asyncua.ua.status_codes import StatusCodes
 
 from server.config import parse_config
 from server.runtime import Runtime
-from tests.conftest import free_port
+from tests.fixtures.demo import demo_dict
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def demo(tmp_path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((REPO / "config" / "demo-plant.yaml").read_text())
-    moved: dict[int, int] = {}
-    for dev in data["devices"]:
-        where = dev.get("link", dev)
-        if "port" in where:
-            where["port"] = moved.setdefault(where["port"], free_port())
-        if "serial" in where:
-            where["serial"] = str(tmp_path / Path(where["serial"]).name)
-    data["opcua"] = {"endpoint": f"opc.tcp://127.0.0.1:{free_port()}"}
-    data["web"] = {"host": "127.0.0.1", "port": free_port()}
-    data["historian"] = {"path": str(tmp_path / "historian.sqlite")}
-    return data
-
-
 async def test_demo_meters_answer_over_their_protocols(tmp_path: Path) -> None:
-    data = demo(tmp_path)
+    data = demo_dict(tmp_path)
     runtime = Runtime(parse_config(data, "demo-plant.yaml (ports moved)", REPO / "config"))
     await runtime.start()
     try:

@@ -16,14 +16,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-import yaml
 from asyncua import Client, ua
 from asyncua.ua.status_codes import StatusCodes
 
 from compute.periods import MinuteBatch, PeriodCycle, Readings
 from server.config import load_config, parse_config
 from server.runtime import Runtime
-from tests.conftest import free_port
+from tests.fixtures.demo import demo_dict
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "config" / "demo-plant.yaml"
@@ -91,20 +90,12 @@ def test_a_demo_day_at_full_load() -> None:
 
 
 def demo(tmp_path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
-    moved: dict[int, int] = {}
+    """The shipped demo with half-second minutes and fast Modbus polls."""
+    data = demo_dict(tmp_path)
     for dev in data["devices"]:
-        where = dev.get("link", dev)
-        if "port" in where:
-            where["port"] = moved.setdefault(where["port"], free_port())
-        if "serial" in where:
-            where["serial"] = str(tmp_path / Path(where["serial"]).name)
         if dev["protocol"] == "modbus_tcp":
             dev["poll_interval_s"] = 0.05
     data["clock"] = {"minute_seconds": 0.5, "min_samples_per_minute": 3}
-    data["opcua"] = {"endpoint": f"opc.tcp://127.0.0.1:{free_port()}"}
-    data["web"] = {"host": "127.0.0.1", "port": free_port()}
-    data["historian"] = {"path": str(tmp_path / "historian.sqlite")}
     return data
 
 
