@@ -377,20 +377,28 @@ def feishu_sign(timestamp_s: str, secret: str) -> str:
     return base64.b64encode(mac.digest()).decode()
 
 
-@register("dingtalk")
-class DingtalkChannel(_HttpChannel):
-    """DingTalk group robot: POST {url}?access_token=..&timestamp=..&sign=.. (signed)."""
+class _SignedRobot(_HttpChannel):
+    """A group robot reached with an access token and, optionally, signed with a secret."""
 
-    kind = "dingtalk"
-
-    def __init__(self, config: DingtalkChannelConfig, ctx: ChannelContext) -> None:
+    def __init__(self, config: DingtalkChannelConfig | FeishuChannelConfig,
+                 ctx: ChannelContext) -> None:
         super().__init__(config.timeout_s, config.id, ctx.site)
-        self.config = config
         token = ctx.secret(config, "token")
         assert token is not None  # the config requires it
         self._token = token
         self._secret = ctx.secret(config, "secret")
         self.secrets = tuple(s.reveal() for s in (token, self._secret) if s is not None)
+
+
+@register("dingtalk")
+class DingtalkChannel(_SignedRobot):
+    """DingTalk group robot: POST {url}?access_token=..&timestamp=..&sign=.. (signed)."""
+
+    kind = "dingtalk"
+
+    def __init__(self, config: DingtalkChannelConfig, ctx: ChannelContext) -> None:
+        super().__init__(config, ctx)
+        self.config = config
 
     def payload(self, event: AlarmEvent, site_name: str) -> dict[str, Any]:
         """The robot message for one event."""
@@ -425,19 +433,14 @@ class DingtalkChannel(_HttpChannel):
 
 
 @register("feishu")
-class FeishuChannel(_HttpChannel):
+class FeishuChannel(_SignedRobot):
     """Feishu group robot: POST {url}/<token>, `timestamp` and `sign` in the JSON body."""
 
     kind = "feishu"
 
     def __init__(self, config: FeishuChannelConfig, ctx: ChannelContext) -> None:
-        super().__init__(config.timeout_s, config.id, ctx.site)
+        super().__init__(config, ctx)
         self.config = config
-        token = ctx.secret(config, "token")
-        assert token is not None  # the config requires it
-        self._token = token
-        self._secret = ctx.secret(config, "secret")
-        self.secrets = tuple(s.reveal() for s in (token, self._secret) if s is not None)
 
     def payload(self, event: AlarmEvent, site_name: str,
                 now: float | None = None) -> dict[str, Any]:
