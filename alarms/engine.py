@@ -24,11 +24,17 @@ from alarms.state import (
     NORMAL,
     AlarmActionError,
     AlarmState,
-    AuditRecord,
     annunciates,
 )
 from server.config import EmailChannelConfig, PlantConfig
-from server.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
+from server.records import (
+    AlarmEvent,
+    AuditRecord,
+    DeviceEvent,
+    MinuteResult,
+    PeriodRecords,
+    Sample,
+)
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from alarms.channels import Channel, build_channels, redact
 from server.config import AlarmsConfig, RouteConfig, SiteConfig
-from server.records import AlarmEvent
+from server.records import AlarmEvent, DeliveryRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,6 @@ def never_acknowledged(rule_id: str) -> bool:
 def utc_now() -> datetime:
     """The current time in UTC."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRecord:
-    """One line of the delivery log: an attempt, or a decision not to send.
-
-    `kind`: event, repeat, escalation or summary. `outcome`: sent; retry (this attempt
-    failed, another follows); failed (the last attempt failed); deduplicated;
-    rate_limited (held for a summary); dropped (queue full, unknown channel, stopped).
-    `error` never holds a secret.
-    """
-
-    t: datetime  # UTC
-    channel: str
-    rule: str
-    state: str
-    kind: str
-    outcome: str
-    attempt: int = 0
-    error: str = ""
 
 
 class TokenBucket:

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from server.records import AlarmEvent
+from server.records import AlarmEvent, AuditRecord
 
 NORMAL = "normal"
 UNACK = "active-unacknowledged"
@@ -46,18 +46,6 @@ MAX_SHELVE = timedelta(hours=24)
 _BASE_STATES = {(False, True): NORMAL, (False, False): RTN_UNACK,
                 (True, True): ACKED, (True, False): UNACK}
 _ANNOUNCED_AFTER_MASK = ("unshelve", "shelve_expired", "unsuppress")
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """An operator's action on an alarm, for the audit log."""
-
-    t: datetime  # UTC
-    user: str
-    action: str  # acknowledge, shelve, unshelve, out_of_service, return_to_service
-    rule: str
-    comment: str
-    until: datetime | None = None  # shelve: when the shelf expires
 
 
 class AlarmActionError(ValueError):

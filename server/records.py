@@ -171,6 +171,38 @@ class AlarmEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An operator's action on an alarm, for the audit log."""
+
+    t: datetime  # UTC
+    user: str
+    action: str  # acknowledge, shelve, unshelve, out_of_service, return_to_service
+    rule: str
+    comment: str
+    until: datetime | None = None  # shelve: when the shelf expires
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One line of the delivery log: an attempt, or a decision not to send.
+
+    `kind`: event, repeat, escalation or summary. `outcome`: sent; retry (this attempt
+    failed, another follows); failed (the last attempt failed); deduplicated;
+    rate_limited (held for a summary); dropped (queue full, unknown channel, stopped).
+    `error` never holds a secret.
+    """
+
+    t: datetime  # UTC
+    channel: str
+    rule: str
+    state: str
+    kind: str
+    outcome: str
+    attempt: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceEvent:
     """A field device's communication failed (`fault`) or was restored."""
 

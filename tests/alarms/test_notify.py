@@ -16,9 +16,9 @@ from urllib.parse import quote_plus
 import pytest
 from aiohttp import web
 
-from alarms.notify import DeliveryRecord, Notifier, TokenBucket, in_window, utc_now
+from alarms.notify import Notifier, TokenBucket, in_window, utc_now
 from server.config import AlarmsConfig
-from server.records import AlarmEvent
+from server.records import AlarmEvent, DeliveryRecord
 from tests.alarms.test_channels import SITE, TOKEN, MakeReceiver, alarm_event, receivers
 from tests.conftest import free_port
 
