@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -985,11 +986,25 @@ class OpcUaConfig(_Model):
 
 
 class WebConfig(_Model):
-    """The web HMI and REST API."""
+    """The web HMI and REST API, its sessions and TLS."""
 
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    # Sessions end after this long without a request, and after session_max_h in any case.
+    session_idle_min: float = Field(30.0, gt=0, le=24 * 60)
+    session_max_h: float = Field(12.0, gt=0, le=24 * 7)
+    # PEM files; with both the HMI is served over HTTPS and session cookies are Secure.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Create the demo accounts (viewer, operator, engineer, admin; password "demo-<role>").
+    # Only a demo plant may do this: every device simulated.
+    demo_users: bool = False
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """TLS needs both the certificate and its key."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both 'tls_cert' and 'tls_key', or neither")
 
 
 class HistorianConfig(_Model):
@@ -1135,6 +1150,12 @@ def _cross_check(cfg: PlantConfig) -> list[tuple[str, str]]:
                          "a YAML file of factor versions (e.g. factors.yaml)"))
 
     problems.extend(_rule_problems(cfg, set(seen_tags)))
+    real = [d.id for d in cfg.devices if not d.simulate]
+    if cfg.web.demo_users and (real or not cfg.devices):
+        problems.append(("web.demo_users", "demo accounts have known passwords and are only "
+                         "for a demo plant whose devices are all simulated"
+                         + (f"; real device(s): {', '.join(real)}" if real else "")
+                         + ": create users with 'carbonscada user add'"))
     return problems
 
 
@@ -1181,6 +1202,29 @@ def _rule_problems(cfg: PlantConfig, tag_ids: set[str]) -> list[tuple[str, str]]
             if ch not in channel_ids:
                 problems.append((f"{rpath}.notify[{k}]", f"unknown channel {ch!r}"))
     return problems
+
+
+def with_alarm_rules(cfg: PlantConfig, rules: list[Any], origin: str) -> PlantConfig:
+    """`cfg` with its alarm rules replaced by `rules` (plain data), validated as the file's.
+
+    Raises ConfigError naming `origin` and the key path (alarms.rules[i]...) of each problem.
+    """
+    try:
+        parsed = TypeAdapter(list[RuleConfig]).validate_python(rules)
+    except ValidationError as exc:
+        raise ConfigError.many(origin, [(_rules_path(e), _message(e)) for e in exc.errors()]
+                               ) from None
+    new = cfg.model_copy(update={"alarms": cfg.alarms.model_copy(update={"rules": parsed})})
+    problems = _rule_problems(new, set(cfg.tag_index()))
+    if problems:
+        raise ConfigError.many(origin, problems)
+    return new
+
+
+def _rules_path(err: Any) -> str:
+    """The key path of a rule-list validation error, as in the file: alarms.rules[i].key."""
+    loc = _path(err)
+    return "alarms.rules" if loc == "(top level)" else f"alarms.rules{loc}"
 
 
 def _substitution_problems(path: str, src: SourceConfig,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.config import load_config, parse_config
+from server.config import load_config, parse_config, with_alarm_rules
 from server.errors import ConfigError
 from tests.fixtures.plant import plant_dict
 
@@ -256,3 +256,51 @@ def test_f_factor_must_be_positive_and_o2_tags_are_checked() -> None:
     source_inputs(d)["o2_dry_pct"] = {"tag": "s1_o2"}
     assert problems_of(d) == [("units[0].sources[0].inputs.o2_dry_pct.tag",
                                "unknown tag 's1_o2'")]
+
+
+def test_demo_users_only_on_an_all_simulated_plant() -> None:
+    d = plant_dict()
+    d["web"]["demo_users"] = True
+    assert parse_config(d, "plant.yaml").web.demo_users  # every device simulated: allowed
+    d["devices"][0]["simulate"] = False
+    with pytest.raises(ConfigError) as err:
+        parse_config(d, "plant.yaml")
+    assert err.value.problems == [(
+        "web.demo_users", "demo accounts have known passwords and are only for a demo plant "
+        "whose devices are all simulated; real device(s): cems1: create users with "
+        "'carbonscada user add'")]
+
+
+def test_tls_needs_certificate_and_key() -> None:
+    d = plant_dict()
+    d["web"]["tls_cert"] = "var/web.pem"
+    with pytest.raises(ConfigError, match=r"plant.yaml: web: give both 'tls_cert' and 'tls_key'"):
+        parse_config(d, "plant.yaml")
+
+
+def test_alarm_rules_replaced_at_run_time_are_validated_like_the_file() -> None:
+    d = plant_dict()
+    d["alarms"] = {"rules": [
+        {"id": "S1_rate", "target": {"source": "S1", "field": "co2_rate_t_h"},
+         "warning": 470.0, "alarm": 520.0},
+        {"id": "U1_int", "kind": "intensity", "scope": {"unit": "U1"}, "window": "day",
+         "alarm": 0.95}]}
+    cfg = parse_config(d, "plant.yaml")
+    rules = [r.model_dump(mode="json") for r in cfg.alarms.rules]
+    rules[0]["alarm"] = 999.0
+    new = with_alarm_rules(cfg, rules, "PUT /api/v1/alarm-rules")
+    assert new.alarms.rules[0].alarm == 999.0  # type: ignore[union-attr]
+    assert cfg.alarms.rules[0].alarm != 999.0  # type: ignore[union-attr]
+    assert new.devices == cfg.devices and new.alarms.channels == cfg.alarms.channels
+    bad = [*rules, {"id": "x", "target": {"unit": "U9", "field": "co2_kg"}, "alarm": 3},
+           {"id": "y", "kind": "nope"}]
+    bad[0] = {**bad[0], "warning": "high"}
+    with pytest.raises(ConfigError) as err:
+        with_alarm_rules(cfg, bad, "PUT /api/v1/alarm-rules")
+    paths = [p for p, _ in err.value.problems]
+    assert paths == ["alarms.rules[0].warning", f"alarms.rules[{len(rules) + 1}].kind"]
+    assert str(err.value).startswith("PUT /api/v1/alarm-rules: alarms.rules[0].warning: ")
+    with pytest.raises(ConfigError) as err:  # types fine, but it names a unit that is not there
+        with_alarm_rules(cfg, bad[1:-1], "PUT /api/v1/alarm-rules")
+    assert err.value.problems == [(f"alarms.rules[{len(rules) - 1}].target.unit",
+                                   "unknown unit 'U9'")]
