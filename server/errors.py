@@ -37,3 +37,11 @@ class ProtocolError(DriverError):
 
 class SinkError(CarbonScadaError):
     """An output (historian, InfluxDB, notifier) failed."""
+
+
+class UserError(CarbonScadaError):
+    """A web login account cannot be created, changed or found; names the user and why."""
+
+
+class AuditError(CarbonScadaError):
+    """The audit log file cannot be opened, read or written; names the file."""
