@@ -24,6 +24,7 @@ from server.records import (
     AlarmEvent,
     AllowancePosition,
     DataFlag,
+    DeliveryRecord,
     MinuteResult,
     PeriodRecords,
     PeriodResult,
@@ -67,6 +68,15 @@ CREATE TABLE IF NOT EXISTS alarm_journal (
   id INTEGER PRIMARY KEY AUTOINCREMENT, t_ms INTEGER NOT NULL, rule TEXT NOT NULL,
   state TEXT NOT NULL, previous TEXT NOT NULL, value REAL, limit_value REAL,
   target TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alarm_journal_t ON alarm_journal (t_ms);
+CREATE INDEX IF NOT EXISTS alarm_journal_rule ON alarm_journal (rule, id);
+CREATE TABLE IF NOT EXISTS delivery_log (
+  t_ms INTEGER NOT NULL, channel TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL,
+  kind TEXT NOT NULL, outcome TEXT NOT NULL, attempt INTEGER NOT NULL, error TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS delivery_log_t ON delivery_log (t_ms);
+CREATE TABLE IF NOT EXISTS alarm_rule_set (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, t_ms INTEGER NOT NULL, user TEXT NOT NULL,
+  comment TEXT NOT NULL, config_hash TEXT NOT NULL, rules_json TEXT NOT NULL);
 """
 
 # Hour and day tables share their columns: one definition per kind, two tables each.
@@ -93,8 +103,16 @@ _PERIOD_COLUMNS = {
 SCHEMA += "".join(f"CREATE TABLE IF NOT EXISTS {kind}_{level} ({cols}) WITHOUT ROWID;\n"
                   for kind, cols in _PERIOD_COLUMNS.items() for level in ("hour", "day"))
 
+# The alarm journal's columns after the nine it was first shipped with, in table order.
+_JOURNAL_TEXT = ("message_zh", "ack_state", "previous_ack_state", "cause", "kind", "area",
+                 "user", "comment")
 # Columns added after a table was first shipped: (table, column, definition).
-_ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),)
+_ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),
+                  *(("alarm_journal", c, "TEXT NOT NULL DEFAULT ''") for c in _JOURNAL_TEXT),
+                  ("alarm_journal", "shelved_until_ms", "INTEGER"))
+_JOURNAL_COLUMNS = ("t_ms", "rule", "state", "previous", "value", "limit_value", "target",
+                    "message", *_JOURNAL_TEXT, "shelved_until_ms")
+_DELIVERY_COLUMNS = ("t_ms", "channel", "rule", "state", "kind", "outcome", "attempt", "error")
 
 _SOURCE_FIELDS = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m3",
                   "co2_rate_kg_h", "co2_kg")
@@ -145,9 +163,21 @@ def _cell(record: Any, name: str) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredRules:
+    """The alarm rules an engineer last saved through the API."""
+
+    rules: list[dict[str, Any]]
+    config_hash: str
+    user: str
+    comment: str
+    t: datetime  # UTC
+
+
 class Historian:
-    """Minute, hour and day results, tag statistics, factor versions, the allowance ledger
-    and the alarm journal in one SQLite file."""
+    """Minute, hour and day results, tag statistics, factor versions, the allowance ledger,
+    the alarm journal, the notification delivery log and saved alarm rules in one SQLite
+    file."""
 
     name = "historian"
 
@@ -371,16 +401,97 @@ class Historian:
         return windows
 
     async def record_alarm(self, event: AlarmEvent) -> None:
-        """Append an alarm transition to the journal."""
+        """Append an alarm transition (every field of the event) to the journal."""
+        e = event
+        row = (to_ms(e.t), e.rule, e.state, e.previous, _nan_to_null(e.value),
+               None if e.limit is None else _nan_to_null(e.limit), e.target, e.message,
+               *(getattr(e, c) for c in _JOURNAL_TEXT),
+               None if e.shelved_until is None else to_ms(e.shelved_until))
+
         def write() -> None:
             db = self._conn()
             with db:
-                db.execute(
-                    "INSERT INTO alarm_journal (t_ms, rule, state, previous, value,"
-                    " limit_value, target, message) VALUES (?,?,?,?,?,?,?,?)",
-                    (to_ms(event.t), event.rule, event.state, event.previous,
-                     _nan_to_null(event.value), event.limit, event.target, event.message))
+                db.execute(f"INSERT INTO alarm_journal ({','.join(_JOURNAL_COLUMNS)})"
+                           f" VALUES ({','.join('?' * len(_JOURNAL_COLUMNS))})", row)
         await self._run(write)
+
+    async def alarm_journal(self, start: datetime, end: datetime, rule: str | None = None,
+                            limit: int = 10000) -> list[AlarmEvent]:
+        """Journaled transitions with start ≤ t < end (of one rule, or all), oldest first."""
+        where = "t_ms >= ? AND t_ms < ?" + ("" if rule is None else " AND rule = ?")
+        params = (to_ms(start), to_ms(end), *(() if rule is None else (rule,)), limit)
+
+        def query() -> list[AlarmEvent]:
+            rows = self._conn().execute(
+                f"SELECT {','.join(_JOURNAL_COLUMNS)} FROM alarm_journal WHERE {where}"
+                " ORDER BY t_ms, id LIMIT ?", params).fetchall()
+            return [_alarm_event(row) for row in rows]
+        events: list[AlarmEvent] = await self._run(query)
+        return events
+
+    async def last_alarm_events(self) -> list[AlarmEvent]:
+        """The newest journaled transition of every rule, by rule (to restore alarm states
+        after a restart)."""
+        def query() -> list[AlarmEvent]:
+            rows = self._conn().execute(
+                f"SELECT {','.join(_JOURNAL_COLUMNS)} FROM alarm_journal WHERE id IN"
+                " (SELECT MAX(id) FROM alarm_journal GROUP BY rule) ORDER BY rule").fetchall()
+            return [_alarm_event(row) for row in rows]
+        events: list[AlarmEvent] = await self._run(query)
+        return events
+
+    async def record_delivery(self, rec: DeliveryRecord) -> None:
+        """Append a notification attempt (or a decision not to send) to the delivery log."""
+        row = (to_ms(rec.t), rec.channel, rec.rule, rec.state, rec.kind, rec.outcome,
+               rec.attempt, rec.error)
+
+        def write() -> None:
+            db = self._conn()
+            with db:
+                db.execute(f"INSERT INTO delivery_log ({','.join(_DELIVERY_COLUMNS)})"
+                           f" VALUES ({','.join('?' * len(_DELIVERY_COLUMNS))})", row)
+        await self._run(write)
+
+    async def deliveries(self, start: datetime, end: datetime,
+                         limit: int = 10000) -> list[DeliveryRecord]:
+        """Delivery-log lines with start ≤ t < end, oldest first."""
+        def query() -> list[DeliveryRecord]:
+            rows = self._conn().execute(
+                f"SELECT {','.join(_DELIVERY_COLUMNS)} FROM delivery_log"
+                " WHERE t_ms >= ? AND t_ms < ? ORDER BY t_ms, rowid LIMIT ?",
+                (to_ms(start), to_ms(end), limit)).fetchall()
+            return [DeliveryRecord(from_ms(row[0]), *row[1:]) for row in rows]
+        records: list[DeliveryRecord] = await self._run(query)
+        return records
+
+    async def save_alarm_rules(self, rules: list[dict[str, Any]], config_hash: str, user: str,
+                               comment: str, t: datetime) -> None:
+        """Keep a new set of alarm rules (the newest set is the one in force)."""
+        try:
+            text = json.dumps(rules, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"alarm rules saved by {user!r}: not JSON: {exc}") from None
+        row = (to_ms(t), user, comment, config_hash, text)
+
+        def write() -> None:
+            db = self._conn()
+            with db:
+                db.execute("INSERT INTO alarm_rule_set (t_ms, user, comment, config_hash,"
+                           " rules_json) VALUES (?,?,?,?,?)", row)
+        await self._run(write)
+
+    async def load_alarm_rules(self) -> StoredRules | None:
+        """The newest saved set of alarm rules; None when none was ever saved."""
+        def query() -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = self._conn().execute(
+                "SELECT t_ms, user, comment, config_hash, rules_json FROM alarm_rule_set"
+                " ORDER BY id DESC LIMIT 1").fetchone()
+            return row
+        row: tuple[Any, ...] | None = await self._run(query)
+        if row is None:
+            return None
+        t_ms, user, comment, config_hash, text = row
+        return StoredRules(json.loads(text), config_hash, user, comment, from_ms(t_ms))
 
     async def period_sums(self, table: str, column: str, starts: Sequence[datetime],
                           ) -> dict[str, tuple[float, ...]]:
@@ -422,6 +533,16 @@ class Historian:
             return rows
         rows: list[dict[str, Any]] = await self._run(query)
         return rows
+
+
+def _alarm_event(row: Any) -> AlarmEvent:
+    (t_ms, rule, state, previous, value, limit, target, message, message_zh, ack_state,
+     previous_ack_state, cause, kind, area, user, comment, shelved_until_ms) = row
+    # Rows from before the journal knew causes were all condition changes.
+    return AlarmEvent(rule, from_ms(t_ms), state, previous, _null_to_nan(value),
+                      None if limit is None else float(limit), target, message, message_zh,
+                      ack_state, previous_ack_state, cause or "condition", kind, area, user,
+                      comment, None if shelved_until_ms is None else from_ms(shelved_until_ms))
 
 
 def _owner_ms(by_t: dict[int, Any], t_ms: int) -> int | None:

@@ -5,13 +5,17 @@ import math
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
-from server.historian import Historian
+from server.historian import Historian, StoredRules
 from server.records import (
+    AlarmEvent,
     AllowancePosition,
     DataFlag,
+    DeliveryRecord,
     MinuteResult,
     PeriodRecords,
     PeriodResult,
@@ -198,5 +202,160 @@ async def test_a_historian_without_the_period_tables_gets_them(tmp_path: Path) -
     try:
         await h.on_period(hour_records(HOUR0, 196.96223))
         assert len(await h.periods("hour", HOUR0, HOUR1)) == 1
+    finally:
+        await h.stop()
+
+
+def alarm_event(rule: str, t: datetime, **kw: Any) -> AlarmEvent:
+    base = AlarmEvent(rule, t, "alarm", "warning", 250.5, 200.0, "source S1 co2_rate_t_h",
+                      "S1 CO2 rate 250.5 t/h above 200 t/h",
+                      "1号烟囱CO2排放速率 250.5 t/h 超过 200 t/h")
+    return dataclasses.replace(base, **kw)
+
+
+def nan_as_text(events: list[AlarmEvent]) -> list[tuple[Any, ...]]:
+    """The events' fields with a NaN value spelled "NaN" (NaN equals nothing, itself neither)."""
+    return [tuple("NaN" if f.name == "value" and math.isnan(e.value) else getattr(e, f.name)
+                  for f in dataclasses.fields(e)) for e in events]
+
+
+async def test_the_alarm_journal_keeps_every_field_of_an_event(tmp_path: Path) -> None:
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    try:
+        rose = alarm_event("S1_rate", T0, ack_state="active-unacknowledged",
+                           previous_ack_state="normal", kind="threshold", area="U1")
+        shelved = alarm_event("S1_rate", T0 + timedelta(minutes=2), previous="alarm",
+                              ack_state="shelved", previous_ack_state="active-unacknowledged",
+                              cause="shelve", kind="threshold", area="U1", user="op1",
+                              comment="传感器检修", shelved_until=T0 + timedelta(hours=8))
+        comm = alarm_event("cems1_comm", T0 + timedelta(minutes=1), value=math.nan, limit=None,
+                           target="device cems1", kind="device", area="site")
+        for e in (rose, comm, shelved):
+            await h.record_alarm(e)
+        assert nan_as_text(await h.alarm_journal(T0, T0 + timedelta(hours=1))) == nan_as_text(
+            [rose, comm, shelved])
+        got = await h.alarm_journal(T0, T0 + timedelta(hours=1), rule="cems1_comm")
+        assert len(got) == 1 and math.isnan(got[0].value) and got[0].limit is None
+        assert await h.alarm_journal(T0, T0 + timedelta(hours=1), rule="S1_rate") == [
+            rose, shelved]
+        # start ≤ t < end, and the oldest `limit` first
+        middle = await h.alarm_journal(T0 + timedelta(minutes=1), T0 + timedelta(minutes=2))
+        assert [(e.rule, e.t) for e in middle] == [("cems1_comm", T0 + timedelta(minutes=1))]
+        assert await h.alarm_journal(T0, T0 + timedelta(hours=1), limit=1) == [rose]
+        assert await h.alarm_journal(T0 - timedelta(hours=1), T0) == []
+    finally:
+        await h.stop()
+
+
+async def test_the_last_event_of_every_rule_restores_alarm_states(tmp_path: Path) -> None:
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    try:
+        assert await h.last_alarm_events() == []
+        a1 = alarm_event("S1_rate", T0, ack_state="active-unacknowledged")
+        b1 = alarm_event("U1_intensity", T0 + timedelta(minutes=1), state="warning",
+                         previous="normal", ack_state="active-unacknowledged")
+        a2 = alarm_event("S1_rate", T0 + timedelta(minutes=3), ack_state="active-acknowledged",
+                         previous_ack_state="active-unacknowledged", cause="acknowledge",
+                         user="op1", comment="seen")
+        b2 = alarm_event("U1_intensity", T0 + timedelta(minutes=4), state="normal",
+                         previous="warning", ack_state="returned-unacknowledged")
+        for e in (a1, b1, a2, b2):
+            await h.record_alarm(e)
+        assert await h.last_alarm_events() == [a2, b2]
+    finally:
+        await h.stop()
+    h = Historian(tmp_path / "h.sqlite")  # after a restart
+    await h.start()
+    try:
+        assert await h.last_alarm_events() == [a2, b2]
+    finally:
+        await h.stop()
+
+
+async def test_an_alarm_journal_from_before_acknowledgements_is_migrated(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the alarm_journal table as first shipped
+        db.execute("CREATE TABLE alarm_journal (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                   " t_ms INTEGER NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL,"
+                   " previous TEXT NOT NULL, value REAL, limit_value REAL,"
+                   " target TEXT NOT NULL, message TEXT NOT NULL)")
+        db.execute("INSERT INTO alarm_journal (t_ms, rule, state, previous, value, limit_value,"
+                   " target, message) VALUES (1795248000000, 'S1_rate', 'alarm', 'normal',"
+                   " 250.5, 200.0, 'source S1 co2_rate_t_h', 'S1 high')")
+        db.execute("INSERT INTO alarm_journal (t_ms, rule, state, previous, value, limit_value,"
+                   " target, message) VALUES (1795248060000, 'cems1_comm', 'alarm', 'normal',"
+                   " NULL, NULL, 'device cems1', 'cems1 lost')")
+    h = Historian(path)
+    await h.start()
+    try:
+        new = alarm_event("S1_rate", T0 + timedelta(minutes=5), state="normal",
+                          previous="alarm", ack_state="returned-unacknowledged",
+                          previous_ack_state="active-unacknowledged", kind="threshold",
+                          area="U1", shelved_until=T0 + timedelta(hours=1))
+        await h.record_alarm(new)
+        journal = await h.alarm_journal(T0, T0 + timedelta(hours=1))
+        old_s1 = AlarmEvent("S1_rate", T0, "alarm", "normal", 250.5, 200.0,
+                            "source S1 co2_rate_t_h", "S1 high", "")
+        assert journal[0] == old_s1  # cause "condition": the only cause there was
+        assert journal[1].message == "cems1 lost" and math.isnan(journal[1].value)
+        assert journal[2] == new
+        assert [e.rule for e in await h.last_alarm_events()] == ["S1_rate", "cems1_comm"]
+        assert (await h.last_alarm_events())[0] == new
+    finally:
+        await h.stop()
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(alarm_journal)")]
+    assert columns == ["id", "t_ms", "rule", "state", "previous", "value", "limit_value",
+                       "target", "message", "message_zh", "ack_state", "previous_ack_state",
+                       "cause", "kind", "area", "user", "comment", "shelved_until_ms"]
+
+
+async def test_the_delivery_log(tmp_path: Path) -> None:
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    try:
+        recs = [DeliveryRecord(T0, "email", "S1_rate", "alarm", "event", "retry", 1,
+                               "SMTP 451 try again later"),
+                DeliveryRecord(T0, "dingtalk", "S1_rate", "alarm", "event", "sent", 1),
+                DeliveryRecord(T0 + timedelta(seconds=30), "email", "S1_rate", "alarm",
+                               "event", "sent", 2),
+                DeliveryRecord(T0 + timedelta(minutes=5), "sms", "U1_intensity", "warning",
+                               "summary", "rate_limited")]
+        for r in recs:
+            await h.record_delivery(r)
+        assert await h.deliveries(T0, T0 + timedelta(hours=1)) == recs
+        assert await h.deliveries(T0 + timedelta(seconds=1), T0 + timedelta(minutes=5)) == [
+            recs[2]]
+        assert await h.deliveries(T0, T0 + timedelta(hours=1), limit=2) == recs[:2]
+    finally:
+        await h.stop()
+
+
+async def test_alarm_rules_saved_through_the_api(tmp_path: Path) -> None:
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    try:
+        assert await h.load_alarm_rules() is None
+        first = [{"id": "S1_rate", "kind": "threshold", "alarm": 200.0, "warning": None,
+                  "message_zh": "排放速率高"}]
+        second = [{"id": "S1_rate", "kind": "threshold", "alarm": 180.0},
+                  {"id": "U1_intensity", "kind": "threshold", "alarm": 0.9}]
+        await h.save_alarm_rules(first, "sha256:aa", "eng1", "initial", T0)
+        await h.save_alarm_rules(second, "sha256:bb", "eng2", "降低限值",
+                                 T0 + timedelta(hours=1))
+    finally:
+        await h.stop()
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    try:
+        assert await h.load_alarm_rules() == StoredRules(second, "sha256:bb", "eng2", "降低限值",
+                                                         T0 + timedelta(hours=1))
+        with pytest.raises(ValueError, match=r"^alarm rules saved by 'eng3': not JSON: "):
+            await h.save_alarm_rules([{"alarm": math.nan}], "x", "eng3", "", T0)
+        stored = await h.load_alarm_rules()
+        assert stored is not None and stored.user == "eng2"
     finally:
         await h.stop()
