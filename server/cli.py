@@ -1,4 +1,5 @@
-"""The `carbonscada` command: run, check-config, recalc, export-samples, probe."""
+"""The `carbonscada` command: run, check-config, recalc, export-samples, probe, user,
+audit."""
 
 from __future__ import annotations
 
@@ -220,6 +221,188 @@ def _add_probe(sub: Any) -> None:
                     help="RTU framing through a TCP gateway (serial targets always use RTU)")
 
 
+def _historian_file(args: argparse.Namespace) -> tuple[Path, PlantConfig]:
+    """The historian file of the plant in -c (where the users and the audit log live),
+    relative to the working directory as for `run`."""
+    config = load_config(args.config)
+    return Path(config.historian.path), config
+
+
+def _cli_user() -> str:
+    """Who made a change from the command line, as the audit log names them."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor in passwd
+        name = f"uid{os.getuid()}"
+    return f"cli:{name}"
+
+
+def _read_password(name: str) -> str:
+    """$CARBONSCADA_PASSWORD, else asked twice on a terminal, else one line of stdin."""
+    import getpass
+
+    from server.errors import UserError
+
+    given = os.environ.get("CARBONSCADA_PASSWORD")
+    if given is not None:
+        return given
+    if sys.stdin.isatty():
+        try:
+            first = getpass.getpass(f"new password of {name}: ")
+            second = getpass.getpass(f"the new password of {name} again: ")
+        except EOFError:
+            raise UserError(f"user {name!r}: no password given") from None
+        if first != second:
+            raise UserError(f"user {name!r}: the two passwords differ")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise UserError(f"user {name!r}: no password on standard input "
+                        "(or set CARBONSCADA_PASSWORD)")
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def _local(t: datetime, zone: str, timespec: str = "seconds") -> str:
+    """A UTC time as plant local time with the zone named."""
+    from zoneinfo import ZoneInfo
+
+    return f"{t.astimezone(ZoneInfo(zone)).isoformat(timespec=timespec)} {zone}"
+
+
+def _user_change(args: argparse.Namespace, path: Path, config: PlantConfig) -> str:
+    """Carry out one `user` subcommand; returns what to print."""
+    from server.audit import AuditLog
+    from server.errors import AuditError, UserError
+    from server.users import UserStore
+
+    cmd, name = args.user_command, getattr(args, "name", "")
+    if cmd != "add" and not path.is_file():
+        raise UserError(f"{path}: no historian file here, so no users yet")
+    store = UserStore(path)
+    if cmd == "list":
+        zone = config.site.timezone
+        return "\n".join(f"{u.name:<20} {u.role:<9} created {_local(u.created, zone)}, "
+                         f"changed {_local(u.changed, zone)}" for u in store.list())
+    audit = AuditLog(path)
+    old = store.get(name)
+    if cmd == "add":
+        if old is not None:
+            raise UserError(f"user {name!r}: already exists")
+        user = store.add(name, args.role, _read_password(name))
+        action, detail = "user_add", {"role": user.role}
+        done = f"{path}: user {user.name} added with role {user.role}"
+    else:
+        if old is None:
+            raise UserError(f"user {name!r}: no such user in {path}")
+        name = old.name  # as stored: names compare without regard to case
+        if cmd == "remove":
+            store.remove(name)
+            action, detail = "user_remove", {"role": old.role}
+            done = f"{path}: user {name} removed"
+        elif cmd == "passwd":
+            store.set_password(name, _read_password(name))
+            action, detail = "user_password", {}
+            done = f"{path}: password of user {name} changed"
+        else:
+            store.set_role(name, args.role)
+            action, detail = "user_role", {"from": old.role, "to": args.role}
+            done = f"{path}: role of user {name} changed from {old.role} to {args.role}"
+    try:
+        audit.append(_cli_user(), action, f"user:{name}", detail)
+    except AuditError as exc:
+        raise AuditError(f"{done}, but the audit log was not written: {exc}") from None
+    return done
+
+
+def _cmd_user(args: argparse.Namespace) -> int:
+    from server.errors import AuditError, UserError
+
+    path, config = _historian_file(args)
+    try:
+        text = _user_change(args, path, config)
+    except (UserError, AuditError) as exc:
+        print(f"carbonscada user: {exc}", file=sys.stderr)
+        return 1
+    if text:
+        print(text)
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from server.audit import verify
+    from server.errors import AuditError
+
+    path, _ = _historian_file(args)
+    try:
+        verdict = verify(path)
+    except AuditError as exc:
+        print(f"carbonscada audit: {exc}", file=sys.stderr)
+        return 1
+    if not verdict.ok:
+        print(f"audit log {path}: BROKEN at {verdict.problem}")
+        return 1
+    print(f"audit log {path}: OK, {verdict.entries} entries, "
+          f"last hash {verdict.last_hash[:16]}")
+    return 0
+
+
+def _cmd_audit_list(args: argparse.Namespace) -> int:
+    from server.audit import AuditLog, canonical_json
+    from server.errors import AuditError
+
+    path, config = _historian_file(args)
+    start = None if args.start is None else _utc(args.start, "--from")
+    end = None if args.end is None else _utc(args.end, "--to")
+    try:
+        if not path.is_file():
+            raise AuditError(f"audit log {path}: no such file")
+        entries = AuditLog(path).entries(start, end, limit=2**62)
+    except AuditError as exc:
+        print(f"carbonscada audit: {exc}", file=sys.stderr)
+        return 1
+    zone = config.site.timezone
+    for e in entries:
+        print(f"{e.seq:>6}  {_local(e.t, zone, 'milliseconds')}  {e.user}  {e.action}  "
+              f"{e.target}  {canonical_json(e.detail)}")
+    return 0
+
+
+def _add_user_audit(sub: Any) -> None:
+    from server.users import ROLES
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", required=True,
+                        help="plant configuration (users and audit log live in its historian)")
+    us = sub.add_parser("user", help="manage the web login accounts",
+                        description="Passwords come from $CARBONSCADA_PASSWORD if set, else "
+                                    "are asked twice on a terminal, else read as one line of "
+                                    "standard input. Every change goes to the audit log.")
+    acts = us.add_subparsers(dest="user_command", required=True)
+    add = acts.add_parser("add", parents=[common], help="create an account")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=ROLES)
+    acts.add_parser("list", parents=[common], help="list the accounts")
+    rm = acts.add_parser("remove", parents=[common], help="delete an account")
+    rm.add_argument("name")
+    pw = acts.add_parser("passwd", parents=[common], help="set an account's password")
+    pw.add_argument("name")
+    ro = acts.add_parser("role", parents=[common], help="change an account's role")
+    ro.add_argument("name")
+    ro.add_argument("role", choices=ROLES)
+    us.set_defaults(func=_cmd_user)
+    au = sub.add_parser("audit", help="check or list the audit log")
+    checks = au.add_subparsers(dest="audit_command", required=True)
+    ver = checks.add_parser("verify", parents=[common],
+                            help="recompute the audit log's hash chain")
+    ver.set_defaults(func=_cmd_audit_verify)
+    ls = checks.add_parser("list", parents=[common], help="print audit log entries")
+    ls.add_argument("--from", dest="start", help="ISO 8601 with offset")
+    ls.add_argument("--to", dest="end", help="ISO 8601 with offset (exclusive)")
+    ls.set_defaults(func=_cmd_audit_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `carbonscada` command."""
     p = argparse.ArgumentParser(prog="carbonscada",
@@ -248,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="samples CSV ('-' for standard output)")
     ex.set_defaults(func=_cmd_export_samples)
     _add_probe(sub)
+    _add_user_audit(sub)
     return p
 
 
