@@ -173,6 +173,13 @@ class AuditLog:
                               " ORDER BY seq LIMIT ?", (lo, hi, limit)).fetchall()
         return [_entry(row) for row in rows]
 
+    def latest(self, action: str) -> AuditEntry | None:
+        """The newest entry of one action (e.g. the last "config_changed"), or None."""
+        with self._db() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE action = ?"
+                             " ORDER BY seq DESC LIMIT 1", (action,)).fetchone()
+        return None if row is None else _entry(row)
+
 
 def _check(row: tuple[Any, ...], seq_expected: int, prev_expected: str) -> str:
     """Why one entry breaks the chain, "" if it does not."""

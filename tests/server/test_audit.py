@@ -86,6 +86,17 @@ def test_entries_by_time(tmp_path: Path) -> None:
     assert log.entries(T0 + timedelta(hours=1)) == []
 
 
+def test_latest_of_an_action(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "h.sqlite")
+    assert log.latest("config_changed") is None
+    log.append("system", "config_changed", "site:a", {"sha256": "1"}, T0)
+    log.append("alice", "acknowledge", "alarm:r", {"comment": "seen"}, T0)
+    log.append("system", "config_changed", "site:a", {"sha256": "2"}, T0)
+    log.append("bob", "acknowledge", "alarm:r", {"comment": "again"}, T0)
+    newest = log.latest("config_changed")
+    assert newest is not None and (newest.seq, newest.detail) == (3, {"sha256": "2"})
+
+
 def test_what_cannot_be_hashed_or_timed_is_refused(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "h.sqlite")
     with pytest.raises(ValueError, match=r"^audit entry set_limit alarm:S1: detail is not JSON"):
