@@ -4,32 +4,35 @@
 rules, and the per-rule `AlarmState` machines are touched only for rules whose
 condition or suppression changed, or that an operator acts on. `AlarmSink` runs it as
 a sink of the runtime and hands every event to its listeners (alarm journal, web) and
-the events to be announced to the notification channels.
+the events to be announced to the notifier. After a restart both are restored from the
+journal's last event of each rule; their rules can be changed while they run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from alarms.email import EmailChannel
-from alarms.rules import Changes, RuleBank, RuleSpec
+from alarms import notify
+from alarms.rules import Changes, RuleBank, RuleSpec, definition, target_problems
 from alarms.state import (
     MAX_SHELVE,
     NORMAL,
     AlarmActionError,
     AlarmState,
     annunciates,
+    require_user,
 )
-from server.config import EmailChannelConfig, PlantConfig
+from server.config import PlantConfig, with_alarm_rules
+from server.errors import ConfigError
 from server.records import (
     AlarmEvent,
     AuditRecord,
+    DeliveryRecord,
     DeviceEvent,
     MinuteResult,
     PeriodRecords,
@@ -38,24 +41,97 @@ from server.records import (
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0)
-"""Waits between the tries of one notification: 3 tries in all."""
-
 MAX_EVENTS = 1000
 """How many recent events `AlarmSink.events` keeps in memory (the historian keeps all)."""
 
+RULES_ORIGIN = "alarm rules change"
+"""What ConfigErrors of `AlarmSink.change_rules` name as their origin."""
+
 Listener = Callable[[AlarmEvent], None]
+RulesListener = Callable[[list[dict[str, Any]], str, str, datetime], None]
+"""Called after a change of rules with (the new rules, user, comment, time)."""
 
 
 class AlarmEngine:
     """Every alarm rule of a plant with its alarm state; synchronous, no I/O."""
 
     def __init__(self, config: PlantConfig, *, max_shelve: timedelta = MAX_SHELVE) -> None:
+        self.max_shelve = max_shelve
         self.bank = RuleBank(config)
         self.specs: list[RuleSpec] = self.bank.specs
         self.alarms = [AlarmState(s.info, max_shelve=max_shelve) for s in self.specs]
         self.index = {s.id: i for i, s in enumerate(self.specs)}
         self._shelved: set[int] = set()
+
+    def restore(self, events: Sequence[AlarmEvent]) -> None:
+        """Put each rule's alarm state back as its last journaled event left it (a restart).
+
+        For each rule the last of its events in `events` counts; events of rules no
+        longer configured, or with a condition state not known here, are skipped. The
+        bank holds the same levels, its on / off delays start afresh; a shelf that
+        expired meanwhile ends at the next minute, and a device's fault comes again from
+        its driver. No event is emitted.
+        """
+        last = {e.rule: e for e in events}
+        gone = sorted(rule for rule in last if rule not in self.index)
+        if gone:
+            log.info("alarm states not restored for %d rule(s) no longer configured: %s",
+                     len(gone), ", ".join(gone))
+        for rule, event in last.items():
+            i = self.index.get(rule)
+            if i is None:
+                continue
+            alarm = self.alarms[i]
+            try:
+                alarm.restore(event)
+            except ValueError:  # a journal row this version cannot read
+                log.warning("alarm rule %s: its last event (%s, %s) cannot be restored; it "
+                            "starts normal", rule, event.state, event.ack_state)
+                continue
+            self.bank.restore(i, alarm.level, alarm.suppressed, event.t, alarm.value)
+            if alarm.shelved_until is not None:
+                self._shelved.add(i)
+            else:
+                self._shelved.discard(i)
+
+    def change_rules(self, config: PlantConfig, user: str, comment: str,
+                     t: datetime) -> list[AlarmEvent]:
+        """Replace the rules with those of `config` (validated); the removed rules' last events.
+
+        A rule whose id stays keeps its alarm state (acknowledgement, shelf, modes) and,
+        if what it measures (kind, target, window …) is unchanged, its evaluation state
+        (levels, delay timers, history); changed levels, deadband and delays apply from
+        its next evaluation. A removed rule not in the normal state ends with a "removed"
+        event back to normal. New rules start normal.
+        """
+        user, comment = require_user("change alarm rules", user, comment)
+        bank = RuleBank(config)
+        new_ids = {s.id for s in bank.specs}
+        events = [self.alarms[i].remove(user, comment, t) for rule, i in self.index.items()
+                  if rule not in new_ids and self.alarms[i].ack_state != NORMAL]
+        alarms: list[AlarmState] = []
+        kept: list[tuple[int, int]] = []
+        redefined: list[int] = []
+        for row, spec in enumerate(bank.specs):
+            i = self.index.get(spec.id)
+            if i is None:
+                alarms.append(AlarmState(spec.info, max_shelve=self.max_shelve))
+                continue
+            alarm = self.alarms[i]
+            alarm.info = spec.info
+            alarms.append(alarm)
+            if definition(spec.config) == definition(self.specs[i].config):
+                kept.append((row, i))
+            else:
+                redefined.append(row)
+        bank.take_over(self.bank, kept)
+        for row in redefined:
+            bank.levels.reset(row, alarms[row].level)
+        bank.suppressed[:] = [a.suppressed for a in alarms]
+        self.bank, self.specs, self.alarms = bank, bank.specs, alarms
+        self.index = {s.id: i for i, s in enumerate(self.specs)}
+        self._shelved = {i for i, a in enumerate(alarms) if a.shelved_until is not None}
+        return events
 
     def alarm(self, rule: str) -> AlarmState:
         """The alarm state of one rule; KeyError naming it if there is no such rule."""
@@ -182,52 +258,94 @@ class Notifier(Protocol):
         """Deliver what can be delivered in a short grace period."""
         ...
 
+    def forget(self, rule: str) -> None:
+        """The rule was removed: no more repeats or escalation of it."""
+        ...
+
 
 class AlarmSink:
-    """Sink that runs the alarm engine and sends its events to listeners and channels.
+    """Sink that runs the alarm engine and sends its events to listeners and the notifier.
 
-    Listeners get every event (the alarm journal, the web HMI); notification channels
-    get the events that `annunciates` — condition changes of alarms that are not
-    shelved, suppressed or out of service. With a `notifier` the channels are its
-    business; without one, the built-in email path below sends them (the seam:
-    `_notify`).
+    Listeners get every event (the alarm journal, the web HMI); the notifier gets the
+    events that `annunciates` — condition changes of alarms that are not shelved,
+    suppressed or out of service — with the rule's channels. Without a `notifier` the
+    sink builds alarms.notify's from the configuration (`origin` names the file in its
+    errors), asking the sink whether a rule is acknowledged and handing every delivery
+    record to `on_delivery`.
     """
 
     name = "alarms"
 
-    def __init__(self, config: PlantConfig, *,
-                 retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
-                 stop_grace_s: float = 2.0, notifier: Notifier | None = None) -> None:
-        site = config.site
-        self.site_name = f"{site.name_zh} {site.name}" if site.name_zh else site.name
+    def __init__(self, config: PlantConfig, *, notifier: Notifier | None = None,
+                 on_delivery: Callable[[DeliveryRecord], None] | None = None,
+                 origin: str = "configuration") -> None:
+        self.config = config
         self.engine = AlarmEngine(config)
-        self.rules = self.engine.specs
-        self.notifier = notifier
-        self.channels: dict[str, EmailChannel] = {
-            c.id: EmailChannel(c, site.timezone) for c in config.alarms.channels
-            if isinstance(c, EmailChannelConfig)}
         known = {c.id for c in config.alarms.channels}
-        for rule in self.rules:
+        for rule in self.engine.specs:
             for ch in rule.notify:
                 if ch not in known:
                     raise ValueError(f"alarm rule {rule.id!r}: unknown channel {ch!r}")
+        if notifier is None:
+            notifier = notify.Notifier(config.alarms, config.site,
+                                       is_acknowledged=self.is_acknowledged, origin=origin,
+                                       on_delivery=on_delivery)
+        elif on_delivery is not None:
+            raise ValueError("on_delivery is for the notifier the sink builds: give it to "
+                             "your own notifier instead")
+        self.notifier = notifier
         self.events: list[AlarmEvent] = []
-        self.retry_delays_s = tuple(retry_delays_s)
-        self.stop_grace_s = stop_grace_s
         self._listeners: list[Listener] = []
-        self._sends: set[asyncio.Task[None]] = set()
-        self._channel_error: dict[str, str] = {}  # last error logged per channel
+        self._rules_listeners: list[RulesListener] = []
         self._listener_error: dict[int, str] = {}
 
     def subscribe(self, callback: Listener) -> Callable[[], None]:
         """Call `callback` with every future event; returns a function that unsubscribes."""
-        self._listeners.append(callback)
+        return _add(self._listeners, callback)
 
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
+    def on_rules_changed(self, callback: RulesListener) -> Callable[[], None]:
+        """Call `callback(rules, user, comment, t)` after each change of rules (to persist
+        and audit it); returns a function that unsubscribes."""
+        return _add(self._rules_listeners, callback)
 
-        return unsubscribe
+    def restore(self, events: Sequence[AlarmEvent]) -> None:
+        """Put the alarm states back from each rule's last journaled event (after a
+        restart); nothing is journaled or notified."""
+        self.engine.restore(events)
+
+    def rules_config(self) -> list[dict[str, Any]]:
+        """The alarm rules now in force as plain data (JSON types), in order."""
+        return [r.model_dump(mode="json") for r in self.config.alarms.rules]
+
+    def change_rules(self, rules: list[dict[str, Any]], user: str, comment: str,
+                     t: datetime | None = None) -> list[dict[str, Any]]:
+        """Replace the alarm rules while running; the new `rules_config()`.
+
+        Needs a user and a comment (AlarmActionError). `rules` are validated like the
+        configuration file: ConfigError naming each key path, nothing changed. Rules
+        keep or start their states as `AlarmEngine.change_rules` says: changed levels
+        take effect at the next evaluation. A removed rule that was not normal is
+        journaled once more ("removed", not announced) and the notifier forgets it.
+        Then every `on_rules_changed` listener is called.
+        """
+        t = t or datetime.now(UTC)
+        user, comment = require_user("change alarm rules", user, comment)
+        config = with_alarm_rules(self.config, rules, RULES_ORIGIN)
+        problems = target_problems(config)
+        if problems:
+            raise ConfigError.many(RULES_ORIGIN, problems)
+        before = set(self.engine.index)
+        events = self.engine.change_rules(config, user, comment, t)
+        self.config = config
+        for rule in sorted(before - set(self.engine.index)):
+            self.notifier.forget(rule)
+        self._dispatch_all(events)
+        new = self.rules_config()
+        log.info("alarm rules changed by %s (%d → %d rules): %s", user, len(before), len(new),
+                 comment)
+        for listener in list(self._rules_listeners):
+            self._call(listener, new, user, comment, t)
+        return new
 
     def active(self) -> list[AlarmEvent]:
         """The latest event of each rule whose condition is not normal."""
@@ -239,14 +357,16 @@ class AlarmSink:
 
     def is_acknowledged(self, rule: str) -> bool:
         """Whether a rule's alarm needs no repeats or escalation: acknowledged, or shelved,
-        suppressed or out of service (the notifier's `is_acknowledged` callback)."""
-        alarm = self.engine.alarm(rule)
+        suppressed or out of service, or the rule is gone (the notifier's callback)."""
+        i = self.engine.index.get(rule)
+        if i is None:
+            return True
+        alarm = self.engine.alarms[i]
         return alarm.acked or alarm.masked
 
     async def start(self) -> None:
-        """Start the notifier if there is one; the built-in email path connects per message."""
-        if self.notifier is not None:
-            await self.notifier.start()
+        """Start the notifier."""
+        await self.notifier.start()
 
     async def on_samples(self, samples: Sequence[Sample]) -> None:
         """Raw samples are not used: rules read minute results."""
@@ -323,61 +443,35 @@ class AlarmSink:
         if len(self.events) > MAX_EVENTS:
             del self.events[:-MAX_EVENTS]
         for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception as exc:  # one bad listener must not stop the others
-                text = f"{type(exc).__name__}: {exc}"
-                if self._listener_error.get(id(listener)) != text:
-                    log.error("alarm listener %r failed: %s", listener, text)
-                    self._listener_error[id(listener)] = text
+            self._call(listener, event)
         if annunciates(event):
-            self._notify(event, self.rules[self.engine.index[event.rule]].notify)
+            spec = self.engine.specs[self.engine.index[event.rule]]
+            self.notifier.notify(event, spec.notify)
 
-    def _notify(self, event: AlarmEvent, channels: Sequence[str]) -> None:
-        """The seam to the notifier: with one, hand it the event; else send email here."""
-        if self.notifier is not None:
-            self.notifier.notify(event, channels)
-            return
-        for ch in channels:
-            channel = self.channels.get(ch)
-            if channel is None:  # a channel kind only the notifier can send
-                continue
-            task = asyncio.create_task(self._send(channel, event),
-                                       name=f"alarm-send:{ch}:{event.rule}")
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-
-    async def _send(self, channel: EmailChannel, event: AlarmEvent) -> None:
-        """Send with retries; log a channel's failure once until it recovers."""
-        tries = len(self.retry_delays_s) + 1
-        for attempt in range(tries):
-            try:
-                await channel.send(event, self.site_name)
-            except Exception as exc:
-                if attempt + 1 < tries:
-                    log.debug("channel %s try %d failed: %s", channel.id, attempt + 1, exc)
-                    await asyncio.sleep(self.retry_delays_s[attempt])
-                    continue
-                text = str(exc)
-                if self._channel_error.get(channel.id) != text:
-                    log.error("alarm channel %s failed after %d tries: %s",
-                              channel.id, tries, text)
-                    self._channel_error[channel.id] = text
-                return
-            if self._channel_error.pop(channel.id, None) is not None:
-                log.info("alarm channel %s works again", channel.id)
-            return
+    def _call(self, listener: Callable[..., None], *args: Any) -> None:
+        """Call a listener; one that fails is logged (once per error) and does not stop others."""
+        try:
+            listener(*args)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if self._listener_error.get(id(listener)) != text:
+                log.error("alarm listener %r failed: %s", listener, text)
+                self._listener_error[id(listener)] = text
 
     async def stop(self) -> None:
-        """Let in-flight sends finish for a short grace period, then cancel the rest."""
-        if self.notifier is not None:
-            await self.notifier.stop()
-        pending = set(self._sends)
-        if pending:
-            _, pending = await asyncio.wait(pending, timeout=self.stop_grace_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        """Stop the notifier: queued notifications get a short grace period to go out."""
+        await self.notifier.stop()
+
+
+def _add(listeners: list[Any], callback: Any) -> Callable[[], None]:
+    """Append `callback` to `listeners`; a function that removes it again."""
+    listeners.append(callback)
+
+    def unsubscribe() -> None:
+        with contextlib.suppress(ValueError):
+            listeners.remove(callback)
+
+    return unsubscribe
 
 
 __all__ = ["AlarmActionError", "AlarmEngine", "AlarmSink", "AuditRecord", "Notifier"]

@@ -7,7 +7,8 @@ dedupe, per-channel rate limits, retries with capped exponential backoff, and, f
 rules left unacknowledged, escalation and repeats. Whether a rule is acknowledged is
 asked of the engine's state machine through the `is_acknowledged(rule_id)` callback.
 Every attempt and every decision not to send goes to the delivery log, kept in memory
-(bounded) until the historian gets a table for it.
+(bounded) and handed to the `on_delivery` callback (the runtime writes it to the
+historian).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ AckCheck = Callable[[str], bool]
 
 Clock = Callable[[], datetime]
 """The current time, timezone-aware."""
+
+DeliveryHook = Callable[[DeliveryRecord], None]
+"""Takes every record of the delivery log as it is logged (e.g. to persist it)."""
 
 _STATE_ZH = {"alarm": "报警", "warning": "预警", "normal": "正常"}
 _SUMMARY_LINES = 20  # events listed one by one in a rate-limit summary
@@ -138,7 +142,8 @@ class Notifier:
 
     def __init__(self, alarms: AlarmsConfig, site: SiteConfig, *,
                  is_acknowledged: AckCheck = never_acknowledged, clock: Clock = utc_now,
-                 origin: str = "configuration", tick_s: float = 10.0) -> None:
+                 origin: str = "configuration", tick_s: float = 10.0,
+                 on_delivery: DeliveryHook | None = None) -> None:
         self.routes: list[RouteConfig] = list(alarms.routes)
         self.delivery = alarms.delivery
         self.site_name = f"{site.name_zh} {site.name}" if site.name_zh else site.name
@@ -146,6 +151,8 @@ class Notifier:
         self.is_acknowledged = is_acknowledged
         self.clock = clock
         self.tick_s = tick_s
+        self.on_delivery = on_delivery
+        self._on_delivery_failed = False
         self.channels: dict[str, Channel] = build_channels(alarms, site, origin)
         self._workers: dict[str, _Worker] = {}
         for cfg in alarms.channels:
@@ -215,6 +222,11 @@ class Notifier:
                     act.escalated.add(i)
                     self._enqueue(route.escalate_to,
                                   _annotate(act.event, "escalation", minutes), "escalation")
+
+    def forget(self, rule: str) -> None:
+        """Drop a rule's repeats, escalation and dedupe memory (the rule was removed)."""
+        self._active.pop(rule, None)
+        self._last.pop(rule, None)
 
     async def start(self) -> None:
         """Start one worker per channel and the repeat / escalation timer."""
@@ -292,8 +304,21 @@ class Notifier:
 
     def _record(self, channel: str, event: AlarmEvent, kind: str, outcome: str,
                 attempt: int = 0, error: str = "") -> None:
-        self._log.append(DeliveryRecord(self.clock().astimezone(UTC), channel, event.rule,
-                                        event.state, kind, outcome, attempt, error))
+        record = DeliveryRecord(self.clock().astimezone(UTC), channel, event.rule,
+                                event.state, kind, outcome, attempt, error)
+        self._log.append(record)
+        if self.on_delivery is None:
+            return
+        try:
+            self.on_delivery(record)
+        except Exception:  # the log's keeper must not stop delivery
+            if not self._on_delivery_failed:
+                log.exception("delivery log callback failed (logged once until it works)")
+                self._on_delivery_failed = True
+            return
+        if self._on_delivery_failed:
+            log.info("delivery log callback works again")
+            self._on_delivery_failed = False
 
     def _enqueue(self, channels: Iterable[str], event: AlarmEvent, kind: str) -> None:
         for cid in channels:

@@ -410,6 +410,30 @@ def _opt_float(x: int | None) -> float | None:
     return None if x is None else float(x)
 
 
+_DEFINITION = ("kind", "target", "direction", "over_min", "device", "scope", "window", "measure",
+               "source", "window_h", "unit")
+
+
+def definition(config: RuleConfig) -> tuple[object, ...]:
+    """What a rule measures (kind, target, window …), without its levels, delays, name and
+    channels: a rule changed only in those keeps its evaluation state."""
+    fields = vars(config)  # not getattr: a missing attribute costs pydantic a slow miss
+    return tuple(fields.get(name) for name in _DEFINITION)
+
+
+def target_problems(plant: PlantConfig) -> list[tuple[str, str]]:
+    """(key path, problem) of every rule whose target names a field its record lacks."""
+    problems = []
+    for i, rule in enumerate(plant.alarms.rules):
+        target = getattr(rule, "target", None)
+        if isinstance(target, Target):
+            try:
+                check_target(target)
+            except ValueError as exc:
+                problems.append((f"alarms.rules[{i}].target.field", str(exc)))
+    return problems
+
+
 def plant_specs(plant: PlantConfig) -> list[RuleSpec]:
     """The specs of every rule of a plant, in configuration order."""
     area = Areas(plant)
@@ -858,11 +882,19 @@ class LevelBank:
         self.level = np.zeros(n, np.int8)
         self.up1, self.up2, self.dn1, self.dn2 = (np.full(n, NONE, np.int64) for _ in range(4))
 
-    def reset(self, i: int) -> None:
-        """Back to normal with no timers running (a rule returned to service)."""
-        self.level[i] = 0
+    def reset(self, i: int, level: int = 0) -> None:
+        """At `level` with no timers running: normal for a rule returned to service, its
+        alarm state's level for one restored or redefined."""
+        self.level[i] = level
         for a in (self.up1, self.up2, self.dn1, self.dn2):
             a[i] = NONE
+
+    def take_over(self, old: LevelBank, rows: npt.NDArray[np.intp],
+                  old_rows: npt.NDArray[np.intp]) -> None:
+        """Rows `rows` continue with the levels and delay timers of `old`'s `old_rows`."""
+        for mine, theirs in ((self.level, old.level), (self.up1, old.up1), (self.up2, old.up2),
+                             (self.dn1, old.dn1), (self.dn2, old.dn2)):
+            mine[rows] = theirs[old_rows]
 
     def step(self, rows: Rows, value: F64, m: int) -> tuple[npt.NDArray[np.intp],
                                                              npt.NDArray[np.int8],
@@ -991,6 +1023,13 @@ class _RollingBank:
         self.sums = np.zeros((2, n))
         self.last = NONE
         self._pushes = 0
+
+    def take_over(self, old: _RollingBank, mine: npt.NDArray[np.intp],
+                  theirs: npt.NDArray[np.intp]) -> None:
+        """Entities `mine` continue with `old`'s `theirs`; the others start from zero."""
+        self.ring[:, mine] = old.ring[:, theirs]
+        self.sums[:, mine] = old.sums[:, theirs]
+        self.last, self._pushes = old.last, old._pushes
 
     def push(self, m: int, co2: F64, out: F64) -> None:
         if m <= self.last:
@@ -1131,6 +1170,64 @@ class RuleBank:
         for i in rows["reconciliation_diff"]:
             recon.setdefault(cfgs[i].unit, []).append(int(i))
         self._recon = {u: np.array(r, np.intp) for u, r in recon.items()}
+
+    def restore(self, row: int, level: int, suppressed: bool, t: datetime,
+                value: float) -> None:
+        """Hold rule `row` at `level` (suppressed or not) as its last journaled event, at `t`
+        with `value`, left it before a restart; its delay timers start afresh.
+
+        A stale rule in warning or alarm goes on counting from the minutes it had then, so
+        that a value still stale after the restart does not return it to normal.
+        """
+        self.levels.reset(row, level)
+        self.suppressed[row] = suppressed
+        if level > 0 and self.specs[row].kind == "stale" and math.isfinite(value):
+            pos = np.searchsorted(self._rows["stale"], row)
+            self._stale_last[pos] = minute_index(t, self.clock.minute_seconds) - int(value)
+
+    def take_over(self, old: RuleBank, kept: Sequence[tuple[int, int]]) -> None:
+        """Continue where `old` (the bank before a change of rules) left off.
+
+        Taken over: device faults, trailing emissions and the clock; the emission windows
+        and closed hours of the entities both banks watch; and, for each (row, old row)
+        in `kept` (rules whose definition did not change), levels, delay timers, last
+        value, rate-of-change history and stale count.
+        """
+        self.last_m, self.trailing_30d_t, self._month = old.last_m, old.trailing_30d_t, old._month
+        faults = dict(zip(old.devices, zip(old.fault.tolist(), old.fault_message, strict=True),
+                          strict=True))
+        for d, dev in enumerate(self.devices):
+            self.fault[d], self.fault_message[d] = faults.get(dev, (False, ""))
+        new = np.array([r for r, _ in kept], np.intp)
+        was = np.array([r for _, r in kept], np.intp)
+        self.levels.take_over(old.levels, new, was)
+        self.value[new] = old.value[was]
+        for g in self._roc_groups:
+            og = next((o for o in old._roc_groups if o.over == g.over), None)
+            if og is None:
+                continue
+            g.stamp[:] = og.stamp
+            mine = np.isin(new, g.rows)
+            g.ring[np.searchsorted(g.rows, new[mine])] = og.ring[np.searchsorted(og.rows,
+                                                                                 was[mine])]
+        stale, old_stale = self._rows["stale"], old._rows["stale"]
+        mine = np.isin(new, stale)
+        self._stale_last[np.searchsorted(stale, new[mine])] = old._stale_last[
+            np.searchsorted(old_stale, was[mine])]
+        for w in self._windows:
+            ow = next((o for o in old._windows if o.window == w.window), None)
+            if ow is None:
+                continue
+            at = {old._ent_refs[e]: j for j, e in enumerate(ow.entities.tolist())}
+            pairs = [(j, at[self._ent_refs[e]]) for j, e in enumerate(w.entities.tolist())
+                     if self._ent_refs[e] in at]
+            if not pairs:
+                continue
+            nj, oj = (np.array(x, np.intp) for x in zip(*pairs, strict=True))
+            w.sums[:, nj] = ow.sums[:, oj]
+            if w.rolling is not None and ow.rolling is not None:
+                w.rolling.take_over(ow.rolling, nj, oj)
+        self._capture.take_over(old._capture)
 
     def _stopped(self, result: MinuteResult) -> B1:
         """Per plant unit whether it is stopped, plus a last False for rules without one."""
@@ -1302,6 +1399,19 @@ class _CaptureBank:
         self.size = int(self.window.max(initial=1))
         self.codes = np.zeros((len(self.sources), self.size), np.int8)
         self.stamp = np.full(self.size, NONE, np.int64)
+
+    def take_over(self, old: _CaptureBank) -> None:
+        """The closed hours `old` holds of the sources both watch (as many as fit)."""
+        where = {s: i for i, s in enumerate(old.sources)}
+        common = [(i, where[s]) for i, s in enumerate(self.sources) if s in where]
+        if not common:
+            return
+        mine, theirs = (np.array(x, np.intp) for x in zip(*common, strict=True))
+        for col in np.argsort(old.stamp).tolist():  # oldest first: a later hour wins its slot
+            h = int(old.stamp[col])
+            if h != NONE:
+                self.codes[mine, h % self.size] = old.codes[theirs, col]
+                self.stamp[h % self.size] = h
 
     def push(self, codes: Mapping[str, int], h: int) -> F64:
         """Record closed hour h; every rule's capture rate %, NaN below its `min_hours`."""

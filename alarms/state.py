@@ -18,7 +18,8 @@ service it is not journaled either); an alarm that rose while masked is unacknow
 when the mask ends, one that rose and cleared while masked leaves nothing behind.
 
 Every transition returns an `AlarmEvent` for the alarm journal; acknowledge, shelve,
-unshelve and the service actions also return an `AuditRecord` for the audit log.
+unshelve and the service actions also return an `AuditRecord` for the audit log. After a
+restart, `restore` puts a state back from the rule's last journaled event.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ MAX_SHELVE = timedelta(hours=24)
 _BASE_STATES = {(False, True): NORMAL, (False, False): RTN_UNACK,
                 (True, True): ACKED, (True, False): UNACK}
 _ANNOUNCED_AFTER_MASK = ("unshelve", "shelve_expired", "unsuppress")
+_MODE_ON = ("shelve", "suppress", "out_of_service")  # leave the base state as it was
 
 
 class AlarmActionError(ValueError):
@@ -79,6 +81,15 @@ def _aware(t: datetime, what: str) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"{what} must be a timezone-aware UTC datetime, got {t!r}")
     return t
+
+
+def require_user(action: str, user: str, comment: str) -> tuple[str, str]:
+    """`user` and `comment` stripped; AlarmActionError saying which is missing for `action`."""
+    user, comment = (user or "").strip(), (comment or "").strip()
+    missing = [name for name, v in (("a user", user), ("a comment", comment)) if not v]
+    if missing:
+        raise AlarmActionError(f"{action}: needs {' and '.join(missing)}")
+    return user, comment
 
 
 class AlarmState:
@@ -253,15 +264,50 @@ class AlarmState:
             self.acked = True
         self._raised_masked = False
 
+    def remove(self, user: str, comment: str, t: datetime) -> AlarmEvent:
+        """The rule is deleted from the configuration: its last event, back to normal."""
+        user, comment = self._require(user, comment, "remove", t)
+        before = (self.level, self.ack_state)
+        self.level, self.acked, self._raised_masked = 0, True, False
+        self.shelved_until, self.suppressed, self.out_of_service = None, False, False
+        self.value, self.limit = math.nan, None
+        return self._event(t, before, "removed", f"rule removed by {user}: {comment}",
+                           f"规则已由 {user} 删除：{comment}", user=user, comment=comment)
+
+    def restore(self, event: AlarmEvent) -> None:
+        """Put the state back as `event`, the rule's last journaled event, left it (after a
+        restart); no event."""
+        level = LEVELS.index(event.state)
+        mode, before = event.ack_state, event.previous_ack_state
+        base_states = _BASE_STATES.values()
+        raised = False
+        if mode in base_states:
+            acked = mode in (NORMAL, ACKED)
+        elif event.cause in ("acknowledge", "return_to_service"):
+            acked = True
+        elif event.cause == "condition" and level > LEVELS.index(event.previous):
+            acked, raised = False, True  # it rose while masked
+        elif event.cause in _MODE_ON and before in base_states:
+            acked = before in (NORMAL, ACKED)
+        else:
+            # A mode's base state that the event does not tell (e.g. the condition fell
+            # while shelved; it may or may not have been acknowledged): conservatively
+            # unacknowledged if the condition is active, nothing to acknowledge if normal.
+            acked = level == 0
+        self.level, self.acked, self._raised_masked = level, acked, raised
+        self.shelved_until = event.shelved_until
+        self.out_of_service = mode == OUT_OF_SERVICE
+        # Under a shelf or out of service, suppression shows only in the event that set it;
+        # otherwise it is taken as off, and the next minute suppresses again if need be.
+        self.suppressed = (mode == SUPPRESSED or event.cause == "suppress"
+                           or (event.cause in _MODE_ON and before == SUPPRESSED))
+        self.value, self.limit = event.value, event.limit
+        self.last_event = event
+
     def _require(self, user: str, comment: str, action: str,
                  t: datetime) -> tuple[str, str]:
         _aware(t, f"{action} time")
-        user, comment = (user or "").strip(), (comment or "").strip()
-        missing = [name for name, v in (("a user", user), ("a comment", comment)) if not v]
-        if missing:
-            raise AlarmActionError(f"{action} alarm rule {self.info.rule!r}: needs "
-                                   f"{' and '.join(missing)}")
-        return user, comment
+        return require_user(f"{action} alarm rule {self.info.rule!r}", user, comment)
 
     def _event(self, t: datetime, before: tuple[int, str], cause: str, en: str, zh: str, *,
                user: str = "", comment: str = "") -> AlarmEvent:

@@ -161,7 +161,7 @@ class AlarmEvent:
     ack_state: str = ""
     previous_ack_state: str = ""
     # What made the transition: condition, acknowledge, shelve, unshelve, shelve_expired,
-    # suppress, unsuppress, out_of_service, return_to_service.
+    # suppress, unsuppress, out_of_service, return_to_service, removed (rule deleted).
     cause: str = "condition"
     kind: str = ""  # rule kind, e.g. "threshold"
     area: str = ""  # the unit the rule belongs to, "site", or "" (none)

@@ -1,4 +1,5 @@
-"""AlarmSink and the email channel against a real SMTP server (aiosmtpd on loopback)."""
+"""AlarmSink (through the notifier it builds) and the email channel against a real SMTP
+server (aiosmtpd on loopback)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from alarms.email import EmailChannel
 from alarms.engine import AlarmSink
+from alarms.notify import Notifier
 from server.config import EmailChannelConfig, PlantConfig, parse_config
-from server.errors import SinkError
-from server.records import AlarmEvent
+from server.errors import ConfigError, SinkError
+from server.records import AlarmEvent, DeliveryRecord
 from tests.alarms.test_rules import T0, minute_result
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict
@@ -31,15 +33,21 @@ def channel(cid: str, port: int, **kw: Any) -> dict[str, Any]:
             "sender": "carbonscada@example.com", "to": TO, "timeout_s": 2.0, **kw}
 
 
-def config(channels: list[dict[str, Any]], notify: list[str]) -> PlantConfig:
+def config(channels: list[dict[str, Any]], notify: list[str],
+           delivery: dict[str, Any] | None = None) -> PlantConfig:
     data = plant_dict()
     data["alarms"] = {
         "rules": [{"id": "co2_high", "name": "High CO2 rate",
                    "target": {"source": "S1", "field": "co2_rate_t_h"},
                    "warning": 160.0, "alarm": 180.0, "deadband": 5.0, "notify": notify}],
         "channels": channels,
+        "delivery": delivery or {},
     }
     return parse_config(data, "test_email")
+
+
+def outcomes(records: list[DeliveryRecord], channel: str) -> list[tuple[str, str, str, int]]:
+    return [(d.rule, d.state, d.outcome, d.attempt) for d in records if d.channel == channel]
 
 
 async def test_one_alarm_sends_one_email(smtp_server: SmtpServer) -> None:
@@ -89,9 +97,11 @@ async def test_dead_channel_does_not_block(smtp_server: SmtpServer,
                                            caplog: pytest.LogCaptureFixture) -> None:
     dead_port = free_port()
     cfg = config([channel("dead", dead_port), channel("mail", smtp_server.port)],
-                 ["dead", "mail"])
-    sink = AlarmSink(cfg, retry_delays_s=(0.05, 0.05))
-    caplog.set_level(logging.DEBUG, logger="alarms.engine")
+                 ["dead", "mail"],
+                 delivery={"retries": 2, "backoff_initial_s": 0.05, "backoff_max_s": 0.05})
+    delivered: list[DeliveryRecord] = []
+    sink = AlarmSink(cfg, on_delivery=delivered.append)
+    caplog.set_level(logging.DEBUG, logger="alarms.notify")
     try:
         started = time.monotonic()
         await sink.on_minute(minute_result(196_960.0))
@@ -112,25 +122,39 @@ async def test_dead_channel_does_not_block(smtp_server: SmtpServer,
         f"127.0.0.1:{dead_port} (none): ")
     tries = [r for r in caplog.records if "channel dead try" in r.getMessage()]
     assert len(tries) == 4  # 2 events x 2 retried tries
+    # The delivery log (handed to on_delivery) has every attempt.
+    assert outcomes(delivered, "dead") == [
+        ("co2_high", "alarm", "retry", 1), ("co2_high", "alarm", "retry", 2),
+        ("co2_high", "alarm", "failed", 3), ("co2_high", "warning", "retry", 1),
+        ("co2_high", "warning", "retry", 2), ("co2_high", "warning", "failed", 3)]
+    assert outcomes(delivered, "mail") == [("co2_high", "alarm", "sent", 1),
+                                           ("co2_high", "warning", "sent", 1)]
 
 
 async def test_stop_cancels_a_hung_send() -> None:
+    hung_up = asyncio.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # accepts, never greets; ends when the client hangs up
+        hung_up.set()
         writer.close()
 
     hung = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = hung.sockets[0].getsockname()[1]
     try:
         cfg = config([channel("slow", port, timeout_s=30.0)], ["slow"])
-        sink = AlarmSink(cfg, stop_grace_s=0.2)
+        delivered: list[DeliveryRecord] = []
+        sink = AlarmSink(cfg, on_delivery=delivered.append)
         await sink.on_minute(minute_result(196_960.0))
         assert len(sink.events) == 1
         await asyncio.sleep(0.1)
         started = time.monotonic()
         await sink.stop()
-        assert time.monotonic() - started < 1.0
-        assert not sink._sends
+        # The notifier's stop grace is 2 s; the send would have waited 30 s.
+        assert time.monotonic() - started < 3.0
+        await asyncio.wait_for(hung_up.wait(), 1.0)  # the connection was given up
+        assert [(d.channel, d.outcome, d.error) for d in delivered] == [
+            ("slow", "dropped", "not sent before stop")]
     finally:
         hung.close()
 
@@ -151,6 +175,41 @@ async def test_listener_failure_does_not_stop_others(smtp_server: SmtpServer) ->
     assert [e.state for e in sink.events] == ["alarm", "normal"]
     await sink.stop()
     assert smtp_server.messages == []  # the rule notifies no channel
+
+
+async def test_sink_builds_its_notifier_from_the_config(smtp_server: SmtpServer) -> None:
+    delivered: list[DeliveryRecord] = []
+    sink = AlarmSink(config([channel("mail", smtp_server.port)], ["mail"]),
+                     on_delivery=delivered.append)
+    assert isinstance(sink.notifier, Notifier)
+    assert set(sink.notifier.channels) == {"mail"}
+    await sink.start()
+    try:
+        await sink.on_minute(minute_result(196_960.0))
+        (msg,) = await smtp_server.wait_for(1)
+        assert msg["Subject"] == SUBJECT
+        # The notifier asks the sink whether to repeat and escalate.
+        assert sink.notifier.is_acknowledged("co2_high") is False
+        sink.acknowledge("co2_high", "op", "seen")
+        assert sink.notifier.is_acknowledged("co2_high") is True
+    finally:
+        await sink.stop()
+    assert [(d.channel, d.rule, d.state, d.kind, d.outcome, d.attempt) for d in delivered] == [
+        ("mail", "co2_high", "alarm", "event", "sent", 1)]
+
+
+def test_notifier_secrets_are_checked_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CARBONSCADA_TEST_SMTP_PW", raising=False)
+    cfg = config([channel("auth", free_port(), username="ops",
+                          password_env="CARBONSCADA_TEST_SMTP_PW")], ["auth"])
+    with pytest.raises(ConfigError, match=r"^plant\.yaml: alarms\.channels\[0\]\.password_env: "):
+        AlarmSink(cfg, origin="plant.yaml")
+
+
+def test_on_delivery_needs_the_sinks_own_notifier() -> None:
+    cfg = config([], [])
+    with pytest.raises(ValueError, match="on_delivery is for the notifier the sink builds"):
+        AlarmSink(cfg, notifier=Notifier(cfg.alarms, cfg.site), on_delivery=print)
 
 
 def test_unknown_field_fails_at_construction() -> None:

@@ -1,9 +1,12 @@
 """AlarmEngine / AlarmSink: the vectorised bank against the scalar rules, operator actions,
-suppression, shelving, periods, device events and the notifier seam."""
+suppression, shelving, periods, device events, the notifier seam, restore after a restart
+and rule changes at run time."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
 import random
 from collections import Counter
@@ -27,7 +30,8 @@ from alarms.state import (
     AuditRecord,
 )
 from compute.clock import PlantClock
-from server.config import PlantConfig, parse_config
+from server.config import PlantConfig, parse_config, with_alarm_rules
+from server.errors import ConfigError
 from server.records import (
     AlarmEvent,
     AllowancePosition,
@@ -201,10 +205,14 @@ def test_bank_matches_scalar_rules() -> None:
 class FakeNotifier:
     def __init__(self) -> None:
         self.sent: list[tuple[AlarmEvent, tuple[str, ...]]] = []
+        self.forgotten: list[str] = []
         self.started = self.stopped = False
 
     def notify(self, event: AlarmEvent, channels: Sequence[str]) -> None:
         self.sent.append((event, tuple(channels)))
+
+    def forget(self, rule: str) -> None:
+        self.forgotten.append(rule)
 
     async def start(self) -> None:
         self.started = True
@@ -383,15 +391,6 @@ async def test_periods_drive_capture_reconciliation_and_forecast() -> None:
     assert [(e.rule, ch) for e, ch in notifier.sent] == [("cap", ()), ("rec", ()), ("fc", ())]
 
 
-async def test_without_notifier_only_email_channels_are_sent() -> None:
-    cfg = two_unit_plant([S1_RATE], channels=[MAIL])
-    s = AlarmSink(cfg, retry_delays_s=())
-    assert set(s.channels) == {"mail"}
-    await s.on_minute(record(at(0), s1_kg=5500.0))
-    assert len(s._sends) == 1  # the built-in email path took it
-    await s.stop()
-
-
 def test_engine_is_usable_without_the_sink() -> None:
     cfg = two_unit_plant([S1_RATE], channels=[MAIL])
     engine = AlarmEngine(cfg)
@@ -405,3 +404,271 @@ def test_engine_is_usable_without_the_sink() -> None:
     assert isinstance(engine.specs[0].config.id, str)
     assert [type(r) for r in scalar_rules(cfg)] == [type(scalar_rules(cfg)[0])]
     assert issubclass(type(scalar_rules(cfg)[0]), ScalarRule)
+
+
+# --- restore after a restart --------------------------------------------------------------
+
+NS = {"suppress_when_stopped": False}
+S1_KG = {"source": "S1", "field": "co2_kg"}
+RESTORE_RULES: list[dict[str, Any]] = [
+    {"id": "unack", "target": S1_KG, "warning": 4000.0, "alarm": 5000.0, **NS},
+    {"id": "acked", "target": S1_KG, "warning": 4000.0, "alarm": 5000.0, "deadband": 300.0,
+     **NS},
+    {"id": "rtn", "target": {"source": "S1", "field": "co2_dry_pct"}, "alarm": 13.0, **NS},
+    {"id": "shelf_acked", "target": S1_KG, "alarm": 5000.0, **NS},
+    {"id": "shelf_unack", "target": S1_KG, "warning": 4000.0, **NS},
+    {"id": "oos", "target": {"unit": "U1", "field": "co2_kg"}, "alarm": 9000.0, **NS},
+    {"id": "supp", "target": S1_KG, "alarm": 5000.0},  # suppressed while U1 is stopped
+    {"id": "delayed", "target": S1_KG, "alarm": 5000.0, "on_delay_min": 2,
+     "off_delay_min": 2, **NS},
+    {"id": "stale", "kind": "stale", "target": {"tag": "s1_co2", "field": "mean"},
+     "warning_min": 2, "alarm_min": 3, **NS},
+    {"id": "quiet", "target": S1_KG, "alarm": 50_000.0, **NS},
+]
+
+
+def moves(events: Sequence[AlarmEvent]) -> list[tuple[str, str, str, str, str]]:
+    return [(e.rule, e.cause, e.previous, e.state, e.ack_state) for e in events]
+
+
+async def test_restored_engine_goes_on_like_the_original(
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, a_notifier, a_journal = sink(*RESTORE_RULES)
+    await a.on_minute(record(at(0), s1_kg=5600.0, s1_co2=14.0, u1_kg=9500.0, s1_flag=F.D))
+    a.acknowledge("acked", "op", "seen", at(0.5))
+    a.acknowledge("shelf_acked", "op", "seen", at(0.5))
+    a.shelve("shelf_acked", "op", "analyser check", at(7), at(0.5))
+    a.shelve("shelf_unack", "op", "analyser check", at(8.5), at(0.5))
+    a.remove_from_service("oos", "eng", "maintenance", at(0.5))
+    await a.on_minute(record(at(1), s1_kg=5600.0, s1_co2=12.0, s1_flag=F.D))
+    await a.on_minute(record(at(2), s1_kg=5600.0, s1_flag=F.D, u1_flag=F.F))
+    await a.on_minute(record(at(3), s1_kg=5600.0, s1_flag=F.D, u1_flag=F.F))
+    a.acknowledge("delayed", "op", "seen", at(3.5))
+    assert {e.rule: e.ack_state for e in a.alarm_list()} == {
+        "unack": UNACK, "acked": ACKED, "rtn": RTN_UNACK, "shelf_acked": SHELVED,
+        "shelf_unack": SHELVED, "oos": OUT_OF_SERVICE, "supp": SUPPRESSED,
+        "delayed": ACKED, "stale": UNACK}
+
+    # The historian's last event of each rule, in any order, plus one of a deleted rule.
+    last = list({e.rule: e for e in a_journal}.values())[::-1]
+    gone = AlarmEvent("deleted_rule", at(1), "alarm", "normal", 1.0, 1.0, "site co2_kg",
+                      "x", "x", ack_state=UNACK)
+    unreadable = dataclasses.replace(gone, rule="quiet", state="critical")
+    b, b_notifier, b_journal = sink(*RESTORE_RULES)
+    caplog.set_level(logging.INFO, logger="alarms.engine")
+    b.restore([*last, gone, unreadable])
+    assert b_journal == [] and b_notifier.sent == []  # restore emits and notifies nothing
+    assert [r.getMessage() for r in caplog.records if r.name == "alarms.engine"] == [
+        "alarm states not restored for 1 rule(s) no longer configured: deleted_rule",
+        "alarm rule quiet: its last event (critical, active-unacknowledged) cannot be "
+        "restored; it starts normal"]
+    assert b.alarm_list() == a.alarm_list()
+    ids = [r["id"] for r in RESTORE_RULES]
+    assert [b.is_acknowledged(r) for r in ids] == [a.is_acknowledged(r) for r in ids] == [
+        False, True, False, True, True, True, True, True, False, True]
+
+    n_a, n_sent = len(a_journal), len(a_notifier.sent)
+    expected = {
+        # A fall without deadband, the deadband holding "acked", the off-delay running,
+        # the stale tag still stale (4 minutes), conditions under a shelf and suppression.
+        4: [("unack", "condition", "alarm", "warning", UNACK),
+            ("shelf_acked", "condition", "alarm", "normal", SHELVED),
+            ("supp", "condition", "alarm", "normal", SUPPRESSED)],
+        5: [("stale", "condition", "alarm", "normal", RTN_UNACK),
+            ("supp", "unsuppress", "normal", "normal", RTN_UNACK)],
+        6: [("acked", "condition", "alarm", "warning", ACKED),
+            ("delayed", "condition", "alarm", "normal", NORMAL)],
+        7: [("shelf_acked", "shelve_expired", "normal", "normal", NORMAL),
+            ("unack", "condition", "warning", "alarm", UNACK),
+            ("acked", "condition", "warning", "alarm", UNACK),
+            ("shelf_acked", "condition", "normal", "alarm", UNACK),
+            ("supp", "condition", "normal", "alarm", UNACK)],
+        8: [],
+        9: [("shelf_unack", "shelve_expired", "warning", "warning", UNACK),
+            ("delayed", "condition", "normal", "alarm", UNACK)],
+        10: [("oos", "return_to_service", "alarm", "normal", NORMAL)],
+        11: [("oos", "condition", "normal", "alarm", UNACK)],
+    }
+    stopped = {4}
+    kg = {4: 4800.0, 5: 4800.0, 6: 4600.0}
+    for m, want in expected.items():
+        for s in (a, b):
+            if m == 10:
+                s.return_to_service("oos", "eng", "calibrated", at(9.5))
+            else:
+                await s.on_minute(record(at(m), s1_kg=kg.get(m, 5600.0),
+                                         s1_flag=F.D if m == 4 else F.N,
+                                         u1_flag=F.F if m in stopped else F.N,
+                                         u1_kg=9500.0 if m == 11 else 8000.0))
+        got = a_journal[n_a:]
+        assert moves(got) == want, f"minute {m}"
+        assert list(map(key, b_journal)) == list(map(key, got)), f"minute {m}"
+        n_a += len(got)
+        del b_journal[:]
+    assert [key(e) for e, _ in b_notifier.sent] == [key(e) for e, _ in a_notifier.sent[n_sent:]]
+    assert b.alarm_list() == a.alarm_list()
+    assert [b.is_acknowledged(r) for r in ids] == [a.is_acknowledged(r) for r in ids]
+
+
+# --- rule changes at run time ---------------------------------------------------------------
+
+
+async def test_change_rules_keeps_states_and_applies_new_levels() -> None:
+    s, notifier, journal = sink(
+        S1_RATE,
+        {"id": "gone", "name": "Old rule", "target": S1_KG, "alarm": 5000.0},
+        {"id": "quiet", "target": S1_KG, "alarm": 50_000.0},
+        {"id": "kept_shelf", "target": S1_KG, "warning": 4000.0})
+    changes: list[tuple[list[dict[str, Any]], str, str, datetime]] = []
+    s.on_rules_changed(lambda *args: changes.append(args))
+    await s.on_minute(record(at(0), s1_kg=5500.0))
+    s.acknowledge("s1_rate", "op", "seen", at(0.5))
+    s.shelve("kept_shelf", "op", "analyser check", at(20), at(0.5))
+    before = s.rules_config()
+    assert [r["id"] for r in before] == ["s1_rate", "gone", "quiet", "kept_shelf"]
+    assert before[0] == {
+        "id": "s1_rate", "name": "S1 rate", "notify": ["mail"], "suppress_when_stopped": True,
+        "warning": 4000.0, "alarm": 5000.0, "deadband": 0.0, "on_delay_min": 0,
+        "off_delay_min": 0, "kind": "threshold",
+        "target": {"source": "S1", "unit": None, "tag": None, "site": False,
+                   "field": "co2_kg"},
+        "direction": "high"}
+
+    # Refused: no comment; a bad level; a field the record does not have. Nothing changes.
+    rules = [{**before[0], "alarm": 6000.0, "name": "S1 rate v2"}, before[3],
+             {"id": "new", "target": S1_KG, "warning": 3000.0}]
+    with pytest.raises(AlarmActionError, match=r"^change alarm rules: needs a comment$"):
+        s.change_rules(rules, "eng", "  ", at(1))
+    with pytest.raises(ConfigError) as err:
+        s.change_rules([{**rules[0], "warning": "high"}], "eng", "limit review", at(1))
+    assert [p for p, _ in err.value.problems] == ["alarms.rules[0].warning"]
+    assert str(err.value).startswith("alarm rules change: alarms.rules[0].warning: ")
+    with pytest.raises(ConfigError) as err:
+        s.change_rules([rules[0], {**rules[2], "target": {"source": "S1", "field": "co2"}}],
+                       "eng", "limit review", at(1))
+    assert [p for p, _ in err.value.problems] == ["alarms.rules[1].target.field"]
+    assert "unknown source field 'co2'" in str(err.value)
+    assert s.rules_config() == before and changes == [] and len(journal) == 5
+
+    new = s.change_rules(rules, " eng ", "limit review", at(1))
+    assert [r["id"] for r in new] == ["s1_rate", "kept_shelf", "new"]
+    assert new[0]["alarm"] == 6000.0 and new[0]["name"] == "S1 rate v2"
+    assert new == s.rules_config()
+    assert changes == [(new, "eng", "limit review", at(1))]
+    # The removed rule in alarm ends with one journaled event; the normal one leaves none.
+    removed = journal[5:]
+    assert moves(removed) == [("gone", "removed", "alarm", "normal", NORMAL)]
+    assert (removed[0].previous_ack_state, removed[0].user, removed[0].comment) == (
+        UNACK, "eng", "limit review")
+    assert removed[0].message == "rule removed by eng: limit review [rule gone: Old rule]"
+    assert len(notifier.sent) == 3  # minute 0's three rises; the removal is not sent
+    assert notifier.forgotten == ["gone", "quiet"]
+    assert s.is_acknowledged("gone")
+    assert {e.rule: e.ack_state for e in s.alarm_list()} == {
+        "s1_rate": ACKED, "kept_shelf": SHELVED}
+    assert s.is_acknowledged("s1_rate") and s.is_acknowledged("kept_shelf")
+    assert s.engine.alarm("new").ack_state == NORMAL
+
+    # The new alarm level applies at once: 5500 < 6000 is back to warning, still
+    # acknowledged; the new rule starts normal and rises.
+    await s.on_minute(record(at(2), s1_kg=5500.0))
+    assert moves(journal[6:]) == [("s1_rate", "condition", "alarm", "warning", ACKED),
+                                  ("new", "condition", "normal", "warning", UNACK)]
+    assert journal[6].message == ("S1 co2_kg = 5500 < alarm level 6000, back to warning "
+                                  "[rule s1_rate: S1 rate v2]")
+    assert [e.rule for e, _ in notifier.sent[3:]] == ["s1_rate", "new"]
+    await s.on_minute(record(at(3), s1_kg=3500.0))
+    assert moves(journal[8:]) == [("s1_rate", "condition", "warning", "normal", NORMAL),
+                                  ("kept_shelf", "condition", "warning", "normal", SHELVED)]
+    assert {e.rule: e.ack_state for e in s.alarm_list()} == {"kept_shelf": SHELVED,
+                                                             "new": UNACK}
+
+
+async def test_changed_definition_keeps_alarm_state_and_level() -> None:
+    s, _, journal = sink(S1_RATE)
+    await s.on_minute(record(at(0), s1_kg=5500.0))
+    s.acknowledge("s1_rate", "op", "seen", at(0.5))
+    # Now on U1's CO2 (8000 kg): still ≥ 5000, so no new alarm, still acknowledged …
+    rule = {**s.rules_config()[0], "target": {"unit": "U1", "field": "co2_kg"}}
+    s.change_rules([rule], "eng", "watch the unit", at(1))
+    await s.on_minute(record(at(2), s1_kg=100.0, u1_kg=8000.0))
+    assert journal[2:] == []
+    assert s.alarm_list()[0].ack_state == ACKED
+    # … and the next event names the new target.
+    await s.on_minute(record(at(3), s1_kg=100.0, u1_kg=100.0))
+    assert moves(journal[2:]) == [("s1_rate", "condition", "alarm", "normal", NORMAL)]
+    assert journal[2].target == "unit U1 co2_kg"
+
+
+async def test_delays_and_suppression_across_a_change() -> None:
+    delayed = {"target": S1_KG, "alarm": 5000.0, "on_delay_min": 2, **NS}
+    s, _, journal = sink({"id": "limits_only", **delayed}, {"id": "retargeted", **delayed},
+                         {"id": "supp", "target": S1_KG, "alarm": 5000.0})
+    await s.on_minute(record(at(0), s1_kg=5500.0, u1_flag=F.F))  # on-delays start; U1 stops
+    assert moves(journal) == [("supp", "suppress", "normal", "normal", SUPPRESSED),
+                              ("supp", "condition", "normal", "alarm", SUPPRESSED)]
+    rules = s.rules_config()
+    rules[0]["alarm"] = 5200.0  # same definition: its on-delay goes on
+    rules[1]["target"] = {"unit": "U1", "field": "co2_kg"}  # new definition: starts afresh
+    s.change_rules(rules, "eng", "review", at(0.5))
+    for m in (1, 2, 3):
+        await s.on_minute(record(at(m), s1_kg=5500.0, u1_kg=8000.0))
+    assert [(e.rule, e.cause, e.ack_state, e.t) for e in journal[2:]] == [
+        ("supp", "unsuppress", UNACK, at(1)),  # U1 runs again, still in alarm: announced
+        ("limits_only", "condition", UNACK, at(2)),
+        ("retargeted", "condition", UNACK, at(3))]
+
+
+def test_change_rules_keeps_every_kind_of_evaluation_state() -> None:
+    """Shuffled, some removed, some added: the kept rules go on exactly as in an engine
+    whose rules never changed (levels, delays, histories, windows, hours, faults)."""
+    rng = random.Random(1)  # kept rules of every kind, window and rate-of-change span
+    rules = random_rules(rng, 96)
+    cfg = two_unit_plant(rules)
+    same, changed = AlarmEngine(cfg), AlarmEngine(cfg)
+    added = [{**r, "id": f"new{i}"} for i, r in enumerate(random_rules(random.Random(6), 8))]
+    keep = [r for i, r in enumerate(rules) if i % 9 != 4]
+    rng.shuffle(keep)
+    new_cfg = with_alarm_rules(cfg, [*keep, *added], "test")
+    kept_ids = {r["id"] for r in keep}
+    start = datetime(2024, 3, 31, 15, 0, tzinfo=UTC)
+    feed = random.Random(8)
+    compared, at_change = 0, 0
+    for k in range(600):
+        t = start + timedelta(minutes=k)
+        # Change once past minute 300 while kept rules are suppressed (a unit stopped).
+        if not at_change and k >= 300 and any(
+                a.suppressed for a in same.alarms if a.info.rule in kept_ids):
+            at_change = k
+            removed = changed.change_rules(new_cfg, "eng", "review", t)
+            assert {e.rule for e in removed} <= {r["id"] for r in rules} - kept_ids
+            assert all(e.cause == "removed" and e.ack_state == NORMAL for e in removed)
+        res = random_minute(t, feed)
+        calls: list[tuple[str, tuple[Any, ...]]] = [("on_minute", (res,))]
+        if feed.random() < 0.03:
+            calls.append(("on_device_event", (DeviceEvent(
+                "cems1", "bus", t + timedelta(seconds=20), feed.random() < 0.5, "timeout"),)))
+        if k % 60 == 59:
+            srcs = tuple(PeriodResult(s, t, 0, 0, 0, 0, 0, feed.random() < 0.7,
+                                      feed.choice([F.N, F.N, F.D, F.F]), 45)
+                         for s in ("S1", "S2"))
+            pos = AllowancePosition(1e6, 0, 0, 0, feed.uniform(1000, 90_000), 0, 0, 0, 0, 0,
+                                    0, 0)
+            calls.append(("on_period", (PeriodRecords(
+                "hour", t - timedelta(minutes=59), t + timedelta(minutes=1), srcs, (), (),
+                pos),)))
+        if k % 120 == 119:
+            calls += [("on_reconciliation", (u, t, feed.uniform(-8, 8))) for u in ("U1", "U2")]
+        for method, args in calls:
+            a = getattr(same, method)(*args)
+            b = getattr(changed, method)(*args)
+            if not at_change:
+                assert list(map(key, a)) == list(map(key, b))
+                continue
+            a = [e for e in a if e.rule in kept_ids]
+            b_kept = [e for e in b if e.rule in kept_ids]
+            assert sorted(map(key, a)) == sorted(map(key, b_kept)), f"minute {k} {method}"
+            compared += len(a)
+    assert at_change and compared > 100
+    assert [s.id for s in changed.specs] == [r["id"] for r in [*keep, *added]]
+    assert {e.rule for e in changed.alarm_list()} <= kept_ids | {r["id"] for r in added}

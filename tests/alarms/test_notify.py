@@ -372,6 +372,68 @@ async def test_repeat_while_active_and_unacknowledged(receiver: MakeReceiver) ->
     assert r.got[3].json()["state"] == "normal"
 
 
+async def test_forgotten_rule_is_not_repeated_or_escalated(receiver: MakeReceiver) -> None:
+    r = await receiver()
+    clock = ManualClock()
+    n = make([hook("ops", f"{r.url}/ops"), hook("boss", f"{r.url}/boss")],
+             routes=[{"channels": ["ops"], "repeat_min": 10, "escalate_after_min": 10,
+                      "escalate_to": ["boss"]}], clock=clock)
+    await n.start()
+    try:
+        n.notify(alarm_event(rule="r1"))
+        n.notify(alarm_event(rule="r2"))
+        await r.wait_for(2, path="/ops")
+        n.forget("r1")  # the rule was deleted
+        clock.advance(minutes=10)
+        n.tick()
+        await settle(n)
+        # Its dedupe memory went too: a rule re-created with that id is heard at once.
+        n.notify(alarm_event(rule="r1"))
+        await settle(n)
+    finally:
+        await n.stop()
+    assert [(d.channel, d.rule, d.kind, d.outcome) for d in n.deliveries] == [
+        ("ops", "r1", "event", "sent"), ("ops", "r2", "event", "sent"),
+        ("ops", "r2", "repeat", "sent"), ("boss", "r2", "escalation", "sent"),
+        ("ops", "r1", "event", "sent")]
+
+
+async def test_on_delivery_gets_every_record(receiver: MakeReceiver,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    r = await receiver()
+    got: list[DeliveryRecord] = []
+    fail = {"on": True}
+
+    def keep(record: DeliveryRecord) -> None:
+        if fail["on"]:
+            raise OSError("historian busy")
+        got.append(record)
+
+    caplog.set_level(logging.INFO, logger="alarms.notify")
+    n = make([hook("ops", f"{r.url}/ops")], on_delivery=keep)
+    await n.start()
+    try:
+        n.notify(alarm_event(rule="r1"))
+        n.notify(alarm_event(rule="r2"))
+        await r.wait_for(2)
+        await settle(n)
+        fail["on"] = False
+        n.notify(alarm_event(rule="r1"))  # deduplicated: logged, not sent
+        n.notify(alarm_event(rule="r3"))
+        await r.wait_for(3)
+        await settle(n)
+    finally:
+        await n.stop()
+    # A failing callback does not stop delivery, and is logged once until it works again.
+    failures = [rec for rec in caplog.records if rec.name == "alarms.notify"
+                and rec.getMessage().startswith("delivery log callback failed")]
+    assert len(failures) == 1 and "OSError: historian busy" in caplog.text
+    assert "delivery log callback works again" in caplog.text
+    assert [(d.channel, d.rule, d.outcome) for d in got] == [
+        ("ops", "r1", "deduplicated"), ("ops", "r3", "sent")]
+    assert got == n.deliveries[2:]
+
+
 async def test_failing_ack_check_counts_as_unacknowledged(
         receiver: MakeReceiver, caplog: pytest.LogCaptureFixture) -> None:
     r = await receiver()
