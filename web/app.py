@@ -1,9 +1,13 @@
 """Web sink: REST API under /api/v1, live WebSocket /ws and the static control-room HMI.
 
 The sink keeps the latest minute of every source and unit, the site totals and the
-active alarms, serves them as JSON and pushes every new minute and alarm to connected
+listed alarms, serves them as JSON and pushes every new minute and alarm to connected
 WebSocket clients. Each client has its own bounded queue and sender task, so a slow or
 dead client is dropped without delaying the minute cycle or the other clients.
+
+Reading live values, periods and the alarm journal needs no login (wall displays);
+alarm actions, rule changes, deliveries and the audit log need a session of a high
+enough role (web/auth.py), and every login, logout and alarm action is audited.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,16 +25,37 @@ from typing import Any, Final, Protocol
 
 from aiohttp import WSCloseCode, web
 
+from alarms.state import AlarmActionError
 from server.config import PlantConfig
+from server.errors import ConfigError
 from server.records import (
     AlarmEvent,
     AllowancePosition,
+    AuditRecord,
+    DeliveryRecord,
     MinuteResult,
     PeriodRecords,
     Sample,
     SiteMinute,
     SourceMinute,
     UnitMinute,
+)
+from web.auth import (
+    SECURE_COOKIES,
+    SESSIONS,
+    THROTTLE,
+    ApiError,
+    AuditEntryLike,
+    AuditLogLike,
+    LoginThrottle,
+    Session,
+    SessionStore,
+    UserStoreLike,
+    clear_session_cookie,
+    csrf_middleware,
+    current_session,
+    require,
+    set_session_cookie,
 )
 
 log = logging.getLogger(__name__)
@@ -54,25 +80,20 @@ SITE_FIELDS: Final = (
 _SEVERITY: Final = {"alarm": 0, "warning": 1}
 # Longest span one request may ask for, per level.
 MAX_SPAN: Final = {"hours": timedelta(days=31), "days": timedelta(days=3660)}
+MAX_LOG_SPAN: Final = timedelta(days=366)  # alarm journal, deliveries, audit log
+MAX_LOG_ROWS: Final = 10_000
+MAX_COMMENT: Final = 1000  # characters
+MAX_NAME: Final = 64  # of a user name, as written to the audit log
 
 _SECURITY_HEADERS: Final = {
     # Same-origin only: the control room has no network, and nothing may be loaded from outside.
     "Content-Security-Policy": (
         "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-class ApiError(Exception):
-    """A client error answered as {"error": message} with an HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --------------------------------------------------------------------------- JSON
@@ -110,7 +131,47 @@ def alarm_json(event: AlarmEvent) -> Json:
         "target": event.target,
         "message": event.message,
         "message_zh": event.message_zh,
+        "ack_state": event.ack_state,
+        "previous_ack_state": event.previous_ack_state,
+        "cause": event.cause,
+        "kind": event.kind,
+        "area": event.area,
+        "user": event.user,
+        "comment": event.comment,
+        "shelved_until": iso_utc(event.shelved_until),
     }
+
+
+def listed(event: AlarmEvent) -> bool:
+    """Whether the HMI lists the alarm: every ISA-18.2 state but normal.
+
+    Returned-unacknowledged, shelved, suppressed and out-of-service stay listed. An
+    event without an ISA-18.2 state is listed while its condition is not normal.
+    """
+    if event.ack_state:
+        return event.ack_state != "normal"
+    return event.state != "normal"
+
+
+def audit_record_json(rec: AuditRecord) -> Json:
+    """JSON form of an alarm action's audit record."""
+    return {"t": iso_utc(rec.t), "user": rec.user, "action": rec.action, "rule": rec.rule,
+            "comment": rec.comment, "until": iso_utc(rec.until)}
+
+
+def delivery_json(rec: DeliveryRecord) -> Json:
+    """JSON form of one line of the notification delivery log."""
+    return {"t": iso_utc(rec.t), "channel": rec.channel, "rule": rec.rule, "state": rec.state,
+            "kind": rec.kind, "outcome": rec.outcome, "attempt": rec.attempt,
+            "error": rec.error}
+
+
+def audit_entry_json(entry: AuditEntryLike) -> Json:
+    """JSON form of one audit log entry."""
+    return {"seq": entry.seq, "t": iso_utc(entry.t), "user": entry.user,
+            "action": entry.action, "target": entry.target,
+            "detail": dict(entry.detail) if entry.detail is not None else None,
+            "prev_hash": entry.prev_hash, "hash": entry.hash}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +191,62 @@ class PeriodHistory(Protocol):
     async def period_rows(self, kind: str, level: str, ident: str, start: datetime,
                           end: datetime) -> list[dict[str, Any]]:
         """Stored rows of one source, stream or unit with start ≤ t < end, oldest first."""
+        ...
+
+
+class AlarmControl(Protocol):
+    """The alarm engine an operator acts on (alarms.engine.AlarmSink).
+
+    Actions raise AlarmActionError (a ValueError fit for the operator) when incomplete
+    or impossible in the alarm's state, KeyError for an unknown rule.
+    """
+
+    def acknowledge(self, rule: str, user: str, comment: str) -> AuditRecord:
+        """Acknowledge the rule's alarm."""
+        ...
+
+    def shelve(self, rule: str, user: str, comment: str, until: datetime) -> AuditRecord:
+        """Shelve the rule's alarm until `until`."""
+        ...
+
+    def unshelve(self, rule: str, user: str, comment: str) -> AuditRecord:
+        """End the rule's shelf."""
+        ...
+
+    def remove_from_service(self, rule: str, user: str, comment: str) -> AuditRecord:
+        """Take the rule out of service."""
+        ...
+
+    def return_to_service(self, rule: str, user: str, comment: str) -> AuditRecord:
+        """Put the rule back in service."""
+        ...
+
+    def alarm_list(self) -> list[AlarmEvent]:
+        """The latest event of every rule not in the normal state."""
+        ...
+
+    def rules_config(self) -> list[dict[str, Any]]:
+        """The alarm rules as configured (config file form)."""
+        ...
+
+    def change_rules(self, rules: list[dict[str, Any]], user: str,
+                     comment: str) -> list[dict[str, Any]]:
+        """Replace every rule; the new rules. Raises ConfigError (its .problems) or
+        AlarmActionError; the change is audited by the runtime."""
+        ...
+
+
+class AlarmHistory(Protocol):
+    """Where the alarm journal and the notification delivery log come from (historian)."""
+
+    async def alarm_journal(self, start: datetime, end: datetime, rule: str | None = None,
+                            limit: int = 10_000) -> list[AlarmEvent]:
+        """Alarm events with start ≤ t < end, oldest first."""
+        ...
+
+    async def deliveries(self, start: datetime, end: datetime,
+                         limit: int = 10_000) -> list[DeliveryRecord]:
+        """Delivery log lines with start ≤ t < end, oldest first."""
         ...
 
 
@@ -190,15 +307,15 @@ class LiveState:
             self.allowance = (records.t_end, records.allowance)
 
     def set_alarms(self, events: Iterable[AlarmEvent]) -> None:
-        """Replace the active alarms (events whose state is not "normal")."""
-        self._alarms = {e.rule: e for e in events if e.state != "normal"}
+        """Replace the listed alarms (events whose ISA-18.2 state is not normal)."""
+        self._alarms = {e.rule: e for e in events if listed(e)}
 
     def apply_alarm(self, event: AlarmEvent) -> None:
-        """Record an alarm transition: a return to "normal" clears the rule."""
-        if event.state == "normal":
-            self._alarms.pop(event.rule, None)
-        else:
+        """Record an alarm transition: back to the normal state clears the rule."""
+        if listed(event):
             self._alarms[event.rule] = event
+        else:
+            self._alarms.pop(event.rule, None)
 
     # -- views
 
@@ -259,7 +376,7 @@ class LiveState:
         return out
 
     def alarms_json(self) -> list[Json]:
-        """Active alarms, alarms before warnings, newest first."""
+        """Listed alarms: alarms, then warnings, then returned ones; newest first in each."""
         events = sorted(self._alarms.values(), key=lambda e: e.t, reverse=True)
         events.sort(key=lambda e: _SEVERITY.get(e.state, 2))
         return [alarm_json(e) for e in events]
@@ -376,17 +493,22 @@ HUB: Final = web.AppKey("hub", _Hub)
 HISTORY: Final[web.AppKey[PeriodHistory | None]] = web.AppKey("history")
 DeviceStatus = Callable[[], list[dict[str, Any]]]
 DEVICES: Final[web.AppKey[DeviceStatus | None]] = web.AppKey("devices")
+USERS: Final[web.AppKey[UserStoreLike | None]] = web.AppKey("users")
+AUDIT: Final[web.AppKey[AuditLogLike | None]] = web.AppKey("audit")
+ALARMS: Final[web.AppKey[AlarmControl | None]] = web.AppKey("alarms")
+JOURNAL: Final[web.AppKey[AlarmHistory | None]] = web.AppKey("journal")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=dumps({"error": message}), status=status,
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None,
+           extra: Mapping[str, Any] | None = None) -> web.Response:
+    return web.Response(text=dumps({"error": message, **(extra or {})}), status=status,
                         content_type="application/json", headers=headers)
 
 
-def _json(data: Any) -> web.Response:
-    return web.Response(text=dumps(data), content_type="application/json")
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(data), status=status, content_type="application/json")
 
 
 @web.middleware
@@ -395,7 +517,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error(exc.status, exc.message)
+        return _error(exc.status, exc.message, exc.headers, exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -418,6 +540,80 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
         response.headers.setdefault(name, value)
 
 
+# -- request parsing
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _body(request: web.Request) -> Json:
+    """The request's JSON object (400 if it is not one)."""
+    try:
+        body = json.loads(await request.text(), parse_constant=_refuse_constant)
+    except ValueError:  # also bad UTF-8
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _text(body: Json, name: str, *, max_len: int, blank_ok: bool = False) -> str:
+    """A string field of a request body (400 naming it if missing, not a string, blank or
+    too long)."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string")
+    if not blank_ok and not value.strip():
+        raise ApiError(400, f"'{name}' must not be empty")
+    if len(value) > max_len:
+        raise ApiError(400, f"'{name}' is longer than {max_len} characters")
+    return value if blank_ok else value.strip()
+
+
+def _object(body: Json, name: str) -> Json:
+    """An object field of a request body (400 naming it if missing or not an object)."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, dict):
+        raise ApiError(400, f"'{name}' must be an object")
+    return value
+
+
+def _parse_time(text: str, what: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"{what}: {text!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise ApiError(400, f"{what}: {text!r} needs a UTC offset, e.g. {text}+08:00")
+    return t.astimezone(UTC)
+
+
+def _time_param(request: web.Request, name: str) -> datetime:
+    text = request.query.get(name)
+    if not text:
+        raise ApiError(400, f"query parameter '{name}' is required (ISO 8601 with offset, "
+                            "e.g. 2026-11-21T00:00:00+08:00)")
+    return _parse_time(text, f"query parameter '{name}'")
+
+
+def _span(request: web.Request, longest: timedelta, what: str) -> tuple[datetime, datetime]:
+    """The ?from=…&to=… of a request, checked."""
+    start, end = _time_param(request, "from"), _time_param(request, "to")
+    if end <= start:
+        raise ApiError(400, "'to' must be after 'from'")
+    if end - start > longest:
+        raise ApiError(400, f"at most {longest.days} days of {what} per request")
+    return start, end
+
+
+# -- live values and stored periods
+
+
 async def _get_sources(request: web.Request) -> web.Response:
     return _json(request.app[LIVE].sources_json())
 
@@ -430,33 +626,13 @@ async def _get_source(request: web.Request) -> web.Response:
     return _json(live.source_json(source_id))
 
 
-def _time_param(request: web.Request, name: str) -> datetime:
-    text = request.query.get(name)
-    if not text:
-        raise ApiError(400, f"query parameter '{name}' is required (ISO 8601 with offset, "
-                            "e.g. 2026-11-21T00:00:00+08:00)")
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError(400, f"query parameter '{name}': {text!r} is not an ISO 8601 time"
-                       ) from None
-    if t.tzinfo is None:
-        raise ApiError(400, f"query parameter '{name}': {text!r} needs a UTC offset, e.g. "
-                            f"{text}+08:00")
-    return t.astimezone(UTC)
-
-
 def _periods_handler(kind: str, level: str) -> Handler:
     """GET /api/v1/{kind}s/{id}/{level}?from=…&to=…: stored hours or days, oldest first."""
     async def handler(request: web.Request) -> web.Response:
         ident = request.match_info["id"]
         if not request.app[LIVE].has(kind, ident):
             raise ApiError(404, f"unknown {kind} {ident!r}")
-        start, end = _time_param(request, "from"), _time_param(request, "to")
-        if end <= start:
-            raise ApiError(400, "'to' must be after 'from'")
-        if end - start > MAX_SPAN[level]:
-            raise ApiError(400, f"at most {MAX_SPAN[level].days} days of {level} per request")
+        start, end = _span(request, MAX_SPAN[level], level)
         history = request.app[HISTORY]
         if history is None:
             raise ApiError(503, "no historian: stored hours and days are not available")
@@ -487,6 +663,276 @@ async def _get_devices(request: web.Request) -> web.Response:
     return _json({"buses": status() if status is not None else []})
 
 
+# -- login
+
+
+def _session_json(request: web.Request, session: Session) -> Json:
+    sessions = request.app[SESSIONS]
+    return {"user": session.user, "role": session.role, "csrf_token": session.csrf_token,
+            "expires": iso_utc(sessions.expires(session)),
+            "idle_timeout_s": sessions.idle_s}
+
+
+def _no_store(response: web.Response) -> web.Response:
+    response.headers["Cache-Control"] = "no-store"  # it holds the CSRF token
+    return response
+
+
+async def _login(request: web.Request) -> web.Response:
+    users = request.app[USERS]
+    if users is None:
+        raise ApiError(503, "no user store")
+    body = await _body(request)
+    name = _text(body, "user", max_len=MAX_NAME, blank_ok=True)
+    password = _text(body, "password", max_len=1024, blank_ok=True)
+    throttle, audit = request.app[THROTTLE], request.app[AUDIT]
+    remote = request.remote or ""
+    wait = throttle.begin(name)
+    if wait is not None:
+        raise ApiError(429, f"too many failed logins for {name!r}: try again in {wait} s",
+                       headers={"Retry-After": str(wait)})
+    try:
+        user = await asyncio.to_thread(users.authenticate, name, password)
+    except BaseException:
+        throttle.cancel(name)
+        raise
+    if user is None:
+        blocked = throttle.failed(name)
+        detail: Json = {"remote": remote}
+        if blocked:
+            detail["blocked_s"] = throttle.block_s
+            log.warning("logins as %r blocked for %.0f s after %d failures (last from %s)",
+                        name, throttle.block_s, throttle.max_failures, remote)
+        if audit is not None:
+            await asyncio.to_thread(audit.append, name, "login_failed", f"user:{name}", detail)
+        raise ApiError(401, "wrong user name or password")
+    throttle.succeeded(name)
+    if audit is not None:
+        await asyncio.to_thread(audit.append, user.name, "login", f"user:{user.name}",
+                                {"remote": remote, "role": user.role})
+    sessions = request.app[SESSIONS]
+    previous = current_session(request, touch=False)
+    if previous is not None:  # another user at the same browser: the old session ends
+        sessions.delete(previous.token)
+    session = sessions.create(user.name, user.role)
+    log.info("web login: %s (%s) from %s", user.name, user.role, remote)
+    response = _no_store(_json(_session_json(request, session)))
+    set_session_cookie(request, response, session)
+    return response
+
+
+async def _logout(request: web.Request) -> web.Response:
+    session = current_session(request)
+    if session is not None:
+        request.app[SESSIONS].delete(session.token)
+        audit = request.app[AUDIT]
+        if audit is not None:
+            await asyncio.to_thread(audit.append, session.user, "logout",
+                                    f"user:{session.user}", {"remote": request.remote or ""})
+    response = _json({"user": None})
+    clear_session_cookie(request, response)
+    return response
+
+
+async def _get_session(request: web.Request) -> web.Response:
+    session = current_session(request)
+    if session is None:
+        raise ApiError(401, "not logged in")
+    return _no_store(_json(_session_json(request, session)))
+
+
+# -- alarm actions and rules
+
+
+def _alarm_control(request: web.Request) -> AlarmControl:
+    control = request.app[ALARMS]
+    if control is None:
+        raise ApiError(503, "no alarm engine")
+    return control
+
+
+def _shelve_until(body: Json) -> datetime:
+    minutes, until = body.get("minutes"), body.get("until")
+    if minutes is not None and until is not None:
+        raise ApiError(400, "give 'minutes' or 'until', not both")
+    if until is not None:
+        if not isinstance(until, str):
+            raise ApiError(400, "'until' must be a string (ISO 8601 with offset)")
+        return _parse_time(until, "'until'")
+    if minutes is None:
+        raise ApiError(400, "'minutes' or 'until' is required")
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float):
+        raise ApiError(400, "'minutes' must be a number")
+    if not minutes > 0:
+        raise ApiError(400, "'minutes' must be more than 0")
+    try:
+        return datetime.now(UTC) + timedelta(minutes=minutes)
+    except OverflowError:
+        raise ApiError(400, f"'minutes' is too large: {minutes}") from None
+
+
+AlarmAction = Callable[[AlarmControl, str, str, str, Json], AuditRecord]
+_ALARM_ACTIONS: Final[dict[str, tuple[str, AlarmAction]]] = {
+    "acknowledge": ("operator", lambda c, rule, user, comment, _b:
+                    c.acknowledge(rule, user, comment)),
+    "shelve": ("operator", lambda c, rule, user, comment, b:
+               c.shelve(rule, user, comment, _shelve_until(b))),
+    "unshelve": ("operator", lambda c, rule, user, comment, _b:
+                 c.unshelve(rule, user, comment)),
+    "out-of-service": ("engineer", lambda c, rule, user, comment, _b:
+                       c.remove_from_service(rule, user, comment)),
+    "return-to-service": ("engineer", lambda c, rule, user, comment, _b:
+                          c.return_to_service(rule, user, comment)),
+}
+
+
+def _alarm_action_handler(needed: str, act: AlarmAction) -> Handler:
+    """POST /api/v1/alarms/{rule}/<action> {"comment", …}: the audit record and the alarm
+    as listed now (null once it is back to normal)."""
+    async def handler(request: web.Request) -> web.Response:
+        session = require(request, needed)
+        control = _alarm_control(request)
+        rule = request.match_info["rule"]
+        body = await _body(request)
+        comment = _text(body, "comment", max_len=MAX_COMMENT)
+        try:
+            rec = act(control, rule, session.user, comment, body)
+        except KeyError:
+            raise ApiError(404, f"unknown alarm rule {rule!r}") from None
+        except AlarmActionError as exc:
+            raise ApiError(409, str(exc)) from None
+        audit = request.app[AUDIT]
+        if audit is not None:
+            try:
+                await asyncio.to_thread(audit.append_record, rec)
+            except Exception:
+                log.error("audit log write failed for %s", rec)  # the action itself is done
+                raise
+        now = next((e for e in control.alarm_list() if e.rule == rule), None)
+        return _json({"audit": audit_record_json(rec),
+                      "alarm": alarm_json(now) if now is not None else None})
+    return handler
+
+
+def _change_rules(request: web.Request, control: AlarmControl, rules: list[Json],
+                  session: Session, comment: str) -> list[Json]:
+    try:
+        return control.change_rules(rules, session.user, comment)
+    except ConfigError as exc:
+        first = "; ".join(f"{path}: {problem}" for path, problem in exc.problems[:3])
+        more = f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3 else ""
+        raise ApiError(400, f"alarm rules not changed: {first}{more}", extra={
+            "problems": [{"path": p, "problem": q} for p, q in exc.problems]}) from None
+    except AlarmActionError as exc:
+        raise ApiError(409, str(exc)) from None
+
+
+def _rule_index(rules: list[Json], rule_id: str) -> int:
+    for i, r in enumerate(rules):
+        if r.get("id") == rule_id:
+            return i
+    raise ApiError(404, f"unknown alarm rule {rule_id!r}")
+
+
+async def _get_rules(request: web.Request) -> web.Response:
+    require(request, "viewer")
+    return _json(_alarm_control(request).rules_config())
+
+
+async def _put_rules(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    body = await _body(request)
+    rules = body.get("rules")
+    if rules is None:
+        raise ApiError(400, "'rules' is required")
+    if not isinstance(rules, list):
+        raise ApiError(400, "'rules' must be a list")
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict):
+            raise ApiError(400, f"'rules[{i}]' must be an object")
+    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    return _json(_change_rules(request, control, rules, session, comment))
+
+
+async def _put_rule(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    rule_id = request.match_info["id"]
+    body = await _body(request)
+    rule = _object(body, "rule")
+    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    if rule.setdefault("id", rule_id) != rule_id:
+        raise ApiError(400, f"'rule.id' is {rule['id']!r} but the address names {rule_id!r}")
+    # No await from reading the rules to changing them: no other change comes between.
+    rules = list(control.rules_config())
+    rules[_rule_index(rules, rule_id)] = rule
+    return _json(_change_rules(request, control, rules, session, comment))
+
+
+async def _post_rule(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    body = await _body(request)
+    rule = _object(body, "rule")
+    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    rule_id = rule.get("id")
+    if not isinstance(rule_id, str) or not rule_id.strip():
+        raise ApiError(400, "'rule.id' is required (a string)")
+    rules = list(control.rules_config())
+    if any(r.get("id") == rule_id for r in rules):
+        raise ApiError(409, f"alarm rule {rule_id!r} already exists")
+    return _json(_change_rules(request, control, [*rules, rule], session, comment), 201)
+
+
+async def _delete_rule(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    rule_id = request.match_info["id"]
+    comment = _text(await _body(request), "comment", max_len=MAX_COMMENT)
+    rules = list(control.rules_config())
+    del rules[_rule_index(rules, rule_id)]
+    return _json(_change_rules(request, control, rules, session, comment))
+
+
+# -- logs
+
+
+def _journal(request: web.Request) -> AlarmHistory:
+    journal = request.app[JOURNAL]
+    if journal is None:
+        raise ApiError(503, "no historian: the alarm journal and delivery log are not "
+                            "available")
+    return journal
+
+
+async def _get_journal(request: web.Request) -> web.Response:
+    start, end = _span(request, MAX_LOG_SPAN, "alarm journal")
+    rule = request.query.get("rule") or None
+    events = await _journal(request).alarm_journal(start, end, rule, MAX_LOG_ROWS)
+    return _json([alarm_json(e) for e in events])
+
+
+async def _get_deliveries(request: web.Request) -> web.Response:
+    require(request, "operator")
+    start, end = _span(request, MAX_LOG_SPAN, "deliveries")
+    rows = await _journal(request).deliveries(start, end, MAX_LOG_ROWS)
+    return _json([delivery_json(r) for r in rows])
+
+
+async def _get_audit(request: web.Request) -> web.Response:
+    require(request, "engineer")
+    start, end = _span(request, MAX_LOG_SPAN, "audit log")
+    audit = request.app[AUDIT]
+    if audit is None:
+        raise ApiError(503, "no audit log")
+    entries = await asyncio.to_thread(audit.entries, start, end, MAX_LOG_ROWS)
+    return _json([audit_entry_json(e) for e in entries])
+
+
+# -- page and WebSocket
+
+
 async def _index(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -509,44 +955,109 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 def build_app(live: LiveState, hub: _Hub, history: PeriodHistory | None = None,
-              devices: DeviceStatus | None = None) -> web.Application:
-    """The aiohttp application serving `live` and `history`, fanning out through `hub`."""
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=64 * 1024)
+              devices: DeviceStatus | None = None, *, sessions: SessionStore | None = None,
+              throttle: LoginThrottle | None = None, users: UserStoreLike | None = None,
+              audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
+              journal: AlarmHistory | None = None,
+              secure_cookies: bool = False) -> web.Application:
+    """The aiohttp application serving `live`, `history` and the logged-in actions."""
+    web_cfg = live.config.web
+    app = web.Application(middlewares=[_errors_middleware, csrf_middleware],
+                          client_max_size=64 * 1024)
     app[LIVE] = live
     app[HUB] = hub
     app[HISTORY] = history
     app[DEVICES] = devices
+    if sessions is None:
+        sessions = SessionStore(timedelta(minutes=web_cfg.session_idle_min),
+                                timedelta(hours=web_cfg.session_max_h))
+    app[SESSIONS] = sessions
+    app[THROTTLE] = throttle if throttle is not None else LoginThrottle()
+    app[SECURE_COOKIES] = secure_cookies
+    app[USERS] = users
+    app[AUDIT] = audit
+    app[ALARMS] = alarms
+    app[JOURNAL] = journal
     app.on_response_prepare.append(_security_headers)
     app.on_shutdown.append(_close_websockets)
+    api = API_PREFIX
     app.router.add_get("/", _index)
-    app.router.add_get(f"{API_PREFIX}/sources", _get_sources)
-    app.router.add_get(f"{API_PREFIX}/sources/{{id}}", _get_source)
-    app.router.add_get(f"{API_PREFIX}/units", _get_units)
-    app.router.add_get(f"{API_PREFIX}/site", _get_site)
-    app.router.add_get(f"{API_PREFIX}/alarms", _get_alarms)
-    app.router.add_get(f"{API_PREFIX}/allowance", _get_allowance)
-    app.router.add_get(f"{API_PREFIX}/devices", _get_devices)
+    app.router.add_get(f"{api}/sources", _get_sources)
+    app.router.add_get(f"{api}/sources/{{id}}", _get_source)
+    app.router.add_get(f"{api}/units", _get_units)
+    app.router.add_get(f"{api}/site", _get_site)
+    app.router.add_get(f"{api}/alarms", _get_alarms)
+    app.router.add_get(f"{api}/allowance", _get_allowance)
+    app.router.add_get(f"{api}/devices", _get_devices)
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
-            app.router.add_get(f"{API_PREFIX}/{kind}s/{{id}}/{level}",
-                               _periods_handler(kind, level))
+            app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))
+    app.router.add_post(f"{api}/login", _login)
+    app.router.add_post(f"{api}/logout", _logout)
+    app.router.add_get(f"{api}/session", _get_session)
+    app.router.add_get(f"{api}/alarms/journal", _get_journal)
+    for action, (needed, act) in _ALARM_ACTIONS.items():
+        app.router.add_post(f"{api}/alarms/{{rule}}/{action}",
+                            _alarm_action_handler(needed, act))
+    app.router.add_get(f"{api}/alarm-rules", _get_rules)
+    app.router.add_put(f"{api}/alarm-rules", _put_rules)
+    app.router.add_post(f"{api}/alarm-rules", _post_rule)
+    app.router.add_put(f"{api}/alarm-rules/{{id}}", _put_rule)
+    app.router.add_delete(f"{api}/alarm-rules/{{id}}", _delete_rule)
+    app.router.add_get(f"{api}/deliveries", _get_deliveries)
+    app.router.add_get(f"{api}/audit", _get_audit)
     app.router.add_get("/ws", _websocket)
     app.router.add_static("/static/", STATIC_DIR)
     return app
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server TLS context from PEM files; ConfigError naming the file that is wrong."""
+    for option, path, marker in (("web.tls_cert", cert, "CERTIFICATE-----"),
+                                 ("web.tls_key", key, "PRIVATE KEY-----")):
+        try:
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(path, option, f"cannot read it: {exc.strerror or exc}") from None
+        if marker.encode() not in text:
+            raise ConfigError(path, option, f"not a PEM file with a {marker.rstrip('-')}")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(cert, "web.tls_cert / web.tls_key",
+                          f"certificate and key {key} do not load together: {exc}") from None
+    return ctx
+
+
+
 class WebSink:
-    """The web sink: REST API, WebSocket push and HMI page on config.web.host:port."""
+    """The web sink: REST API, WebSocket push and HMI page on config.web.host:port.
+
+    Over HTTPS when config.web.tls_cert and tls_key are set. `alarms` is only acted on
+    and read: alarm events reach the sink through `on_alarm`, which the runtime
+    subscribes to the alarm sink.
+    """
 
     name = "web"
 
     def __init__(self, config: PlantConfig, *, history: PeriodHistory | None = None,
-                 devices: DeviceStatus | None = None, send_timeout_s: float = 5.0,
+                 devices: DeviceStatus | None = None, users: UserStoreLike | None = None,
+                 audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
+                 journal: AlarmHistory | None = None, send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
         self.live = LiveState(config)
         self._history = history
         self._devices = devices
+        self._users = users
+        self._audit = audit
+        self._alarms = alarms
+        self._journal = journal
+        self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
+                                     timedelta(hours=config.web.session_max_h))
+        self.throttle = LoginThrottle()
         self._hub = _Hub(send_timeout_s, client_queue_size, close_timeout_s)
         self._close_timeout_s = close_timeout_s
         self._runner: web.AppRunner | None = None
@@ -565,21 +1076,33 @@ class WebSink:
         return len(self._hub.clients)
 
     async def start(self) -> None:
-        """Bind config.web.host:port and serve."""
+        """List the alarms the engine has now, bind config.web.host:port and serve.
+
+        Raises ConfigError naming the file if the TLS certificate or key is unusable.
+        """
         if self._runner is not None:
             return
-        runner = web.AppRunner(build_app(self.live, self._hub, self._history, self._devices),
-                               shutdown_timeout=self._close_timeout_s)
+        cfg = self.config.web
+        ctx = None
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            ctx = tls_context(cfg.tls_cert, cfg.tls_key)
+        if self._alarms is not None:
+            self.live.set_alarms(self._alarms.alarm_list())
+        app = build_app(self.live, self._hub, self._history, self._devices,
+                        sessions=self.sessions, throttle=self.throttle, users=self._users,
+                        audit=self._audit, alarms=self._alarms, journal=self._journal,
+                        secure_cookies=ctx is not None)
+        runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.web.host, self.config.web.port)
+            site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ctx)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        log.info("web HMI on http://%s:%d/", self.config.web.host, self._port)
+        log.info("web HMI on %s://%s:%d/", "https" if ctx else "http", cfg.host, self._port)
 
     async def on_samples(self, samples: Sequence[Sample]) -> None:
         """Raw samples are not shown by the HMI."""

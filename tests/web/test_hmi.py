@@ -1,4 +1,5 @@
-"""The HMI page in headless Chromium: live values, flags, alarms and the connection state."""
+"""The HMI page in headless Chromium: live values, flags, alarms and the connection state,
+logins and alarm actions."""
 
 from __future__ import annotations
 
@@ -6,13 +7,19 @@ import os
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from alarms.engine import AlarmSink
+from server.audit import AuditLog
 from server.records import DataFlag
+from server.users import UserStore
+from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_config
 from tests.web.test_api import T0, alarm_event, minute_result, source_minute
+from tests.web.test_auth import at, plant
 from web.app import WebSink
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,3 +122,146 @@ async def test_hmi_shows_live_values_and_connection_state(port: int, page: Page)
         await sink.stop()
     assert errors == []
     assert origins == {f"http://127.0.0.1:{port}"}
+
+
+class ControlRoom:
+    """A web sink with real users, audit log and alarm sink, wired as the runtime does."""
+
+    def __init__(self, port: int, tmp_path: Path) -> None:
+        cfg = plant(port)
+        self.users = UserStore(tmp_path / "h.sqlite")
+        self.users.ensure_demo_users()
+        self.audit = AuditLog(tmp_path / "h.sqlite")
+        self.alarms = AlarmSink(cfg)
+        self.sink = WebSink(cfg, users=self.users, audit=self.audit, alarms=self.alarms)
+        self.alarms.subscribe(self.sink.on_alarm)
+        self.url = f"http://127.0.0.1:{port}/"
+
+    async def __aenter__(self) -> ControlRoom:
+        await self.alarms.start()
+        await self.sink.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sink.stop()
+        await self.alarms.stop()
+
+
+async def log_in(page: Page, user: str, password: str) -> None:
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#login-form")).to_be_visible()
+    await page.locator("#login-user").fill(user)
+    await page.locator("#login-password").fill(password)
+    await page.locator("#login-submit").click()
+    await expect(page.locator("#session-box")).to_be_visible()
+    await expect(page.locator("#login-form")).to_be_hidden()
+
+
+async def test_operator_acknowledges_and_shelves(port: int, page: Page, tmp_path: Path) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    async with ControlRoom(port, tmp_path) as room:
+        await page.goto(room.url)
+        await expect(page.locator("#auth")).to_have_attribute("data-state", "out")
+        # A wrong password is said so, in both languages.
+        await page.locator("#login-user").fill("operator")
+        await page.locator("#login-password").fill("wrong-password")
+        await page.locator("#login-submit").click()
+        await expect(page.locator("#login-error")).to_have_text(
+            "用户名或密码错误 / wrong user name or password")
+
+        await log_in(page, "operator", "demo-operator")
+        await expect(page.locator("#session-user")).to_have_text("operator")
+        await expect(page.locator("#session-role")).to_have_text("操作员operator")
+
+        await room.alarms.on_minute(record(at(0), s1_kg=5200.0))
+        row = page.locator('#alarm-list li[data-rule="s1_rate"]')
+        state = row.locator('[data-field="ack_state"]')
+        await expect(state).to_have_text("未确认unacknowledged")
+        await expect(row).to_have_class(re.compile(r"\bunacked\b"))
+        buttons = row.locator(".actions button")
+        await expect(buttons).to_have_count(2)  # no engineer actions for an operator
+        await expect(buttons.nth(0)).to_have_text("确认Acknowledge")
+        await expect(buttons.nth(1)).to_have_text("搁置Shelve")
+
+        await row.locator('button[data-action="acknowledge"]').click()
+        form = row.locator("form.action-form")
+        await expect(form).to_be_visible()
+        comment = form.locator('input[name="comment"]')
+        await expect(comment).to_be_focused()
+        # A minute arriving while the operator types does not disturb the form.
+        await comment.type("负荷升高")
+        await room.sink.on_minute(minute_result())
+        await comment.type("，已知 load ramp")
+        await expect(comment).to_have_value("负荷升高，已知 load ramp")
+        await form.locator('button[type="submit"]').click()
+
+        await expect(state).to_have_text("已确认acknowledged")
+        await expect(form).to_have_count(0)
+        await expect(row.locator('button[data-action="acknowledge"]')).to_have_count(0)
+        await expect(row.locator(".row-error")).to_be_hidden()
+        (entry,) = [e for e in room.audit.entries() if e.action == "acknowledge"]
+        assert (entry.user, entry.target, entry.detail) == (
+            "operator", "alarm:s1_rate", {"comment": "负荷升高，已知 load ramp"})
+        assert room.alarms.alarm_list()[0].ack_state == "active-acknowledged"
+        await page.screenshot(path="/tmp/hmi-ack.png", full_page=True)
+
+        # The session ends on the server (idle, restart): the refusal shows in the row,
+        # and the login box comes back.
+        (cookie,) = [c for c in await page.context.cookies() if c["name"] ==
+                     "carbonscada_session"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert room.sink.sessions.delete(cookie["value"]) is not None
+        await row.locator('button[data-action="shelve"]').click()
+        await form.locator('input[name="comment"]').fill("analyser drift")
+        await expect(form.locator('input[name="minutes"]')).to_have_value("60")
+        await form.locator('button[type="submit"]').click()
+        await expect(row.locator(".row-error")).to_have_text(
+            "未登录或登录已过期 / not logged in")
+        await expect(page.locator("#login-form")).to_be_visible()
+        await expect(row.locator(".actions button")).to_have_count(0)
+        assert room.alarms.alarm_list()[0].ack_state == "active-acknowledged"
+
+        # Logged in again, the shelf goes through.
+        await log_in(page, "operator", "demo-operator")
+        await row.locator('button[data-action="shelve"]').click()
+        await form.locator('input[name="comment"]').fill("analyser drift")
+        await form.locator('input[name="minutes"]').fill("90")
+        await form.locator('button[type="submit"]').click()
+        await expect(state).to_contain_text("已搁置shelved")
+        await expect(row.locator('button[data-action="unshelve"]')).to_have_count(1)
+        shelf = [e for e in room.audit.entries() if e.action == "shelve"]
+        assert [e.detail["comment"] for e in shelf] == ["analyser drift"]
+
+        await page.locator("#logout").click()
+        await expect(page.locator("#login-form")).to_be_visible()
+        await expect(row.locator(".actions button")).to_have_count(0)
+        assert [e.action for e in room.audit.entries()] == [
+            "login_failed", "login", "acknowledge", "login", "shelve", "logout"]
+    assert errors == []
+
+
+async def test_viewer_sees_no_buttons(port: int, page: Page, tmp_path: Path) -> None:
+    async with ControlRoom(port, tmp_path) as room:
+        await room.alarms.on_minute(record(at(0), s1_kg=5200.0))
+        await page.goto(room.url)
+        row = page.locator('#alarm-list li[data-rule="s1_rate"]')
+        await expect(row.locator('[data-field="ack_state"]')).to_have_text(
+            "未确认unacknowledged")
+        await expect(row.locator(".actions button")).to_have_count(0)  # not logged in
+        await log_in(page, "viewer", "demo-viewer")
+        await expect(page.locator("#session-role")).to_have_text("查看员viewer")
+        await expect(row.locator(".actions button")).to_have_count(0)
+        await expect(row.locator("form")).to_have_count(0)
+        # An engineer in another browser sees the engineer's actions too.
+        other = await page.context.browser.new_context(locale="zh-CN")  # type: ignore[union-attr]
+        try:
+            eng = await other.new_page()
+            await eng.goto(room.url)
+            await log_in(eng, "engineer", "demo-engineer")
+            actions = eng.locator('#alarm-list li[data-rule="s1_rate"] .actions button')
+            await expect(actions).to_have_text(["确认Acknowledge", "搁置Shelve",
+                                                "停用Out of service"])
+        finally:
+            await other.close()
+        await expect(row.locator(".actions button")).to_have_count(0)

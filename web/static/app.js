@@ -43,6 +43,36 @@
     disconnected: "连接中断 / disconnected",
   };
   const SEVERITY = { alarm: 0, warning: 1 };
+  // ISA-18.2 alarm states: zh, en.
+  const ACK_STATES = {
+    "normal": ["正常", "normal"],
+    "active-unacknowledged": ["未确认", "unacknowledged"],
+    "active-acknowledged": ["已确认", "acknowledged"],
+    "returned-unacknowledged": ["已恢复未确认", "returned, unacknowledged"],
+    "shelved": ["已搁置", "shelved"],
+    "suppressed": ["已抑制", "suppressed"],
+    "out-of-service": ["已停用", "out of service"],
+  };
+  const ROLES = ["viewer", "operator", "engineer", "admin"];
+  const ROLE_NAMES = {
+    viewer: ["查看员", "viewer"], operator: ["操作员", "operator"],
+    engineer: ["工程师", "engineer"], admin: ["管理员", "admin"],
+  };
+  // Operator actions on an alarm row: who may, and in which states ("" = state unknown).
+  const ACTIONS = [
+    { id: "acknowledge", zh: "确认", en: "Acknowledge", role: "operator",
+      states: ["active-unacknowledged", "returned-unacknowledged", ""] },
+    { id: "shelve", zh: "搁置", en: "Shelve", role: "operator",
+      states: ["active-unacknowledged", "active-acknowledged", "returned-unacknowledged",
+        "suppressed", ""] },
+    { id: "unshelve", zh: "解除搁置", en: "Unshelve", role: "operator", states: ["shelved"] },
+    { id: "out-of-service", zh: "停用", en: "Out of service", role: "engineer",
+      states: ["active-unacknowledged", "active-acknowledged", "returned-unacknowledged",
+        "shelved", "suppressed", ""] },
+    { id: "return-to-service", zh: "恢复投用", en: "Return to service", role: "engineer",
+      states: ["out-of-service"] },
+  ];
+  const MAX_SHELVE_MIN = 24 * 60;
 
   const state = {
     timezone: "Asia/Shanghai",
@@ -55,6 +85,8 @@
     retryAt: 0,
     retryTimer: null,
     resync: false,
+    session: null, // {user, role, csrf_token, expires, idle_timeout_s}
+    lastUse: 0, // when the session was last used (browser clock, ms)
   };
 
   // ------------------------------------------------------------------ formatting
@@ -223,29 +255,261 @@
     return true;
   }
 
+  function hasRole(needed) {
+    const s = state.session;
+    return !!s && ROLES.indexOf(s.role) >= ROLES.indexOf(needed) && ROLES.includes(needed);
+  }
+
+  function availableActions(a) {
+    if (!state.session) return [];
+    const ack = a.ack_state || "";
+    return ACTIONS.filter((act) => hasRole(act.role) && act.states.includes(ack));
+  }
+
+  function buildAlarmRow(rule) {
+    return el("li", { "data-rule": rule },
+      el("span", { class: "sev" }),
+      el("span", { class: "when num" }),
+      el("span", { class: "ack", "data-field": "ack_state" }),
+      el("span", { class: "msg" }),
+      el("span", { class: "detail num" }),
+      el("span", { class: "target" }),
+      el("span", { class: "actions" }),
+      el("span", { class: "row-error", role: "alert", hidden: "" }));
+  }
+
+  function fillAlarmRow(li, a) {
+    const part = (cls) => li.querySelector(`:scope > .${cls}`);
+    const ack = a.ack_state || "";
+    li.className = `alarm-item ${a.state}`;
+    li.dataset.ackState = ack;
+    li.classList.toggle("unacked", ack === "active-unacknowledged" || ack === "returned-unacknowledged");
+    li.classList.toggle("masked", ack === "shelved" || ack === "suppressed" || ack === "out-of-service");
+    const severity = a.state === "alarm" ? ["报警", "Alarm"]
+      : a.state === "warning" ? ["预警", "Warning"] : ["已恢复", "Returned"];
+    part("sev").replaceChildren(severity[0], el("span", { class: "en" }, severity[1]));
+    setText(part("when"), fmtTime(a.t, false));
+    const label = ACK_STATES[ack];
+    part("ack").replaceChildren(...(label ? [label[0], el("span", { class: "en" }, label[1])] : []));
+    if (ack === "shelved" && a.shelved_until) {
+      part("ack").append(el("span", { class: "until num" }, ` → ${fmtTime(a.shelved_until, false)}`));
+    }
+    part("msg").replaceChildren(a.message_zh || a.message || a.rule,
+      el("span", { class: "en" }, a.message_zh ? a.message : ""));
+    const detail = [];
+    if (a.value !== null && a.value !== undefined) detail.push(`值 value ${fmt(a.value, 2)}`);
+    if (a.limit !== null && a.limit !== undefined) detail.push(`限值 limit ${fmt(a.limit, 2)}`);
+    setText(part("detail"), detail.join(" · "));
+    setText(part("target"), a.target || "");
+
+    const acts = availableActions(a);
+    const key = acts.map((act) => act.id).join(",");
+    const box = part("actions");
+    if (box.dataset.key !== key) {
+      box.dataset.key = key;
+      box.replaceChildren(...acts.map((act) => {
+        const b = el("button", { type: "button", class: "act", "data-action": act.id },
+          act.zh, el("span", { class: "en" }, act.en));
+        b.addEventListener("click", () => openActionForm(li, act));
+        return b;
+      }));
+    }
+    // A form for an action that no longer applies (someone else acted) is closed.
+    const form = li.querySelector(":scope > form.action-form");
+    if (form && !acts.some((act) => act.id === form.dataset.action)) form.remove();
+  }
+
+  function showRowError(li, message) {
+    const box = li.querySelector(":scope > .row-error");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  function openActionForm(li, act) {
+    const old = li.querySelector(":scope > form.action-form");
+    if (old) old.remove();
+    showRowError(li, "");
+    const comment = el("input", {
+      name: "comment", required: "", maxlength: "1000", autocomplete: "off",
+      placeholder: "说明（必填） / comment (required)", "aria-label": "说明 / Comment",
+    });
+    const fields = [el("label", {}, "说明", el("span", { class: "en" }, "Comment"), comment)];
+    let minutes = null;
+    if (act.id === "shelve") {
+      minutes = el("input", {
+        name: "minutes", type: "number", min: "1", max: String(MAX_SHELVE_MIN), step: "1",
+        value: "60", required: "", class: "num",
+      });
+      fields.push(el("label", {}, "时长（分钟）", el("span", { class: "en" }, "Minutes"), minutes));
+    }
+    const submit = el("button", { type: "submit", class: "primary" },
+      act.zh, el("span", { class: "en" }, act.en));
+    const cancel = el("button", { type: "button", class: "cancel" },
+      "取消", el("span", { class: "en" }, "Cancel"));
+    const form = el("form", { class: "action-form", "data-action": act.id },
+      ...fields, submit, cancel);
+    cancel.addEventListener("click", () => {
+      form.remove();
+      showRowError(li, "");
+    });
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { comment: comment.value.trim() };
+      if (!body.comment) {
+        showRowError(li, "请填写说明 / a comment is required");
+        comment.focus();
+        return;
+      }
+      if (minutes) body.minutes = Number(minutes.value);
+      submit.disabled = true;
+      const rule = li.dataset.rule;
+      const res = await api("POST", `/api/v1/alarms/${encodeURIComponent(rule)}/${act.id}`, body);
+      submit.disabled = false;
+      if (res.ok) {
+        form.remove();
+        showRowError(li, "");
+        // The WebSocket may already have brought this or a newer event of the rule.
+        const known = state.alarms.get(rule);
+        const now = res.body.alarm;
+        if (!known || !now || known.t <= now.t) {
+          if (now) state.alarms.set(rule, now);
+          else state.alarms.delete(rule);
+          renderAlarms();
+        }
+      } else {
+        showRowError(li, res.message);
+      }
+    });
+    li.append(form);
+    comment.focus();
+  }
+
   function renderAlarms() {
     const list = document.getElementById("alarm-list");
     const items = [...state.alarms.values()].sort((a, b) =>
       (SEVERITY[a.state] ?? 2) - (SEVERITY[b.state] ?? 2) || (a.t < b.t ? 1 : a.t > b.t ? -1 : 0));
-    list.replaceChildren(...items.map((a) => {
-      const severity = a.state === "alarm" ? ["报警", "Alarm"] : ["预警", "Warning"];
-      const detail = [];
-      if (a.value !== null && a.value !== undefined) detail.push(`值 value ${fmt(a.value, 2)}`);
-      if (a.limit !== null && a.limit !== undefined) detail.push(`限值 limit ${fmt(a.limit, 2)}`);
-      return el("li", { class: `alarm-item ${a.state}`, "data-rule": a.rule },
-        el("span", { class: "sev" }, severity[0], el("span", { class: "en" }, severity[1])),
-        el("span", { class: "when num" }, fmtTime(a.t, false)),
-        el("span", { class: "msg" }, a.message_zh || a.message || a.rule,
-          el("span", { class: "en" }, a.message_zh ? a.message : "")),
-        el("span", { class: "detail num" }, detail.join(" · ")),
-        el("span", { class: "target" }, a.target || ""));
-    }));
+    const wanted = new Set(items.map((a) => a.rule));
+    for (const li of [...list.children]) {
+      if (!wanted.has(li.dataset.rule)) li.remove();
+    }
+    // Rows are updated in place so that an open comment form keeps its text and focus.
+    items.forEach((a, i) => {
+      let li = list.querySelector(`:scope > li[data-rule="${CSS.escape(a.rule)}"]`);
+      if (!li) li = buildAlarmRow(a.rule);
+      fillAlarmRow(li, a);
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+    });
     const section = document.getElementById("alarms");
     const nAlarm = items.filter((a) => a.state === "alarm").length;
+    const nWarn = items.filter((a) => a.state === "warning").length;
     section.dataset.count = String(items.length);
-    section.dataset.level = nAlarm ? "alarm" : items.length ? "warning" : "normal";
+    section.dataset.level = nAlarm ? "alarm" : nWarn ? "warning" : "normal";
     setText(document.getElementById("alarm-count"), String(items.length));
     document.getElementById("alarm-empty").hidden = items.length > 0;
+  }
+
+  // ------------------------------------------------------------------ login
+
+  // One request to the API: {ok, status, body, message}; message is bilingual on errors.
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (state.session && method !== "GET") headers["X-CSRF-Token"] = state.session.csrf_token;
+    let res;
+    try {
+      res = await fetch(path, {
+        method, headers, credentials: "same-origin", cache: "no-store",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      return { ok: false, status: 0, body: null, message: "无法连接服务器 / server unreachable" };
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (e) {
+      data = null;
+    }
+    if (res.ok) {
+      if (state.session) state.lastUse = Date.now();
+      return { ok: true, status: res.status, body: data, message: "" };
+    }
+    const text = (data && data.error) || `HTTP ${res.status}`;
+    let message = text;
+    if (res.status === 401 && path !== "/api/v1/login") {
+      message = `未登录或登录已过期 / ${text}`;
+      setSession(null);
+    } else if (res.status === 403) {
+      message = `无权限 / ${text}`;
+    } else if (res.status === 409) {
+      message = `操作未执行 / ${text}`;
+    }
+    return { ok: false, status: res.status, body: data, message };
+  }
+
+  function setSession(session) {
+    state.session = session;
+    state.lastUse = Date.now();
+    const auth = document.getElementById("auth");
+    auth.dataset.state = session ? "in" : "out";
+    document.getElementById("login-form").hidden = !!session;
+    document.getElementById("session-box").hidden = !session;
+    document.body.dataset.role = session ? session.role : "";
+    if (session) {
+      setText(document.getElementById("session-user"), session.user);
+      const names = ROLE_NAMES[session.role] || [session.role, ""];
+      document.getElementById("session-role").replaceChildren(
+        names[0], el("span", { class: "en" }, names[1]));
+      showLoginError("");
+    }
+    renderAlarms();
+  }
+
+  function showLoginError(message) {
+    const box = document.getElementById("login-error");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    const user = document.getElementById("login-user");
+    const password = document.getElementById("login-password");
+    const button = document.getElementById("login-submit");
+    button.disabled = true;
+    const res = await api("POST", "/api/v1/login", { user: user.value, password: password.value });
+    button.disabled = false;
+    password.value = "";
+    if (res.ok) {
+      setSession(res.body);
+      return;
+    }
+    if (res.status === 401) showLoginError("用户名或密码错误 / wrong user name or password");
+    else if (res.status === 429) showLoginError(`尝试次数过多 / ${res.message}`);
+    else showLoginError(res.message);
+  }
+
+  async function logout() {
+    await api("POST", "/api/v1/logout", {});
+    setSession(null);
+  }
+
+  async function loadSession() {
+    const res = await api("GET", "/api/v1/session");
+    setSession(res.ok ? res.body : null);
+  }
+
+  // The server ends an unused session on its own; show the login box when it has.
+  function checkSessionExpiry() {
+    const s = state.session;
+    if (!s) return;
+    const now = Date.now();
+    const idle = (s.idle_timeout_s || 0) * 1000;
+    const end = Date.parse(s.expires || "") - state.clockOffsetMs;
+    if ((idle && now - state.lastUse > idle) || (Number.isFinite(end) && now > end)) {
+      setSession(null);
+      showLoginError("登录已过期 / session expired");
+    }
   }
 
   function setLastMinute(t) {
@@ -281,9 +545,14 @@
     }
   }
 
+  // Listed: every ISA-18.2 state but normal (returned, shelved, suppressed, out of service).
+  function isListed(a) {
+    return a.ack_state ? a.ack_state !== "normal" : a.state !== "normal";
+  }
+
   function applyAlarm(msg) {
-    if (msg.state === "normal") state.alarms.delete(msg.rule);
-    else state.alarms.set(msg.rule, msg);
+    if (isListed(msg)) state.alarms.set(msg.rule, msg);
+    else state.alarms.delete(msg.rule);
     renderAlarms();
   }
 
@@ -357,6 +626,7 @@
   // -------------------------------------------------------------------- clock
 
   function tick() {
+    checkSessionExpiry();
     const now = new Date(Date.now() + state.clockOffsetMs);
     const p = localParts(now);
     setText(document.getElementById("local-date"), p.date);
@@ -376,8 +646,11 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    document.getElementById("login-form").addEventListener("submit", login);
+    document.getElementById("logout").addEventListener("click", logout);
     tick();
     setInterval(tick, 1000);
     connect();
+    loadSession();
   });
 })();

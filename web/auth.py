@@ -1,0 +1,362 @@
+"""Logins for the web sink: in-memory sessions, CSRF protection, login throttling, roles.
+
+A session is a random token in the HttpOnly cookie `carbonscada_session`; it ends after
+`session_idle_min` without use, after `session_max_h` in any case, or at logout. Every
+state-changing request must carry the session's CSRF token in the X-CSRF-Token header
+(the HMI gets it from the login answer; a cross-site page cannot read it), and if it
+has an Origin header, that must be the server's own origin. Five failed logins for one
+user name within five minutes block that name for a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from aiohttp import web
+
+from server.records import AuditRecord
+from server.users import has_role
+
+log = logging.getLogger(__name__)
+
+COOKIE: Final = "carbonscada_session"
+CSRF_HEADER: Final = "X-CSRF-Token"
+LOGIN_PATH: Final = "/api/v1/login"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Clock = Callable[[], float]
+
+
+class ApiError(Exception):
+    """A client error answered as {"error": message, **extra} with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, extra: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+
+# ---------------------------------------------------------------- collaborators
+
+
+class User(Protocol):
+    """An account of the user store (server.users.User)."""
+
+    @property
+    def name(self) -> str:
+        """The login name."""
+        ...
+
+    @property
+    def role(self) -> str:
+        """viewer, operator, engineer or admin."""
+        ...
+
+
+class UserStoreLike(Protocol):
+    """The accounts (server.users.UserStore); synchronous and thread-safe, scrypt makes
+    it slow."""
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if the password is right, else None (~50 ms: run it in a thread)."""
+        ...
+
+
+class AuditEntryLike(Protocol):
+    """One entry of the hash-chained audit log (server.audit.AuditEntry)."""
+
+    @property
+    def seq(self) -> int:
+        """Position in the log, from 1."""
+        ...
+
+    @property
+    def t(self) -> datetime:
+        """When (UTC)."""
+        ...
+
+    @property
+    def user(self) -> str:
+        """Who."""
+        ...
+
+    @property
+    def action(self) -> str:
+        """What, e.g. "login" or "acknowledge"."""
+        ...
+
+    @property
+    def target(self) -> str:
+        """On what, e.g. an alarm rule."""
+        ...
+
+    @property
+    def detail(self) -> Mapping[str, Any] | None:
+        """More about the action."""
+        ...
+
+    @property
+    def prev_hash(self) -> str:
+        """The hash of the entry before."""
+        ...
+
+    @property
+    def hash(self) -> str:
+        """The hash of this entry (chained over prev_hash)."""
+        ...
+
+
+class AuditLogLike(Protocol):
+    """The append-only audit log (server.audit.AuditLog); synchronous and thread-safe."""
+
+    def append(self, user: str, action: str, target: str,
+               detail: Mapping[str, Any] | None = None,
+               t: datetime | None = None) -> AuditEntryLike:
+        """Append one entry."""
+        ...
+
+    def append_record(self, rec: AuditRecord) -> AuditEntryLike:
+        """Append an alarm action's audit record."""
+        ...
+
+    def entries(self, start: datetime | None = None, end: datetime | None = None,
+                limit: int = 1000) -> Sequence[AuditEntryLike]:
+        """Entries with start ≤ t < end, oldest first."""
+        ...
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+@dataclass(slots=True)
+class Session:
+    """One logged-in browser."""
+
+    token: str
+    user: str
+    role: str
+    csrf_token: str
+    created: float  # SessionStore clock
+    last_seen: float
+
+
+class SessionStore:
+    """The live sessions, in memory: a restart logs everybody out."""
+
+    def __init__(self, idle: timedelta, lifetime: timedelta, clock: Clock = time.monotonic,
+                 ) -> None:
+        self.idle_s = idle.total_seconds()
+        self.lifetime_s = lifetime.total_seconds()
+        self.clock = clock
+        self._sessions: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, user: str, role: str) -> Session:
+        """A new session for `user` (expired ones are forgotten on the way)."""
+        now = self.clock()
+        for token in [k for k, s in self._sessions.items() if self._expired(s, now)]:
+            del self._sessions[token]
+        session = Session(secrets.token_urlsafe(32), user, role, secrets.token_urlsafe(32),
+                          now, now)
+        self._sessions[session.token] = session
+        return session
+
+    def get(self, token: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of `token`, its idle time restarted; None if none or expired."""
+        if not token:
+            return None
+        session = self._sessions.get(token)
+        if session is None:
+            return None
+        now = self.clock()
+        if self._expired(session, now):
+            del self._sessions[token]
+            return None
+        if touch:
+            session.last_seen = now
+        return session
+
+    def delete(self, token: str) -> Session | None:
+        """End a session (logout); the session, or None if there was none."""
+        return self._sessions.pop(token, None)
+
+    def expires(self, session: Session) -> datetime:
+        """The latest the session can last (wall clock, UTC); unused for `idle_s` it ends
+        sooner."""
+        return datetime.now(UTC) + timedelta(
+            seconds=session.created + self.lifetime_s - self.clock())
+
+    def _expired(self, s: Session, now: float) -> bool:
+        return now - s.last_seen >= self.idle_s or now - s.created >= self.lifetime_s
+
+
+# ---------------------------------------------------------------------- throttle
+
+
+class LoginThrottle:
+    """Failed logins per user name: `max_failures` within `window_s` block it for `block_s`.
+
+    Attempts still being checked count as failures, so that a burst of parallel
+    guesses cannot slip past the limit while the password hashes run.
+    """
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0, block_s: float = 60.0,
+                 clock: Clock = time.monotonic, max_names: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.block_s = block_s
+        self.clock = clock
+        self.max_names = max_names
+        self._failures: dict[str, deque[float]] = {}
+        self._blocked: dict[str, float] = {}  # name → end of the block
+        self._pending: dict[str, int] = {}
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.strip().casefold()
+
+    def begin(self, name: str) -> int | None:
+        """Start an attempt: None if it may go on (call `failed` or `succeeded` after), or
+        the seconds to wait (Retry-After)."""
+        key, now = self._key(name), self.clock()
+        until = self._blocked.get(key)
+        if until is not None:
+            if now < until:
+                return max(1, int(until - now + 0.999))
+            del self._blocked[key]
+        # Attempts in flight may complete the limit; after a block, one at a time.
+        budget = max(1, self.max_failures - self._recent(key, now))
+        if self._pending.get(key, 0) >= budget:
+            return 1
+        self._pending[key] = self._pending.get(key, 0) + 1
+        return None
+
+    def failed(self, name: str) -> bool:
+        """A wrong password for `name`; True if that started a block."""
+        key, now = self._key(name), self.clock()
+        self._end(key)
+        times = self._failures.setdefault(key, deque())
+        times.append(now)
+        started = self._recent(key, now) >= self.max_failures
+        if started:
+            self._blocked[key] = now + self.block_s
+        self._prune(now)
+        return started
+
+    def succeeded(self, name: str) -> None:
+        """A right password: the name's failures are forgotten."""
+        key = self._key(name)
+        self._end(key)
+        self._failures.pop(key, None)
+
+    def cancel(self, name: str) -> None:
+        """An attempt that ended without an answer (an error): neither failed nor right."""
+        self._end(self._key(name))
+
+    def _end(self, key: str) -> None:
+        n = self._pending.get(key, 0) - 1
+        if n > 0:
+            self._pending[key] = n
+        else:
+            self._pending.pop(key, None)
+
+    def _recent(self, key: str, now: float) -> int:
+        times = self._failures.get(key)
+        if times is None:
+            return 0
+        while times and now - times[0] >= self.window_s:
+            times.popleft()
+        return len(times)
+
+    def _prune(self, now: float) -> None:
+        if len(self._failures) <= self.max_names:
+            return
+        for key in list(self._failures):
+            if not self._recent(key, now) and self._blocked.get(key, 0.0) <= now:
+                del self._failures[key]
+                self._blocked.pop(key, None)
+        while len(self._failures) > self.max_names:  # a flood of names: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+
+
+# ---------------------------------------------------------------- app and checks
+
+SESSIONS: Final = web.AppKey("sessions", SessionStore)
+THROTTLE: Final = web.AppKey("throttle", LoginThrottle)
+SECURE_COOKIES: Final = web.AppKey("secure_cookies", bool)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def own_origin(request: web.Request) -> str:
+    """The origin the browser loaded this server from, e.g. "https://scada:8443"."""
+    return f"{request.scheme}://{request.host}"
+
+
+def current_session(request: web.Request, *, touch: bool = True) -> Session | None:
+    """The request's live session, or None."""
+    return request.app[SESSIONS].get(request.cookies.get(COOKIE), touch=touch)
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse (403) a state-changing request from another origin or without the token.
+
+    Login has no session yet: only its Origin is checked. A request without a session
+    goes on to its handler, which answers 401 where a login is needed.
+    """
+    if request.method not in SAFE_METHODS:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != own_origin(request):
+            raise ApiError(403, f"cross-origin request refused: Origin {origin!r} is not "
+                                f"{own_origin(request)!r}")
+        if request.path != LOGIN_PATH:
+            session = current_session(request, touch=False)
+            if session is not None:
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not sent:
+                    raise ApiError(403, f"missing {CSRF_HEADER} header")
+                if not secrets.compare_digest(sent.encode(), session.csrf_token.encode()):
+                    raise ApiError(403, f"wrong {CSRF_HEADER} header")
+    return await handler(request)
+
+
+def require(request: web.Request, needed: str) -> Session:
+    """The request's session if its role is `needed` or higher; else 401 or 403."""
+    session = current_session(request)
+    if session is None:
+        raise ApiError(401, "not logged in")
+    if not has_role(session.role, needed):
+        raise ApiError(403, f"needs the {needed} role or higher (user {session.user!r} is "
+                            f"{session.role})")
+    return session
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse,
+                       session: Session) -> None:
+    """Give the browser the session cookie (Secure over TLS)."""
+    sessions = request.app[SESSIONS]
+    response.set_cookie(COOKIE, session.token, path="/", httponly=True, samesite="Strict",
+                        secure=_secure(request), max_age=int(sessions.lifetime_s))
+
+
+def clear_session_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Make the browser forget the session cookie."""
+    response.del_cookie(COOKIE, path="/", secure=_secure(request), httponly=True,
+                        samesite="Strict")
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.app[SECURE_COOKIES]
