@@ -26,6 +26,15 @@ comment) goes to the alarm engine as "opcua:<session user>"; the new state comes
 an event. Not implemented: Confirm, condition branches, the shelve / suppress / service
 methods and ShelvingState nodes (the shelving state is in the events' ShelvingState
 fields); Enable, Disable and AddComment answer Bad_NotSupported.
+
+Identities: anonymous sessions are accepted and read-only (browse, read, subscribe,
+ConditionRefresh). Given a user store (`users`), the server also takes UserName tokens and
+checks them there; a refused login is Bad_UserAccessDenied at ActivateSession, the same for
+an unknown name as for a wrong password. Acknowledge needs a session user with role
+operator or higher. The only endpoint is NoSecurity for now, and asyncua encrypts a
+password only under a Sign or Sign&Encrypt policy: user names and passwords travel in
+clear text. The Basic256Sha256 and Aes128_Sha256_RsaOaep Sign&Encrypt endpoints (with the
+server certificate) are still to come.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
 from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
@@ -69,6 +79,8 @@ from server.records import (
     UnitMinute,
     UnitPeriod,
 )
+from server.users import User as Account
+from server.users import has_role
 
 log = logging.getLogger(__name__)
 
@@ -484,6 +496,14 @@ class Auditor(Protocol):
         ...
 
 
+class UserCheck(Protocol):
+    """Where OPC UA user names and passwords are checked (server.users.UserStore fits it)."""
+
+    def authenticate(self, name: str, password: str) -> Account | None:
+        """The account if the password is right, else None (alike for unknown names)."""
+        ...
+
+
 # ISA-18.2 states of AlarmEvent.ack_state.
 _NORMAL = "normal"
 _UNACK = "active-unacknowledged"
@@ -498,6 +518,9 @@ _LEVEL = {"normal": 0, "warning": 1, "alarm": 2}
 SEVERITY = {"alarm": 800, "warning": 500, "normal": 100}
 """OPC UA Severity (1-1000) of each alarm condition."""
 
+ACKNOWLEDGE_ROLE = "operator"
+"""The least role (server.users.ROLES) that may acknowledge alarms through OPC UA."""
+
 _EVENT_IDS_KEPT = 32  # EventIds per condition that Acknowledge accepts
 _QUEUE_SIZE = 10_000  # alarm transitions waiting to be published
 _SERVER = _ns0(ObjectIds.Server)
@@ -510,17 +533,52 @@ _REFRESH_METHODS = (ObjectIds.ConditionType_ConditionRefresh,
                     ObjectIds.ConditionType_ConditionRefresh2)
 
 
-# The user name of the session whose method call is running (asyncua hands a method
-# callback only the object and the arguments, not the session).
-_CALLER: ContextVar[str | None] = ContextVar("opcua_caller", default=None)
+@dataclass
+class _SessionUser(User):
+    """An asyncua session user with its carbonscada role ("" for an anonymous session)."""
+
+    rights: str = ""
+
+
+class _UserManager(UserManager):
+    """asyncua user manager: anonymous sessions, and user names checked against `users`."""
+
+    def __init__(self, users: UserCheck | None) -> None:
+        self.users = users
+
+    def get_user(self, iserver: InternalServer, username: str | None = None,
+                 password: str | None = None, certificate: object = None) -> User | None:
+        """The session user of an ActivateSession; None refuses it (Bad_UserAccessDenied)."""
+        # UserRole.User for every session: asyncua's SimpleRoleRuleset refuses the Anonymous
+        # role every service, Read included, and Admin may add and delete nodes. A non-admin
+        # writes only nodes with CurrentWrite access, and this address space has none.
+        if username is None and password is None:  # an anonymous token
+            return _SessionUser(role=UserRole.User)
+        if self.users is None:
+            return None
+        try:
+            # Called synchronously by asyncua: the scrypt check (~50 ms) holds the loop.
+            account = self.users.authenticate(username or "", password or "")
+        except Exception:
+            log.exception("OPC UA login of %r: user store failed", username)
+            return None
+        if account is None:
+            log.warning("OPC UA login of %r refused", username)
+            return None
+        return _SessionUser(role=UserRole.User, name=account.name, rights=account.role)
+
+
+# The user of the session whose method call is running (asyncua hands a method callback
+# only the object and the arguments, not the session).
+_CALLER: ContextVar[User | None] = ContextVar("opcua_caller", default=None)
 
 
 class _CallerSession(InternalSession):
     """A client session that makes its user known to the method callbacks it runs."""
 
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        """Run the calls with this session's user name in `_CALLER`."""
-        token = _CALLER.set(self.user.name if self.user is not None else None)
+        """Run the calls with this session's user in `_CALLER`."""
+        token = _CALLER.set(self.user)
         try:
             return await super().call(params)
         finally:
@@ -679,17 +737,20 @@ class OpcUaSink:
 
     `alarms` answers Acknowledge calls and gives the current alarms at start; `audit`
     receives the audit record of every acknowledgement made through OPC UA. The runtime
-    hands every alarm transition to `on_alarm`.
+    hands every alarm transition to `on_alarm`. `users` checks user-name logins; only a
+    user with role operator or higher may acknowledge, so without `users` (anonymous
+    sessions only) Acknowledge is refused to everyone with Bad_UserAccessDenied.
     """
 
     name = "opcua"
 
     def __init__(self, config: PlantConfig, *, alarms: AlarmControl | None = None,
-                 audit: Auditor | None = None) -> None:
+                 audit: Auditor | None = None, users: UserCheck | None = None) -> None:
         self.config = config
         self.namespace_uri = site_namespace(config)
         self.alarms = alarms
         self.audit = audit
+        self.users = users
         # A dry run, so that clashing NodeIds are reported before anything starts.
         self._layout = build_layout(config, ns=0)
         self._server: Server | None = None
@@ -707,7 +768,7 @@ class OpcUaSink:
 
     async def start(self) -> None:
         """Build the address space and the alarm conditions, and listen on the endpoint."""
-        server = Server(iserver=_InternalServer())
+        server = Server(iserver=_InternalServer(user_manager=_UserManager(self.users)))
         await server.init()
         server.set_endpoint(self.config.opcua.endpoint)
         server.set_server_name(f"carbonscada {self.config.site.name}")
@@ -733,11 +794,13 @@ class OpcUaSink:
         self._layout = layout
         self._server = server
 
-    @staticmethod
-    def _configure_security(server: Server) -> None:
-        """Endpoints and identities: for now NoSecurity with anonymous read-only access."""
+    def _configure_security(self, server: Server) -> None:
+        """Endpoints and identities: for now NoSecurity; anonymous, and user names if `users`."""
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        server.set_identity_tokens([ua.AnonymousIdentityToken])
+        tokens: list[type] = [ua.AnonymousIdentityToken]
+        if self.users is not None:
+            tokens.append(ua.UserNameIdentityToken)
+        server.set_identity_tokens(tokens)
 
     def _running(self) -> Server:
         if self._server is None:
@@ -1036,6 +1099,11 @@ class OpcUaSink:
 
     async def _acknowledge_call(self, parent: ua.NodeId,
                                 args: tuple[ua.Variant, ...]) -> _CallResult:
+        caller = _CALLER.get()
+        # Checked first, so that a refused caller learns nothing about conditions or events.
+        if (self.users is None or not isinstance(caller, _SessionUser) or caller.name is None
+                or not has_role(caller.rights, ACKNOWLEDGE_ROLE)):
+            return _status(StatusCodes.BadUserAccessDenied)
         cond = self._by_node.get(parent)
         if cond is None:  # not a condition (Part 9: also when called on the type)
             return _status(StatusCodes.BadNodeIdUnknown)
@@ -1056,9 +1124,8 @@ class OpcUaSink:
             return _bad_arguments(StatusCodes.BadInvalidArgument, [True, False])
         if self.alarms is None:
             return _status(StatusCodes.BadNotSupported)
-        user = f"opcua:{_CALLER.get() or 'anonymous'}"
         try:
-            rec = self.alarms.acknowledge(cond.rule, user, comment)
+            rec = self.alarms.acknowledge(cond.rule, f"opcua:{caller.name}", comment)
         except KeyError:
             return _status(StatusCodes.BadNodeIdUnknown)
         except ValueError:  # alarms.state.AlarmActionError

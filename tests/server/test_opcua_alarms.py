@@ -1,5 +1,6 @@
 """OPC UA Alarms & Conditions: a real AlarmSink wired to the OPC UA sink, a real asyncua
-client over TCP subscribing to events, acknowledging and refreshing."""
+client over TCP subscribing to events, acknowledging and refreshing, with logins checked
+against a real UserStore."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +18,6 @@ from asyncua.client.client import Client
 from asyncua.common.events import get_filter_from_event_type
 from asyncua.common.node import Node
 from asyncua.common.subscription import Subscription
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
@@ -27,6 +27,7 @@ from server.config import PlantConfig, parse_config
 from server.errors import ConfigError
 from server.opcua import OpcUaSink
 from server.records import AlarmEvent, AuditRecord
+from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_dict
 
@@ -38,6 +39,7 @@ ALARM_TYPE = ua.NodeId(ObjectIds.AlarmConditionType)
 REFRESH_START = ua.NodeId(ObjectIds.RefreshStartEventType)
 REFRESH_END = ua.NodeId(ObjectIds.RefreshEndEventType)
 COMMENT = "load ramp, expected"
+OPERATOR, VIEWER = ("olga", "olga-pass-1"), ("vera", "vera-pass-1")
 
 
 def plant(port: int) -> PlantConfig:
@@ -89,6 +91,33 @@ async def refused(call: Any) -> int:
     return int(info.value.code)
 
 
+@pytest.fixture
+def users(tmp_path: Path) -> UserStore:
+    store = UserStore(tmp_path / "users.sqlite")
+    store.add(OPERATOR[0], "operator", OPERATOR[1])
+    store.add(VIEWER[0], "viewer", VIEWER[1])
+    return store
+
+
+def client_as(port: int, login: tuple[str, str] | None = None) -> Client:
+    """A client for the sink on `port`, anonymous unless given (name, password)."""
+    client = Client(f"opc.tcp://127.0.0.1:{port}")
+    if login is not None:
+        client.set_user(login[0])
+        client.set_password(login[1])
+    return client
+
+
+async def last_event_id(cond: Node) -> bytes:
+    """The EventId of the condition's last notification, read from the condition object."""
+    for _ in range(100):
+        event_id = await (await cond.get_child("0:EventId")).read_value()
+        if event_id:
+            return bytes(event_id)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition got no notification")
+
+
 @dataclass
 class Rig:
     alarms: AlarmSink | None
@@ -113,22 +142,23 @@ class Rig:
         return sub, handler, mid
 
 
-async def started(port: int, alarms: AlarmSink | None = None) -> tuple[OpcUaSink, AlarmSink,
-                                                                        RecordingAudit]:
+async def started(port: int, alarms: AlarmSink | None = None, users: UserStore | None = None
+                  ) -> tuple[OpcUaSink, AlarmSink, RecordingAudit]:
     cfg = plant(port)
     alarms = alarms or AlarmSink(cfg)
     audit = RecordingAudit()
-    sink = OpcUaSink(cfg, alarms=alarms, audit=audit)
+    sink = OpcUaSink(cfg, alarms=alarms, audit=audit, users=users)
     alarms.subscribe(sink.on_alarm)
     await sink.start()
     return sink, alarms, audit
 
 
 @pytest_asyncio.fixture
-async def rig(port: int) -> AsyncIterator[Rig]:
-    sink, alarms, audit = await started(port)
+async def rig(port: int, users: UserStore) -> AsyncIterator[Rig]:
+    """The sink with the user store, and a client logged in as the operator."""
+    sink, alarms, audit = await started(port, users=users)
     try:
-        async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
+        async with client_as(port, OPERATOR) as client:
             yield Rig(alarms, sink, audit, client, await client.get_namespace_index(NS_URI))
     finally:
         await sink.stop()
@@ -181,13 +211,13 @@ async def test_alarm_acknowledged_from_opc_ua_and_cleared(rig: Rig) -> None:
     acked = await on_server.next()
     assert (f(acked, "Severity"), f(acked, "ActiveState/Id"), f(acked, "AckedState/Id"),
             f(acked, "Retain")) == (800, True, True, True)
-    assert (f(acked, "Comment").Text, f(acked, "ClientUserId")) == (COMMENT, "opcua:anonymous")
+    assert (f(acked, "Comment").Text, f(acked, "ClientUserId")) == (COMMENT, "opcua:olga")
     assert f(acked, "EventId") != f(ev, "EventId")
     assert [(e.state, e.ack_state) for e in rig.alarms.alarm_list()] == [
         ("alarm", "active-acknowledged")]
     (rec,) = rig.audit.records
     assert (rec.user, rec.action, rec.rule, rec.comment, rec.until) == (
-        "opcua:anonymous", "acknowledge", "s1_rate", COMMENT, None)
+        "opcua:olga", "acknowledge", "s1_rate", COMMENT, None)
     assert before <= rec.t <= datetime.now(UTC)
     assert await (await cond.get_child(["0:AckedState", "0:Id"])).read_value() is True
     # Nothing left to acknowledge, whichever notification is named.
@@ -205,14 +235,15 @@ async def test_alarm_acknowledged_from_opc_ua_and_cleared(rig: Rig) -> None:
             [await on_site.next(), await on_site.next()]] == [True, True]
 
 
-async def test_condition_refresh_replays_alarms_raised_before_start(port: int) -> None:
+async def test_condition_refresh_replays_alarms_raised_before_start(
+        port: int, users: UserStore) -> None:
     cfg = plant(port)
     alarms = AlarmSink(cfg)
     # A warning (4500 kg ≥ 4000) raised while no OPC UA server runs, as before a restart.
     await alarms.on_minute(record(T0, s1_kg=4500.0))
-    sink, alarms, _ = await started(port, alarms)
+    sink, alarms, _ = await started(port, alarms, users)
     try:
-        async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
+        async with client_as(port, OPERATOR) as client:
             r = Rig(alarms, sink, RecordingAudit(), client,
                     await client.get_namespace_index(NS_URI))
             types = [ALARM_TYPE, REFRESH_START, REFRESH_END]
@@ -264,12 +295,13 @@ def extra_event(state: str, previous: str, ack_state: str, minute: int) -> Alarm
                       message=f"extra {state}", message_zh=f"额外 {state}", ack_state=ack_state)
 
 
-async def test_on_alarm_in_order_for_any_rule_and_harmless_when_not_running(port: int) -> None:
-    sink = OpcUaSink(plant(port))  # no alarm control: Acknowledge is not supported
+async def test_on_alarm_in_order_for_any_rule_and_harmless_when_not_running(
+        port: int, users: UserStore) -> None:
+    sink = OpcUaSink(plant(port), users=users)  # no alarm control: Acknowledge not supported
     sink.on_alarm(extra_event("alarm", "normal", "active-unacknowledged", 0))  # not started
     await sink.start()
     try:
-        async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
+        async with client_as(port, OPERATOR) as client:
             r = Rig(None, sink, RecordingAudit(), client, await client.get_namespace_index(NS_URI))
             _, on_server, _ = await r.subscribe(client.nodes.server, [ALARM_TYPE])
             assert await on_server.none_within()
@@ -290,47 +322,90 @@ async def test_on_alarm_in_order_for_any_rule_and_harmless_when_not_running(port
     sink.on_alarm(extra_event("normal", "alarm", "normal", 4))  # stopped: dropped quietly
 
 
-class NamedUsers:
-    """asyncua user manager: one user name, password "pw"."""
+async def test_anonymous_session_reads_but_may_not_acknowledge(port: int,
+                                                              users: UserStore) -> None:
+    sink, alarms, audit = await started(port, users=users)
+    try:
+        async with client_as(port) as client:
+            r = Rig(alarms, sink, audit, client, await client.get_namespace_index(NS_URI))
+            _, on_server, _ = await r.subscribe(client.nodes.server, [ALARM_TYPE])
+            minute = record(T0, s1_kg=5200.0)
+            await sink.on_minute(minute)
+            await alarms.on_minute(minute)
+            ev = await on_server.next()
+            assert (f(ev, "ActiveState/Id"), f(ev, "AckedState/Id")) == (True, False)
+            assert await r.node("U1.S1.CO2Minute").read_value() == 5200.0
+            cond = r.node("Alarms.s1_rate")
+            assert await (await cond.get_child("0:Severity")).read_value() == 800
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
-        return User(role=UserRole.User, name=username) if password == "pw" else None
+            assert await refused(acknowledge(cond, f(ev, "EventId"), COMMENT)) == (
+                StatusCodes.BadUserAccessDenied)
+            # Also through the method of the type, and with arguments that are wrong anyway.
+            assert await refused(cond.call_method(
+                ua.NodeId(ObjectIds.AcknowledgeableConditionType_Acknowledge))) == (
+                StatusCodes.BadUserAccessDenied)
+            assert await on_server.none_within()
+            assert [e.ack_state for e in alarms.alarm_list()] == ["active-unacknowledged"]
+            assert await (await cond.get_child(["0:AckedState", "0:Id"])).read_value() is False
+            assert audit.records == []
+    finally:
+        await sink.stop()
 
 
-class NamedUserSink(OpcUaSink):
-    """The sink with user-name logins (it offers anonymous access only, for now)."""
-
-    @staticmethod
-    def _configure_security(server: Server) -> None:
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        server.set_identity_tokens([ua.UserNameIdentityToken])
-        server.iserver.user_manager = NamedUsers()
-
-
-async def test_acknowledging_user_is_the_sessions_user(port: int) -> None:
-    cfg = plant(port)
-    alarms, audit = AlarmSink(cfg), RecordingAudit()
-    sink = NamedUserSink(cfg, alarms=alarms, audit=audit)
-    alarms.subscribe(sink.on_alarm)
-    await sink.start()
+async def test_viewer_may_not_acknowledge_and_operator_may(port: int, users: UserStore) -> None:
+    sink, alarms, audit = await started(port, users=users)
     try:
         await alarms.on_minute(record(T0, s1_kg=5200.0))
-        client = Client(f"opc.tcp://127.0.0.1:{port}")
-        client.set_user("alice")
-        client.set_password("pw")
-        async with client:
-            ns = await client.get_namespace_index(NS_URI)
-            cond = client.get_node(ua.NodeId("Alarms.s1_rate", ns))
-            # The last notification's EventId, read from the condition object.
-            for _ in range(50):
-                event_id = await (await cond.get_child("0:EventId")).read_value()
-                if event_id:
-                    break
-                await asyncio.sleep(0.05)
+        async with client_as(port, VIEWER) as client:
+            cond = client.get_node(ua.NodeId("Alarms.s1_rate",
+                                             await client.get_namespace_index(NS_URI)))
+            event_id = await last_event_id(cond)
+            assert await refused(acknowledge(cond, event_id, COMMENT)) == (
+                StatusCodes.BadUserAccessDenied)
+        assert [e.ack_state for e in alarms.alarm_list()] == ["active-unacknowledged"]
+        assert audit.records == []
+
+        async with client_as(port, OPERATOR) as client:
+            cond = client.get_node(ua.NodeId("Alarms.s1_rate",
+                                             await client.get_namespace_index(NS_URI)))
+            assert await last_event_id(cond) == event_id  # the refusal published nothing
             await acknowledge(cond, event_id, "checked on site")
-        assert [(r.user, r.comment) for r in audit.records] == [("opcua:alice", "checked on site")]
-        assert [e.ack_state for e in alarms.alarm_list()] == ["active-acknowledged"]
+            assert [(r.user, r.action, r.comment) for r in audit.records] == [
+                ("opcua:olga", "acknowledge", "checked on site")]
+            assert [e.ack_state for e in alarms.alarm_list()] == ["active-acknowledged"]
+            assert await last_event_id(cond) != event_id
+            assert await (await cond.get_child("0:ClientUserId")).read_value() == "opcua:olga"
+    finally:
+        await sink.stop()
+
+
+async def test_wrong_password_cannot_connect(port: int, users: UserStore) -> None:
+    sink, _, _ = await started(port, users=users)
+    try:
+        # An unknown name is refused exactly like a known one with a wrong password.
+        for login in [("olga", "not-her-password"), ("nobody", OPERATOR[1]), ("olga", "")]:
+            assert await refused(client_as(port, login).connect()) == (
+                StatusCodes.BadUserAccessDenied), login
+        async with client_as(port, OPERATOR) as client:  # the server is still fine
+            assert await client.get_namespace_index(NS_URI) > 0
+    finally:
+        await sink.stop()
+
+
+async def test_without_user_store_nobody_acknowledges(port: int) -> None:
+    sink, alarms, audit = await started(port)
+    try:
+        await alarms.on_minute(record(T0, s1_kg=5200.0))
+        # No user-name logins are offered at all.
+        assert await refused(client_as(port, OPERATOR).connect()) == (
+            StatusCodes.BadIdentityTokenRejected)
+        async with client_as(port) as client:
+            cond = client.get_node(ua.NodeId("Alarms.s1_rate",
+                                             await client.get_namespace_index(NS_URI)))
+            assert await refused(acknowledge(cond, await last_event_id(cond), COMMENT)) == (
+                StatusCodes.BadUserAccessDenied)
+        assert [e.ack_state for e in alarms.alarm_list()] == ["active-unacknowledged"]
+        assert audit.records == []
     finally:
         await sink.stop()
 
