@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,13 @@ from compute.cycle import MinuteCycle
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from drivers.base import Driver, Simulator, create_drivers, create_simulators
-from server.config import PlantConfig
+from server.audit import AuditLog, canonical_json
+from server.config import PlantConfig, with_alarm_rules
+from server.errors import ConfigError
 from server.historian import Historian
 from server.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
 from server.sinks import QueuedSink, Sink
+from server.users import UserStore
 
 if TYPE_CHECKING:
     from alarms.engine import AlarmSink
@@ -40,43 +44,107 @@ class Runtime:
         self.store = TagStore(self.cycle.calc.tag_ids,
                               math.ceil(3 * config.clock.minute_seconds / poll_min) + 16)
         self.historian = Historian(config.historian.path)
+        # Accounts and the audit log live in the historian's file, beside the alarm journal.
+        self.users = UserStore(config.historian.path)
+        self.audit = AuditLog(config.historian.path)
+        file_rules = [r.model_dump(mode="json") for r in config.alarms.rules]
+        self.file_rules_hash = hashlib.sha256(canonical_json(file_rules).encode()).hexdigest()
+        self._rules_in_force = file_rules
         self.periods = PeriodCycle(config)
         self._sinks: list[QueuedSink] = []
         self._simulators: list[Simulator] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._side_tasks: set[asyncio.Task[object]] = set()
         self._started_at = started_at if started_at is not None else time.monotonic()
         self._first_published = False
         self.ready = asyncio.Event()
 
-    def _build_sinks(self) -> list[Sink]:
+    async def _prepare_records(self) -> PlantConfig:
+        """Accounts, the configuration's audit entry and the alarm rules in force.
+
+        Alarm rules an engineer changed through the API are kept in the historian with a
+        hash of the file's rules they were made on: they apply while the file's rules are
+        unchanged; once the file is edited, the file wins (and the log says so).
+        """
+        cfg, h = self.config, self.historian
+        if cfg.web.enabled and cfg.web.demo_users:
+            for name in await asyncio.to_thread(self.users.ensure_demo_users):
+                log.warning("demo account %r created (password demo-%s): demo plants only",
+                            name, name)
+                await asyncio.to_thread(self.audit.append, "system", "user_add",
+                                        f"user:{name}", {"role": name, "demo": True})
+        digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
+        last = await asyncio.to_thread(self.audit.latest, "config_changed")
+        if last is None or last.detail.get("sha256") != digest:
+            await asyncio.to_thread(
+                self.audit.append, "system", "config_changed", f"site:{cfg.site.id}",
+                {"sha256": digest, "previous": None if last is None else last.detail["sha256"]})
+        stored = await h.load_alarm_rules()
+        if stored is None:
+            return cfg
+        when = stored.t.isoformat()
+        if stored.config_hash != self.file_rules_hash:
+            log.warning("the configuration file's alarm rules changed after %s changed them "
+                        "through the API at %s: the file's rules apply", stored.user, when)
+            return cfg
+        try:
+            cfg = with_alarm_rules(cfg, stored.rules, f"{h.path} (alarm rules of {when})")
+        except ConfigError as exc:
+            log.error("stored alarm rules no longer fit the plant, the file's apply: %s", exc)
+            return cfg
+        log.info("alarm rules as changed by %s at %s apply (%d rules): %s", stored.user, when,
+                 len(cfg.alarms.rules), stored.comment)
+        return cfg
+
+    def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
         # Imported here so that `check-config` does not pay for asyncua / aiohttp imports.
         from alarms.engine import AlarmSink
         from server.influx import InfluxSink
         from server.opcua import OpcUaSink
         from web.app import WebSink
 
-        cfg = self.config
-        sinks: list[Sink] = [self.historian]
-        alarms = self._alarms = AlarmSink(cfg)
-        web: WebSink | None = None
+        h = self.historian
+        alarms = self._alarms = AlarmSink(
+            cfg, on_delivery=lambda rec: self._spawn(h.record_delivery(rec)))
+        sinks: list[Sink] = []
+        listeners: list[Callable[[AlarmEvent], None]] = []
         if cfg.opcua.enabled:
-            sinks.append(OpcUaSink(cfg))
+            opcua = OpcUaSink(cfg, alarms=alarms, audit=self.audit, users=self.users)
+            sinks.append(opcua)
+            listeners.append(opcua.on_alarm)
         if cfg.influx is not None:
             sinks.append(InfluxSink(cfg.influx, cfg.site.id))
         if cfg.web.enabled:
-            web = WebSink(cfg, history=self.historian, devices=self.device_status)
+            web = WebSink(cfg, history=h, devices=self.device_status, users=self.users,
+                          audit=self.audit, alarms=alarms, journal=h)
             sinks.append(web)
+            listeners.append(web.on_alarm)
         sinks.append(alarms)
 
         def on_alarm(event: AlarmEvent) -> None:
-            if web is not None:
-                web.on_alarm(event)
-            self._spawn(self.historian.record_alarm(event))
+            self._spawn(h.record_alarm(event))
+            for listener in listeners:
+                listener(event)
         alarms.subscribe(on_alarm)
+        alarms.on_rules_changed(self._rules_changed)
         return sinks
+
+    def _rules_changed(self, rules: list[dict[str, Any]], user: str, comment: str,
+                       t: datetime) -> None:
+        """Keep an engineer's rule change across restarts and audit it, rule by rule."""
+        before = {r["id"]: r for r in self._rules_in_force}
+        after = {r["id"]: r for r in rules}
+        self._rules_in_force = rules
+        detail = {"comment": comment,
+                  "added": [after[k] for k in after if k not in before],
+                  "removed": [before[k] for k in before if k not in after],
+                  "changed": [{"before": before[k], "after": after[k]} for k in after
+                              if k in before and before[k] != after[k]]}
+        self._spawn(self.historian.save_alarm_rules(rules, self.file_rules_hash, user, comment, t))
+        self._spawn(asyncio.to_thread(self.audit.append, user, "alarm_rules_changed",
+                                      "alarm-rules", detail, t))
 
     def _on_device_event(self, event: DeviceEvent) -> None:
         if self._alarms is not None:  # communication-loss rules; the bus has logged it
@@ -87,7 +155,7 @@ class Runtime:
         return [{**asdict(d.bus_stats()), "devices": [asdict(s) for s in d.stats()]}
                 for d in self._drivers]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
@@ -97,7 +165,14 @@ class Runtime:
         try:
             await asyncio.to_thread(kernels.warm_up)
             await asyncio.to_thread(periods.warm_up)
-            sinks = self._build_sinks()
+            historian = QueuedSink(self.historian)
+            await historian.start()
+            self._sinks.append(historian)
+            cfg = await self._prepare_records()
+            self._rules_in_force = [r.model_dump(mode="json") for r in cfg.alarms.rules]
+            sinks = self._build_sinks(cfg)
+            if self._alarms is not None:  # before the web and OPC UA seed their alarm lists
+                self._alarms.restore(await self.historian.last_alarm_events())
             for sink in sinks:
                 queued = QueuedSink(sink)
                 await queued.start()
