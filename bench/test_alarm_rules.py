@@ -295,3 +295,12 @@ def test_change_rules(benchmark) -> None:  # type: ignore[no-untyped-def]
                        rounds=6, iterations=1)
     if benchmark.stats is not None:
         assert benchmark.stats.stats.median <= CHANGE_TARGET_S
+
+
+def test_rebuild_engine(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Baseline for test_change_rules: a new engine from the new rules, as a restart
+    would build it (every alarm state and evaluation history lost)."""
+    configs = itertools.cycle([plant(), changed_plant()[0]])
+    benchmark.group = f"alarm rules: change of {N_RULES} rules"
+    engine = benchmark.pedantic(lambda: AlarmEngine(next(configs)), rounds=6, iterations=1)
+    assert len(engine.specs) == N_RULES
