@@ -13,6 +13,7 @@ enough role (web/auth.py), and every login, logout and alarm action is audited.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -285,6 +286,7 @@ class LiveState:
         self._units: dict[str, UnitMinute] = {}
         self._site: SiteMinute | None = None
         self._alarms: dict[str, AlarmEvent] = {}
+        self._condition_text: dict[str, tuple[str, str]] = {}  # rule → what is wrong (en, zh)
         self.t: datetime | None = None
         self.streams = {s.id for _, s in config.streams()}
         self.allowance: tuple[datetime, AllowancePosition] | None = None  # at an hour's end
@@ -310,12 +312,26 @@ class LiveState:
         """Replace the listed alarms (events whose ISA-18.2 state is not normal)."""
         self._alarms = {e.rule: e for e in events if listed(e)}
 
-    def apply_alarm(self, event: AlarmEvent) -> None:
-        """Record an alarm transition: back to the normal state clears the rule."""
+    def display(self, event: AlarmEvent) -> AlarmEvent:
+        """The event as its row shows it: after an operator's action (acknowledge,
+        shelve …) the row keeps saying what is wrong; `user` and `comment` say who did what."""
+        said = self._condition_text.get(event.rule)
+        if event.cause == "condition" or said is None:
+            return event
+        return dataclasses.replace(event, message=said[0], message_zh=said[1])
+
+    def apply_alarm(self, event: AlarmEvent) -> AlarmEvent:
+        """Record an alarm transition (back to the normal state clears the rule); the
+        event as the row shows it."""
+        if event.cause == "condition":
+            self._condition_text[event.rule] = (event.message, event.message_zh)
+        event = self.display(event)
         if listed(event):
             self._alarms[event.rule] = event
         else:
+            self._condition_text.pop(event.rule, None)
             self._alarms.pop(event.rule, None)
+        return event
 
     # -- views
 
@@ -810,7 +826,8 @@ def _alarm_action_handler(needed: str, act: AlarmAction) -> Handler:
                 raise
         now = next((e for e in control.alarm_list() if e.rule == rule), None)
         return _json({"audit": audit_record_json(rec),
-                      "alarm": alarm_json(now) if now is not None else None})
+                      "alarm": alarm_json(request.app[LIVE].display(now))
+                      if now is not None else None})
     return handler
 
 
@@ -1118,8 +1135,8 @@ class WebSink:
 
     def on_alarm(self, event: AlarmEvent) -> None:
         """Record an alarm transition and push it as {"type": "alarm", ...} (never blocks)."""
-        self.live.apply_alarm(event)
-        self._hub.broadcast(dumps({"type": "alarm", **alarm_json(event)}))
+        shown = self.live.apply_alarm(event)
+        self._hub.broadcast(dumps({"type": "alarm", **alarm_json(shown)}))
 
     def set_active_alarms(self, events: Iterable[AlarmEvent]) -> None:
         """Replace the active alarms and push them as {"type": "alarms", "alarms": [...]}."""

@@ -179,6 +179,8 @@ async def test_operator_acknowledges_and_shelves(port: int, page: Page, tmp_path
         state = row.locator('[data-field="ack_state"]')
         await expect(state).to_have_text("未确认unacknowledged")
         await expect(row).to_have_class(re.compile(r"\bunacked\b"))
+        what_is_wrong = await row.locator(".msg").inner_text()
+        assert "s1_rate" in what_is_wrong and "已由" not in what_is_wrong
         buttons = row.locator(".actions button")
         await expect(buttons).to_have_count(2)  # no engineer actions for an operator
         await expect(buttons.nth(0)).to_have_text("确认Acknowledge")
@@ -197,6 +199,9 @@ async def test_operator_acknowledges_and_shelves(port: int, page: Page, tmp_path
         await form.locator('button[type="submit"]').click()
 
         await expect(state).to_have_text("已确认acknowledged")
+        # The row still says what is wrong, and who acknowledged it with what comment.
+        await expect(row.locator(".msg")).to_have_text(what_is_wrong)
+        await expect(row.locator(".detail")).to_contain_text("operator：负荷升高，已知 load ramp")
         await expect(form).to_have_count(0)
         await expect(row.locator('button[data-action="acknowledge"]')).to_have_count(0)
         await expect(row.locator(".row-error")).to_be_hidden()

@@ -299,6 +299,7 @@
     const detail = [];
     if (a.value !== null && a.value !== undefined) detail.push(`值 value ${fmt(a.value, 2)}`);
     if (a.limit !== null && a.limit !== undefined) detail.push(`限值 limit ${fmt(a.limit, 2)}`);
+    if (a.user) detail.push(`${a.user}：${a.comment || ""}`);
     setText(part("detail"), detail.join(" · "));
     setText(part("target"), a.target || "");
 
