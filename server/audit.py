@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 
 from server.errors import AuditError
 from server.records import AuditRecord
+from server.tablefile import TableFile
 
 GENESIS = "0" * 64  # prev_hash of the first entry
 
@@ -97,30 +98,9 @@ class AuditLog:
     """The `audit_log` table of one SQLite file (created with its directory if missing)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
-            raise AuditError(f"audit log {self.path}: cannot create directory "
-                             f"{self.path.parent}: {why}") from None
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection in autocommit mode for one call; SQLite errors as AuditError."""
-        try:
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise AuditError(f"audit log {self.path}: cannot open: {exc}") from None
-        try:
-            yield db
-        except sqlite3.Error as exc:
-            raise AuditError(f"audit log {self.path}: {exc}") from None
-        finally:
-            db.close()
+        self._file = TableFile(path, _SCHEMA, "audit log", AuditError)
+        self.path = self._file.path
+        self._db = self._file.connect
 
     def append(self, user: str, action: str, target: str,
                detail: Mapping[str, Any] | None = None, t: datetime | None = None,

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import base64
 import builtins
-import contextlib
 import functools
 import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from server.errors import UserError
+from server.tablefile import TableFile
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "engineer", "admin")  # ascending rights
 
@@ -103,31 +101,9 @@ class UserStore:
     """The `users` table of one SQLite file (created with its directory if missing)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
-            raise UserError(f"user store {self.path}: cannot create directory "
-                            f"{self.path.parent}: {why}") from None
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one call; commits on success, any SQLite error as UserError."""
-        try:
-            db = sqlite3.connect(self.path, timeout=5.0)
-        except sqlite3.Error as exc:
-            raise UserError(f"user store {self.path}: cannot open: {exc}") from None
-        try:
-            with db:
-                yield db
-        except sqlite3.Error as exc:
-            raise UserError(f"user store {self.path}: {exc}") from None
-        finally:
-            db.close()
+        self._file = TableFile(path, _SCHEMA, "user store", UserError)
+        self.path = self._file.path
+        self._db = self._file.connect
 
     def add(self, name: str, role: str, password: str) -> User:
         """Create an account; refuses a bad name, unknown role, short password or duplicate."""
