@@ -49,7 +49,7 @@ class Runtime:
         self.audit = AuditLog(config.historian.path)
         file_rules = [r.model_dump(mode="json") for r in config.alarms.rules]
         self.file_rules_hash = hashlib.sha256(canonical_json(file_rules).encode()).hexdigest()
-        self._rules_in_force = file_rules
+        self._rules_in_force: list[dict[str, Any]] = []  # the alarm sink's, before a change
         self.periods = PeriodCycle(config)
         self._sinks: list[QueuedSink] = []
         self._simulators: list[Simulator] = []
@@ -129,6 +129,7 @@ class Runtime:
                 listener(event)
         alarms.subscribe(on_alarm)
         alarms.on_rules_changed(self._rules_changed)
+        self._rules_in_force = alarms.rules_config()
         return sinks
 
     def _rules_changed(self, rules: list[dict[str, Any]], user: str, comment: str,
@@ -169,7 +170,6 @@ class Runtime:
             await historian.start()
             self._sinks.append(historian)
             cfg = await self._prepare_records()
-            self._rules_in_force = [r.model_dump(mode="json") for r in cfg.alarms.rules]
             sinks = self._build_sinks(cfg)
             if self._alarms is not None:  # before the web and OPC UA seed their alarm lists
                 self._alarms.restore(await self.historian.last_alarm_events())

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from server.audit import AuditLog
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict
 from tests.fixtures.smtp import SmtpServer
@@ -142,6 +143,13 @@ async def test_alarm_states_and_rule_changes_survive_restarts(
             assert [x["alarm"] for x in await r.json()] == [180.0]
         (*_, again) = await smtp_server.wait_for(3, timeout=20)
         assert "ALARM" in again["Subject"]
+
+    change = AuditLog(tmp_path / "var" / "historian.sqlite").latest("alarm_rules_changed")
+    assert change is not None and change.user == "erik"
+    (changed,) = change.detail["changed"]
+    assert (changed["before"]["alarm"], changed["after"]["alarm"]) == (150.0, 300.0)
+    assert (change.detail["added"], change.detail["removed"]) == ([], [])
+    assert change.detail["comment"] == "new permit levels"
 
     done = cli("audit", "verify", "-c", str(cfg_path))
     assert done.returncode == 0 and " OK, " in done.stdout, done.stdout + done.stderr
