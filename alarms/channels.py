@@ -32,6 +32,8 @@ from yarl import URL
 
 from alarms.email import EmailChannel, body, subject
 from alarms.rules import fmt_number
+from model.errors import ConfigError, SinkError
+from model.records import AlarmEvent
 from server.config import (
     AlarmsConfig,
     DingtalkChannelConfig,
@@ -43,8 +45,6 @@ from server.config import (
     WebhookChannelConfig,
     WecomChannelConfig,
 )
-from server.errors import ConfigError, SinkError
-from server.records import AlarmEvent
 
 log = logging.getLogger(__name__)
 

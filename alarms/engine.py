@@ -19,17 +19,9 @@ from typing import Any, Protocol
 
 from alarms import notify
 from alarms.rules import Changes, RuleBank, RuleSpec, definition, target_problems
-from alarms.state import (
-    MAX_SHELVE,
-    NORMAL,
-    AlarmActionError,
-    AlarmState,
-    annunciates,
-    require_user,
-)
-from server.config import PlantConfig, with_alarm_rules
-from server.errors import ConfigError
-from server.records import (
+from alarms.state import MAX_SHELVE, NORMAL, AlarmState, annunciates, require_user
+from model.errors import ConfigError, UnknownRuleError
+from model.records import (
     AlarmEvent,
     AuditRecord,
     DeliveryRecord,
@@ -38,6 +30,7 @@ from server.records import (
     PeriodRecords,
     Sample,
 )
+from server.config import PlantConfig, with_alarm_rules
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +127,11 @@ class AlarmEngine:
         return events
 
     def alarm(self, rule: str) -> AlarmState:
-        """The alarm state of one rule; KeyError naming it if there is no such rule."""
+        """The alarm state of one rule; UnknownRuleError naming it if there is no such rule."""
         try:
             return self.alarms[self.index[rule]]
         except KeyError:
-            raise KeyError(f"no alarm rule {rule!r}") from None
+            raise UnknownRuleError(f"no alarm rule {rule!r}") from None
 
     def on_minute(self, result: MinuteResult) -> list[AlarmEvent]:
         """Evaluate every rule on one minute's results; the events, in order."""
@@ -396,7 +389,7 @@ class AlarmSink:
         """Acknowledge a rule's alarm; the audit record for the caller to write.
 
         Raises AlarmActionError without a user or comment or with nothing to acknowledge,
-        KeyError for an unknown rule.
+        UnknownRuleError for an unknown rule.
         """
         audit, event = self.engine.acknowledge(rule, user, comment, t or datetime.now(UTC))
         self._dispatch(event)
@@ -474,4 +467,4 @@ def _add(listeners: list[Any], callback: Any) -> Callable[[], None]:
     return unsubscribe
 
 
-__all__ = ["AlarmActionError", "AlarmEngine", "AlarmSink", "AuditRecord", "Notifier"]
+__all__ = ["AlarmEngine", "AlarmSink", "Notifier"]

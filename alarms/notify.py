@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from alarms.channels import Channel, build_channels, redact
+from model.records import AlarmEvent, DeliveryRecord
 from server.config import AlarmsConfig, RouteConfig, SiteConfig
-from server.records import AlarmEvent, DeliveryRecord
 
 log = logging.getLogger(__name__)
 

@@ -46,6 +46,17 @@ import numpy.typing as npt
 from alarms.state import LEVELS, AlarmState, RuleInfo
 from compute import derived
 from compute.clock import PlantClock
+from model.flags import DataFlag
+from model.records import (
+    AlarmEvent,
+    DeviceEvent,
+    MinuteResult,
+    PeriodRecords,
+    SiteMinute,
+    SourceMinute,
+    TagMinute,
+    UnitMinute,
+)
 from server.config import (
     AllowanceConfig,
     AllowanceRuleConfig,
@@ -59,17 +70,6 @@ from server.config import (
     StaleRuleConfig,
     Target,
     ThresholdRuleConfig,
-)
-from server.records import (
-    AlarmEvent,
-    DataFlag,
-    DeviceEvent,
-    MinuteResult,
-    PeriodRecords,
-    SiteMinute,
-    SourceMinute,
-    TagMinute,
-    UnitMinute,
 )
 
 F64 = npt.NDArray[np.float64]

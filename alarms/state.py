@@ -28,7 +28,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from server.records import AlarmEvent, AuditRecord
+from model.errors import AlarmActionError
+from model.records import AlarmEvent, AuditRecord
 
 NORMAL = "normal"
 UNACK = "active-unacknowledged"
@@ -48,10 +49,6 @@ _BASE_STATES = {(False, True): NORMAL, (False, False): RTN_UNACK,
                 (True, True): ACKED, (True, False): UNACK}
 _ANNOUNCED_AFTER_MASK = ("unshelve", "shelve_expired", "unsuppress")
 _MODE_ON = ("shelve", "suppress", "out_of_service")  # leave the base state as it was
-
-
-class AlarmActionError(ValueError):
-    """An operator action that is incomplete or impossible in the alarm's present state."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,9 @@ import pytest
 from alarms.engine import AlarmEngine
 from alarms.rules import MinuteContext, ScalarRule, scalar_rules
 from compute.clock import PlantClock
+from model.flags import DataFlag
+from model.records import MinuteResult, SiteMinute, SourceMinute, TagMinute, UnitMinute
 from server.config import PlantConfig, parse_config, with_alarm_rules
-from server.records import DataFlag, MinuteResult, SiteMinute, SourceMinute, TagMinute, UnitMinute
 
 N_UNITS = 100
 SOURCES_PER_UNIT = 4

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from server.records import DataFlag
+from model.flags import DataFlag
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]

@@ -16,16 +16,9 @@ from compute.clock import PlantClock
 from compute.minute import MinuteArrays, MinuteCalculator
 from compute.tagstore import Window
 from compute.totals import Totals
+from model.flags import DataFlag
+from model.records import MinuteResult, RawWindow, SiteMinute, SourceMinute, TagMinute, UnitMinute
 from server.config import PlantConfig
-from server.records import (
-    DataFlag,
-    MinuteResult,
-    RawWindow,
-    SiteMinute,
-    SourceMinute,
-    TagMinute,
-    UnitMinute,
-)
 
 _FLAGS = {int(f): f for f in DataFlag}
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from compute.clock import PlantClock
-from server.records import AllowancePosition
+from model.records import AllowancePosition
 
 F64 = npt.NDArray[np.float64]
 B1 = npt.NDArray[np.bool_]

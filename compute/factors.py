@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from model.errors import FactorVersionNotFound
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -58,10 +60,6 @@ REQUIRED_FACTORS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     ("heat", "GJ"): ("ef_tco2_gj",),
     ("process", "t"): ("ef_tco2_t",),
 })
-
-
-class FactorVersionNotFound(LookupError):
-    """No factor version of a stream is in force at the requested time."""
 
 
 def _where(stream: str | None, version: str | None = None) -> str:

@@ -38,6 +38,16 @@ from compute import counters, cycle, derived, factors, kernels, rollup, substitu
 from compute.clock import PlantClock
 from compute.kernels import period_flag
 from compute.minute import MinuteArrays, MinuteCalculator
+from model.errors import FactorVersionNotFound
+from model.flags import DataFlag
+from model.records import (
+    AllowancePosition,
+    MinuteResult,
+    PeriodRecords,
+    RawWindow,
+    StreamPeriod,
+    UnitPeriod,
+)
 from server.config import (
     FactorMethodSubstitution,
     Input,
@@ -46,15 +56,6 @@ from server.config import (
     PlantConfig,
     StreamConfig,
     UnitConfig,
-)
-from server.records import (
-    AllowancePosition,
-    DataFlag,
-    MinuteResult,
-    PeriodRecords,
-    RawWindow,
-    StreamPeriod,
-    UnitPeriod,
 )
 
 F64 = npt.NDArray[np.float64]
@@ -515,7 +516,7 @@ class PeriodCycle:
         """(t CO2, factor version id, why no CO2) of a quantity by the version in force at t0."""
         try:
             version = self._table.at(s.factors, t0)
-        except factors.FactorVersionNotFound as exc:
+        except FactorVersionNotFound as exc:
             return math.nan, "", str(exc)
         if not (math.isfinite(quantity) and quantity >= 0):
             return math.nan, version.id, ""
@@ -607,7 +608,7 @@ class PeriodCycle:
         try:
             results = factors.period_emissions(self._table, s.factors, s.calc_method,
                                                s.quantity_unit, t_s, q, d0, d1)
-        except factors.FactorVersionNotFound as exc:
+        except FactorVersionNotFound as exc:
             return [StreamPeriod(s.id, unit.id, d0, d1, math.fsum(q.tolist()),
                                  s.quantity_unit, math.nan, "", s.calc_method, False, f,
                                  n_valid, str(exc))]

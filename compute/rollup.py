@@ -33,7 +33,8 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from compute.kernels import period_flag
-from server.records import DataFlag, PeriodResult
+from model.flags import DataFlag
+from model.records import PeriodResult
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from drivers.link import BACKOFF_MAX_S, Backoff, BusStats, LinkDown
-from server.records import DataFlag, DeviceEvent, Sample
+from model.flags import DataFlag
+from model.records import DeviceEvent, Sample
 
 log = logging.getLogger("drivers")
 

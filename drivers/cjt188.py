@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from server.errors import ProtocolError
+from model.errors import ProtocolError
 
 DiOrder = Literal["low_first", "high_first"]
 Kind = Literal["water", "heat", "gas", "electricity"]

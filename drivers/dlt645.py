@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from server.errors import ProtocolError
+from model.errors import ProtocolError
 
 Version = Literal["2007", "1997"]
 

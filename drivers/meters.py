@@ -11,6 +11,9 @@ from typing import Generic, TypeVar
 from drivers import cjt188, dlt645
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
 from drivers.link import FindFrame, NoReply, StreamLink
+from model.errors import ProtocolError
+from model.flags import DataFlag
+from model.records import Sample
 from server.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
@@ -18,8 +21,6 @@ from server.config import (
     LinkConfig,
     SerialLinkConfig,
 )
-from server.errors import ProtocolError
-from server.records import DataFlag, Sample
 
 METER_DEFAULT_BAUDRATE = 2400
 MAX_FOLLOW_UPS = 16  # a 2007 reply split over more frames than this is refused

@@ -12,6 +12,7 @@ from drivers import cjt188, dlt645
 from drivers.codec import BIT_FUNCTIONS, Block, decode, register_count
 from drivers.meters import Cjt188Poller, Dlt645Poller, meter_link
 from drivers.modbus import ModbusLink
+from model.errors import CarbonScadaError
 from server.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
@@ -21,7 +22,6 @@ from server.config import (
     SerialLinkConfig,
     TcpLinkConfig,
 )
-from server.errors import CarbonScadaError
 
 _HOST_PORT = re.compile(r"^(?P<host>[^/\s]+):(?P<port>\d{1,5})$")
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from server.errors import AuditError
-from server.records import AuditRecord
+from model.errors import AuditError
+from model.records import AuditRecord
 from server.tablefile import TableFile
 
 GENESIS = "0" * 64  # prev_hash of the first entry

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from model.errors import CarbonScadaError
 from server.config import PlantConfig, load_config
-from server.errors import CarbonScadaError
 
 _STARTED = time.monotonic()
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo-plant.yaml"
@@ -146,7 +146,7 @@ def _open_out(path: str) -> Iterator[TextIO]:
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     from drivers import probe
-    from server.errors import DriverError
+    from model.errors import DriverError
 
     link = probe.parse_target(args.target, baudrate=args.baud, parity=args.parity,
                               bytesize=args.bytesize, stopbits=args.stopbits)
@@ -243,7 +243,7 @@ def _read_password(name: str) -> str:
     """$CARBONSCADA_PASSWORD, else asked twice on a terminal, else one line of stdin."""
     import getpass
 
-    from server.errors import UserError
+    from model.errors import UserError
 
     given = os.environ.get("CARBONSCADA_PASSWORD")
     if given is not None:
@@ -273,8 +273,8 @@ def _local(t: datetime, zone: str, timespec: str = "seconds") -> str:
 
 def _user_change(args: argparse.Namespace, path: Path, config: PlantConfig) -> str:
     """Carry out one `user` subcommand; returns what to print."""
+    from model.errors import AuditError, UserError
     from server.audit import AuditLog
-    from server.errors import AuditError, UserError
     from server.users import UserStore
 
     cmd, name = args.user_command, getattr(args, "name", "")
@@ -317,7 +317,7 @@ def _user_change(args: argparse.Namespace, path: Path, config: PlantConfig) -> s
 
 
 def _cmd_user(args: argparse.Namespace) -> int:
-    from server.errors import AuditError, UserError
+    from model.errors import AuditError, UserError
 
     path, config = _historian_file(args)
     try:
@@ -331,8 +331,8 @@ def _cmd_user(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from model.errors import AuditError
     from server.audit import verify
-    from server.errors import AuditError
 
     path, _ = _historian_file(args)
     try:
@@ -349,8 +349,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_list(args: argparse.Namespace) -> int:
+    from model.errors import AuditError
     from server.audit import AuditLog, canonical_json
-    from server.errors import AuditError
 
     path, config = _historian_file(args)
     start = None if args.start is None else _utc(args.start, "--from")
@@ -370,7 +370,7 @@ def _cmd_audit_list(args: argparse.Namespace) -> int:
 
 
 def _add_user_audit(sub: Any) -> None:
-    from server.users import ROLES
+    from model.accounts import ROLES
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", required=True,

@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from server.errors import ConfigError
+from model.errors import ConfigError
 
 if TYPE_CHECKING:
     from compute.factors import FactorTable, Method, QuantityUnit
@@ -1389,7 +1389,7 @@ def load_factor_table(path: Path) -> FactorTable:
 def _stream_factor_problems(cfg: PlantConfig, table: FactorTable,
                             table_path: Path) -> list[tuple[str, str]]:
     """Each stream's factor stream must exist and every version hold the factors it needs."""
-    from compute.factors import FactorVersionNotFound
+    from model.errors import FactorVersionNotFound
 
     problems: list[tuple[str, str]] = []
     for i, unit in enumerate(cfg.units):

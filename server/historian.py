@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.errors import SinkError
-from server.records import (
+from model.errors import SinkError
+from model.flags import DataFlag
+from model.records import (
     AlarmEvent,
     AllowancePosition,
-    DataFlag,
     DeliveryRecord,
     MinuteResult,
     PeriodRecords,

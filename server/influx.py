@@ -25,8 +25,8 @@ from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
+from model.records import MinuteResult, Sample
 from server.config import InfluxConfig
-from server.records import MinuteResult, Sample
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from asyncua import ua
@@ -64,13 +64,14 @@ from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
-from server.config import PlantConfig
-from server.errors import ConfigError, SinkError
-from server.records import (
+from model.accounts import has_role
+from model.errors import AlarmActionError, ConfigError, SinkError, UnknownRuleError
+from model.flags import DataFlag
+from model.protocols import ActionAuditor, AlarmControl, Authenticator
+from model.records import (
     AlarmEvent,
     AllowancePosition,
     AuditRecord,
-    DataFlag,
     MinuteResult,
     PeriodRecords,
     PeriodResult,
@@ -79,8 +80,7 @@ from server.records import (
     UnitMinute,
     UnitPeriod,
 )
-from server.users import User as Account
-from server.users import has_role
+from server.config import PlantConfig
 
 log = logging.getLogger(__name__)
 
@@ -475,35 +475,6 @@ def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
     return out
 
 
-class AlarmControl(Protocol):
-    """What the sink asks of the alarm engine (alarms.engine.AlarmSink fits it)."""
-
-    def acknowledge(self, rule: str, user: str, comment: str) -> AuditRecord:
-        """Acknowledge a rule's alarm; ValueError when there is nothing to acknowledge or no
-        comment, KeyError for an unknown rule."""
-        ...
-
-    def alarm_list(self) -> list[AlarmEvent]:
-        """The latest event of each rule that is not in the normal state."""
-        ...
-
-
-class Auditor(Protocol):
-    """Where operator actions are recorded (server.audit.AuditLog fits it)."""
-
-    def append_record(self, rec: AuditRecord) -> object:
-        """Append one record; an awaitable result is awaited."""
-        ...
-
-
-class UserCheck(Protocol):
-    """Where OPC UA user names and passwords are checked (server.users.UserStore fits it)."""
-
-    def authenticate(self, name: str, password: str) -> Account | None:
-        """The account if the password is right, else None (alike for unknown names)."""
-        ...
-
-
 # ISA-18.2 states of AlarmEvent.ack_state.
 _NORMAL = "normal"
 _UNACK = "active-unacknowledged"
@@ -543,7 +514,7 @@ class _SessionUser(User):
 class _UserManager(UserManager):
     """asyncua user manager: anonymous sessions, and user names checked against `users`."""
 
-    def __init__(self, users: UserCheck | None) -> None:
+    def __init__(self, users: Authenticator | None) -> None:
         self.users = users
 
     def get_user(self, iserver: InternalServer, username: str | None = None,
@@ -745,7 +716,7 @@ class OpcUaSink:
     name = "opcua"
 
     def __init__(self, config: PlantConfig, *, alarms: AlarmControl | None = None,
-                 audit: Auditor | None = None, users: UserCheck | None = None) -> None:
+                 audit: ActionAuditor | None = None, users: Authenticator | None = None) -> None:
         self.config = config
         self.namespace_uri = site_namespace(config)
         self.alarms = alarms
@@ -1126,9 +1097,9 @@ class OpcUaSink:
             return _status(StatusCodes.BadNotSupported)
         try:
             rec = self.alarms.acknowledge(cond.rule, f"opcua:{caller.name}", comment)
-        except KeyError:
+        except UnknownRuleError:
             return _status(StatusCodes.BadNodeIdUnknown)
-        except ValueError:  # alarms.state.AlarmActionError
+        except AlarmActionError:
             return _status(StatusCodes.BadConditionBranchAlreadyAcked if cond.acked
                            else StatusCodes.BadInvalidState)
         await self._record(rec)

@@ -32,9 +32,10 @@ from compute import kernels
 from compute.clock import PlantClock
 from compute.minute import MinuteArrays, MinuteCalculator
 from compute.periods import PeriodCycle, Readings, arrays_batch
+from model.errors import CarbonScadaError
+from model.flags import DataFlag
+from model.records import PeriodRecords, PeriodResult, RawWindow
 from server.config import PlantConfig
-from server.errors import CarbonScadaError
-from server.records import DataFlag, PeriodRecords, PeriodResult, RawWindow
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]

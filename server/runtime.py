@@ -18,11 +18,11 @@ from compute.cycle import MinuteCycle
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from drivers.base import Driver, Simulator, create_drivers, create_simulators
+from model.errors import ConfigError
+from model.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
 from server.audit import AuditLog, canonical_json
 from server.config import PlantConfig, with_alarm_rules
-from server.errors import ConfigError
 from server.historian import Historian
-from server.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
 from server.sinks import QueuedSink, Sink
 from server.users import UserStore
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from server.records import MinuteResult, PeriodRecords, Sample
+from model.records import MinuteResult, PeriodRecords, Sample
 
 log = logging.getLogger(__name__)
 

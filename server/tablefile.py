@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from server.errors import CarbonScadaError
+from model.errors import CarbonScadaError
 
 
 class TableFile:

@@ -13,14 +13,12 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.errors import UserError
+from model.accounts import ROLES, User
+from model.errors import UserError
 from server.tablefile import TableFile
-
-ROLES: tuple[str, ...] = ("viewer", "operator", "engineer", "admin")  # ascending rights
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 MIN_PASSWORD = 8
@@ -35,13 +33,6 @@ CREATE TABLE IF NOT EXISTS users (
   name TEXT NOT NULL COLLATE NOCASE PRIMARY KEY, role TEXT NOT NULL,
   password TEXT NOT NULL, created_ms INTEGER NOT NULL, changed_ms INTEGER NOT NULL);
 """
-
-
-def has_role(role: str, needed: str) -> bool:
-    """Whether `role` has at least the rights of `needed` (False for unknown names)."""
-    if role not in ROLES or needed not in ROLES:
-        return False
-    return ROLES.index(role) >= ROLES.index(needed)
 
 
 def hash_password(password: str) -> str:
@@ -75,16 +66,6 @@ def check_password(password: str, encoded: str) -> bool:
 def _dummy_hash() -> str:
     """A hash to check unknown names against, so they cost as much as known ones."""
     return hash_password(secrets.token_urlsafe(16))
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A login account as stored (the hash never leaves the store)."""
-
-    name: str
-    role: str
-    created: datetime  # UTC
-    changed: datetime  # UTC, last change of role or password
 
 
 def _ms(t: datetime) -> int:

@@ -26,10 +26,9 @@ from typing import Any, Final, Protocol
 
 from aiohttp import WSCloseCode, web
 
-from alarms.state import AlarmActionError
-from server.config import PlantConfig
-from server.errors import ConfigError
-from server.records import (
+from model.errors import AlarmActionError, ConfigError, UnknownRuleError
+from model.protocols import AlarmControl, Authenticator
+from model.records import (
     AlarmEvent,
     AllowancePosition,
     AuditRecord,
@@ -41,6 +40,7 @@ from server.records import (
     SourceMinute,
     UnitMinute,
 )
+from server.config import PlantConfig
 from web.auth import (
     SECURE_COOKIES,
     SESSIONS,
@@ -51,7 +51,6 @@ from web.auth import (
     LoginThrottle,
     Session,
     SessionStore,
-    UserStoreLike,
     clear_session_cookie,
     csrf_middleware,
     current_session,
@@ -192,48 +191,6 @@ class PeriodHistory(Protocol):
     async def period_rows(self, kind: str, level: str, ident: str, start: datetime,
                           end: datetime) -> list[dict[str, Any]]:
         """Stored rows of one source, stream or unit with start ≤ t < end, oldest first."""
-        ...
-
-
-class AlarmControl(Protocol):
-    """The alarm engine an operator acts on (alarms.engine.AlarmSink).
-
-    Actions raise AlarmActionError (a ValueError fit for the operator) when incomplete
-    or impossible in the alarm's state, KeyError for an unknown rule.
-    """
-
-    def acknowledge(self, rule: str, user: str, comment: str) -> AuditRecord:
-        """Acknowledge the rule's alarm."""
-        ...
-
-    def shelve(self, rule: str, user: str, comment: str, until: datetime) -> AuditRecord:
-        """Shelve the rule's alarm until `until`."""
-        ...
-
-    def unshelve(self, rule: str, user: str, comment: str) -> AuditRecord:
-        """End the rule's shelf."""
-        ...
-
-    def remove_from_service(self, rule: str, user: str, comment: str) -> AuditRecord:
-        """Take the rule out of service."""
-        ...
-
-    def return_to_service(self, rule: str, user: str, comment: str) -> AuditRecord:
-        """Put the rule back in service."""
-        ...
-
-    def alarm_list(self) -> list[AlarmEvent]:
-        """The latest event of every rule not in the normal state."""
-        ...
-
-    def rules_config(self) -> list[dict[str, Any]]:
-        """The alarm rules as configured (config file form)."""
-        ...
-
-    def change_rules(self, rules: list[dict[str, Any]], user: str,
-                     comment: str) -> list[dict[str, Any]]:
-        """Replace every rule; the new rules. Raises ConfigError (its .problems) or
-        AlarmActionError; the change is audited by the runtime."""
         ...
 
 
@@ -509,7 +466,7 @@ HUB: Final = web.AppKey("hub", _Hub)
 HISTORY: Final[web.AppKey[PeriodHistory | None]] = web.AppKey("history")
 DeviceStatus = Callable[[], list[dict[str, Any]]]
 DEVICES: Final[web.AppKey[DeviceStatus | None]] = web.AppKey("devices")
-USERS: Final[web.AppKey[UserStoreLike | None]] = web.AppKey("users")
+USERS: Final[web.AppKey[Authenticator | None]] = web.AppKey("users")
 AUDIT: Final[web.AppKey[AuditLogLike | None]] = web.AppKey("audit")
 ALARMS: Final[web.AppKey[AlarmControl | None]] = web.AppKey("alarms")
 JOURNAL: Final[web.AppKey[AlarmHistory | None]] = web.AppKey("journal")
@@ -813,7 +770,7 @@ def _alarm_action_handler(needed: str, act: AlarmAction) -> Handler:
         comment = _text(body, "comment", max_len=MAX_COMMENT)
         try:
             rec = act(control, rule, session.user, comment, body)
-        except KeyError:
+        except UnknownRuleError:
             raise ApiError(404, f"unknown alarm rule {rule!r}") from None
         except AlarmActionError as exc:
             raise ApiError(409, str(exc)) from None
@@ -973,7 +930,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
 
 def build_app(live: LiveState, hub: _Hub, history: PeriodHistory | None = None,
               devices: DeviceStatus | None = None, *, sessions: SessionStore | None = None,
-              throttle: LoginThrottle | None = None, users: UserStoreLike | None = None,
+              throttle: LoginThrottle | None = None, users: Authenticator | None = None,
               audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
               journal: AlarmHistory | None = None,
               secure_cookies: bool = False) -> web.Application:
@@ -1060,7 +1017,7 @@ class WebSink:
     name = "web"
 
     def __init__(self, config: PlantConfig, *, history: PeriodHistory | None = None,
-                 devices: DeviceStatus | None = None, users: UserStoreLike | None = None,
+                 devices: DeviceStatus | None = None, users: Authenticator | None = None,
                  audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
                  journal: AlarmHistory | None = None, send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:

@@ -21,8 +21,9 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from server.records import AuditRecord
-from server.users import has_role
+from model.accounts import has_role
+from model.errors import CarbonScadaError
+from model.records import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 Clock = Callable[[], float]
 
 
-class ApiError(Exception):
+class ApiError(CarbonScadaError):
     """A client error answered as {"error": message, **extra} with an HTTP status."""
 
     def __init__(self, status: int, message: str, *, extra: Mapping[str, Any] | None = None,
@@ -47,29 +48,6 @@ class ApiError(Exception):
 
 
 # ---------------------------------------------------------------- collaborators
-
-
-class User(Protocol):
-    """An account of the user store (server.users.User)."""
-
-    @property
-    def name(self) -> str:
-        """The login name."""
-        ...
-
-    @property
-    def role(self) -> str:
-        """viewer, operator, engineer or admin."""
-        ...
-
-
-class UserStoreLike(Protocol):
-    """The accounts (server.users.UserStore); synchronous and thread-safe, scrypt makes
-    it slow."""
-
-    def authenticate(self, name: str, password: str) -> User | None:
-        """The user if the password is right, else None (~50 ms: run it in a thread)."""
-        ...
 
 
 class AuditEntryLike(Protocol):

@@ -40,9 +40,9 @@ from alarms.channels import (
     build_channels,
     factories,
 )
+from model.errors import ConfigError, SinkError
+from model.records import AlarmEvent
 from server.config import AlarmsConfig, SiteConfig, parse_config
-from server.errors import ConfigError, SinkError
-from server.records import AlarmEvent
 from tests.conftest import free_port
 from tests.fixtures.mqtt import Broker, run_mosquitto
 from tests.fixtures.plant import plant_dict

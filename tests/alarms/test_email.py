@@ -16,9 +16,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from alarms.email import EmailChannel
 from alarms.engine import AlarmSink
 from alarms.notify import Notifier
+from model.errors import ConfigError, SinkError
+from model.records import AlarmEvent, DeliveryRecord
 from server.config import EmailChannelConfig, PlantConfig, parse_config
-from server.errors import ConfigError, SinkError
-from server.records import AlarmEvent, DeliveryRecord
 from tests.alarms.test_rules import T0, minute_result
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict

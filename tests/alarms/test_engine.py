@@ -26,16 +26,14 @@ from alarms.state import (
     SHELVED,
     SUPPRESSED,
     UNACK,
-    AlarmActionError,
     AuditRecord,
 )
 from compute.clock import PlantClock
-from server.config import PlantConfig, parse_config, with_alarm_rules
-from server.errors import ConfigError
-from server.records import (
+from model.errors import AlarmActionError, ConfigError
+from model.flags import DataFlag
+from model.records import (
     AlarmEvent,
     AllowancePosition,
-    DataFlag,
     DeviceEvent,
     MinuteResult,
     PeriodRecords,
@@ -46,6 +44,7 @@ from server.records import (
     UnitMinute,
     UnitPeriod,
 )
+from server.config import PlantConfig, parse_config, with_alarm_rules
 from tests.alarms.test_rules import hour, record
 from tests.fixtures.plant import plant_dict
 

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from alarms.notify import Notifier, TokenBucket, in_window, utc_now
+from model.records import AlarmEvent, DeliveryRecord
 from server.config import AlarmsConfig
-from server.records import AlarmEvent, DeliveryRecord
 from tests.alarms.test_channels import SITE, TOKEN, MakeReceiver, alarm_event, receivers
 from tests.conftest import free_port
 

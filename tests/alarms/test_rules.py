@@ -24,17 +24,9 @@ from alarms.rules import (
     target_value,
 )
 from compute.clock import PlantClock
-from server.config import (
-    AllowanceConfig,
-    CaptureRateRuleConfig,
-    RateOfChangeRuleConfig,
-    Target,
-    ThresholdRuleConfig,
-    parse_config,
-)
-from server.errors import ConfigError
-from server.records import (
-    DataFlag,
+from model.errors import ConfigError
+from model.flags import DataFlag
+from model.records import (
     DeviceEvent,
     MinuteResult,
     PeriodRecords,
@@ -43,6 +35,14 @@ from server.records import (
     SourceMinute,
     TagMinute,
     UnitMinute,
+)
+from server.config import (
+    AllowanceConfig,
+    CaptureRateRuleConfig,
+    RateOfChangeRuleConfig,
+    Target,
+    ThresholdRuleConfig,
+    parse_config,
 )
 from tests.fixtures.plant import plant_dict
 

@@ -14,13 +14,13 @@ from alarms.state import (
     SHELVED,
     SUPPRESSED,
     UNACK,
-    AlarmActionError,
     AlarmState,
     AuditRecord,
     RuleInfo,
     annunciates,
 )
-from server.records import AlarmEvent
+from model.errors import AlarmActionError
+from model.records import AlarmEvent
 
 T0 = datetime(2024, 5, 1, 0, 0, tzinfo=UTC)
 

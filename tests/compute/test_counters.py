@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compute import counters as c
-from server.records import DataFlag
+from model.flags import DataFlag
 
 T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z
 H = 3600.0

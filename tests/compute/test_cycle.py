@@ -9,9 +9,9 @@ import pytest
 
 from compute.cycle import MinuteCycle
 from compute.tagstore import TagStore
+from model.flags import DataFlag
 from server.config import parse_config
 from server.historian import Historian
-from server.records import DataFlag
 from tests.fixtures.plant import VECTOR, plant_dict
 
 T = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from compute.periods import MinuteBatch, PeriodCycle, Readings
+from model.flags import DataFlag
+from model.records import PeriodRecords
 from server.config import PlantConfig, parse_config
-from server.records import DataFlag, PeriodRecords
 from tests.fixtures.plant import plant_dict
 
 REPO = Path(__file__).resolve().parents[2]

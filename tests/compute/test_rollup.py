@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from compute import rollup as r
-from server.records import DataFlag
+from model.flags import DataFlag
 
 
 def printed(value: float, decimals: int) -> object:

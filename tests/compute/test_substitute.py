@@ -9,7 +9,7 @@ import pytest
 
 from compute import rollup as r
 from compute import substitute as s
-from server.records import DataFlag
+from model.flags import DataFlag
 
 
 def printed(value: float, decimals: int) -> object:

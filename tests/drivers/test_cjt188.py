@@ -30,7 +30,7 @@ from drivers.cjt188 import (
     reading_values,
     to_bcd,
 )
-from server.errors import ProtocolError
+from model.errors import ProtocolError
 
 # ../shared/reference/protocol_vectors.md, CJ/T 188-2004
 V1_REQ = bytes.fromhex("FE FE FE FE 68 10 44 33 22 11 00 33 78 01 03 1F 90 00 80 16")

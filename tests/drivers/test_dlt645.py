@@ -30,7 +30,7 @@ from drivers.dlt645 import (
     parse_address,
     parse_di,
 )
-from server.errors import ProtocolError
+from model.errors import ProtocolError
 
 
 def h(text: str) -> bytes:

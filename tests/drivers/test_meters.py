@@ -21,8 +21,9 @@ from drivers import dlt645
 from drivers.base import Driver, create_drivers, create_simulators
 from drivers.meters import Dlt645Poller, meter_link
 from drivers.stream_sim import Fault, SimBus, StreamSimulator
+from model.flags import DataFlag
+from model.records import DeviceEvent, Sample
 from server.config import DeviceConfig, Dlt645DeviceConfig, SerialLinkConfig
-from server.records import DataFlag, DeviceEvent, Sample
 
 POLL = 0.1
 TIMEOUT = 0.15

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from model.errors import AuditError, CarbonScadaError
+from model.records import AlarmEvent, AuditRecord
 from server.audit import GENESIS, AuditEntry, AuditLog, AuditVerdict, verify
-from server.errors import AuditError, CarbonScadaError
 from server.historian import Historian
-from server.records import AlarmEvent, AuditRecord
 from server.users import UserStore
 
 REPO = Path(__file__).resolve().parents[2]

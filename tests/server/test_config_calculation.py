@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from model.errors import ConfigError
 from server.config import load_config, parse_config
-from server.errors import ConfigError
 from tests.fixtures.plant import plant_dict
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.historian import Historian, StoredRules
-from server.records import (
+from model.flags import DataFlag
+from model.records import (
     AlarmEvent,
     AllowancePosition,
-    DataFlag,
     DeliveryRecord,
     MinuteResult,
     PeriodRecords,
@@ -27,6 +26,7 @@ from server.records import (
     UnitMinute,
     UnitPeriod,
 )
+from server.historian import Historian, StoredRules
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from model.flags import DataFlag
+from model.records import MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
 from server.config import InfluxConfig
 from server.influx import (
     InfluxSink,
@@ -26,7 +28,6 @@ from server.influx import (
     sample_lines,
     timestamp_ns,
 )
-from server.records import DataFlag, MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
 from tests.conftest import free_port
 from tests.fixtures.victoria import VictoriaMetrics
 

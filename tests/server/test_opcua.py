@@ -18,12 +18,10 @@ from asyncua.common.node import Node
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from server.config import parse_config
-from server.errors import ConfigError
-from server.opcua import OpcUaSink, unece_unit_id
-from server.records import (
+from model.errors import ConfigError
+from model.flags import DataFlag
+from model.records import (
     AllowancePosition,
-    DataFlag,
     MinuteResult,
     PeriodRecords,
     PeriodResult,
@@ -33,6 +31,8 @@ from server.records import (
     UnitMinute,
     UnitPeriod,
 )
+from server.config import parse_config
+from server.opcua import OpcUaSink, unece_unit_id
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_config, plant_dict
 

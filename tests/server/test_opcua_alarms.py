@@ -23,10 +23,10 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from alarms.engine import AlarmSink
+from model.errors import ConfigError
+from model.records import AlarmEvent, AuditRecord
 from server.config import PlantConfig, parse_config
-from server.errors import ConfigError
 from server.opcua import OpcUaSink
-from server.records import AlarmEvent, AuditRecord
 from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_dict

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from model.flags import DataFlag
 from server.config import parse_config
 from server.historian import Historian
 from server.recalc import SamplesError, read_samples, recalculate, recalculate_periods
-from server.records import DataFlag
 from server.runtime import Runtime
 from tests.conftest import free_port
 from tests.fixtures.plant import VECTOR, plant_dict

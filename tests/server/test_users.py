@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from server.errors import CarbonScadaError, UserError
-from server.users import ROLES, User, UserStore, check_password, has_role, hash_password
+from model.accounts import ROLES, User, has_role
+from model.errors import CarbonScadaError, UserError
+from server.users import UserStore, check_password, hash_password
 
 # RFC 7914 section 12, the third scrypt test vector (N = 16384, r = 8, p = 1).
 RFC_KEY = bytes.fromhex(

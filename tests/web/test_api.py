@@ -20,12 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.config import parse_config
-from server.historian import Historian
-from server.records import (
+from model.flags import DataFlag
+from model.records import (
     AlarmEvent,
     AllowancePosition,
-    DataFlag,
     MinuteResult,
     PeriodRecords,
     PeriodResult,
@@ -35,6 +33,8 @@ from server.records import (
     UnitMinute,
     UnitPeriod,
 )
+from server.config import parse_config
+from server.historian import Historian
 from tests.fixtures.plant import plant_config, plant_dict
 from web.app import STATIC_DIR, LiveState, WebSink
 

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from alarms.engine import AlarmSink
+from model.errors import ConfigError
+from model.records import AlarmEvent, DeliveryRecord
 from server.audit import AuditEntry, AuditLog
 from server.config import PlantConfig, parse_config
-from server.errors import ConfigError
 from server.historian import Historian
-from server.records import AlarmEvent, DeliveryRecord
 from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_dict

@@ -13,8 +13,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from alarms.engine import AlarmSink
+from model.flags import DataFlag
 from server.audit import AuditLog
-from server.records import DataFlag
 from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_config

@@ -1,4 +1,9 @@
-"""The one exception hierarchy of carbonscada; every message is fit for an operator."""
+"""The one exception hierarchy of carbonscada; every message is fit for an operator.
+
+Every error the project raises on purpose derives from `CarbonScadaError`, so that the
+CLI and the servers can tell ours (a clear message, exit 2 or HTTP 4xx) from a defect.
+Where callers or pydantic expect a built-in kind as well, the class derives from both.
+"""
 
 from __future__ import annotations
 
@@ -45,3 +50,30 @@ class UserError(CarbonScadaError):
 
 class AuditError(CarbonScadaError):
     """The audit log file cannot be opened, read or written; names the file."""
+
+
+class InvalidValueError(CarbonScadaError, ValueError):
+    """A value handed to a codec or a calculation is outside its domain; names the value.
+
+    Also a ValueError: pydantic validators turn it into a key-path message.
+    """
+
+
+class NotFoundError(CarbonScadaError, LookupError):
+    """Something asked for by name (a rule, a factor version, a row) does not exist."""
+
+    def __str__(self) -> str:
+        # LookupError's KeyError-like repr quoting is not for operators.
+        return str(self.args[0]) if self.args else ""
+
+
+class FactorVersionNotFound(NotFoundError):
+    """No version of a factor stream is in force at the asked time."""
+
+
+class AlarmActionError(CarbonScadaError):
+    """An operator action that is incomplete or impossible in the alarm's present state."""
+
+
+class UnknownRuleError(NotFoundError, KeyError):
+    """An alarm action or change names a rule the engine does not have (also a KeyError)."""
