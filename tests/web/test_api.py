@@ -36,7 +36,9 @@ from model.records import (
 from server.config import parse_config
 from server.historian import Historian
 from tests.fixtures.plant import plant_config, plant_dict
-from web.app import STATIC_DIR, LiveState, WebSink
+from web.app import WebSink
+from web.handlers import STATIC_DIR
+from web.live import LiveState
 
 T0 = datetime(2024, 5, 1, 2, 3, tzinfo=UTC)  # 10:03 in Asia/Shanghai
 
@@ -168,7 +170,7 @@ async def test_unexpected_error_is_500_without_traceback(
     def boom(self: LiveState) -> Any:
         raise ZeroDivisionError("secret internals")
     monkeypatch.setattr(LiveState, "units_json", boom)
-    with caplog.at_level(logging.ERROR, logger="web.app"):
+    with caplog.at_level(logging.ERROR, logger="web.handlers"):
         async with http.get(f"{base(sink)}/api/v1/units") as r:
             text = await r.text()
             assert r.status == 500
@@ -322,7 +324,7 @@ async def test_stuck_client_does_not_block_others(
 
             reading = asyncio.create_task(read_all())
             sent: list[str] = []
-            with caplog.at_level(logging.WARNING, logger="web.app"):
+            with caplog.at_level(logging.WARNING, logger="web.hub"):
                 for i in range(n):
                     t = T0 + timedelta(minutes=i)
                     started = time.perf_counter()

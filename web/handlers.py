@@ -1,0 +1,596 @@
+"""The aiohttp application: REST API under /api/v1, the WebSocket /ws and the HMI page.
+
+Reading live values, periods and the alarm journal needs no login (wall displays);
+alarm actions, rule changes, deliveries and the audit log need a session of a high
+enough role (web/auth.py), and every login, logout and alarm action is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from model.errors import AlarmActionError, ConfigError, UnknownRuleError
+from model.protocols import AlarmControl, Authenticator
+from model.records import AuditRecord
+from web.auth import (
+    SECURE_COOKIES,
+    SESSIONS,
+    THROTTLE,
+    ApiError,
+    AuditLogLike,
+    LoginThrottle,
+    Session,
+    SessionStore,
+    clear_session_cookie,
+    csrf_middleware,
+    current_session,
+    require,
+    set_session_cookie,
+)
+from web.collaborators import AlarmHistory, DeviceStatus, PeriodHistory
+from web.hub import Client, Hub
+from web.live import LiveState
+from web.serialize import (
+    Json,
+    alarm_json,
+    allowance_json,
+    audit_entry_json,
+    audit_record_json,
+    delivery_json,
+    dumps,
+    iso_utc,
+    row_json,
+)
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+API_PREFIX: Final = "/api/v1"
+
+# Longest span one request may ask for, per level.
+MAX_SPAN: Final = {"hours": timedelta(days=31), "days": timedelta(days=3660)}
+MAX_LOG_SPAN: Final = timedelta(days=366)  # alarm journal, deliveries, audit log
+MAX_LOG_ROWS: Final = 10_000
+MAX_COMMENT: Final = 1000  # characters
+MAX_NAME: Final = 64  # of a user name, as written to the audit log
+
+_SECURITY_HEADERS: Final = {
+    # Same-origin only: the control room has no network, and nothing may be loaded from outside.
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+LIVE: Final = web.AppKey("live", LiveState)
+HUB: Final = web.AppKey("hub", Hub)
+HISTORY: Final[web.AppKey[PeriodHistory | None]] = web.AppKey("history")
+DEVICES: Final[web.AppKey[DeviceStatus | None]] = web.AppKey("devices")
+USERS: Final[web.AppKey[Authenticator | None]] = web.AppKey("users")
+AUDIT: Final[web.AppKey[AuditLogLike | None]] = web.AppKey("audit")
+ALARMS: Final[web.AppKey[AlarmControl | None]] = web.AppKey("alarms")
+JOURNAL: Final[web.AppKey[AlarmHistory | None]] = web.AppKey("journal")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None,
+           extra: Mapping[str, Any] | None = None) -> web.Response:
+    return web.Response(text=dumps({"error": message, **(extra or {})}), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(data), status=status, content_type="application/json")
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One error shape for clients; no traceback ever reaches them."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.message, exc.headers, exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _error(exc.status, (exc.reason or "error").lower(), headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal error")
+
+
+async def _close_websockets(app: web.Application) -> None:
+    # on_shutdown runs after the listening socket is closed, so no client joins afterwards.
+    await app[HUB].close_all()
+
+
+async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+# -- request parsing
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _body(request: web.Request) -> Json:
+    """The request's JSON object (400 if it is not one)."""
+    try:
+        body = json.loads(await request.text(), parse_constant=_refuse_constant)
+    except ValueError:  # also bad UTF-8
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _text(body: Json, name: str, *, max_len: int, blank_ok: bool = False) -> str:
+    """A string field of a request body (400 naming it if missing, not a string, blank or
+    too long)."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string")
+    if not blank_ok and not value.strip():
+        raise ApiError(400, f"'{name}' must not be empty")
+    if len(value) > max_len:
+        raise ApiError(400, f"'{name}' is longer than {max_len} characters")
+    return value if blank_ok else value.strip()
+
+
+def _object(body: Json, name: str) -> Json:
+    """An object field of a request body (400 naming it if missing or not an object)."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, dict):
+        raise ApiError(400, f"'{name}' must be an object")
+    return value
+
+
+def _parse_time(text: str, what: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"{what}: {text!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise ApiError(400, f"{what}: {text!r} needs a UTC offset, e.g. {text}+08:00")
+    return t.astimezone(UTC)
+
+
+def _time_param(request: web.Request, name: str) -> datetime:
+    text = request.query.get(name)
+    if not text:
+        raise ApiError(400, f"query parameter '{name}' is required (ISO 8601 with offset, "
+                            "e.g. 2026-11-21T00:00:00+08:00)")
+    return _parse_time(text, f"query parameter '{name}'")
+
+
+def _span(request: web.Request, longest: timedelta, what: str) -> tuple[datetime, datetime]:
+    """The ?from=…&to=… of a request, checked."""
+    start, end = _time_param(request, "from"), _time_param(request, "to")
+    if end <= start:
+        raise ApiError(400, "'to' must be after 'from'")
+    if end - start > longest:
+        raise ApiError(400, f"at most {longest.days} days of {what} per request")
+    return start, end
+
+
+# -- live values and stored periods
+
+
+async def _get_sources(request: web.Request) -> web.Response:
+    return _json(request.app[LIVE].sources_json())
+
+
+async def _get_source(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    source_id = request.match_info["id"]
+    if not live.has_source(source_id):
+        raise ApiError(404, f"unknown source {source_id!r}")
+    return _json(live.source_json(source_id))
+
+
+def _periods_handler(kind: str, level: str) -> Handler:
+    """GET /api/v1/{kind}s/{id}/{level}?from=…&to=…: stored hours or days, oldest first."""
+    async def handler(request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if not request.app[LIVE].has(kind, ident):
+            raise ApiError(404, f"unknown {kind} {ident!r}")
+        start, end = _span(request, MAX_SPAN[level], level)
+        history = request.app[HISTORY]
+        if history is None:
+            raise ApiError(503, "no historian: stored hours and days are not available")
+        rows = await history.period_rows(kind, level.removesuffix("s"), ident, start, end)
+        return _json([row_json(r) for r in rows])
+    return handler
+
+
+async def _get_allowance(request: web.Request) -> web.Response:
+    latest = request.app[LIVE].allowance
+    return _json(allowance_json(*latest) if latest else allowance_json(None, None))
+
+
+async def _get_units(request: web.Request) -> web.Response:
+    return _json(request.app[LIVE].units_json())
+
+
+async def _get_site(request: web.Request) -> web.Response:
+    return _json(request.app[LIVE].site_json())
+
+
+async def _get_alarms(request: web.Request) -> web.Response:
+    return _json(request.app[LIVE].alarms_json())
+
+
+async def _get_devices(request: web.Request) -> web.Response:
+    status = request.app[DEVICES]
+    return _json({"buses": status() if status is not None else []})
+
+
+# -- login
+
+
+def _session_json(request: web.Request, session: Session) -> Json:
+    sessions = request.app[SESSIONS]
+    return {"user": session.user, "role": session.role, "csrf_token": session.csrf_token,
+            "expires": iso_utc(sessions.expires(session)),
+            "idle_timeout_s": sessions.idle_s}
+
+
+def _no_store(response: web.Response) -> web.Response:
+    response.headers["Cache-Control"] = "no-store"  # it holds the CSRF token
+    return response
+
+
+async def _login(request: web.Request) -> web.Response:
+    users = request.app[USERS]
+    if users is None:
+        raise ApiError(503, "no user store")
+    body = await _body(request)
+    name = _text(body, "user", max_len=MAX_NAME, blank_ok=True)
+    password = _text(body, "password", max_len=1024, blank_ok=True)
+    throttle, audit = request.app[THROTTLE], request.app[AUDIT]
+    remote = request.remote or ""
+    wait = throttle.begin(name)
+    if wait is not None:
+        raise ApiError(429, f"too many failed logins for {name!r}: try again in {wait} s",
+                       headers={"Retry-After": str(wait)})
+    try:
+        user = await asyncio.to_thread(users.authenticate, name, password)
+    except BaseException:
+        throttle.cancel(name)
+        raise
+    if user is None:
+        blocked = throttle.failed(name)
+        detail: Json = {"remote": remote}
+        if blocked:
+            detail["blocked_s"] = throttle.block_s
+            log.warning("logins as %r blocked for %.0f s after %d failures (last from %s)",
+                        name, throttle.block_s, throttle.max_failures, remote)
+        if audit is not None:
+            await asyncio.to_thread(audit.append, name, "login_failed", f"user:{name}", detail)
+        raise ApiError(401, "wrong user name or password")
+    throttle.succeeded(name)
+    if audit is not None:
+        await asyncio.to_thread(audit.append, user.name, "login", f"user:{user.name}",
+                                {"remote": remote, "role": user.role})
+    sessions = request.app[SESSIONS]
+    previous = current_session(request, touch=False)
+    if previous is not None:  # another user at the same browser: the old session ends
+        sessions.delete(previous.token)
+    session = sessions.create(user.name, user.role)
+    log.info("web login: %s (%s) from %s", user.name, user.role, remote)
+    response = _no_store(_json(_session_json(request, session)))
+    set_session_cookie(request, response, session)
+    return response
+
+
+async def _logout(request: web.Request) -> web.Response:
+    session = current_session(request)
+    if session is not None:
+        request.app[SESSIONS].delete(session.token)
+        audit = request.app[AUDIT]
+        if audit is not None:
+            await asyncio.to_thread(audit.append, session.user, "logout",
+                                    f"user:{session.user}", {"remote": request.remote or ""})
+    response = _json({"user": None})
+    clear_session_cookie(request, response)
+    return response
+
+
+async def _get_session(request: web.Request) -> web.Response:
+    session = current_session(request)
+    if session is None:
+        raise ApiError(401, "not logged in")
+    return _no_store(_json(_session_json(request, session)))
+
+
+# -- alarm actions and rules
+
+
+def _alarm_control(request: web.Request) -> AlarmControl:
+    control = request.app[ALARMS]
+    if control is None:
+        raise ApiError(503, "no alarm engine")
+    return control
+
+
+def _shelve_until(body: Json) -> datetime:
+    minutes, until = body.get("minutes"), body.get("until")
+    if minutes is not None and until is not None:
+        raise ApiError(400, "give 'minutes' or 'until', not both")
+    if until is not None:
+        if not isinstance(until, str):
+            raise ApiError(400, "'until' must be a string (ISO 8601 with offset)")
+        return _parse_time(until, "'until'")
+    if minutes is None:
+        raise ApiError(400, "'minutes' or 'until' is required")
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float):
+        raise ApiError(400, "'minutes' must be a number")
+    if not minutes > 0:
+        raise ApiError(400, "'minutes' must be more than 0")
+    try:
+        return datetime.now(UTC) + timedelta(minutes=minutes)
+    except OverflowError:
+        raise ApiError(400, f"'minutes' is too large: {minutes}") from None
+
+
+AlarmAction = Callable[[AlarmControl, str, str, str, Json], AuditRecord]
+_ALARM_ACTIONS: Final[dict[str, tuple[str, AlarmAction]]] = {
+    "acknowledge": ("operator", lambda c, rule, user, comment, _b:
+                    c.acknowledge(rule, user, comment)),
+    "shelve": ("operator", lambda c, rule, user, comment, b:
+               c.shelve(rule, user, comment, _shelve_until(b))),
+    "unshelve": ("operator", lambda c, rule, user, comment, _b:
+                 c.unshelve(rule, user, comment)),
+    "out-of-service": ("engineer", lambda c, rule, user, comment, _b:
+                       c.remove_from_service(rule, user, comment)),
+    "return-to-service": ("engineer", lambda c, rule, user, comment, _b:
+                          c.return_to_service(rule, user, comment)),
+}
+
+
+def _alarm_action_handler(needed: str, act: AlarmAction) -> Handler:
+    """POST /api/v1/alarms/{rule}/<action> {"comment", …}: the audit record and the alarm
+    as listed now (null once it is back to normal)."""
+    async def handler(request: web.Request) -> web.Response:
+        session = require(request, needed)
+        control = _alarm_control(request)
+        rule = request.match_info["rule"]
+        body = await _body(request)
+        comment = _text(body, "comment", max_len=MAX_COMMENT)
+        try:
+            rec = act(control, rule, session.user, comment, body)
+        except UnknownRuleError:
+            raise ApiError(404, f"unknown alarm rule {rule!r}") from None
+        except AlarmActionError as exc:
+            raise ApiError(409, str(exc)) from None
+        audit = request.app[AUDIT]
+        if audit is not None:
+            try:
+                await asyncio.to_thread(audit.append_record, rec)
+            except Exception:
+                log.error("audit log write failed for %s", rec)  # the action itself is done
+                raise
+        now = next((e for e in control.alarm_list() if e.rule == rule), None)
+        return _json({"audit": audit_record_json(rec),
+                      "alarm": alarm_json(request.app[LIVE].display(now))
+                      if now is not None else None})
+    return handler
+
+
+def _change_rules(request: web.Request, control: AlarmControl, rules: list[Json],
+                  session: Session, comment: str) -> list[Json]:
+    try:
+        return control.change_rules(rules, session.user, comment)
+    except ConfigError as exc:
+        first = "; ".join(f"{path}: {problem}" for path, problem in exc.problems[:3])
+        more = f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3 else ""
+        raise ApiError(400, f"alarm rules not changed: {first}{more}", extra={
+            "problems": [{"path": p, "problem": q} for p, q in exc.problems]}) from None
+    except AlarmActionError as exc:
+        raise ApiError(409, str(exc)) from None
+
+
+def _rule_index(rules: list[Json], rule_id: str) -> int:
+    for i, r in enumerate(rules):
+        if r.get("id") == rule_id:
+            return i
+    raise ApiError(404, f"unknown alarm rule {rule_id!r}")
+
+
+async def _get_rules(request: web.Request) -> web.Response:
+    require(request, "viewer")
+    return _json(_alarm_control(request).rules_config())
+
+
+async def _put_rules(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    body = await _body(request)
+    rules = body.get("rules")
+    if rules is None:
+        raise ApiError(400, "'rules' is required")
+    if not isinstance(rules, list):
+        raise ApiError(400, "'rules' must be a list")
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict):
+            raise ApiError(400, f"'rules[{i}]' must be an object")
+    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    return _json(_change_rules(request, control, rules, session, comment))
+
+
+async def _put_rule(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    rule_id = request.match_info["id"]
+    body = await _body(request)
+    rule = _object(body, "rule")
+    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    if rule.setdefault("id", rule_id) != rule_id:
+        raise ApiError(400, f"'rule.id' is {rule['id']!r} but the address names {rule_id!r}")
+    # No await from reading the rules to changing them: no other change comes between.
+    rules = list(control.rules_config())
+    rules[_rule_index(rules, rule_id)] = rule
+    return _json(_change_rules(request, control, rules, session, comment))
+
+
+async def _post_rule(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    body = await _body(request)
+    rule = _object(body, "rule")
+    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    rule_id = rule.get("id")
+    if not isinstance(rule_id, str) or not rule_id.strip():
+        raise ApiError(400, "'rule.id' is required (a string)")
+    rules = list(control.rules_config())
+    if any(r.get("id") == rule_id for r in rules):
+        raise ApiError(409, f"alarm rule {rule_id!r} already exists")
+    return _json(_change_rules(request, control, [*rules, rule], session, comment), 201)
+
+
+async def _delete_rule(request: web.Request) -> web.Response:
+    session = require(request, "engineer")
+    control = _alarm_control(request)
+    rule_id = request.match_info["id"]
+    comment = _text(await _body(request), "comment", max_len=MAX_COMMENT)
+    rules = list(control.rules_config())
+    del rules[_rule_index(rules, rule_id)]
+    return _json(_change_rules(request, control, rules, session, comment))
+
+
+# -- logs
+
+
+def _journal(request: web.Request) -> AlarmHistory:
+    journal = request.app[JOURNAL]
+    if journal is None:
+        raise ApiError(503, "no historian: the alarm journal and delivery log are not "
+                            "available")
+    return journal
+
+
+async def _get_journal(request: web.Request) -> web.Response:
+    start, end = _span(request, MAX_LOG_SPAN, "alarm journal")
+    rule = request.query.get("rule") or None
+    events = await _journal(request).alarm_journal(start, end, rule, MAX_LOG_ROWS)
+    return _json([alarm_json(e) for e in events])
+
+
+async def _get_deliveries(request: web.Request) -> web.Response:
+    require(request, "operator")
+    start, end = _span(request, MAX_LOG_SPAN, "deliveries")
+    rows = await _journal(request).deliveries(start, end, MAX_LOG_ROWS)
+    return _json([delivery_json(r) for r in rows])
+
+
+async def _get_audit(request: web.Request) -> web.Response:
+    require(request, "engineer")
+    start, end = _span(request, MAX_LOG_SPAN, "audit log")
+    audit = request.app[AUDIT]
+    if audit is None:
+        raise ApiError(503, "no audit log")
+    entries = await asyncio.to_thread(audit.entries, start, end, MAX_LOG_ROWS)
+    return _json([audit_entry_json(e) for e in entries])
+
+
+# -- page and WebSocket
+
+
+async def _index(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _websocket(request: web.Request) -> web.WebSocketResponse:
+    hub = request.app[HUB]
+    # The HMI only listens; tiny inbound limit. Heartbeat finds half-open connections.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, timeout=2.0)
+    await ws.prepare(request)
+    peer = request.remote or "?"
+    client = Client(ws, request.transport, peer, asyncio.Queue(hub.queue_size))
+    # No await between the snapshot and joining: no minute is lost or sent twice.
+    hub.join(client, dumps(request.app[LIVE].snapshot()))
+    try:
+        async for _msg in ws:
+            pass  # read-only: whatever a client sends is ignored
+    finally:
+        await hub.leave(client)
+    return ws
+
+
+def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
+              devices: DeviceStatus | None = None, *, sessions: SessionStore | None = None,
+              throttle: LoginThrottle | None = None, users: Authenticator | None = None,
+              audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
+              journal: AlarmHistory | None = None,
+              secure_cookies: bool = False) -> web.Application:
+    """The aiohttp application serving `live`, `history` and the logged-in actions."""
+    web_cfg = live.config.web
+    app = web.Application(middlewares=[_errors_middleware, csrf_middleware],
+                          client_max_size=64 * 1024)
+    app[LIVE] = live
+    app[HUB] = hub
+    app[HISTORY] = history
+    app[DEVICES] = devices
+    if sessions is None:
+        sessions = SessionStore(timedelta(minutes=web_cfg.session_idle_min),
+                                timedelta(hours=web_cfg.session_max_h))
+    app[SESSIONS] = sessions
+    app[THROTTLE] = throttle if throttle is not None else LoginThrottle()
+    app[SECURE_COOKIES] = secure_cookies
+    app[USERS] = users
+    app[AUDIT] = audit
+    app[ALARMS] = alarms
+    app[JOURNAL] = journal
+    app.on_response_prepare.append(_security_headers)
+    app.on_shutdown.append(_close_websockets)
+    api = API_PREFIX
+    app.router.add_get("/", _index)
+    app.router.add_get(f"{api}/sources", _get_sources)
+    app.router.add_get(f"{api}/sources/{{id}}", _get_source)
+    app.router.add_get(f"{api}/units", _get_units)
+    app.router.add_get(f"{api}/site", _get_site)
+    app.router.add_get(f"{api}/alarms", _get_alarms)
+    app.router.add_get(f"{api}/allowance", _get_allowance)
+    app.router.add_get(f"{api}/devices", _get_devices)
+    for kind in ("source", "unit", "stream"):
+        for level in ("hours", "days"):
+            app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))
+    app.router.add_post(f"{api}/login", _login)
+    app.router.add_post(f"{api}/logout", _logout)
+    app.router.add_get(f"{api}/session", _get_session)
+    app.router.add_get(f"{api}/alarms/journal", _get_journal)
+    for action, (needed, act) in _ALARM_ACTIONS.items():
+        app.router.add_post(f"{api}/alarms/{{rule}}/{action}",
+                            _alarm_action_handler(needed, act))
+    app.router.add_get(f"{api}/alarm-rules", _get_rules)
+    app.router.add_put(f"{api}/alarm-rules", _put_rules)
+    app.router.add_post(f"{api}/alarm-rules", _post_rule)
+    app.router.add_put(f"{api}/alarm-rules/{{id}}", _put_rule)
+    app.router.add_delete(f"{api}/alarm-rules/{{id}}", _delete_rule)
+    app.router.add_get(f"{api}/deliveries", _get_deliveries)
+    app.router.add_get(f"{api}/audit", _get_audit)
+    app.router.add_get("/ws", _websocket)
+    app.router.add_static("/static/", STATIC_DIR)
+    return app
