@@ -1,706 +1,80 @@
-"""The OPC UA sink: publishes minute results and raw tag values to DCS / SCADA clients.
-
-Address space (namespace ``urn:carbonscada:<site id>``, string NodeIds built from the
-path so that they stay the same across restarts)::
-
-    Objects/CarbonSCADA/<site id>/
-      Units/<unit>/                 U1.Output, U1.CO2Today, U1.CO2FactorDay, U1.DataFlag …
-        Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
-      Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
-      Tags/<device>/<tag>           Tags.cems1.s1_co2
-      Alarms/<rule>                 Alarms.s1_rate (an AlarmConditionType)
-
-Minute values change every minute; CO2Hour with every closed hour (the hour's value,
-substituted if invalid), the unit's day values with every closed day, the allowance
-position at the end of every hour. Each carries the start of its period (the allowance:
-the time it refers to) as source timestamp.
-
-Alarms (OPC UA Part 9, Alarms & Conditions): one AlarmConditionType object per alarm rule,
-``<site id>/Alarms/<rule>`` (NodeId ``Alarms.<rule>``), with SuppressedState,
-OutOfServiceState and MessageZh (the Chinese message) besides the mandatory children. Its
-SourceNode is the site object, its SourceName what the rule watches ("source S1 co2_kg").
-Every transition is an event notified by the Server object and by the site object
-(Server HasNotifier site); a condition not back to normal keeps Retain, so that
-ConditionRefresh / ConditionRefresh2 replay its last event. Acknowledge (EventId and a
-comment) goes to the alarm engine as "opcua:<session user>"; the new state comes back as
-an event. Not implemented: Confirm, condition branches, the shelve / suppress / service
-methods and ShelvingState nodes (the shelving state is in the events' ShelvingState
-fields); Enable, Disable and AddComment answer Bad_NotSupported.
-
-Identities: anonymous sessions are accepted and read-only (browse, read, subscribe,
-ConditionRefresh). Given a user store (`users`), the server also takes UserName tokens and
-checks them there; a refused login is Bad_UserAccessDenied at ActivateSession, the same for
-an unknown name as for a wrong password. Acknowledge needs a session user with role
-operator or higher. The only endpoint is NoSecurity for now, and asyncua encrypts a
-password only under a Sign or Sign&Encrypt policy: user names and passwords travel in
-clear text. The Basic256Sha256 and Aes128_Sha256_RsaOaep Sign&Encrypt endpoints (with the
-server certificate) are still to come.
-"""
+"""The OPC UA sink: publishes minute results and raw tag values to DCS / SCADA clients."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
-import math
 import uuid
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from asyncua import ua
-from asyncua.common.events import Event
 from asyncua.common.instantiate_util import instantiate
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.internal_server import InternalServer
-from asyncua.server.internal_session import InternalSession
 from asyncua.server.server import Server
-from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from model.accounts import has_role
-from model.errors import AlarmActionError, ConfigError, SinkError, UnknownRuleError
+from model.errors import AlarmActionError, SinkError, UnknownRuleError
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
 from model.records import (
     AlarmEvent,
-    AllowancePosition,
     AuditRecord,
     MinuteResult,
     PeriodRecords,
-    PeriodResult,
     Sample,
     SourceMinute,
     UnitMinute,
-    UnitPeriod,
 )
+from model.states import AckState
 from server.config import PlantConfig
+from server.opcua.conditions import (
+    _ACKNOWLEDGE,
+    _ALARM_CONDITION_TYPE,
+    _REFRESH_METHODS,
+    _SERVER,
+    _UNSUPPORTED_METHODS,
+    _bad_arguments,
+    _check,
+    _Condition,
+    _condition_extras,
+    _event_fields,
+    _Field,
+    _new_event,
+    _reference,
+    _refresh_event,
+)
+from server.opcua.layout import (
+    _GOOD,
+    _WAITING,
+    _Layout,
+    _ns0,
+    _status,
+    _ts,
+    build_layout,
+    hour_status,
+    site_namespace,
+    status_of,
+    total_status_of,
+)
+from server.opcua.users import (
+    _CALLER,
+    ACKNOWLEDGE_ROLE,
+    _InternalServer,
+    _SessionUser,
+    _UserManager,
+)
 
 log = logging.getLogger(__name__)
 
-UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
-
-
-def site_namespace(cfg: PlantConfig) -> str:
-    """The namespace URI of the site's nodes."""
-    return f"urn:carbonscada:{cfg.site.id}"
-
-
-def unece_unit_id(code: str) -> int:
-    """UnitId of a UNECE Rec. 20 common code (OPC UA Part 8, 5.6.3): its ASCII bytes, big-endian."""
-    if not 1 <= len(code) <= 3 or not code.isascii():
-        raise ValueError(f"not a UNECE common code: {code!r}")
-    unit_id = 0
-    for ch in code:
-        unit_id = unit_id << 8 | ord(ch)
-    return unit_id
-
-
-@dataclass(frozen=True, slots=True)
-class EngineeringUnit:
-    """A unit symbol with its UNECE common code (None when UNECE has none)."""
-
-    symbol: str
-    code: str | None
-    description: str
-
-    def eu_information(self, own_namespace: str) -> ua.EUInformation:
-        """The OPC UA EUInformation; a unit without a UNECE code gets UnitId -1 in our namespace."""
-        if self.code is None:
-            namespace, unit_id = own_namespace, -1
-        else:
-            namespace, unit_id = UNECE_NAMESPACE, unece_unit_id(self.code)
-        return ua.EUInformation(NamespaceUri=namespace, UnitId=unit_id,
-                                DisplayName=ua.LocalizedText(self.symbol, "en"),
-                                Description=ua.LocalizedText(self.description, "en"))
-
-
-_UNIT_LIST = (
-    EngineeringUnit("%", "P1", "percent"),
-    EngineeringUnit("mg/m³", "GP", "milligram per cubic metre"),
-    EngineeringUnit("m³/h", "MQH", "cubic metre per hour"),
-    EngineeringUnit("t/h", "E18", "tonne per hour"),
-    EngineeringUnit("kg", "KGM", "kilogram"),
-    EngineeringUnit("t", "TNE", "tonne"),
-    EngineeringUnit("MWh", "MWH", "megawatt hour"),
-    EngineeringUnit("MW", "MAW", "megawatt"),
-    EngineeringUnit("t/MWh", None, "tonne per megawatt hour"),
-    EngineeringUnit("°C", "CEL", "degree Celsius"),
-    EngineeringUnit("Pa", "PAL", "pascal"),
-    EngineeringUnit("kPa", "KPA", "kilopascal"),
-    EngineeringUnit("m/s", "MTS", "metre per second"),
-    EngineeringUnit("kg/h", "E93", "kilogram per hour"),
-    EngineeringUnit("CNY", None, "yuan renminbi"),  # a currency: not a UNECE Rec. 20 unit
-)
-UNITS: dict[str, EngineeringUnit] = {u.symbol: u for u in _UNIT_LIST}
-# Spellings that appear in YAML files typed on keyboards without ³.
-UNITS["mg/m3"] = UNITS["mg/m³"]
-UNITS["m3/h"] = UNITS["m³/h"]
-
-
-def engineering_unit(symbol: str) -> EngineeringUnit | None:
-    """The engineering unit of a configured unit string; None for an empty string."""
-    if not symbol:
-        return None
-    return UNITS.get(symbol) or EngineeringUnit(symbol, None, symbol)
-
-
-# asyncua annotates its API with the codec's marker classes (ua.UInt32, ua.DateTime …);
-# at run time it takes, and itself passes, plain Python values. These helpers hold the casts.
-def _status(code: int) -> ua.StatusCode:
-    return ua.StatusCode(cast("ua.UInt32", code))
-
-
-def _ns0(ident: int) -> ua.NodeId:
-    return ua.NodeId(cast("ua.Int32", ident))
-
-
-def _ts(t: datetime) -> ua.DateTime:
-    return cast("ua.DateTime", t)
-
-
-_FLAG_STATUS: dict[DataFlag, ua.StatusCode] = {
-    DataFlag.N: _status(StatusCodes.Good),
-    DataFlag.S: _status(StatusCodes.UncertainSubstituteValue),
-    DataFlag.T: _status(StatusCodes.UncertainEngineeringUnitsExceeded),
-    DataFlag.B: _status(StatusCodes.BadCommunicationError),
-    DataFlag.D: _status(StatusCodes.BadSensorFailure),
-    DataFlag.C: _status(StatusCodes.BadOutOfService),
-    DataFlag.M: _status(StatusCodes.BadOutOfService),
-    DataFlag.F: _status(StatusCodes.BadOutOfService),
-}
-_GOOD = _status(StatusCodes.Good)
-_SUBSTITUTE = _status(StatusCodes.UncertainSubstituteValue)
-_SUBNORMAL = _status(StatusCodes.UncertainSubNormal)
-_WAITING = _status(StatusCodes.BadWaitingForInitialData)
-
-
-def status_of(flag: DataFlag) -> ua.StatusCode:
-    """StatusCode of an instantaneous or last-minute value carrying this HJ 212 flag."""
-    return _FLAG_STATUS[flag]
-
-
-def hour_status(hour: PeriodResult) -> ua.StatusCode:
-    """StatusCode of a closed hour's CO2: Good when valid, UncertainSubstituteValue when
-    its value is a substitute, else the status of its flag (no value)."""
-    if hour.valid:
-        return _GOOD
-    if hour.substituted:
-        return _SUBSTITUTE
-    return status_of(hour.flag)
-
-
-def total_status_of(flag: DataFlag) -> ua.StatusCode:
-    """StatusCode of a running total (hour, day, year) after a minute with this flag.
-
-    A Bad code would make the server drop the value (OPC UA Part 4, 7.7.1), and one
-    failed minute does not void a day's total: it only makes it less than complete.
-    A stopped unit emits nothing, so its totals stay complete.
-    """
-    return _GOOD if flag in (DataFlag.N, DataFlag.F) else _SUBNORMAL
-
-
-@dataclass(frozen=True, slots=True)
-class VarSpec:
-    """One analog variable of a unit, source or the allowance."""
-
-    name: str  # BrowseName, DisplayName and last part of the NodeId
-    unit: str
-    en: str
-    zh: str
-    total: bool = False  # a running total, see total_status_of
-    eu_range: tuple[float, float] | None = None
-    text: bool = False  # a String (the data flag) rather than an analog Double
-
-
-SOURCE_VARS: tuple[tuple[VarSpec, Callable[[SourceMinute], float]], ...] = (
-    (VarSpec("CO2Dry", "%", "CO2 concentration, dry basis", "CO2浓度（干基）",
-             eu_range=(0.0, 100.0)), attrgetter("co2_dry_pct")),
-    (VarSpec("CO2MgM3", "mg/m³", "CO2 mass concentration, standard dry",
-             "CO2质量浓度（标干）"), attrgetter("co2_mg_m3")),
-    (VarSpec("FlowActual", "m³/h", "Flue gas flow, actual conditions", "烟气流量（工况）"),
-     attrgetter("flow_act_m3_h")),
-    (VarSpec("FlowStdDry", "m³/h", "Flue gas flow, standard dry", "烟气流量（标干）"),
-     attrgetter("flow_std_dry_m3_h")),
-    (VarSpec("CO2Rate", "t/h", "CO2 emission rate", "CO2排放速率"), attrgetter("co2_rate_t_h")),
-    (VarSpec("CO2Minute", "kg", "CO2 emitted in the last minute", "上一分钟CO2排放量"),
-     attrgetter("co2_kg")),
-    (VarSpec("CO2Today", "t", "CO2 emitted today", "今日CO2排放量", total=True),
-     attrgetter("co2_today_t")),
-    (VarSpec("CO2YTD", "t", "CO2 emitted this year", "本年累计CO2排放量", total=True),
-     attrgetter("co2_ytd_t")),
-)
-
-UNIT_VARS: tuple[tuple[VarSpec, Callable[[UnitMinute], float]], ...] = (
-    (VarSpec("Output", "MWh", "Output in the last minute", "上一分钟发电量"),
-     attrgetter("output_mwh")),
-    (VarSpec("OutputToday", "MWh", "Output today", "今日发电量", total=True),
-     attrgetter("output_today_mwh")),
-    (VarSpec("CO2Today", "t", "CO2 emitted today", "今日CO2排放量", total=True),
-     attrgetter("co2_today_t")),
-    (VarSpec("CO2YTD", "t", "CO2 emitted this year", "本年累计CO2排放量", total=True),
-     attrgetter("co2_ytd_t")),
-    (VarSpec("Intensity", "t/MWh", "CO2 intensity of the last minute", "上一分钟碳排放强度"),
-     attrgetter("intensity_t_mwh")),
-    (VarSpec("IntensityToday", "t/MWh", "CO2 intensity today", "今日碳排放强度", total=True),
-     attrgetter("intensity_today_t_mwh")),
-)
-
-CO2_HOUR = VarSpec("CO2Hour", "t", "CO2 emitted in the last complete hour (substituted if "
-                   "invalid)", "上一完整小时CO2排放量（无效时为替代值）")
-
-UNIT_DAY_VARS: tuple[tuple[VarSpec, Callable[[UnitPeriod], float]], ...] = (
-    (VarSpec("CO2Day", "t", "CO2 emitted yesterday, CEMS", "昨日CO2排放量（在线监测）"),
-     attrgetter("co2_cems_t")),
-    (VarSpec("CO2FactorDay", "t", "CO2 emitted yesterday, emission-factor method",
-             "昨日CO2排放量（排放因子法）"), attrgetter("co2_factor_t")),
-    (VarSpec("ReconciliationDiff", "%", "Yesterday's CEMS vs emission-factor difference",
-             "昨日在线监测与排放因子法偏差"), attrgetter("reconciliation_diff_pct")),
-)
-
-ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[AllowancePosition], float]], ...] = (
-    (VarSpec("Annual", "t", "Annual allowance", "年度配额"), attrgetter("annual_t")),
-    (VarSpec("EmittedYTD", "t", "CO2 emitted this year (complete hours)", "本年累计排放量"),
-     attrgetter("ytd_t")),
-    (VarSpec("UsedPercent", "%", "Share of the annual allowance used", "配额使用率"),
-     attrgetter("used_pct")),
-    (VarSpec("Headroom", "t", "Allowance left this year", "剩余配额"), attrgetter("headroom_t")),
-    (VarSpec("ForecastYearEnd", "t", "Forecast emissions at year end (last 30 days' rate)",
-             "年末排放量预测（近30日速率）"), attrgetter("forecast_year_end_t")),
-    (VarSpec("ForecastShortfall", "t", "Forecast allowance shortfall at year end",
-             "年末配额缺口预测"), attrgetter("forecast_shortfall_t")),
-    (VarSpec("ShortfallCost", "CNY", "Cost of the forecast shortfall at the carbon price",
-             "预测配额缺口成本"), attrgetter("shortfall_cost_cny")),
-)
-
-DATA_FLAG = VarSpec("DataFlag", "", "HJ 212 data flag of the last minute",
-                    "数据标记（HJ 212）", text=True)
-
-_OBJECTS_FOLDER = _ns0(ObjectIds.ObjectsFolder)
-_FOLDER_TYPE = _ns0(ObjectIds.FolderType)
-_OBJECT_TYPE = _ns0(ObjectIds.BaseObjectType)
-_ANALOG_TYPE = _ns0(ObjectIds.BaseAnalogType)
-_VARIABLE_TYPE = _ns0(ObjectIds.BaseDataVariableType)
-_PROPERTY_TYPE = _ns0(ObjectIds.PropertyType)
-_ORGANIZES = _ns0(ObjectIds.Organizes)
-_HAS_COMPONENT = _ns0(ObjectIds.HasComponent)
-_HAS_PROPERTY = _ns0(ObjectIds.HasProperty)
-_READ_ONLY = ua.AccessLevel.CurrentRead.mask
-_SUBSCRIBE_TO_EVENTS = cast("ua.Byte", int(ua.EventNotifierType.SubscribeToEvents))
-
-
-def _description(en: str, zh: str) -> ua.LocalizedText:
-    # asyncua keeps one LocalizedText per attribute (it does not pick by the session's
-    # locale), so the Description carries both languages in one locale-neutral text.
-    return ua.LocalizedText(f"{en} / {zh}" if zh else en)
-
-
-_SourceWrite = tuple[ua.NodeId, Callable[[SourceMinute], float], bool]
-_UnitWrite = tuple[ua.NodeId, Callable[[UnitMinute], float], bool]
-_Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
-
-
-@dataclass(slots=True)
-class _Layout:
-    """The address space of one plant: AddNodes items and the NodeIds the fast path writes."""
-
-    ns: int
-    items: list[ua.AddNodesItem] = field(default_factory=list)
-    initial: list[tuple[ua.NodeId, ua.Variant]] = field(default_factory=list)
-    sources: dict[str, tuple[list[_SourceWrite], ua.NodeId]] = field(default_factory=dict)
-    units: dict[str, tuple[list[_UnitWrite], ua.NodeId]] = field(default_factory=dict)
-    allowance: list[tuple[ua.NodeId, Callable[[AllowancePosition], float]]] = field(
-        default_factory=list)
-    hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
-    unit_days: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float], bool]]] = field(
-        default_factory=dict)  # unit → its day variables (and whether one is the reconciliation)
-    tags: dict[str, ua.NodeId] = field(default_factory=dict)
-    site: ua.NodeId = field(default_factory=ua.NodeId)  # the alarms' source and notifier
-    alarms: ua.NodeId = field(default_factory=ua.NodeId)  # the Alarms folder
-    conditions: dict[str, ua.NodeId] = field(default_factory=dict)  # configured rule → condition
-    rule_names: dict[str, str] = field(default_factory=dict)
-
-
-class _Builder:
-    """Appends AddNodes items, parents first, in the site namespace."""
-
-    def __init__(self, ns: int, own_namespace: str) -> None:
-        self.ns = ns
-        self.own_namespace = own_namespace
-        self.items: list[ua.AddNodesItem] = []
-        self.initial: list[tuple[ua.NodeId, ua.Variant]] = []
-        self._owner: dict[str, str] = {}  # NodeId string → the config item that made it
-        self._folders: set[ua.NodeId] = {_OBJECTS_FOLDER}
-
-    def node_id(self, ident: str, what: str) -> ua.NodeId:
-        """A string NodeId in the site namespace; two config items must not map to one id."""
-        if ident in self._owner:
-            raise ConfigError("plant configuration", what,
-                              f"its OPC UA NodeId {ident!r} is already used by "
-                              f"{self._owner[ident]}; rename one of them")
-        self._owner[ident] = what
-        return ua.NodeId(cast("ua.String", ident), cast("ua.Int16", self.ns))
-
-    def _reference(self, parent: ua.NodeId) -> ua.NodeId:
-        return _ORGANIZES if parent in self._folders else _HAS_COMPONENT
-
-    def obj(self, parent: ua.NodeId, ident: str, name: str, display: str, zh: str, *,
-            what: str, folder: bool, notifier: bool = False) -> ua.NodeId:
-        """Add a folder or a plain object below `parent` (an event notifier if `notifier`)."""
-        nid = self.node_id(ident, what)
-        attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(display, "en"),
-                                    Description=_description(display, zh))
-        if notifier:
-            attrs.EventNotifier = _SUBSCRIBE_TO_EVENTS
-        self.items.append(ua.AddNodesItem(
-            ParentNodeId=parent, ReferenceTypeId=self._reference(parent),
-            RequestedNewNodeId=nid, BrowseName=ua.QualifiedName(name, self.ns),
-            NodeClass=ua.NodeClass.Object, NodeAttributes=attrs,
-            TypeDefinition=_FOLDER_TYPE if folder else _OBJECT_TYPE))
-        if folder:
-            self._folders.add(nid)
-        return nid
-
-    def variable(self, parent: ua.NodeId, ident: str, spec: VarSpec, *, what: str) -> ua.NodeId:
-        """Add a read-only Double variable (String for the data flag) and its EU properties."""
-        nid = self.node_id(ident, what)
-        initial = (ua.Variant("", ua.VariantType.String) if spec.text
-                   else ua.Variant(math.nan, ua.VariantType.Double))
-        attrs = ua.VariableAttributes(
-            DisplayName=ua.LocalizedText(spec.name, "en"),
-            Description=_description(f"{spec.en} ({spec.unit})" if spec.unit else spec.en,
-                                     spec.zh),
-            Value=initial,
-            DataType=_ns0(ObjectIds.String if spec.text else ObjectIds.Double),
-            ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY,
-            UserAccessLevel=_READ_ONLY, Historizing=False)
-        self.items.append(ua.AddNodesItem(
-            ParentNodeId=parent, ReferenceTypeId=self._reference(parent),
-            RequestedNewNodeId=nid, BrowseName=ua.QualifiedName(spec.name, self.ns),
-            NodeClass=ua.NodeClass.Variable, NodeAttributes=attrs,
-            TypeDefinition=_VARIABLE_TYPE if spec.text else _ANALOG_TYPE))
-        self.initial.append((nid, initial))
-        eu = engineering_unit(spec.unit)
-        if eu is not None:
-            self._property(nid, ident, "EngineeringUnits", eu.eu_information(self.own_namespace),
-                           ObjectIds.EUInformation, what)
-        if spec.eu_range is not None:
-            low, high = spec.eu_range
-            self._property(nid, ident, "EURange", ua.Range(Low=low, High=high), ObjectIds.Range,
-                           what)
-        return nid
-
-    def _property(self, parent: ua.NodeId, parent_ident: str, name: str, value: object,
-                  datatype: int, what: str) -> None:
-        attrs = ua.VariableAttributes(
-            DisplayName=ua.LocalizedText(name, "en"), Description=ua.LocalizedText(name, "en"),
-            Value=ua.Variant(value, ua.VariantType.ExtensionObject), DataType=_ns0(datatype),
-            ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY,
-            UserAccessLevel=_READ_ONLY, Historizing=False)
-        self.items.append(ua.AddNodesItem(
-            ParentNodeId=parent, ReferenceTypeId=_HAS_PROPERTY,
-            RequestedNewNodeId=self.node_id(f"{parent_ident}.{name}", f"{what} {name}"),
-            BrowseName=ua.QualifiedName(name, 0), NodeClass=ua.NodeClass.Variable,
-            NodeAttributes=attrs, TypeDefinition=_PROPERTY_TYPE))
-
-
-def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
-    """The address space of `cfg` with NodeIds in namespace index `ns`."""
-    b = _Builder(ns, site_namespace(cfg))
-    out = _Layout(ns)
-    root = b.obj(_OBJECTS_FOLDER, "CarbonSCADA", "CarbonSCADA", "CarbonSCADA", "碳排放监测",
-                 what="the root folder", folder=True)
-    site = b.obj(root, cfg.site.id, cfg.site.id, cfg.site.name, cfg.site.name_zh,
-                 what="site.id", folder=True, notifier=True)
-    # Fixed nodes first, so that a clash is reported against the configuration item.
-    units = b.obj(site, "Units", "Units", "Units", "机组", what="the Units folder", folder=True)
-    allowance = b.obj(site, "Allowance", "Allowance", "Allowance", "碳排放配额",
-                      what="the Allowance object", folder=False)
-    out.allowance = [(b.variable(allowance, f"Allowance.{spec.name}", spec, what="allowance"),
-                      get) for spec, get in ALLOWANCE_VARS]
-    tags = b.obj(site, "Tags", "Tags", "Tags", "现场原始数据", what="the Tags folder",
-                 folder=True)
-    out.site = site
-    out.alarms = b.obj(site, "Alarms", "Alarms", "Alarms", "报警", what="the Alarms folder",
-                       folder=True)
-    for i, unit in enumerate(cfg.units):
-        upath = f"units[{i}]"
-        unode = b.obj(units, unit.id, unit.id, unit.name, unit.name_zh, what=f"{upath}.id",
-                      folder=False)
-        uwrites: list[_UnitWrite] = [
-            (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), get, spec.total)
-            for spec, get in UNIT_VARS]
-        limit = cfg.reconciliation.limit_pct if cfg.reconciliation is not None else None
-        out.unit_days[unit.id] = []
-        for spec, dget in UNIT_DAY_VARS:
-            is_diff = spec.name == "ReconciliationDiff"
-            if is_diff and limit is not None:  # beyond the range: the limit is exceeded
-                spec = dataclasses.replace(spec, eu_range=(-limit, limit))
-            out.unit_days[unit.id].append(
-                (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), dget, is_diff))
-        uflag = b.variable(unode, f"{unit.id}.{DATA_FLAG.name}", DATA_FLAG, what=upath)
-        out.units[unit.id] = (uwrites, uflag)
-        sources = b.obj(unode, f"{unit.id}.Sources", "Sources", "Sources", "排放源",
-                        what=f"the Sources folder of {upath}", folder=True)
-        for j, src in enumerate(unit.sources):
-            spath = f"{upath}.sources[{j}]"
-            prefix = f"{unit.id}.{src.id}"
-            snode = b.obj(sources, prefix, src.id, src.name, src.name_zh, what=f"{spath}.id",
-                          folder=False)
-            swrites: list[_SourceWrite] = [
-                (b.variable(snode, f"{prefix}.{spec.name}", spec, what=spath), get, spec.total)
-                for spec, get in SOURCE_VARS]
-            out.hours[src.id] = b.variable(snode, f"{prefix}.{CO2_HOUR.name}", CO2_HOUR,
-                                           what=spath)
-            sflag = b.variable(snode, f"{prefix}.{DATA_FLAG.name}", DATA_FLAG, what=spath)
-            out.sources[src.id] = (swrites, sflag)
-    for i, dev in enumerate(cfg.devices):
-        dnode = b.obj(tags, f"Tags.{dev.id}", dev.id, dev.id, "", what=f"devices[{i}].id",
-                      folder=True)
-        for j, tag in enumerate(dev.tags):
-            spec = VarSpec(tag.id, tag.unit, tag.description or tag.id, tag.description_zh)
-            out.tags[tag.id] = b.variable(dnode, f"Tags.{dev.id}.{tag.id}", spec,
-                                          what=f"devices[{i}].tags[{j}]")
-    for i, rule in enumerate(cfg.alarms.rules):
-        # The condition objects themselves are instantiated from AlarmConditionType at start.
-        out.conditions[rule.id] = b.node_id(f"Alarms.{rule.id}", f"alarms.rules[{i}].id")
-        out.rule_names[rule.id] = rule.name
-    out.items, out.initial = b.items, b.initial
-    return out
-
-
-# ISA-18.2 states of AlarmEvent.ack_state.
-_NORMAL = "normal"
-_UNACK = "active-unacknowledged"
-_ACKED = "active-acknowledged"
-_RTN_UNACK = "returned-unacknowledged"
-_SHELVED = "shelved"
-_SUPPRESSED = "suppressed"
-_OUT_OF_SERVICE = "out-of-service"
-_ACKED_BY_STATE = {_NORMAL: True, _ACKED: True, _UNACK: False, _RTN_UNACK: False}
-_LEVEL = {"normal": 0, "warning": 1, "alarm": 2}
-
-SEVERITY = {"alarm": 800, "warning": 500, "normal": 100}
-"""OPC UA Severity (1-1000) of each alarm condition."""
-
-ACKNOWLEDGE_ROLE = "operator"
-"""The least role (server.users.ROLES) that may acknowledge alarms through OPC UA."""
-
 _EVENT_IDS_KEPT = 32  # EventIds per condition that Acknowledge accepts
 _QUEUE_SIZE = 10_000  # alarm transitions waiting to be published
-_SERVER = _ns0(ObjectIds.Server)
-_ALARM_CONDITION_TYPE = _ns0(ObjectIds.AlarmConditionType)
-_ACKNOWLEDGE = _ns0(ObjectIds.AcknowledgeableConditionType_Acknowledge)
-_UNSUPPORTED_METHODS = {"Enable": ObjectIds.ConditionType_Enable,
-                        "Disable": ObjectIds.ConditionType_Disable,
-                        "AddComment": ObjectIds.ConditionType_AddComment}
-_REFRESH_METHODS = (ObjectIds.ConditionType_ConditionRefresh,
-                    ObjectIds.ConditionType_ConditionRefresh2)
-
-
-@dataclass
-class _SessionUser(User):
-    """An asyncua session user with its carbonscada role ("" for an anonymous session)."""
-
-    rights: str = ""
-
-
-class _UserManager(UserManager):
-    """asyncua user manager: anonymous sessions, and user names checked against `users`."""
-
-    def __init__(self, users: Authenticator | None) -> None:
-        self.users = users
-
-    def get_user(self, iserver: InternalServer, username: str | None = None,
-                 password: str | None = None, certificate: object = None) -> User | None:
-        """The session user of an ActivateSession; None refuses it (Bad_UserAccessDenied)."""
-        # UserRole.User for every session: asyncua's SimpleRoleRuleset refuses the Anonymous
-        # role every service, Read included, and Admin may add and delete nodes. A non-admin
-        # writes only nodes with CurrentWrite access, and this address space has none.
-        if username is None and password is None:  # an anonymous token
-            return _SessionUser(role=UserRole.User)
-        if self.users is None:
-            return None
-        try:
-            # Called synchronously by asyncua: the scrypt check (~50 ms) holds the loop.
-            account = self.users.authenticate(username or "", password or "")
-        except Exception:
-            log.exception("OPC UA login of %r: user store failed", username)
-            return None
-        if account is None:
-            log.warning("OPC UA login of %r refused", username)
-            return None
-        return _SessionUser(role=UserRole.User, name=account.name, rights=account.role)
-
-
-# The user of the session whose method call is running (asyncua hands a method callback
-# only the object and the arguments, not the session).
-_CALLER: ContextVar[User | None] = ContextVar("opcua_caller", default=None)
-
-
-class _CallerSession(InternalSession):
-    """A client session that makes its user known to the method callbacks it runs."""
-
-    async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        """Run the calls with this session's user in `_CALLER`."""
-        token = _CALLER.set(self.user)
-        try:
-            return await super().call(params)
-        finally:
-            _CALLER.reset(token)
-
-
-class _InternalServer(InternalServer):
-    """asyncua's internal server with `_CallerSession` client sessions."""
-
-    def create_session(self, name: str, user: User | None = None,
-                       external: bool = False) -> InternalSession:
-        """A session for a client connection."""
-        return _CallerSession(self, self.aspace, self.subscription_service, name,
-                              user=user or User(role=UserRole.Anonymous), external=external)
-
-
-_Field = tuple[object, ua.VariantType]
+_Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
 _CallResult = ua.CallMethodResult | ua.StatusCode
-
-
-@dataclass(slots=True)
-class _Condition:
-    """One rule's condition object and what its events carry between transitions."""
-
-    rule: str
-    node: ua.NodeId
-    nodes: set[ua.NodeId]  # the condition object's own nodes (its state variables)
-    last: AlarmEvent | None = None
-    acked: bool = True
-    active: bool = False
-    severity: int = SEVERITY["normal"]
-    last_severity: int = SEVERITY["normal"]
-    active_t: datetime | None = None
-    acked_t: datetime | None = None
-    severity_t: datetime | None = None
-    comment: str = ""
-    user: str = ""
-    comment_t: datetime | None = None
-    # The EventIds of its latest notifications, each with its AckedState/Id.
-    event_ids: dict[bytes, bool] = field(default_factory=dict)
-    retained: list[Event] = field(default_factory=list)  # its last events while Retain
-
-    def advance(self, ev: AlarmEvent) -> None:
-        """Take one transition of the rule."""
-        first = self.last is None
-        acked = _acked_after(self.acked, ev, first=first)
-        active = ev.state != "normal"
-        severity = SEVERITY.get(ev.state, SEVERITY["normal"])
-        if first:
-            self.last_severity = SEVERITY.get(ev.previous, SEVERITY["normal"])
-            self.active_t = self.acked_t = self.severity_t = ev.t
-        if acked != self.acked:
-            self.acked_t = ev.t
-        if active != self.active:
-            self.active_t = ev.t
-        if severity != self.severity:
-            self.last_severity, self.severity_t = self.severity, ev.t
-        if ev.comment:
-            self.comment, self.user, self.comment_t = ev.comment, ev.user, ev.t
-        self.acked, self.active, self.severity, self.last = acked, active, severity, ev
-
-
-def _acked_after(acked: bool, ev: AlarmEvent, *, first: bool) -> bool:
-    """Whether the alarm is acknowledged after `ev`.
-
-    The four ISA-18.2 base states say it; a shelved, suppressed or out-of-service alarm's
-    acknowledgement is followed through the transitions (a rise wants a new one).
-    """
-    if ev.ack_state in _ACKED_BY_STATE:
-        return _ACKED_BY_STATE[ev.ack_state]
-    if ev.cause in ("acknowledge", "return_to_service"):
-        return True
-    if ev.cause == "condition" and _LEVEL.get(ev.state, 0) > _LEVEL.get(ev.previous, 0):
-        return False
-    if ev.previous_ack_state in _ACKED_BY_STATE and ev.cause in (
-            "shelve", "suppress", "out_of_service"):
-        return _ACKED_BY_STATE[ev.previous_ack_state]
-    # First seen while masked (after a restart): what the base state can have been.
-    return ev.state == "normal" if first else acked
-
-
-def _two_state(name: str, value: bool, true: str, false: str) -> dict[str, _Field]:
-    return {name: (ua.LocalizedText(true if value else false, "en"), ua.VariantType.LocalizedText),
-            f"{name}/Id": (value, ua.VariantType.Boolean)}
-
-
-def _condition_extras(cond: ua.NodeId, ns: int) -> list[ua.AddNodesItem]:
-    """SuppressedState and OutOfServiceState (optional in AlarmConditionType) with their
-    Id, and MessageZh: the Chinese message (an attribute holds one locale in asyncua)."""
-    items: list[ua.AddNodesItem] = []
-
-    def variable(parent: ua.NodeId, sub: str, name: ua.QualifiedName, value: ua.Variant,
-                 datatype: int, typedef: int, ref: int) -> ua.NodeId:
-        nid = ua.NodeId(cast("ua.String", f"{cast(str, parent.Identifier)}.{sub}"),
-                        cast("ua.Int16", ns))
-        attrs = ua.VariableAttributes(
-            DisplayName=ua.LocalizedText(name.Name, "en"), Value=value, DataType=_ns0(datatype),
-            ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY, UserAccessLevel=_READ_ONLY,
-            Historizing=False)
-        items.append(ua.AddNodesItem(
-            ParentNodeId=parent, ReferenceTypeId=_ns0(ref), RequestedNewNodeId=nid,
-            BrowseName=name, NodeClass=ua.NodeClass.Variable, NodeAttributes=attrs,
-            TypeDefinition=_ns0(typedef)))
-        return nid
-
-    for state, false in (("SuppressedState", "Unsuppressed"),
-                         ("OutOfServiceState", "In Service")):
-        var = variable(cond, state, ua.QualifiedName(state, 0),
-                       ua.Variant(ua.LocalizedText(false, "en"), ua.VariantType.LocalizedText),
-                       ObjectIds.LocalizedText, ObjectIds.TwoStateVariableType,
-                       ObjectIds.HasComponent)
-        variable(var, "Id", ua.QualifiedName("Id", 0), ua.Variant(False, ua.VariantType.Boolean),
-                 ObjectIds.Boolean, ObjectIds.PropertyType, ObjectIds.HasProperty)
-    variable(cond, "MessageZh", ua.QualifiedName("MessageZh", cast("ua.UInt16", ns)),
-             ua.Variant(ua.LocalizedText("", "zh-CN"), ua.VariantType.LocalizedText),
-             ObjectIds.LocalizedText, ObjectIds.PropertyType, ObjectIds.HasProperty)
-    return items
-
-
-def _reference(source: ua.NodeId, ref: int, target: ua.NodeId) -> ua.AddReferencesItem:
-    return ua.AddReferencesItem(SourceNodeId=source, ReferenceTypeId=_ns0(ref), IsForward=True,
-                                TargetNodeId=target, TargetNodeClass=ua.NodeClass.Object)
-
-
-def _check(results: Sequence[ua.StatusCode], what: str) -> None:
-    for res in results:
-        if not res.is_good():
-            raise SinkError(f"OPC UA: cannot add the nodes of {what}: {res.name}")
-
-
-def _bad_arguments(code: int, ok: Sequence[bool]) -> ua.CallMethodResult:
-    return ua.CallMethodResult(StatusCode=_status(code), InputArgumentResults=[
-        _GOOD if good else _status(code) for good in ok])
-
-
-def _refresh_event(etype: int, notifier: ua.NodeId) -> Event:
-    now = datetime.now(UTC)
-    vt = ua.VariantType
-    return _new_event(notifier, {
-        "EventId": (uuid.uuid4().bytes, vt.ByteString), "EventType": (_ns0(etype), vt.NodeId),
-        "SourceNode": (_SERVER, vt.NodeId), "SourceName": ("Server", vt.String),
-        "Time": (now, vt.DateTime), "ReceiveTime": (now, vt.DateTime),
-        "Message": (ua.LocalizedText("", "en"), vt.LocalizedText),
-        "Severity": (SEVERITY["normal"], vt.UInt16)})
-
-
-def _new_event(notifier: ua.NodeId, fields: dict[str, _Field]) -> Event:
-    ev = Event(notifier)
-    for name, (value, vtype) in fields.items():
-        ev.add_property(name, value, vtype)
-    return ev
 
 
 class OpcUaSink:
@@ -943,8 +317,8 @@ class OpcUaSink:
         cond = _Condition(rule, nid, created)
         self._conditions[rule] = cond
         self._by_node[nid] = cond
-        await self._write_condition(server, cond, self._fields(layout, cond, b"",
-                                                               datetime.now(UTC)))
+        await self._write_condition(server, cond, _event_fields(
+            cond, layout.site, self.config.site.id, self._zone, b"", datetime.now(UTC)))
         return cond
 
     async def _publish_all(self, server: Server, layout: _Layout,
@@ -974,80 +348,15 @@ class OpcUaSink:
         cond.event_ids[event_id] = cond.acked
         while len(cond.event_ids) > _EVENT_IDS_KEPT:
             del cond.event_ids[next(iter(cond.event_ids))]
-        fields = self._fields(layout, cond, event_id, datetime.now(UTC))
+        fields = _event_fields(cond, layout.site, self.config.site.id, self._zone, event_id,
+                              datetime.now(UTC))
         await self._write_condition(server, cond, fields)
         # asyncua delivers an event only to the monitored items of its emitting node: one
         # copy for clients of the Server object, one for clients of the site object.
         events = [_new_event(notifier, fields) for notifier in (_SERVER, layout.site)]
-        cond.retained = events if event.ack_state != _NORMAL else []
+        cond.retained = events if event.ack_state != AckState.NORMAL else []
         for ev in events:
             await server.iserver.subscription_service.trigger_event(ev)
-
-    def _fields(self, layout: _Layout, cond: _Condition, event_id: bytes,
-                now: datetime) -> dict[str, _Field]:
-        """The condition's event fields, named by browse path (asyncua's event attributes)."""
-        ev = cond.last
-        mode = ev.ack_state if ev is not None else _NORMAL
-        shelved, suppressed = mode == _SHELVED, mode == _SUPPRESSED
-        t = ev.t if ev is not None else now
-        unshelve_ms = None
-        if shelved and ev is not None and ev.shelved_until is not None:
-            unshelve_ms = max(0.0, (ev.shelved_until - now).total_seconds() * 1000.0)
-        vt = ua.VariantType
-        text, time, node = vt.LocalizedText, vt.DateTime, vt.NodeId
-        return {
-            "EventId": (event_id, vt.ByteString),
-            "EventType": (_ALARM_CONDITION_TYPE, node),
-            "SourceNode": (layout.site, node),
-            "SourceName": (ev.target if ev is not None and ev.target else self.config.site.id,
-                           vt.String),
-            "Time": (t, time),
-            "ReceiveTime": (now, time),
-            "LocalTime": (self._local_time(t), vt.ExtensionObject),
-            "Message": (ua.LocalizedText(ev.message if ev is not None else "", "en"), text),
-            "MessageZh": (ua.LocalizedText(ev.message_zh if ev is not None else "", "zh-CN"),
-                          text),
-            "Severity": (cond.severity, vt.UInt16),
-            "ConditionClassId": (_ns0(ObjectIds.ProcessConditionClassType), node),
-            "ConditionClassName": (ua.LocalizedText("Process", "en"), text),
-            "ConditionName": (cond.rule, vt.String),
-            "BranchId": (ua.NodeId(), node),
-            "Retain": (mode != _NORMAL, vt.Boolean),
-            **_two_state("EnabledState", True, "Enabled", "Disabled"),
-            "Quality": (_GOOD, vt.StatusCode),
-            "Quality/SourceTimestamp": (t, time),
-            "LastSeverity": (cond.last_severity, vt.UInt16),
-            "LastSeverity/SourceTimestamp": (cond.severity_t, time),
-            "Comment": (ua.LocalizedText(cond.comment), text),
-            "Comment/SourceTimestamp": (cond.comment_t, time),
-            "ClientUserId": (cond.user, vt.String),
-            **_two_state("AckedState", cond.acked, "Acknowledged", "Unacknowledged"),
-            "AckedState/TransitionTime": (cond.acked_t, time),
-            **_two_state("ActiveState", cond.active, "Active", "Inactive"),
-            "ActiveState/EffectiveDisplayName": (ua.LocalizedText(
-                ev.state.capitalize() if cond.active and ev is not None else "Inactive", "en"),
-                text),
-            "ActiveState/TransitionTime": (cond.active_t, time),
-            "InputNode": (ua.NodeId(), node),
-            **_two_state("SuppressedState", suppressed, "Suppressed", "Unsuppressed"),
-            **_two_state("OutOfServiceState", mode == _OUT_OF_SERVICE, "Out of Service",
-                         "In Service"),
-            "SuppressedOrShelved": (suppressed or shelved, vt.Boolean),
-            "ShelvingState/CurrentState": (ua.LocalizedText(
-                "TimedShelved" if shelved else "Unshelved", "en"), text),
-            "ShelvingState/CurrentState/Id": (_ns0(
-                ObjectIds.ShelvedStateMachineType_TimedShelved if shelved
-                else ObjectIds.ShelvedStateMachineType_Unshelved), node),
-            "ShelvingState/UnshelveTime": (unshelve_ms, vt.Double),  # Duration, ms
-            "NodeId": (cond.node, node),  # the ConditionId
-        }
-
-    def _local_time(self, t: datetime) -> ua.TimeZoneDataType:
-        local = t.astimezone(self._zone)
-        offset, dst = local.utcoffset(), local.dst()
-        minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
-        return ua.TimeZoneDataType(Offset=cast("ua.Int16", minutes),
-                                   DaylightSavingInOffset=bool(dst))
 
     async def _write_condition(self, server: Server, cond: _Condition,
                                fields: dict[str, _Field]) -> None:

@@ -32,7 +32,8 @@ from model.records import (
     UnitPeriod,
 )
 from server.config import parse_config
-from server.opcua import OpcUaSink, unece_unit_id
+from server.opcua.layout import unece_unit_id
+from server.opcua.sink import OpcUaSink
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_config, plant_dict
 

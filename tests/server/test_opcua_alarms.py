@@ -26,7 +26,7 @@ from alarms.engine import AlarmSink
 from model.errors import ConfigError
 from model.records import AlarmEvent, AuditRecord
 from server.config import PlantConfig, parse_config
-from server.opcua import OpcUaSink
+from server.opcua.sink import OpcUaSink
 from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_dict

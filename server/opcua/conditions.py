@@ -1,0 +1,264 @@
+"""OPC UA Alarms & Conditions (Part 9): the condition objects, their events and fields.
+
+Alarms: one AlarmConditionType object per alarm rule, ``<site id>/Alarms/<rule>`` (NodeId
+``Alarms.<rule>``), with SuppressedState, OutOfServiceState and MessageZh (the Chinese
+message) besides the mandatory children. Its SourceNode is the site object, its SourceName
+what the rule watches ("source S1 co2_kg"). Every transition is an event notified by the
+Server object and by the site object (Server HasNotifier site); a condition not back to
+normal keeps Retain, so that ConditionRefresh / ConditionRefresh2 replay its last event.
+Acknowledge (EventId and a comment) goes to the alarm engine as "opcua:<session user>"; the
+new state comes back as an event. Not implemented: Confirm, condition branches, the shelve /
+suppress / service methods and ShelvingState nodes (the shelving state is in the events'
+ShelvingState fields); Enable, Disable and AddComment answer Bad_NotSupported.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+from zoneinfo import ZoneInfo
+
+from asyncua import ua
+from asyncua.common.events import Event
+from asyncua.ua.object_ids import ObjectIds
+
+from model.errors import SinkError
+from model.records import AlarmEvent
+from model.states import AckState, Condition
+from server.opcua.layout import _GOOD, _READ_ONLY, _ns0, _status
+
+SEVERITY: dict[str, int] = {Condition.ALARM: 800, Condition.WARNING: 500, Condition.NORMAL: 100}
+"""OPC UA Severity (1-1000) of each alarm condition."""
+
+_SERVER = _ns0(ObjectIds.Server)
+_ALARM_CONDITION_TYPE = _ns0(ObjectIds.AlarmConditionType)
+_ACKNOWLEDGE = _ns0(ObjectIds.AcknowledgeableConditionType_Acknowledge)
+_UNSUPPORTED_METHODS = {"Enable": ObjectIds.ConditionType_Enable,
+                        "Disable": ObjectIds.ConditionType_Disable,
+                        "AddComment": ObjectIds.ConditionType_AddComment}
+_REFRESH_METHODS = (ObjectIds.ConditionType_ConditionRefresh,
+                    ObjectIds.ConditionType_ConditionRefresh2)
+
+
+_Field = tuple[object, ua.VariantType]
+
+
+@dataclass(slots=True)
+class _Condition:
+    """One rule's condition object and what its events carry between transitions."""
+
+    rule: str
+    node: ua.NodeId
+    nodes: set[ua.NodeId]  # the condition object's own nodes (its state variables)
+    last: AlarmEvent | None = None
+    acked: bool = True
+    active: bool = False
+    severity: int = SEVERITY[Condition.NORMAL]
+    last_severity: int = SEVERITY[Condition.NORMAL]
+    active_t: datetime | None = None
+    acked_t: datetime | None = None
+    severity_t: datetime | None = None
+    comment: str = ""
+    user: str = ""
+    comment_t: datetime | None = None
+    # The EventIds of its latest notifications, each with its AckedState/Id.
+    event_ids: dict[bytes, bool] = field(default_factory=dict)
+    retained: list[Event] = field(default_factory=list)  # its last events while Retain
+
+    def advance(self, ev: AlarmEvent) -> None:
+        """Take one transition of the rule."""
+        first = self.last is None
+        acked = _acked_after(self.acked, ev, first=first)
+        active = ev.state != Condition.NORMAL
+        severity = SEVERITY.get(ev.state, SEVERITY[Condition.NORMAL])
+        if first:
+            self.last_severity = SEVERITY.get(ev.previous, SEVERITY[Condition.NORMAL])
+            self.active_t = self.acked_t = self.severity_t = ev.t
+        if acked != self.acked:
+            self.acked_t = ev.t
+        if active != self.active:
+            self.active_t = ev.t
+        if severity != self.severity:
+            self.last_severity, self.severity_t = self.severity, ev.t
+        if ev.comment:
+            self.comment, self.user, self.comment_t = ev.comment, ev.user, ev.t
+        self.acked, self.active, self.severity, self.last = acked, active, severity, ev
+
+
+def _acked_after(acked: bool, ev: AlarmEvent, *, first: bool) -> bool:
+    """Whether the alarm is acknowledged after `ev`.
+
+    The four ISA-18.2 base states say it; a shelved, suppressed or out-of-service alarm's
+    acknowledgement is followed through the transitions (a rise wants a new one).
+    """
+    now_acked = _acknowledged(ev.ack_state)
+    if now_acked is not None:
+        return now_acked
+    if ev.cause in ("acknowledge", "return_to_service"):
+        return True
+    if ev.cause == "condition" and _level(ev.state) > _level(ev.previous):
+        return False
+    was_acked = _acknowledged(ev.previous_ack_state)
+    if was_acked is not None and ev.cause in ("shelve", "suppress", "out_of_service"):
+        return was_acked
+    # First seen while masked (after a restart): what the base state can have been.
+    return ev.state == Condition.NORMAL if first else acked
+
+
+def _acknowledged(ack_state: str) -> bool | None:
+    """AckState.acknowledged of an AlarmEvent's ack_state; None for any other text."""
+    try:
+        return AckState(ack_state).acknowledged
+    except ValueError:
+        return None
+
+
+def _level(state: str) -> int:
+    """Condition.level of an AlarmEvent's state; 0 for any other text."""
+    try:
+        return Condition(state).level
+    except ValueError:
+        return 0
+
+
+def _two_state(name: str, value: bool, true: str, false: str) -> dict[str, _Field]:
+    return {name: (ua.LocalizedText(true if value else false, "en"), ua.VariantType.LocalizedText),
+            f"{name}/Id": (value, ua.VariantType.Boolean)}
+
+
+def _condition_extras(cond: ua.NodeId, ns: int) -> list[ua.AddNodesItem]:
+    """SuppressedState and OutOfServiceState (optional in AlarmConditionType) with their
+    Id, and MessageZh: the Chinese message (an attribute holds one locale in asyncua)."""
+    items: list[ua.AddNodesItem] = []
+
+    def variable(parent: ua.NodeId, sub: str, name: ua.QualifiedName, value: ua.Variant,
+                 datatype: int, typedef: int, ref: int) -> ua.NodeId:
+        nid = ua.NodeId(cast("ua.String", f"{cast(str, parent.Identifier)}.{sub}"),
+                        cast("ua.Int16", ns))
+        attrs = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(name.Name, "en"), Value=value, DataType=_ns0(datatype),
+            ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY, UserAccessLevel=_READ_ONLY,
+            Historizing=False)
+        items.append(ua.AddNodesItem(
+            ParentNodeId=parent, ReferenceTypeId=_ns0(ref), RequestedNewNodeId=nid,
+            BrowseName=name, NodeClass=ua.NodeClass.Variable, NodeAttributes=attrs,
+            TypeDefinition=_ns0(typedef)))
+        return nid
+
+    for state, false in (("SuppressedState", "Unsuppressed"),
+                         ("OutOfServiceState", "In Service")):
+        var = variable(cond, state, ua.QualifiedName(state, 0),
+                       ua.Variant(ua.LocalizedText(false, "en"), ua.VariantType.LocalizedText),
+                       ObjectIds.LocalizedText, ObjectIds.TwoStateVariableType,
+                       ObjectIds.HasComponent)
+        variable(var, "Id", ua.QualifiedName("Id", 0), ua.Variant(False, ua.VariantType.Boolean),
+                 ObjectIds.Boolean, ObjectIds.PropertyType, ObjectIds.HasProperty)
+    variable(cond, "MessageZh", ua.QualifiedName("MessageZh", cast("ua.UInt16", ns)),
+             ua.Variant(ua.LocalizedText("", "zh-CN"), ua.VariantType.LocalizedText),
+             ObjectIds.LocalizedText, ObjectIds.PropertyType, ObjectIds.HasProperty)
+    return items
+
+
+def _reference(source: ua.NodeId, ref: int, target: ua.NodeId) -> ua.AddReferencesItem:
+    return ua.AddReferencesItem(SourceNodeId=source, ReferenceTypeId=_ns0(ref), IsForward=True,
+                                TargetNodeId=target, TargetNodeClass=ua.NodeClass.Object)
+
+
+def _check(results: Sequence[ua.StatusCode], what: str) -> None:
+    for res in results:
+        if not res.is_good():
+            raise SinkError(f"OPC UA: cannot add the nodes of {what}: {res.name}")
+
+
+def _bad_arguments(code: int, ok: Sequence[bool]) -> ua.CallMethodResult:
+    return ua.CallMethodResult(StatusCode=_status(code), InputArgumentResults=[
+        _GOOD if good else _status(code) for good in ok])
+
+
+def _refresh_event(etype: int, notifier: ua.NodeId) -> Event:
+    now = datetime.now(UTC)
+    vt = ua.VariantType
+    return _new_event(notifier, {
+        "EventId": (uuid.uuid4().bytes, vt.ByteString), "EventType": (_ns0(etype), vt.NodeId),
+        "SourceNode": (_SERVER, vt.NodeId), "SourceName": ("Server", vt.String),
+        "Time": (now, vt.DateTime), "ReceiveTime": (now, vt.DateTime),
+        "Message": (ua.LocalizedText("", "en"), vt.LocalizedText),
+        "Severity": (SEVERITY[Condition.NORMAL], vt.UInt16)})
+
+
+def _new_event(notifier: ua.NodeId, fields: dict[str, _Field]) -> Event:
+    ev = Event(notifier)
+    for name, (value, vtype) in fields.items():
+        ev.add_property(name, value, vtype)
+    return ev
+
+
+def _event_fields(cond: _Condition, site: ua.NodeId, site_id: str, zone: ZoneInfo,
+                  event_id: bytes, now: datetime) -> dict[str, _Field]:
+    """The condition's event fields, named by browse path (asyncua's event attributes)."""
+    ev = cond.last
+    mode = ev.ack_state if ev is not None else AckState.NORMAL
+    shelved, suppressed = mode == AckState.SHELVED, mode == AckState.SUPPRESSED
+    t = ev.t if ev is not None else now
+    unshelve_ms = None
+    if shelved and ev is not None and ev.shelved_until is not None:
+        unshelve_ms = max(0.0, (ev.shelved_until - now).total_seconds() * 1000.0)
+    vt = ua.VariantType
+    text, time, node = vt.LocalizedText, vt.DateTime, vt.NodeId
+    return {
+        "EventId": (event_id, vt.ByteString),
+        "EventType": (_ALARM_CONDITION_TYPE, node),
+        "SourceNode": (site, node),
+        "SourceName": (ev.target if ev is not None and ev.target else site_id, vt.String),
+        "Time": (t, time),
+        "ReceiveTime": (now, time),
+        "LocalTime": (_local_time(t, zone), vt.ExtensionObject),
+        "Message": (ua.LocalizedText(ev.message if ev is not None else "", "en"), text),
+        "MessageZh": (ua.LocalizedText(ev.message_zh if ev is not None else "", "zh-CN"),
+                      text),
+        "Severity": (cond.severity, vt.UInt16),
+        "ConditionClassId": (_ns0(ObjectIds.ProcessConditionClassType), node),
+        "ConditionClassName": (ua.LocalizedText("Process", "en"), text),
+        "ConditionName": (cond.rule, vt.String),
+        "BranchId": (ua.NodeId(), node),
+        "Retain": (mode != AckState.NORMAL, vt.Boolean),
+        **_two_state("EnabledState", True, "Enabled", "Disabled"),
+        "Quality": (_GOOD, vt.StatusCode),
+        "Quality/SourceTimestamp": (t, time),
+        "LastSeverity": (cond.last_severity, vt.UInt16),
+        "LastSeverity/SourceTimestamp": (cond.severity_t, time),
+        "Comment": (ua.LocalizedText(cond.comment), text),
+        "Comment/SourceTimestamp": (cond.comment_t, time),
+        "ClientUserId": (cond.user, vt.String),
+        **_two_state("AckedState", cond.acked, "Acknowledged", "Unacknowledged"),
+        "AckedState/TransitionTime": (cond.acked_t, time),
+        **_two_state("ActiveState", cond.active, "Active", "Inactive"),
+        "ActiveState/EffectiveDisplayName": (ua.LocalizedText(
+            ev.state.capitalize() if cond.active and ev is not None else "Inactive", "en"),
+            text),
+        "ActiveState/TransitionTime": (cond.active_t, time),
+        "InputNode": (ua.NodeId(), node),
+        **_two_state("SuppressedState", suppressed, "Suppressed", "Unsuppressed"),
+        **_two_state("OutOfServiceState", mode == AckState.OUT_OF_SERVICE, "Out of Service",
+                     "In Service"),
+        "SuppressedOrShelved": (suppressed or shelved, vt.Boolean),
+        "ShelvingState/CurrentState": (ua.LocalizedText(
+            "TimedShelved" if shelved else "Unshelved", "en"), text),
+        "ShelvingState/CurrentState/Id": (_ns0(
+            ObjectIds.ShelvedStateMachineType_TimedShelved if shelved
+            else ObjectIds.ShelvedStateMachineType_Unshelved), node),
+        "ShelvingState/UnshelveTime": (unshelve_ms, vt.Double),  # Duration, ms
+        "NodeId": (cond.node, node),  # the ConditionId
+    }
+
+
+
+def _local_time(t: datetime, zone: ZoneInfo) -> ua.TimeZoneDataType:
+    local = t.astimezone(zone)
+    offset, dst = local.utcoffset(), local.dst()
+    minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
+    return ua.TimeZoneDataType(Offset=cast("ua.Int16", minutes),
+                               DaylightSavingInOffset=bool(dst))

@@ -1,0 +1,431 @@
+"""The address space of the OPC UA sink: NodeIds, variables, engineering units and statuses.
+
+Address space (namespace ``urn:carbonscada:<site id>``, string NodeIds built from the
+path so that they stay the same across restarts)::
+
+    Objects/CarbonSCADA/<site id>/
+      Units/<unit>/                 U1.Output, U1.CO2Today, U1.CO2FactorDay, U1.DataFlag …
+        Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
+      Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
+      Tags/<device>/<tag>           Tags.cems1.s1_co2
+      Alarms/<rule>                 Alarms.s1_rate (an AlarmConditionType)
+
+Minute values change every minute; CO2Hour with every closed hour (the hour's value,
+substituted if invalid), the unit's day values with every closed day, the allowance
+position at the end of every hour. Each carries the start of its period (the allowance:
+the time it refers to) as source timestamp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
+from typing import cast
+
+from asyncua import ua
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+
+from model.errors import ConfigError
+from model.flags import DataFlag
+from model.records import (
+    AllowancePosition,
+    PeriodResult,
+    SourceMinute,
+    UnitMinute,
+    UnitPeriod,
+)
+from server.config import PlantConfig
+
+UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+
+def site_namespace(cfg: PlantConfig) -> str:
+    """The namespace URI of the site's nodes."""
+    return f"urn:carbonscada:{cfg.site.id}"
+
+
+def unece_unit_id(code: str) -> int:
+    """UnitId of a UNECE Rec. 20 common code (OPC UA Part 8, 5.6.3): its ASCII bytes, big-endian."""
+    if not 1 <= len(code) <= 3 or not code.isascii():
+        raise ValueError(f"not a UNECE common code: {code!r}")
+    unit_id = 0
+    for ch in code:
+        unit_id = unit_id << 8 | ord(ch)
+    return unit_id
+
+
+@dataclass(frozen=True, slots=True)
+class EngineeringUnit:
+    """A unit symbol with its UNECE common code (None when UNECE has none)."""
+
+    symbol: str
+    code: str | None
+    description: str
+
+    def eu_information(self, own_namespace: str) -> ua.EUInformation:
+        """The OPC UA EUInformation; a unit without a UNECE code gets UnitId -1 in our namespace."""
+        if self.code is None:
+            namespace, unit_id = own_namespace, -1
+        else:
+            namespace, unit_id = UNECE_NAMESPACE, unece_unit_id(self.code)
+        return ua.EUInformation(NamespaceUri=namespace, UnitId=unit_id,
+                                DisplayName=ua.LocalizedText(self.symbol, "en"),
+                                Description=ua.LocalizedText(self.description, "en"))
+
+
+_UNIT_LIST = (
+    EngineeringUnit("%", "P1", "percent"),
+    EngineeringUnit("mg/m³", "GP", "milligram per cubic metre"),
+    EngineeringUnit("m³/h", "MQH", "cubic metre per hour"),
+    EngineeringUnit("t/h", "E18", "tonne per hour"),
+    EngineeringUnit("kg", "KGM", "kilogram"),
+    EngineeringUnit("t", "TNE", "tonne"),
+    EngineeringUnit("MWh", "MWH", "megawatt hour"),
+    EngineeringUnit("MW", "MAW", "megawatt"),
+    EngineeringUnit("t/MWh", None, "tonne per megawatt hour"),
+    EngineeringUnit("°C", "CEL", "degree Celsius"),
+    EngineeringUnit("Pa", "PAL", "pascal"),
+    EngineeringUnit("kPa", "KPA", "kilopascal"),
+    EngineeringUnit("m/s", "MTS", "metre per second"),
+    EngineeringUnit("kg/h", "E93", "kilogram per hour"),
+    EngineeringUnit("CNY", None, "yuan renminbi"),  # a currency: not a UNECE Rec. 20 unit
+)
+UNITS: dict[str, EngineeringUnit] = {u.symbol: u for u in _UNIT_LIST}
+# Spellings that appear in YAML files typed on keyboards without ³.
+UNITS["mg/m3"] = UNITS["mg/m³"]
+UNITS["m3/h"] = UNITS["m³/h"]
+
+
+def engineering_unit(symbol: str) -> EngineeringUnit | None:
+    """The engineering unit of a configured unit string; None for an empty string."""
+    if not symbol:
+        return None
+    return UNITS.get(symbol) or EngineeringUnit(symbol, None, symbol)
+
+
+# asyncua annotates its API with the codec's marker classes (ua.UInt32, ua.DateTime …);
+# at run time it takes, and itself passes, plain Python values. These helpers hold the casts.
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(cast("ua.UInt32", code))
+
+
+def _ns0(ident: int) -> ua.NodeId:
+    return ua.NodeId(cast("ua.Int32", ident))
+
+
+def _ts(t: datetime) -> ua.DateTime:
+    return cast("ua.DateTime", t)
+
+
+_FLAG_STATUS: dict[DataFlag, ua.StatusCode] = {
+    DataFlag.N: _status(StatusCodes.Good),
+    DataFlag.S: _status(StatusCodes.UncertainSubstituteValue),
+    DataFlag.T: _status(StatusCodes.UncertainEngineeringUnitsExceeded),
+    DataFlag.B: _status(StatusCodes.BadCommunicationError),
+    DataFlag.D: _status(StatusCodes.BadSensorFailure),
+    DataFlag.C: _status(StatusCodes.BadOutOfService),
+    DataFlag.M: _status(StatusCodes.BadOutOfService),
+    DataFlag.F: _status(StatusCodes.BadOutOfService),
+}
+_GOOD = _status(StatusCodes.Good)
+_SUBSTITUTE = _status(StatusCodes.UncertainSubstituteValue)
+_SUBNORMAL = _status(StatusCodes.UncertainSubNormal)
+_WAITING = _status(StatusCodes.BadWaitingForInitialData)
+
+
+def status_of(flag: DataFlag) -> ua.StatusCode:
+    """StatusCode of an instantaneous or last-minute value carrying this HJ 212 flag."""
+    return _FLAG_STATUS[flag]
+
+
+def hour_status(hour: PeriodResult) -> ua.StatusCode:
+    """StatusCode of a closed hour's CO2: Good when valid, UncertainSubstituteValue when
+    its value is a substitute, else the status of its flag (no value)."""
+    if hour.valid:
+        return _GOOD
+    if hour.substituted:
+        return _SUBSTITUTE
+    return status_of(hour.flag)
+
+
+def total_status_of(flag: DataFlag) -> ua.StatusCode:
+    """StatusCode of a running total (hour, day, year) after a minute with this flag.
+
+    A Bad code would make the server drop the value (OPC UA Part 4, 7.7.1), and one
+    failed minute does not void a day's total: it only makes it less than complete.
+    A stopped unit emits nothing, so its totals stay complete.
+    """
+    return _GOOD if flag in (DataFlag.N, DataFlag.F) else _SUBNORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class VarSpec:
+    """One analog variable of a unit, source or the allowance."""
+
+    name: str  # BrowseName, DisplayName and last part of the NodeId
+    unit: str
+    en: str
+    zh: str
+    total: bool = False  # a running total, see total_status_of
+    eu_range: tuple[float, float] | None = None
+    text: bool = False  # a String (the data flag) rather than an analog Double
+
+
+SOURCE_VARS: tuple[tuple[VarSpec, Callable[[SourceMinute], float]], ...] = (
+    (VarSpec("CO2Dry", "%", "CO2 concentration, dry basis", "CO2浓度（干基）",
+             eu_range=(0.0, 100.0)), attrgetter("co2_dry_pct")),
+    (VarSpec("CO2MgM3", "mg/m³", "CO2 mass concentration, standard dry",
+             "CO2质量浓度（标干）"), attrgetter("co2_mg_m3")),
+    (VarSpec("FlowActual", "m³/h", "Flue gas flow, actual conditions", "烟气流量（工况）"),
+     attrgetter("flow_act_m3_h")),
+    (VarSpec("FlowStdDry", "m³/h", "Flue gas flow, standard dry", "烟气流量（标干）"),
+     attrgetter("flow_std_dry_m3_h")),
+    (VarSpec("CO2Rate", "t/h", "CO2 emission rate", "CO2排放速率"), attrgetter("co2_rate_t_h")),
+    (VarSpec("CO2Minute", "kg", "CO2 emitted in the last minute", "上一分钟CO2排放量"),
+     attrgetter("co2_kg")),
+    (VarSpec("CO2Today", "t", "CO2 emitted today", "今日CO2排放量", total=True),
+     attrgetter("co2_today_t")),
+    (VarSpec("CO2YTD", "t", "CO2 emitted this year", "本年累计CO2排放量", total=True),
+     attrgetter("co2_ytd_t")),
+)
+
+UNIT_VARS: tuple[tuple[VarSpec, Callable[[UnitMinute], float]], ...] = (
+    (VarSpec("Output", "MWh", "Output in the last minute", "上一分钟发电量"),
+     attrgetter("output_mwh")),
+    (VarSpec("OutputToday", "MWh", "Output today", "今日发电量", total=True),
+     attrgetter("output_today_mwh")),
+    (VarSpec("CO2Today", "t", "CO2 emitted today", "今日CO2排放量", total=True),
+     attrgetter("co2_today_t")),
+    (VarSpec("CO2YTD", "t", "CO2 emitted this year", "本年累计CO2排放量", total=True),
+     attrgetter("co2_ytd_t")),
+    (VarSpec("Intensity", "t/MWh", "CO2 intensity of the last minute", "上一分钟碳排放强度"),
+     attrgetter("intensity_t_mwh")),
+    (VarSpec("IntensityToday", "t/MWh", "CO2 intensity today", "今日碳排放强度", total=True),
+     attrgetter("intensity_today_t_mwh")),
+)
+
+CO2_HOUR = VarSpec("CO2Hour", "t", "CO2 emitted in the last complete hour (substituted if "
+                   "invalid)", "上一完整小时CO2排放量（无效时为替代值）")
+
+UNIT_DAY_VARS: tuple[tuple[VarSpec, Callable[[UnitPeriod], float]], ...] = (
+    (VarSpec("CO2Day", "t", "CO2 emitted yesterday, CEMS", "昨日CO2排放量（在线监测）"),
+     attrgetter("co2_cems_t")),
+    (VarSpec("CO2FactorDay", "t", "CO2 emitted yesterday, emission-factor method",
+             "昨日CO2排放量（排放因子法）"), attrgetter("co2_factor_t")),
+    (VarSpec("ReconciliationDiff", "%", "Yesterday's CEMS vs emission-factor difference",
+             "昨日在线监测与排放因子法偏差"), attrgetter("reconciliation_diff_pct")),
+)
+
+ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[AllowancePosition], float]], ...] = (
+    (VarSpec("Annual", "t", "Annual allowance", "年度配额"), attrgetter("annual_t")),
+    (VarSpec("EmittedYTD", "t", "CO2 emitted this year (complete hours)", "本年累计排放量"),
+     attrgetter("ytd_t")),
+    (VarSpec("UsedPercent", "%", "Share of the annual allowance used", "配额使用率"),
+     attrgetter("used_pct")),
+    (VarSpec("Headroom", "t", "Allowance left this year", "剩余配额"), attrgetter("headroom_t")),
+    (VarSpec("ForecastYearEnd", "t", "Forecast emissions at year end (last 30 days' rate)",
+             "年末排放量预测（近30日速率）"), attrgetter("forecast_year_end_t")),
+    (VarSpec("ForecastShortfall", "t", "Forecast allowance shortfall at year end",
+             "年末配额缺口预测"), attrgetter("forecast_shortfall_t")),
+    (VarSpec("ShortfallCost", "CNY", "Cost of the forecast shortfall at the carbon price",
+             "预测配额缺口成本"), attrgetter("shortfall_cost_cny")),
+)
+
+DATA_FLAG = VarSpec("DataFlag", "", "HJ 212 data flag of the last minute",
+                    "数据标记（HJ 212）", text=True)
+
+_OBJECTS_FOLDER = _ns0(ObjectIds.ObjectsFolder)
+_FOLDER_TYPE = _ns0(ObjectIds.FolderType)
+_OBJECT_TYPE = _ns0(ObjectIds.BaseObjectType)
+_ANALOG_TYPE = _ns0(ObjectIds.BaseAnalogType)
+_VARIABLE_TYPE = _ns0(ObjectIds.BaseDataVariableType)
+_PROPERTY_TYPE = _ns0(ObjectIds.PropertyType)
+_ORGANIZES = _ns0(ObjectIds.Organizes)
+_HAS_COMPONENT = _ns0(ObjectIds.HasComponent)
+_HAS_PROPERTY = _ns0(ObjectIds.HasProperty)
+_READ_ONLY = ua.AccessLevel.CurrentRead.mask
+_SUBSCRIBE_TO_EVENTS = cast("ua.Byte", int(ua.EventNotifierType.SubscribeToEvents))
+
+
+def _description(en: str, zh: str) -> ua.LocalizedText:
+    # asyncua keeps one LocalizedText per attribute (it does not pick by the session's
+    # locale), so the Description carries both languages in one locale-neutral text.
+    return ua.LocalizedText(f"{en} / {zh}" if zh else en)
+
+
+_SourceWrite = tuple[ua.NodeId, Callable[[SourceMinute], float], bool]
+_UnitWrite = tuple[ua.NodeId, Callable[[UnitMinute], float], bool]
+
+
+@dataclass(slots=True)
+class _Layout:
+    """The address space of one plant: AddNodes items and the NodeIds the fast path writes."""
+
+    ns: int
+    items: list[ua.AddNodesItem] = field(default_factory=list)
+    initial: list[tuple[ua.NodeId, ua.Variant]] = field(default_factory=list)
+    sources: dict[str, tuple[list[_SourceWrite], ua.NodeId]] = field(default_factory=dict)
+    units: dict[str, tuple[list[_UnitWrite], ua.NodeId]] = field(default_factory=dict)
+    allowance: list[tuple[ua.NodeId, Callable[[AllowancePosition], float]]] = field(
+        default_factory=list)
+    hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
+    unit_days: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float], bool]]] = field(
+        default_factory=dict)  # unit → its day variables (and whether one is the reconciliation)
+    tags: dict[str, ua.NodeId] = field(default_factory=dict)
+    site: ua.NodeId = field(default_factory=ua.NodeId)  # the alarms' source and notifier
+    alarms: ua.NodeId = field(default_factory=ua.NodeId)  # the Alarms folder
+    conditions: dict[str, ua.NodeId] = field(default_factory=dict)  # configured rule → condition
+    rule_names: dict[str, str] = field(default_factory=dict)
+
+
+class _Builder:
+    """Appends AddNodes items, parents first, in the site namespace."""
+
+    def __init__(self, ns: int, own_namespace: str) -> None:
+        self.ns = ns
+        self.own_namespace = own_namespace
+        self.items: list[ua.AddNodesItem] = []
+        self.initial: list[tuple[ua.NodeId, ua.Variant]] = []
+        self._owner: dict[str, str] = {}  # NodeId string → the config item that made it
+        self._folders: set[ua.NodeId] = {_OBJECTS_FOLDER}
+
+    def node_id(self, ident: str, what: str) -> ua.NodeId:
+        """A string NodeId in the site namespace; two config items must not map to one id."""
+        if ident in self._owner:
+            raise ConfigError("plant configuration", what,
+                              f"its OPC UA NodeId {ident!r} is already used by "
+                              f"{self._owner[ident]}; rename one of them")
+        self._owner[ident] = what
+        return ua.NodeId(cast("ua.String", ident), cast("ua.Int16", self.ns))
+
+    def _reference(self, parent: ua.NodeId) -> ua.NodeId:
+        return _ORGANIZES if parent in self._folders else _HAS_COMPONENT
+
+    def obj(self, parent: ua.NodeId, ident: str, name: str, display: str, zh: str, *,
+            what: str, folder: bool, notifier: bool = False) -> ua.NodeId:
+        """Add a folder or a plain object below `parent` (an event notifier if `notifier`)."""
+        nid = self.node_id(ident, what)
+        attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(display, "en"),
+                                    Description=_description(display, zh))
+        if notifier:
+            attrs.EventNotifier = _SUBSCRIBE_TO_EVENTS
+        self.items.append(ua.AddNodesItem(
+            ParentNodeId=parent, ReferenceTypeId=self._reference(parent),
+            RequestedNewNodeId=nid, BrowseName=ua.QualifiedName(name, self.ns),
+            NodeClass=ua.NodeClass.Object, NodeAttributes=attrs,
+            TypeDefinition=_FOLDER_TYPE if folder else _OBJECT_TYPE))
+        if folder:
+            self._folders.add(nid)
+        return nid
+
+    def variable(self, parent: ua.NodeId, ident: str, spec: VarSpec, *, what: str) -> ua.NodeId:
+        """Add a read-only Double variable (String for the data flag) and its EU properties."""
+        nid = self.node_id(ident, what)
+        initial = (ua.Variant("", ua.VariantType.String) if spec.text
+                   else ua.Variant(math.nan, ua.VariantType.Double))
+        attrs = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(spec.name, "en"),
+            Description=_description(f"{spec.en} ({spec.unit})" if spec.unit else spec.en,
+                                     spec.zh),
+            Value=initial,
+            DataType=_ns0(ObjectIds.String if spec.text else ObjectIds.Double),
+            ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY,
+            UserAccessLevel=_READ_ONLY, Historizing=False)
+        self.items.append(ua.AddNodesItem(
+            ParentNodeId=parent, ReferenceTypeId=self._reference(parent),
+            RequestedNewNodeId=nid, BrowseName=ua.QualifiedName(spec.name, self.ns),
+            NodeClass=ua.NodeClass.Variable, NodeAttributes=attrs,
+            TypeDefinition=_VARIABLE_TYPE if spec.text else _ANALOG_TYPE))
+        self.initial.append((nid, initial))
+        eu = engineering_unit(spec.unit)
+        if eu is not None:
+            self._property(nid, ident, "EngineeringUnits", eu.eu_information(self.own_namespace),
+                           ObjectIds.EUInformation, what)
+        if spec.eu_range is not None:
+            low, high = spec.eu_range
+            self._property(nid, ident, "EURange", ua.Range(Low=low, High=high), ObjectIds.Range,
+                           what)
+        return nid
+
+    def _property(self, parent: ua.NodeId, parent_ident: str, name: str, value: object,
+                  datatype: int, what: str) -> None:
+        attrs = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(name, "en"), Description=ua.LocalizedText(name, "en"),
+            Value=ua.Variant(value, ua.VariantType.ExtensionObject), DataType=_ns0(datatype),
+            ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY,
+            UserAccessLevel=_READ_ONLY, Historizing=False)
+        self.items.append(ua.AddNodesItem(
+            ParentNodeId=parent, ReferenceTypeId=_HAS_PROPERTY,
+            RequestedNewNodeId=self.node_id(f"{parent_ident}.{name}", f"{what} {name}"),
+            BrowseName=ua.QualifiedName(name, 0), NodeClass=ua.NodeClass.Variable,
+            NodeAttributes=attrs, TypeDefinition=_PROPERTY_TYPE))
+
+
+def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
+    """The address space of `cfg` with NodeIds in namespace index `ns`."""
+    b = _Builder(ns, site_namespace(cfg))
+    out = _Layout(ns)
+    root = b.obj(_OBJECTS_FOLDER, "CarbonSCADA", "CarbonSCADA", "CarbonSCADA", "碳排放监测",
+                 what="the root folder", folder=True)
+    site = b.obj(root, cfg.site.id, cfg.site.id, cfg.site.name, cfg.site.name_zh,
+                 what="site.id", folder=True, notifier=True)
+    # Fixed nodes first, so that a clash is reported against the configuration item.
+    units = b.obj(site, "Units", "Units", "Units", "机组", what="the Units folder", folder=True)
+    allowance = b.obj(site, "Allowance", "Allowance", "Allowance", "碳排放配额",
+                      what="the Allowance object", folder=False)
+    out.allowance = [(b.variable(allowance, f"Allowance.{spec.name}", spec, what="allowance"),
+                      get) for spec, get in ALLOWANCE_VARS]
+    tags = b.obj(site, "Tags", "Tags", "Tags", "现场原始数据", what="the Tags folder",
+                 folder=True)
+    out.site = site
+    out.alarms = b.obj(site, "Alarms", "Alarms", "Alarms", "报警", what="the Alarms folder",
+                       folder=True)
+    for i, unit in enumerate(cfg.units):
+        upath = f"units[{i}]"
+        unode = b.obj(units, unit.id, unit.id, unit.name, unit.name_zh, what=f"{upath}.id",
+                      folder=False)
+        uwrites: list[_UnitWrite] = [
+            (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), get, spec.total)
+            for spec, get in UNIT_VARS]
+        limit = cfg.reconciliation.limit_pct if cfg.reconciliation is not None else None
+        out.unit_days[unit.id] = []
+        for spec, dget in UNIT_DAY_VARS:
+            is_diff = spec.name == "ReconciliationDiff"
+            if is_diff and limit is not None:  # beyond the range: the limit is exceeded
+                spec = dataclasses.replace(spec, eu_range=(-limit, limit))
+            out.unit_days[unit.id].append(
+                (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), dget, is_diff))
+        uflag = b.variable(unode, f"{unit.id}.{DATA_FLAG.name}", DATA_FLAG, what=upath)
+        out.units[unit.id] = (uwrites, uflag)
+        sources = b.obj(unode, f"{unit.id}.Sources", "Sources", "Sources", "排放源",
+                        what=f"the Sources folder of {upath}", folder=True)
+        for j, src in enumerate(unit.sources):
+            spath = f"{upath}.sources[{j}]"
+            prefix = f"{unit.id}.{src.id}"
+            snode = b.obj(sources, prefix, src.id, src.name, src.name_zh, what=f"{spath}.id",
+                          folder=False)
+            swrites: list[_SourceWrite] = [
+                (b.variable(snode, f"{prefix}.{spec.name}", spec, what=spath), get, spec.total)
+                for spec, get in SOURCE_VARS]
+            out.hours[src.id] = b.variable(snode, f"{prefix}.{CO2_HOUR.name}", CO2_HOUR,
+                                           what=spath)
+            sflag = b.variable(snode, f"{prefix}.{DATA_FLAG.name}", DATA_FLAG, what=spath)
+            out.sources[src.id] = (swrites, sflag)
+    for i, dev in enumerate(cfg.devices):
+        dnode = b.obj(tags, f"Tags.{dev.id}", dev.id, dev.id, "", what=f"devices[{i}].id",
+                      folder=True)
+        for j, tag in enumerate(dev.tags):
+            spec = VarSpec(tag.id, tag.unit, tag.description or tag.id, tag.description_zh)
+            out.tags[tag.id] = b.variable(dnode, f"Tags.{dev.id}.{tag.id}", spec,
+                                          what=f"devices[{i}].tags[{j}]")
+    for i, rule in enumerate(cfg.alarms.rules):
+        # The condition objects themselves are instantiated from AlarmConditionType at start.
+        out.conditions[rule.id] = b.node_id(f"Alarms.{rule.id}", f"alarms.rules[{i}].id")
+        out.rule_names[rule.id] = rule.name
+    out.items, out.initial = b.items, b.initial
+    return out
