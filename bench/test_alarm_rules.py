@@ -26,12 +26,14 @@ from typing import Any
 
 import pytest
 
+from alarms.config import with_alarm_rules
+from alarms.context import MinuteContext
 from alarms.engine import AlarmEngine
-from alarms.rules import MinuteContext, ScalarRule, scalar_rules
 from compute.clock import PlantClock
 from model.flags import DataFlag
 from model.records import MinuteResult, SiteMinute, SourceMinute, TagMinute, UnitMinute
-from server.config import PlantConfig, parse_config, with_alarm_rules
+from server.config import PlantConfig, parse_config
+from tests.alarms.reference import ScalarRule, scalar_rules
 
 N_UNITS = 100
 SOURCES_PER_UNIT = 4

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from alarms.config import with_alarm_rules
+from alarms.context import MinuteContext
 from alarms.engine import AlarmEngine, AlarmSink
-from alarms.rules import MinuteContext, ScalarRule, scalar_rules
 from alarms.state import (
     ACKED,
     NORMAL,
@@ -44,7 +45,8 @@ from model.records import (
     UnitMinute,
     UnitPeriod,
 )
-from server.config import PlantConfig, parse_config, with_alarm_rules
+from server.config import PlantConfig, parse_config
+from tests.alarms.reference import ScalarRule, scalar_rules
 from tests.alarms.test_rules import hour, record
 from tests.fixtures.plant import plant_dict
 

@@ -9,21 +9,17 @@ from typing import Any
 
 import pytest
 
-from alarms.rules import (
+from alarms.config import (
     FIELDS,
-    CaptureRateRule,
-    CommLossRule,
-    MinuteContext,
-    RateOfChangeRule,
-    ReconciliationRule,
-    ScalarRule,
-    ThresholdRule,
-    fmt_number,
-    scalar_rules,
-    target_label,
-    target_value,
+    CaptureRateRuleConfig,
+    RateOfChangeRuleConfig,
+    Target,
+    ThresholdRuleConfig,
 )
+from alarms.context import MinuteContext, target_value
+from alarms.spec import fmt_number, target_label
 from compute.clock import PlantClock
+from compute.config import AllowanceConfig
 from model.errors import ConfigError
 from model.flags import DataFlag
 from model.records import (
@@ -36,13 +32,15 @@ from model.records import (
     TagMinute,
     UnitMinute,
 )
-from server.config import (
-    AllowanceConfig,
-    CaptureRateRuleConfig,
-    RateOfChangeRuleConfig,
-    Target,
-    ThresholdRuleConfig,
-    parse_config,
+from server.config import parse_config
+from tests.alarms.reference import (
+    CaptureRateRule,
+    CommLossRule,
+    RateOfChangeRule,
+    ReconciliationRule,
+    ScalarRule,
+    ThresholdRule,
+    scalar_rules,
 )
 from tests.fixtures.plant import plant_dict
 

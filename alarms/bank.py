@@ -1,0 +1,610 @@
+"""The vectorised rule bank: all alarm rules of a plant evaluated together on numpy arrays.
+
+This is what the engine runs, with the level logic of `alarms.spec`; tests/alarms/reference.py
+evaluates one rule at a time in plain Python, the reference the bank is tested against and
+the bench's baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import operator
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from alarms.config import RULE_KINDS, AlarmPlantConfig, CaptureRateRuleConfig, target_kind
+from alarms.context import (
+    ALLOWANCE_MEASURES,
+    F64,
+    HOUR_INVALID,
+    HOUR_UNKNOWN,
+    HOUR_VALID,
+    NONE,
+    Record,
+    allowance_measures,
+    hour_codes,
+    minute_index,
+    month_key,
+    stopped_units,
+)
+from alarms.spec import WINDOW_MINUTES, RuleSpec, plant_specs, target_id
+from compute.clock import PlantClock
+from model.flags import DataFlag
+from model.records import DeviceEvent, MinuteResult, PeriodRecords
+
+I64 = npt.NDArray[np.int64]
+B1 = npt.NDArray[np.bool_]
+Rows = slice | npt.NDArray[np.intp]
+
+
+class LevelBank:
+    """The level logic of many rules on numpy arrays: one call per evaluation, any subset."""
+
+    def __init__(self, specs: Sequence[RuleSpec]) -> None:
+        n = len(specs)
+        lv = np.array([s.norm_levels() for s in specs], np.float64).reshape(n, 2)
+        self.lv1 = lv[:, 0].copy()
+        self.lv2 = lv[:, 1].copy()
+        self.db = np.array([s.deadband for s in specs], np.float64)
+        self.on = np.array([s.on_delay for s in specs], np.int64)
+        self.off = np.array([s.off_delay for s in specs], np.int64)
+        self.sign = np.array([s.sign for s in specs], np.float64)
+        self.level = np.zeros(n, np.int8)
+        self.up1, self.up2, self.dn1, self.dn2 = (np.full(n, NONE, np.int64) for _ in range(4))
+
+    def reset(self, i: int, level: int = 0) -> None:
+        """At `level` with no timers running: normal for a rule returned to service, its
+        alarm state's level for one restored or redefined."""
+        self.level[i] = level
+        for a in (self.up1, self.up2, self.dn1, self.dn2):
+            a[i] = NONE
+
+    def take_over(self, old: LevelBank, rows: npt.NDArray[np.intp],
+                  old_rows: npt.NDArray[np.intp]) -> None:
+        """Rows `rows` continue with the levels and delay timers of `old`'s `old_rows`."""
+        for mine, theirs in ((self.level, old.level), (self.up1, old.up1), (self.up2, old.up2),
+                             (self.dn1, old.dn1), (self.dn2, old.dn2)):
+            mine[rows] = theirs[old_rows]
+
+    def step(self, rows: Rows, value: F64, m: int) -> tuple[npt.NDArray[np.intp],
+                                                             npt.NDArray[np.int8],
+                                                             npt.NDArray[np.int8]]:
+        """Evaluate `rows` on their values at minute m; (changed positions in rows, old, new)."""
+        old = self.level[rows]
+        x = value * self.sign[rows]
+        ok = ~np.isnan(x)
+        act = []
+        for k, lv, up_a, dn_a in ((1, self.lv1, self.up1, self.dn1),
+                                  (2, self.lv2, self.up2, self.dn2)):
+            held = old >= k
+            cond = x >= lv[rows] - self.db[rows] * held  # NaN level or value: False
+            up, dn = up_a[rows], dn_a[rows]
+            up = np.where(ok, np.where(cond, np.where(up == NONE, m, up), NONE), up)
+            dn = np.where(ok, np.where(cond, NONE, np.where(dn == NONE, m, dn)), dn)
+            up_a[rows], dn_a[rows] = up, dn
+            act.append(np.where(held, (dn == NONE) | (m - dn < self.off[rows]),
+                                (up != NONE) & (m - up >= self.on[rows])))
+        new = np.where(ok, np.where(act[1], 2, np.where(act[0], 1, 0)), old).astype(np.int8)
+        changed = np.flatnonzero(new != old)
+        old_changed = old[changed]  # a copy: `old` may be a view of self.level
+        self.level[rows] = new
+        return changed, old_changed, new[changed]
+
+
+class _FieldTable:
+    """Each minute, the record fields the rules read, gathered into one flat array.
+
+    `refs` are (kind, id, field) triples; `load` returns their values (NaN where the
+    record is absent) and whether each came from a good record.
+    """
+
+    def __init__(self, refs: Sequence[tuple[str, str, str]]) -> None:
+        self.refs = list(refs)
+        self.fields: dict[str, list[str]] = {
+            k: sorted({f for kind, _, f in self.refs if kind == k})
+            for k in ("source", "unit", "tag", "site")}
+        self._ids: dict[str, list[str]] = {}
+        self._index = np.zeros(len(self.refs), np.intp)
+        self._good_tmpl: B1 | None = None
+
+    def _ids_of(self, kind: str, result: MinuteResult) -> list[str]:
+        if kind == "source":
+            return [s.source for s in result.sources]
+        if kind == "unit":
+            return [u.unit for u in result.units]
+        return [g.tag for g in result.tags]
+
+    def load(self, result: MinuteResult, need_good: bool) -> tuple[F64, B1]:
+        """The refs' values this minute, and whether each one's record is good."""
+        parts: list[F64] = []
+        goods: list[B1] = []
+        ids: dict[str, list[str]] = {}
+        for kind, records in (("source", result.sources), ("unit", result.units),
+                              ("tag", result.tags)):
+            fields = self.fields[kind]
+            if not fields:
+                continue
+            recs: Sequence[Record] = records
+            ids[kind] = self._ids_of(kind, result)
+            n, nf = len(recs), len(fields)
+            get = operator.attrgetter(*fields)
+            if nf == 1:
+                vals = np.fromiter(map(get, recs), np.float64, n)
+            else:
+                vals = np.fromiter(itertools.chain.from_iterable(map(get, recs)),
+                                   np.float64, n * nf)
+            parts.append(vals)
+            if need_good:
+                goods.append(np.repeat(_good_flags(kind, recs), nf))
+        site_fields = self.fields["site"]
+        parts.append(np.array([getattr(result.site, f) for f in site_fields], np.float64))
+        parts.append(np.array([math.nan]))
+        if ids != self._ids:
+            self._reindex(ids)
+        flat = np.concatenate(parts)[self._index]
+        if not need_good:
+            return flat, np.zeros(0, np.bool_)
+        goods.append(np.ones(len(site_fields), np.bool_))
+        goods.append(np.zeros(1, np.bool_))
+        return flat, np.concatenate(goods)[self._index]
+
+    def _reindex(self, ids: dict[str, list[str]]) -> None:
+        """Where each ref sits in the flat array, for a new order of records."""
+        self._ids = ids
+        offset: dict[str, int] = {}
+        pos: dict[str, dict[str, int]] = {}
+        n = 0
+        for kind in ("source", "unit", "tag"):
+            if kind in ids:
+                offset[kind] = n
+                pos[kind] = {ident: i for i, ident in enumerate(ids[kind])}
+                n += len(ids[kind]) * len(self.fields[kind])
+        offset["site"] = n
+        missing = n + len(self.fields["site"])
+        index = []
+        for kind, ident, field in self.refs:
+            col = self.fields[kind].index(field)
+            if kind == "site":
+                index.append(offset["site"] + col)
+                continue
+            p = pos[kind].get(ident)
+            index.append(missing if p is None
+                         else offset[kind] + p * len(self.fields[kind]) + col)
+        self._index = np.array(index, np.intp)
+
+
+def _good_flags(kind: str, recs: Sequence[Record]) -> B1:
+    """`good_record` of many records of one kind at once."""
+    n = len(recs)
+    if kind != "tag":
+        return np.fromiter(map(operator.attrgetter("valid"), recs), np.bool_, n)
+    flag = np.fromiter(map(operator.attrgetter("flag"), recs), np.int64, n)
+    count = np.fromiter(map(operator.attrgetter("count"), recs), np.int64, n)
+    good: B1 = (flag == DataFlag.N) & (count > 0)
+    return good
+
+
+class _RollingBank:
+    """Running sums of (CO2, output) of many entities over the last `width` minutes."""
+
+    def __init__(self, n: int, width: int) -> None:
+        self.width = width
+        self.ring = np.zeros((2, n, width))
+        self.sums = np.zeros((2, n))
+        self.last = NONE
+        self._pushes = 0
+
+    def take_over(self, old: _RollingBank, mine: npt.NDArray[np.intp],
+                  theirs: npt.NDArray[np.intp]) -> None:
+        """Entities `mine` continue with `old`'s `theirs`; the others start from zero."""
+        self.ring[:, mine] = old.ring[:, theirs]
+        self.sums[:, mine] = old.sums[:, theirs]
+        self.last, self._pushes = old.last, old._pushes
+
+    def push(self, m: int, co2: F64, out: F64) -> None:
+        if m <= self.last:
+            return
+        if m - self.last >= self.width:
+            self.ring[:] = 0.0
+            self.sums[:] = 0.0
+        elif m - self.last > 1:  # minutes without a result drop out of the window as zeros
+            gap = np.arange(self.last + 1, m) % self.width
+            self.sums -= self.ring[:, :, gap].sum(axis=2)
+            self.ring[:, :, gap] = 0.0
+        self.last = m
+        s = m % self.width
+        new = np.stack([co2, out])
+        self.sums += new - self.ring[:, :, s]
+        self.ring[:, :, s] = new
+        self._pushes += 1
+        if self._pushes % self.width == 0:  # no drift from adding and subtracting
+            self.sums = self.ring.sum(axis=2)
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one evaluation changed: suppression flags, then condition levels, by row."""
+
+    t: datetime
+    suppress_rows: npt.NDArray[np.intp]
+    suppress_on: B1
+    rows: npt.NDArray[np.intp]
+    old: npt.NDArray[np.int8]
+    new: npt.NDArray[np.int8]
+
+
+_EMPTY_ROWS = np.zeros(0, np.intp)
+
+
+class RuleBank:
+    """All alarm rules of a plant evaluated together on numpy arrays.
+
+    Per minute the cost is a handful of numpy operations over all rules, whatever
+    their number; only the rules whose condition or suppression changed come back
+    for the Python state machine. `value` holds every rule's latest measured value.
+    """
+
+    def __init__(self, plant: AlarmPlantConfig, specs: Sequence[RuleSpec] | None = None) -> None:
+        self.plant = plant
+        self.specs = list(specs) if specs is not None else plant_specs(plant)
+        self.clock = PlantClock(plant.clock.minute_seconds, plant.site.timezone)
+        n = len(self.specs)
+        self.n = n
+        self.levels = LevelBank(self.specs)
+        self.value = np.full(n, math.nan)
+        self.trailing_30d_t = math.nan
+        self.last_m = NONE
+        kind = np.array([s.kind for s in self.specs], dtype=object)
+        rows = {k: np.flatnonzero(kind == k) for k in RULE_KINDS}
+        self._rows = rows
+        cfgs: list[typing.Any] = [s.config for s in self.specs]
+
+        # Suppression: the rule's unit (index into plant.units) or -1.
+        self._unit_ix = {u.id: i for i, u in enumerate(plant.units)}
+        self._area = np.array([self._unit_ix.get(s.area, -1) if s.suppress else -1
+                               for s in self.specs], np.intp)
+        self.suppressed = np.zeros(n, np.bool_)
+
+        # Rules on a record field: threshold, rate of change, stale.
+        refs: list[tuple[str, str, str]] = []
+        self._tgt_rows = np.concatenate([rows["threshold"], rows["rate_of_change"],
+                                         rows["stale"]])
+        for i in self._tgt_rows:
+            tgt = cfgs[i].target
+            refs.append((target_kind(tgt), target_id(tgt), tgt.field))
+        n_tgt = len(refs)
+        self._is_tgt = np.zeros(n, np.intp)  # rule row → position in the target refs
+        self._is_tgt[self._tgt_rows] = np.arange(n_tgt)
+        self._roc_groups = []
+        for over in sorted({cfgs[i].over_min for i in rows["rate_of_change"]}):
+            r = np.array([i for i in rows["rate_of_change"] if cfgs[i].over_min == over],
+                         np.intp)
+            direction = np.array([{"rise": 0, "fall": 1, "both": 2}[cfgs[i].direction]
+                                  for i in r], np.int8)
+            self._roc_groups.append(_RocGroup(r, over, direction))
+        self._stale_last = np.full(len(rows["stale"]), NONE, np.int64)
+
+        # Intensity: per window, the entities (source / unit / site) the rules look at.
+        src_unit = {s.id: u.id for u, s in plant.sources()}
+        self._ent_refs: list[tuple[str, str]] = []  # (kind, id); "site" once at most
+        ent_ix: dict[tuple[str, str], int] = {}
+        per_window: dict[str, list[int]] = {}
+        for i in rows["intensity"]:
+            sc = cfgs[i].scope
+            key = (("source", sc.source) if sc.source else ("unit", sc.unit) if sc.unit
+                   else ("site", ""))
+            per_window.setdefault(cfgs[i].window, []).append(ent_ix.setdefault(key, len(ent_ix)))
+        self._ent_refs = list(ent_ix)
+        self._windows: list[_IntensityWindow] = []
+        for window, ents in per_window.items():
+            r = np.array([i for i in rows["intensity"] if cfgs[i].window == window], np.intp)
+            used = sorted(set(ents))
+            where = {e: j for j, e in enumerate(used)}
+            width = WINDOW_MINUTES.get(window)
+            self._windows.append(_IntensityWindow(
+                window, r, np.array(used, np.intp), np.array([where[e] for e in ents], np.intp),
+                np.array([cfgs[i].min_output_mwh for i in r], np.float64),
+                _RollingBank(len(used), width) if width is not None else None,
+                np.zeros((2, len(used)))))
+        # CO2 and output refs of the intensity entities, after the target refs.
+        self._site_units = [u.id for u in plant.units]
+        for kind_, ident in self._ent_refs:
+            if kind_ == "source":
+                refs += [("source", ident, "co2_kg"),
+                         ("unit", src_unit.get(ident, ""), "output_mwh")]
+            elif kind_ == "unit":
+                refs += [("unit", ident, "co2_kg"), ("unit", ident, "output_mwh")]
+        self._site_ref0 = len(refs)
+        if ("site", "") in ent_ix:
+            for u in self._site_units:
+                refs += [("unit", u, "co2_kg"), ("unit", u, "output_mwh")]
+        self._n_tgt = n_tgt
+        self._ent_own = np.array([k for k, (kind_, _) in enumerate(self._ent_refs)
+                                  if kind_ != "site"], np.intp)
+        self._ent_site = ent_ix.get(("site", ""), -1)
+        self._table = _FieldTable(refs)
+        self._month = NONE
+
+        # Allowance, comm loss, capture rate, reconciliation.
+        self._allow_ix = np.array([ALLOWANCE_MEASURES.index(cfgs[i].measure)
+                                   for i in rows["allowance_position"]], np.intp)
+        self.devices = [d.id for d in plant.devices]
+        dev_ix = {d: i for i, d in enumerate(self.devices)}
+        self.fault = np.zeros(len(self.devices), np.bool_)
+        self.fault_message = [""] * len(self.devices)
+        self._comm_dev = np.array([dev_ix.get(cfgs[i].device, -1)
+                                   for i in rows["comm_loss"]], np.intp)
+        self._capture = _CaptureBank([cfgs[i] for i in rows["capture_rate"]],
+                                     rows["capture_rate"])
+        recon: dict[str, list[int]] = {}
+        for i in rows["reconciliation_diff"]:
+            recon.setdefault(cfgs[i].unit, []).append(int(i))
+        self._recon = {u: np.array(r, np.intp) for u, r in recon.items()}
+
+    def restore(self, row: int, level: int, suppressed: bool, t: datetime,
+                value: float) -> None:
+        """Hold rule `row` at `level` (suppressed or not) as its last journaled event, at `t`
+        with `value`, left it before a restart; its delay timers start afresh.
+
+        A stale rule in warning or alarm goes on counting from the minutes it had then, so
+        that a value still stale after the restart does not return it to normal.
+        """
+        self.levels.reset(row, level)
+        self.suppressed[row] = suppressed
+        if level > 0 and self.specs[row].kind == "stale" and math.isfinite(value):
+            pos = np.searchsorted(self._rows["stale"], row)
+            self._stale_last[pos] = minute_index(t, self.clock.minute_seconds) - int(value)
+
+    def take_over(self, old: RuleBank, kept: Sequence[tuple[int, int]]) -> None:
+        """Continue where `old` (the bank before a change of rules) left off.
+
+        Taken over: device faults, trailing emissions and the clock; the emission windows
+        and closed hours of the entities both banks watch; and, for each (row, old row)
+        in `kept` (rules whose definition did not change), levels, delay timers, last
+        value, rate-of-change history and stale count.
+        """
+        self.last_m, self.trailing_30d_t, self._month = old.last_m, old.trailing_30d_t, old._month
+        faults = dict(zip(old.devices, zip(old.fault.tolist(), old.fault_message, strict=True),
+                          strict=True))
+        for d, dev in enumerate(self.devices):
+            self.fault[d], self.fault_message[d] = faults.get(dev, (False, ""))
+        new = np.array([r for r, _ in kept], np.intp)
+        was = np.array([r for _, r in kept], np.intp)
+        self.levels.take_over(old.levels, new, was)
+        self.value[new] = old.value[was]
+        for g in self._roc_groups:
+            og = next((o for o in old._roc_groups if o.over == g.over), None)
+            if og is None:
+                continue
+            g.stamp[:] = og.stamp
+            mine = np.isin(new, g.rows)
+            g.ring[np.searchsorted(g.rows, new[mine])] = og.ring[np.searchsorted(og.rows,
+                                                                                 was[mine])]
+        stale, old_stale = self._rows["stale"], old._rows["stale"]
+        mine = np.isin(new, stale)
+        self._stale_last[np.searchsorted(stale, new[mine])] = old._stale_last[
+            np.searchsorted(old_stale, was[mine])]
+        for w in self._windows:
+            ow = next((o for o in old._windows if o.window == w.window), None)
+            if ow is None:
+                continue
+            at = {old._ent_refs[e]: j for j, e in enumerate(ow.entities.tolist())}
+            pairs = [(j, at[self._ent_refs[e]]) for j, e in enumerate(w.entities.tolist())
+                     if self._ent_refs[e] in at]
+            if not pairs:
+                continue
+            nj, oj = (np.array(x, np.intp) for x in zip(*pairs, strict=True))
+            w.sums[:, nj] = ow.sums[:, oj]
+            if w.rolling is not None and ow.rolling is not None:
+                w.rolling.take_over(ow.rolling, nj, oj)
+        self._capture.take_over(old._capture)
+
+    def _stopped(self, result: MinuteResult) -> B1:
+        """Per plant unit whether it is stopped, plus a last False for rules without one."""
+        stopped = np.zeros(len(self._unit_ix) + 1, np.bool_)
+        for name in stopped_units(result):
+            if name in self._unit_ix:
+                stopped[self._unit_ix[name]] = True
+        return stopped
+
+    def minute(self, result: MinuteResult) -> Changes:
+        """Evaluate every rule on one minute's results."""
+        m = minute_index(result.t, self.clock.minute_seconds)
+        self.last_m = max(self.last_m, m)
+        new_supp = self._stopped(result)[self._area]
+        supp_rows = np.flatnonzero(new_supp != self.suppressed)
+        self.suppressed = new_supp
+
+        value = np.full(self.n, math.nan)
+        flat, good = self._table.load(result, need_good=len(self._rows["stale"]) > 0)
+        tv = flat[:self._n_tgt]
+        value[self._rows["threshold"]] = tv[self._is_tgt[self._rows["threshold"]]]
+        for g in self._roc_groups:
+            value[g.rows] = g.rate(tv[self._is_tgt[g.rows]], m)
+        if len(self._rows["stale"]):
+            pos = self._is_tgt[self._rows["stale"]]
+            ok = good[pos] & np.isfinite(tv[pos])
+            last = self._stale_last
+            last[(last == NONE) | ok] = m
+            value[self._rows["stale"]] = (m - last).astype(np.float64)
+        if len(self._comm_dev):
+            value[self._rows["comm_loss"]] = self.fault[self._comm_dev].astype(np.float64)
+        if self._windows:
+            self._intensity(flat, m, result.t, value)
+        if len(self._allow_ix):
+            end = result.t + timedelta(seconds=self.clock.minute_seconds)
+            meas = allowance_measures(self.clock, end, result.site.co2_ytd_t,
+                                      self.plant.allowance, self.trailing_30d_t)
+            value[self._rows["allowance_position"]] = meas[self._allow_ix]
+
+        # Period-driven rules (capture rate, reconciliation) keep their last value.
+        keep = np.isnan(value)
+        self.value = np.where(keep, self.value, value)
+        rows, old, new = self.levels.step(slice(None), value, m)
+        return Changes(result.t, supp_rows, new_supp[supp_rows], rows, old, new)
+
+    def _intensity(self, flat: F64, m: int, t: datetime, value: F64) -> None:
+        """The intensity rules' values: update each window's sums with this minute."""
+        # (CO2 kg, output MWh) per entity; a pair with a missing value counts as (0, 0).
+        pair = np.zeros((len(self._ent_refs), 2))
+        pair[self._ent_own] = flat[self._n_tgt:self._site_ref0].reshape(-1, 2)
+        if self._ent_site >= 0:
+            su = flat[self._site_ref0:].reshape(-1, 2)
+            pair[self._ent_site] = su[np.isfinite(su).all(axis=1)].sum(axis=0)
+        ok = np.isfinite(pair).all(axis=1)
+        co2 = np.where(ok, pair[:, 0] / 1000.0, 0.0)
+        out = np.where(ok, pair[:, 1], 0.0)
+        month = None
+        for w in self._windows:
+            c, o = co2[w.entities], out[w.entities]
+            if w.rolling is not None:
+                w.rolling.push(m, c, o)
+                c, o = w.rolling.sums[0], w.rolling.sums[1]
+            elif w.window == "month_to_date":
+                if month is None:
+                    month = month_key(self.clock, t)
+                if month != self._month:
+                    w.sums[:] = 0.0
+                w.sums[0] += c
+                w.sums[1] += o
+                c, o = w.sums[0], w.sums[1]
+            cr, orr = c[w.pick], o[w.pick]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value[w.rows] = np.where((orr > w.min_out) & (orr > 0.0), cr / orr, math.nan)
+        if month is not None:
+            self._month = month
+
+    def device_event(self, event: DeviceEvent) -> Changes:
+        """Take a device's fault or restoration: its comm-loss rules are evaluated at once."""
+        d = self.devices.index(event.device) if event.device in self.devices else -1
+        if d < 0:
+            return Changes(event.t, _EMPTY_ROWS, np.zeros(0, np.bool_), _EMPTY_ROWS,
+                           np.zeros(0, np.int8), np.zeros(0, np.int8))
+        self.fault[d] = event.fault
+        self.fault_message[d] = event.message
+        rows = self._rows["comm_loss"][self._comm_dev == d]
+        return self._step_rows(rows, np.full(len(rows), 1.0 if event.fault else 0.0), event.t)
+
+    def note(self, row: int) -> str:
+        """Extra text for a rule's condition message (a comm-loss rule's device fault)."""
+        spec = self.specs[row]
+        if spec.kind != "comm_loss":
+            return ""
+        d = self._comm_dev[np.searchsorted(self._rows["comm_loss"], row)]
+        return self.fault_message[d] if d >= 0 and self.fault[d] else ""
+
+    def period(self, records: PeriodRecords) -> Changes:
+        """Take a closed hour (capture rates, the trailing emissions of the allowance)."""
+        if records.allowance is not None:
+            self.trailing_30d_t = records.allowance.trailing_30d_t
+        if records.level != "hour" or not len(self._capture.rows):
+            return self._step_rows(_EMPTY_ROWS, np.zeros(0), records.t_end)
+        h = minute_index(records.t, self.clock.minute_seconds) // 60
+        rates = self._capture.push(hour_codes(records), h)
+        return self._step_rows(self._capture.rows, rates, records.t_end)
+
+    def reconciliation(self, unit: str, t: datetime, diff_pct: float) -> Changes:
+        """Take one day's CEMS vs factor-method difference of a unit."""
+        rows = self._recon.get(unit, _EMPTY_ROWS)
+        return self._step_rows(rows, np.full(len(rows), abs(diff_pct)), t)
+
+    def _step_rows(self, rows: npt.NDArray[np.intp], value: F64, t: datetime) -> Changes:
+        m = max(minute_index(t, self.clock.minute_seconds), self.last_m)
+        self.value[rows] = value
+        changed, old, new = self.levels.step(rows, value, m)
+        return Changes(t, _EMPTY_ROWS, np.zeros(0, np.bool_), rows[changed], old, new)
+
+
+@dataclass(slots=True, eq=False)
+class _RocGroup:
+    """The rate-of-change rules over the same number of minutes: one ring of past values."""
+
+    rows: npt.NDArray[np.intp]
+    over: int
+    direction: npt.NDArray[np.int8]  # 0 rise, 1 fall, 2 both
+    ring: F64 = dataclasses.field(init=False)
+    stamp: I64 = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ring = np.full((len(self.rows), self.over + 1), math.nan)
+        self.stamp = np.full(self.over + 1, NONE, np.int64)
+
+    def rate(self, x: F64, m: int) -> F64:
+        """Record x at minute m; the watched rate per minute, NaN without x(m − over)."""
+        size = self.over + 1
+        self.ring[:, m % size] = x
+        self.stamp[m % size] = m
+        back = (m - self.over) % size
+        if self.stamp[back] != m - self.over:
+            return np.full(len(self.rows), math.nan)
+        rate = (x - self.ring[:, back]) / self.over
+        return np.where(self.direction == 0, rate,
+                        np.where(self.direction == 1, -rate, np.abs(rate)))
+
+
+@dataclass(slots=True, eq=False)
+class _IntensityWindow:
+    """The intensity rules of one window: their entities and the window's sums."""
+
+    window: str
+    rows: npt.NDArray[np.intp]  # rule rows
+    entities: npt.NDArray[np.intp]  # into the bank's intensity entities
+    pick: npt.NDArray[np.intp]  # per rule row: position in `entities`
+    min_out: F64
+    rolling: _RollingBank | None
+    sums: F64  # month to date: (CO2, output) per entity
+
+
+class _CaptureBank:
+    """Codes of the last closed hours of the sources that capture-rate rules watch."""
+
+    def __init__(self, configs: Sequence[CaptureRateRuleConfig],
+                 rows: npt.NDArray[np.intp]) -> None:
+        self.rows = rows
+        self.sources = sorted({c.source for c in configs})
+        where = {s: i for i, s in enumerate(self.sources)}
+        self.src = np.array([where[c.source] for c in configs], np.intp)
+        self.window = np.array([c.window_h for c in configs], np.int64)
+        self.min_hours = np.array([c.min_hours for c in configs], np.int64)
+        self.size = int(self.window.max(initial=1))
+        self.codes = np.zeros((len(self.sources), self.size), np.int8)
+        self.stamp = np.full(self.size, NONE, np.int64)
+
+    def take_over(self, old: _CaptureBank) -> None:
+        """The closed hours `old` holds of the sources both watch (as many as fit)."""
+        where = {s: i for i, s in enumerate(old.sources)}
+        common = [(i, where[s]) for i, s in enumerate(self.sources) if s in where]
+        if not common:
+            return
+        mine, theirs = (np.array(x, np.intp) for x in zip(*common, strict=True))
+        for col in np.argsort(old.stamp).tolist():  # oldest first: a later hour wins its slot
+            h = int(old.stamp[col])
+            if h != NONE:
+                self.codes[mine, h % self.size] = old.codes[theirs, col]
+                self.stamp[h % self.size] = h
+
+    def push(self, codes: Mapping[str, int], h: int) -> F64:
+        """Record closed hour h; every rule's capture rate %, NaN below its `min_hours`."""
+        s = h % self.size
+        self.codes[:, s] = [codes.get(src, HOUR_UNKNOWN) for src in self.sources]
+        self.stamp[s] = h
+        out = np.full(len(self.rows), math.nan)
+        for w in np.unique(self.window):
+            ago = np.arange(int(w))
+            cols = (h - ago) % self.size
+            current = self.stamp[cols] == h - ago
+            block = np.where(current[None, :], self.codes[:, cols], HOUR_UNKNOWN)
+            valid = (block == HOUR_VALID).sum(axis=1)
+            counted = valid + (block == HOUR_INVALID).sum(axis=1)
+            sel = self.window == w
+            v, c = valid[self.src[sel]], counted[self.src[sel]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[sel] = np.where(c >= self.min_hours[sel], v / c * 100.0, math.nan)
+        return out
