@@ -30,21 +30,21 @@ import aiohttp
 import aiomqtt
 from yarl import URL
 
-from alarms.email import EmailChannel, body, subject
-from alarms.rules import fmt_number
-from model.errors import ConfigError, SinkError
-from model.records import AlarmEvent
-from server.config import (
+from alarms.config import (
     AlarmsConfig,
     DingtalkChannelConfig,
     EmailChannelConfig,
     FeishuChannelConfig,
     MqttChannelConfig,
-    SiteConfig,
     SmsChannelConfig,
     WebhookChannelConfig,
     WecomChannelConfig,
 )
+from alarms.email import EmailChannel, body, subject
+from alarms.spec import fmt_number
+from compute.config import SiteConfig
+from model.errors import ConfigError, SinkError
+from model.records import AlarmEvent
 
 log = logging.getLogger(__name__)
 

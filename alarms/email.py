@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
-from alarms.rules import fmt_number
+from alarms.config import EmailChannelConfig
+from alarms.spec import fmt_number
 from model.errors import SinkError
 from model.records import AlarmEvent
-from server.config import EmailChannelConfig
 
 _TAG = {"alarm": "[报警 ALARM]", "warning": "[预警 WARNING]", "normal": "[恢复 NORMAL]"}
 _STATE_ZH = {"alarm": "报警", "warning": "预警", "normal": "正常"}

@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from alarms.channels import Channel, build_channels, redact
+from alarms.config import AlarmsConfig, RouteConfig
+from compute.config import SiteConfig
 from model.records import AlarmEvent, DeliveryRecord
-from server.config import AlarmsConfig, RouteConfig, SiteConfig
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from model.errors import AlarmActionError
+from model.errors import AlarmActionError, InvalidValueError
 from model.records import AlarmEvent, AuditRecord
 
 NORMAL = "normal"
@@ -76,7 +76,7 @@ def annunciates(event: AlarmEvent) -> bool:
 
 def _aware(t: datetime, what: str) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware UTC datetime, got {t!r}")
+        raise InvalidValueError(f"{what} must be a timezone-aware UTC datetime, got {t!r}")
     return t
 
 
@@ -136,8 +136,8 @@ class AlarmState:
         """The rule's condition changed to `level` (0, 1, 2): the event of that transition."""
         _aware(t, "alarm event time")
         if level == self.level or not 0 <= level <= 2:
-            raise ValueError(f"alarm rule {self.info.rule!r}: condition {level} is no change "
-                             f"from {self.level}")
+            raise InvalidValueError(f"alarm rule {self.info.rule!r}: condition {level} is no "
+                                    f"change from {self.level}")
         if self.out_of_service:
             raise AlarmActionError(f"alarm rule {self.info.rule!r} is out of service")
         before = (self.level, self.ack_state)

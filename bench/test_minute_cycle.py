@@ -135,8 +135,8 @@ after_warm_up = stats()
 # A real minute of the fixture plant must find every signature warm_up loaded.
 from compute.minute import MinuteCalculator
 from compute.tagstore import TagStore
-from tests.fixtures.plant import plant_config
-calc = MinuteCalculator(plant_config())
+from tests.fixtures.plant import plant_plan
+calc = MinuteCalculator(plant_plan())
 store = TagStore(calc.tag_ids, capacity=64)
 for i in range(12):
     for t in range(len(calc.tag_ids)):

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from model.errors import InvalidValueError
 from model.flags import DataFlag
 
 F64 = npt.NDArray[np.float64]
@@ -77,10 +78,11 @@ class MeterConfig:
         for name in ("register_max", "resolution", "max_rate_per_h"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"meter {self.meter!r}: {name} = {v!r} must be finite and > 0")
+                raise InvalidValueError(f"meter {self.meter!r}: {name} = {v!r} "
+                                        "must be finite and > 0")
         if self.resolution > self.register_max:
-            raise ValueError(f"meter {self.meter!r}: resolution {self.resolution!r} exceeds "
-                             f"register_max {self.register_max!r}")
+            raise InvalidValueError(f"meter {self.meter!r}: resolution {self.resolution!r} exceeds "
+                                    f"register_max {self.register_max!r}")
 
     @property
     def modulus(self) -> float:
@@ -100,8 +102,8 @@ class MeterReplacement:
         for name in ("t_s", "old_final", "new_initial"):
             v = getattr(self, name)
             if not math.isfinite(v) or (name != "t_s" and v < 0):
-                raise ValueError(f"meter replacement at t_s={self.t_s!r}: {name} = {v!r} "
-                                 "must be finite" + ("" if name == "t_s" else " and >= 0"))
+                raise InvalidValueError(f"meter replacement at t_s={self.t_s!r}: {name} = {v!r} "
+                                        "must be finite" + ("" if name == "t_s" else " and >= 0"))
 
 
 @njit(cache=True)
@@ -230,20 +232,20 @@ def meter_deltas(config: MeterConfig, t_s: F64, value: F64, flag: U8,
     v = np.ascontiguousarray(value, np.float64)
     f = np.ascontiguousarray(flag, np.uint8)
     if t.ndim != 1 or t.shape != v.shape or t.shape != f.shape:
-        raise ValueError(f"meter {config.meter!r}: times {t.shape}, values {v.shape} and "
-                         f"flags {f.shape} must be 1-D arrays of the same length")
+        raise InvalidValueError(f"meter {config.meter!r}: times {t.shape}, values {v.shape} and "
+                                f"flags {f.shape} must be 1-D arrays of the same length")
     if not np.isfinite(t).all() or (t.size > 1 and not (np.diff(t) > 0).all()):
-        raise ValueError(f"meter {config.meter!r}: reading times must be finite and "
-                         "strictly increasing")
+        raise InvalidValueError(f"meter {config.meter!r}: reading times must be finite and "
+                                "strictly increasing")
     unknown = ~np.isin(f, [int(x) for x in DataFlag])
     if unknown.any():
-        raise ValueError(f"meter {config.meter!r}: flag value(s) "
-                         f"{sorted(set(f[unknown].tolist()))} are not DataFlag values")
+        raise InvalidValueError(f"meter {config.meter!r}: flag value(s) "
+                                f"{sorted(set(f[unknown].tolist()))} are not DataFlag values")
     ev = sorted(replacements, key=lambda e: e.t_s)
     ev_t = np.array([e.t_s for e in ev], np.float64)
     if not np.isfinite(ev_t).all() or (ev_t.size > 1 and not (np.diff(ev_t) > 0).all()):
-        raise ValueError(f"meter {config.meter!r}: replacement times must be finite and "
-                         "distinct")
+        raise InvalidValueError(f"meter {config.meter!r}: replacement times must be finite and "
+                                "distinct")
     n_out = max(t.size - 1, 0)
     delta = np.empty(n_out, np.float64)
     out_flag = np.empty(n_out, np.uint8)

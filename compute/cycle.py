@@ -14,11 +14,11 @@ import numpy as np
 from compute import kernels
 from compute.clock import PlantClock
 from compute.minute import MinuteArrays, MinuteCalculator
+from compute.plan import CalculationPlan
 from compute.tagstore import Window
 from compute.totals import Totals
 from model.flags import DataFlag
 from model.records import MinuteResult, RawWindow, SiteMinute, SourceMinute, TagMinute, UnitMinute
-from server.config import PlantConfig
 
 _FLAGS = {int(f): f for f in DataFlag}
 
@@ -44,10 +44,10 @@ def padded(raw: RawWindow) -> Window:
 class MinuteCycle:
     """Calculates minutes in order and keeps the hour / day / year totals running."""
 
-    def __init__(self, config: PlantConfig) -> None:
-        self.config = config
+    def __init__(self, plan: CalculationPlan) -> None:
+        config = self.config = plan.config
         self.clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
-        self.calc = MinuteCalculator(config)
+        self.calc = MinuteCalculator(plan)
         self.totals = Totals(self.clock)
         self._tag_ids = tuple(self.calc.tag_ids)
 

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from compute.clock import PlantClock
+from model.errors import InvalidValueError
 from model.records import AllowancePosition
 
 F64 = npt.NDArray[np.float64]
@@ -109,9 +110,9 @@ def allowance_position(annual_t: float, ytd_t: float, trailing_30d_t: float, *,
                        carbon_price_cny_t: float = 0.0) -> AllowancePosition:
     """Allowance position from the annual allowance, ytd and trailing-30-day emissions."""
     if not 0.0 <= year_fraction <= 1.0:
-        raise ValueError(f"year_fraction must be in [0, 1], got {year_fraction}")
+        raise InvalidValueError(f"year_fraction must be in [0, 1], got {year_fraction}")
     if days_left < 0.0:
-        raise ValueError(f"days_left must be ≥ 0, got {days_left}")
+        raise InvalidValueError(f"days_left must be ≥ 0, got {days_left}")
     forecast = ytd_t + trailing_30d_t / 30.0 * days_left
     shortfall = max(0.0, forecast - annual_t) if math.isfinite(forecast) else math.nan
     return AllowancePosition(

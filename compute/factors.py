@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from model.errors import FactorVersionNotFound
+from model.errors import FactorVersionNotFound, InvalidValueError
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -76,10 +76,11 @@ def check_factor(name: str, value: float, *, stream: str | None = None,
     v = float(value)
     if name == "of":
         if not (0.0 < v <= 1.0):
-            raise ValueError(f"{_where(stream, version)}: OF (of) = {value!r} is outside (0, 1]")
+            raise InvalidValueError(f"{_where(stream, version)}: OF (of) = {value!r} "
+                                    "is outside (0, 1]")
     elif not (math.isfinite(v) and v > 0.0):
-        raise ValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
-                         f"must be finite and > 0")
+        raise InvalidValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
+                                f"must be finite and > 0")
     return v
 
 
@@ -87,8 +88,8 @@ def check_quantity(name: str, value: float, *, stream: str | None = None) -> flo
     """Return `value` as a float if it is a finite, non-negative quantity, else raise ValueError."""
     v = float(value)
     if not (math.isfinite(v) and v >= 0.0):
-        raise ValueError(f"{_where(stream)}: quantity {name} = {value!r} "
-                         f"must be finite and >= 0")
+        raise InvalidValueError(f"{_where(stream)}: quantity {name} = {value!r} "
+                                f"must be finite and >= 0")
     return v
 
 
@@ -133,7 +134,7 @@ def process_co2_t(quantity_t: float, ef_tco2_t: float, *, stream: str | None = N
 
 def _utc(t: datetime, what: str) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"{what} {t.isoformat()} has no time zone; give UTC")
+        raise InvalidValueError(f"{what} {t.isoformat()} has no time zone; give UTC")
     return t.astimezone(UTC)
 
 
@@ -149,16 +150,16 @@ class FactorVersion:
 
     def __post_init__(self) -> None:
         if not self.id or not self.stream:
-            raise ValueError(f"factor version {self.id!r} of stream {self.stream!r}: "
-                             "id and stream must not be empty")
+            raise InvalidValueError(f"factor version {self.id!r} of stream {self.stream!r}: "
+                                    "id and stream must not be empty")
         object.__setattr__(self, "effective_from",
                            _utc(self.effective_from,
                                 f"{_where(self.stream, self.id)}: effective_from"))
         checked: dict[str, float] = {}
         for name, value in self.values.items():
             if name not in FACTOR_UNITS:
-                raise ValueError(f"{_where(self.stream, self.id)}: unknown factor {name!r} "
-                                 f"(known: {', '.join(FACTOR_UNITS)})")
+                raise InvalidValueError(f"{_where(self.stream, self.id)}: unknown factor {name!r} "
+                                        f"(known: {', '.join(FACTOR_UNITS)})")
             checked[name] = check_factor(name, value, stream=self.stream, version=self.id)
         object.__setattr__(self, "values", MappingProxyType(checked))
 
@@ -167,8 +168,9 @@ class FactorVersion:
         names = required_factors(method, quantity_unit, stream=self.stream)
         missing = [n for n in names if n not in self.values]
         if missing:
-            raise ValueError(f"{_where(self.stream, self.id)}: method {method} with quantity "
-                             f"in {quantity_unit} needs factor(s) {', '.join(missing)}")
+            raise InvalidValueError(f"{_where(self.stream, self.id)}: method {method} with "
+                                    f"quantity in {quantity_unit} needs factor(s) "
+                                    f"{', '.join(missing)}")
         return tuple(self.values[n] for n in names)
 
 
@@ -179,8 +181,8 @@ def required_factors(method: Method, quantity_unit: QuantityUnit, *,
         return REQUIRED_FACTORS[(method, quantity_unit)]
     except KeyError:
         ok = ", ".join(f"{m} in {u}" for m, u in REQUIRED_FACTORS)
-        raise ValueError(f"{_where(stream)}: method {method!r} with quantity in "
-                         f"{quantity_unit!r} is not supported (supported: {ok})") from None
+        raise InvalidValueError(f"{_where(stream)}: method {method!r} with quantity in "
+                                f"{quantity_unit!r} is not supported (supported: {ok})") from None
 
 
 def co2_t(method: Method, quantity: float, factors: Sequence[float], *,
@@ -197,7 +199,7 @@ def co2_t(method: Method, quantity: float, factors: Sequence[float], *,
         return heat_co2_t(quantity, f[0], stream=stream)
     if method == "process" and len(f) == 1:
         return process_co2_t(quantity, f[0], stream=stream)
-    raise ValueError(f"{_where(stream)}: method {method!r} does not take {len(f)} factor(s)")
+    raise InvalidValueError(f"{_where(stream)}: method {method!r} does not take {len(f)} factor(s)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +223,8 @@ def result(version: FactorVersion, method: Method, quantity: float,
     start = _utc(period_start, f"{_where(version.stream)}: period_start")
     end = _utc(period_end, f"{_where(version.stream)}: period_end")
     if end <= start:
-        raise ValueError(f"{_where(version.stream)}: period_end {end.isoformat()} is not "
-                         f"after period_start {start.isoformat()}")
+        raise InvalidValueError(f"{_where(version.stream)}: period_end {end.isoformat()} is not "
+                                f"after period_start {start.isoformat()}")
     e = co2_t(method, quantity, version.factors(method, quantity_unit), stream=version.stream)
     return FactorResult(version.stream, start, end, float(quantity), quantity_unit, e,
                         version.id, method)
@@ -236,8 +238,8 @@ class FactorTable:
         ids: dict[str, FactorVersion] = {}
         for v in versions:
             if v.id in ids:
-                raise ValueError(f"factor version id {v.id!r} is used twice "
-                                 f"(streams {ids[v.id].stream!r} and {v.stream!r})")
+                raise InvalidValueError(f"factor version id {v.id!r} is used twice "
+                                        f"(streams {ids[v.id].stream!r} and {v.stream!r})")
             ids[v.id] = v
             by_stream.setdefault(v.stream, []).append(v)
         self._versions: dict[str, tuple[FactorVersion, ...]] = {}
@@ -246,8 +248,9 @@ class FactorTable:
             vs.sort(key=lambda v: v.effective_from)
             for a, b in itertools.pairwise(vs):
                 if a.effective_from == b.effective_from:
-                    raise ValueError(f"{_where(stream)}: factor versions {a.id!r} and {b.id!r} "
-                                     f"share effective_from {a.effective_from.isoformat()}")
+                    raise InvalidValueError(f"{_where(stream)}: factor versions {a.id!r} and "
+                                            f"{b.id!r} share effective_from "
+                                            f"{a.effective_from.isoformat()}")
             self._versions[stream] = tuple(vs)
             self._from_s[stream] = np.array([v.effective_from.timestamp() for v in vs])
 
@@ -284,7 +287,7 @@ class FactorTable:
         t_s = np.asarray(t_s, np.float64)
         bad_t = ~np.isfinite(t_s)
         if bad_t.any():
-            raise ValueError(f"{_where(stream)}: {int(bad_t.sum())} time(s) are not finite")
+            raise InvalidValueError(f"{_where(stream)}: {int(bad_t.sum())} time(s) are not finite")
         idx = np.searchsorted(self._from_s[stream], t_s, side="right").astype(np.int64) - 1
         if t_s.size and idx.min() < 0:
             first = datetime.fromtimestamp(float(t_s[np.argmin(idx)]), UTC)
@@ -317,8 +320,9 @@ class FactorTable:
         vs = self.in_force(stream, period_start, period_end)
         if len(vs) > 1:
             changes = ", ".join(f"{v.id!r} from {v.effective_from.isoformat()}" for v in vs[1:])
-            raise ValueError(f"{_where(stream)}: factors change within the period ({changes}); "
-                             "split the quantity at the effective dates (period_emissions)")
+            raise InvalidValueError(f"{_where(stream)}: factors change within the period "
+                                    f"({changes}); split the quantity at the effective dates "
+                                    "(period_emissions)")
         return result(vs[0], method, quantity, quantity_unit, period_start, period_end)
 
 
@@ -339,14 +343,14 @@ def _check_quantities(stream: str, t_s: F64, quantity: F64) -> tuple[F64, F64]:
     t_s = np.ascontiguousarray(t_s, np.float64)
     q = np.ascontiguousarray(quantity, np.float64)
     if t_s.shape != q.shape or t_s.ndim != 1:
-        raise ValueError(f"{_where(stream)}: times {t_s.shape} and quantities {q.shape} "
-                         "must be 1-D arrays of the same length")
+        raise InvalidValueError(f"{_where(stream)}: times {t_s.shape} and quantities {q.shape} "
+                                "must be 1-D arrays of the same length")
     bad = ~(np.isfinite(q) & (q >= 0.0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{_where(stream)}: quantity = {q[i]!r} at "
-                         f"{datetime.fromtimestamp(float(t_s[i]), UTC).isoformat()} must be "
-                         f"finite and >= 0 ({int(bad.sum())} such value(s))")
+        raise InvalidValueError(f"{_where(stream)}: quantity = {q[i]!r} at "
+                                f"{datetime.fromtimestamp(float(t_s[i]), UTC).isoformat()} must be "
+                                f"finite and >= 0 ({int(bad.sum())} such value(s))")
     return t_s, q
 
 
@@ -381,15 +385,15 @@ def period_emissions(table: FactorTable, stream: str, method: Method,
     start = _utc(period_start, f"{_where(stream)}: period_start")
     end = _utc(period_end, f"{_where(stream)}: period_end")
     if end <= start:
-        raise ValueError(f"{_where(stream)}: period_end {end.isoformat()} is not after "
-                         f"period_start {start.isoformat()}")
+        raise InvalidValueError(f"{_where(stream)}: period_end {end.isoformat()} is not after "
+                                f"period_start {start.isoformat()}")
     t_s, q = _check_quantities(stream, t_s, quantity)
     outside = (t_s < start.timestamp()) | (t_s >= end.timestamp())
     if outside.any():
         i = int(np.argmax(outside))
-        raise ValueError(f"{_where(stream)}: quantity at "
-                         f"{datetime.fromtimestamp(float(t_s[i]), UTC).isoformat()} lies "
-                         f"outside the period [{start.isoformat()}, {end.isoformat()})")
+        raise InvalidValueError(f"{_where(stream)}: quantity at "
+                                f"{datetime.fromtimestamp(float(t_s[i]), UTC).isoformat()} lies "
+                                f"outside the period [{start.isoformat()}, {end.isoformat()})")
     versions = table.versions(stream)
     in_force = table.in_force_indices(stream, start, end)
     idx = table.indices(stream, t_s)

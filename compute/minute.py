@@ -11,8 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 from compute import kernels as k
+from compute.config import CemsInputs, Input, SourceConfig
+from compute.plan import CalculationPlan
 from compute.tagstore import Window
-from server.config import CemsInputs, Input, PlantConfig, SourceConfig
 
 _INPUT_COLUMNS = {
     "co2_pct": k.CO2, "temp_c": k.TEMP, "static_pa": k.STATIC, "baro_pa": k.BARO,
@@ -113,8 +114,9 @@ def run_kernels(values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8],
 class MinuteCalculator:
     """Wires a plant configuration to the kernels: which tag feeds which input."""
 
-    def __init__(self, config: PlantConfig) -> None:
-        self.tag_ids = [t.id for d in config.devices for t in d.tags]
+    def __init__(self, plan: CalculationPlan) -> None:
+        config = plan.config
+        self.tag_ids = list(plan.tag_ids)
         self.source_ids = [s.id for _, s in config.sources()]
         self.unit_ids = [u.id for u in config.units]
         tag_pos = {t: i for i, t in enumerate(self.tag_ids)}

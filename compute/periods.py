@@ -36,9 +36,11 @@ import numpy.typing as npt
 
 from compute import counters, cycle, derived, factors, kernels, rollup, substitute
 from compute.clock import PlantClock
+from compute.config import Input, StreamConfig, UnitConfig
 from compute.kernels import period_flag
 from compute.minute import MinuteArrays, MinuteCalculator
-from model.errors import FactorVersionNotFound
+from compute.plan import CalculationPlan
+from model.errors import FactorVersionNotFound, InvalidValueError
 from model.flags import DataFlag
 from model.records import (
     AllowancePosition,
@@ -47,15 +49,6 @@ from model.records import (
     RawWindow,
     StreamPeriod,
     UnitPeriod,
-)
-from server.config import (
-    FactorMethodSubstitution,
-    Input,
-    MaxPreviousSubstitution,
-    MrrSubstitution,
-    PlantConfig,
-    StreamConfig,
-    UnitConfig,
 )
 
 F64 = npt.NDArray[np.float64]
@@ -197,8 +190,8 @@ def _hour_means(values: F64, flags: U8, min_valid: int) -> tuple[F64, I64, U8]:
 class PeriodCycle:
     """Closes plant hours and days as minutes come in, oldest first, and keeps their history."""
 
-    def __init__(self, config: PlantConfig) -> None:
-        self.config = config
+    def __init__(self, plan: CalculationPlan) -> None:
+        config = self.config = plan.config
         c = config.clock
         self.clock = PlantClock(c.minute_seconds, config.site.timezone)
         self._minute_s = c.minute_seconds
@@ -206,28 +199,14 @@ class PeriodCycle:
         self._min_minutes = c.min_valid_minutes_per_hour
         self._min_hours = c.min_valid_hours_per_day
         self._rho = config.constants.co2_density_kg_m3
-        self._table = config.factors
-        tag_pos = {t.id: i for i, t in enumerate(t for d in config.devices for t in d.tags)}
+        self._table = plan.factors
+        tag_pos = {t: i for i, t in enumerate(plan.tag_ids)}
 
         pairs = config.sources()
         self.source_ids = tuple(s.id for _, s in pairs)
         self._unit_sources = [[i for i, (su, _) in enumerate(pairs) if su.id == u.id]
                               for u in config.units]
-        rules: list[substitute.SubstitutionRule | None] = []
-        for _, s in pairs:
-            sub = s.substitution
-            if isinstance(sub, MrrSubstitution):
-                rules.append(substitute.SubstitutionRule(
-                    substitute.MRR_MEAN_2SIGMA, lookback_h=sub.lookback_h,
-                    min_valid=sub.min_valid_hours))
-            elif isinstance(sub, MaxPreviousSubstitution):
-                rules.append(substitute.SubstitutionRule(
-                    substitute.MAX_PREVIOUS_N, n=sub.n_hours, lookback_h=sub.lookback_h,
-                    min_valid=sub.min_valid_hours))
-            elif isinstance(sub, FactorMethodSubstitution):
-                rules.append(substitute.SubstitutionRule(substitute.FACTOR_METHOD))
-            else:
-                rules.append(None)
+        rules = list(plan.substitution)
         self._rules = rules
         self._rule_names = [r.rule if r is not None else "" for r in rules]
         lookback = max((r.lookback_h for r in rules if r is not None), default=0)
@@ -276,7 +255,7 @@ class PeriodCycle:
         if t_s.size == 0:
             return []
         if t_s[0] <= self._last_t_s or (t_s.size > 1 and not (np.diff(t_s) > 0).all()):
-            raise ValueError("minutes must come in time order, each once")
+            raise InvalidValueError("minutes must come in time order, each once")
         out: list[PeriodRecords] = []
         rows = [self._counter_rows(i, r) for i, r in enumerate(batch.counters)]
         cursor = [0] * len(rows)

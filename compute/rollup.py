@@ -33,6 +33,7 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from compute.kernels import period_flag
+from model.errors import InvalidValueError
 from model.flags import DataFlag
 from model.records import PeriodResult
 
@@ -200,20 +201,20 @@ class TotalArrays:
 def _rows_f(a: npt.ArrayLike) -> F64:
     arr: F64 = np.ascontiguousarray(a, dtype=np.float64)
     if arr.ndim == 0:
-        raise ValueError("need at least one axis (the subperiods)")
+        raise InvalidValueError("need at least one axis (the subperiods)")
     return arr.reshape(math.prod(arr.shape[:-1]), arr.shape[-1])
 
 
 def _rows_u8(a: npt.ArrayLike) -> U8:
     arr: U8 = np.ascontiguousarray(a, dtype=np.uint8)
     if arr.ndim == 0:
-        raise ValueError("need at least one axis (the subperiods)")
+        raise InvalidValueError("need at least one axis (the subperiods)")
     return arr.reshape(math.prod(arr.shape[:-1]), arr.shape[-1])
 
 
 def _check_min_valid(min_valid: int) -> None:
     if min_valid < 1:
-        raise ValueError(f"min_valid must be ≥ 1, got {min_valid}")
+        raise InvalidValueError(f"min_valid must be ≥ 1, got {min_valid}")
 
 
 def rollup_hour(co2_dry_pct: npt.ArrayLike, flow_std_dry_m3_h: npt.ArrayLike,
@@ -225,7 +226,7 @@ def rollup_hour(co2_dry_pct: npt.ArrayLike, flow_std_dry_m3_h: npt.ArrayLike,
     q = _rows_f(flow_std_dry_m3_h)
     f = _rows_u8(flags)
     if not c.shape == q.shape == f.shape:
-        raise ValueError(f"shapes differ: {c.shape}, {q.shape}, {f.shape}")
+        raise InvalidValueError(f"shapes differ: {c.shape}, {q.shape}, {f.shape}")
     shape = np.shape(co2_dry_pct)[:-1]
     n = c.shape[0]
     co2, flow, rate, mass = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
@@ -251,7 +252,7 @@ def rollup_day(hours: HourArrays, substitute_co2_t: npt.ArrayLike | None = None,
     c, q = _rows_f(hours.co2_dry_pct), _rows_f(hours.flow_std_dry_m3_h)
     m, f, sub = _rows_f(hours.co2_t), _rows_u8(hours.flag), _rows_f(substitute_co2_t)
     if len({a.shape for a in (c, q, m, f, sub)}) != 1:
-        raise ValueError(f"shapes differ: {[a.shape for a in (c, q, m, f, sub)]}")
+        raise InvalidValueError(f"shapes differ: {[a.shape for a in (c, q, m, f, sub)]}")
     n = c.shape[0]
     co2, flow, rate = np.empty(n), np.empty(n), np.empty(n)
     total, measured, substitute = np.empty(n), np.empty(n), np.empty(n)
@@ -300,7 +301,7 @@ def hour_records(sources: Sequence[str], t: datetime, hours: HourArrays,
                  rules: Sequence[str] | None = None) -> tuple[PeriodResult, ...]:
     """Records of one hour for each source from 1-D (sources,) hour arrays."""
     if np.ndim(hours.co2_t) != 1 or len(hours.co2_t) != len(sources):
-        raise ValueError("hour arrays must be shaped (sources,)")
+        raise InvalidValueError("hour arrays must be shaped (sources,)")
     sub = (np.full(len(sources), np.nan) if substitute_co2_t is None
            else np.asarray(substitute_co2_t, np.float64))
     out = []
@@ -321,7 +322,7 @@ def day_records(sources: Sequence[str], t: datetime, days: DayArrays,
                 rules: Sequence[str] | None = None) -> tuple[PeriodResult, ...]:
     """Records of one day for each source from 1-D (sources,) day arrays."""
     if np.ndim(days.co2_t) != 1 or len(days.co2_t) != len(sources):
-        raise ValueError("day arrays must be shaped (sources,)")
+        raise InvalidValueError("day arrays must be shaped (sources,)")
     out = []
     for i, src in enumerate(sources):
         n_sub = int(days.n_substituted[i])

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from numba import njit, prange
 
 from compute.rollup import CO2_DENSITY_KG_M3
+from model.errors import InvalidValueError
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
@@ -57,12 +58,12 @@ class SubstitutionRule:
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
-            raise ValueError(f"unknown substitution rule {self.rule!r}; one of {RULES}")
+            raise InvalidValueError(f"unknown substitution rule {self.rule!r}; one of {RULES}")
         if self.n < 1 or self.lookback_h < 0:
-            raise ValueError("n must be ≥ 1 and lookback_h ≥ 0")
+            raise InvalidValueError("n must be ≥ 1 and lookback_h ≥ 0")
         floor = 2 if self.rule == MRR_MEAN_2SIGMA else 1
         if self.min_valid is not None and self.min_valid < floor:
-            raise ValueError(f"{self.rule} needs min_valid ≥ {floor}")
+            raise InvalidValueError(f"{self.rule} needs min_valid ≥ {floor}")
 
     @property
     def min_valid_hours(self) -> int:
@@ -266,9 +267,9 @@ def substitute_hours(co2_dry_pct: npt.ArrayLike, flow_std_dry_m3_h: npt.ArrayLik
     q_ok = (np.atleast_2d(np.asarray(co2_valid if flow_valid is None else flow_valid, np.bool_))
             & np.isfinite(q))
     if not c.shape == q.shape == c_ok.shape == q_ok.shape:
-        raise ValueError(f"shapes differ: {c.shape}, {q.shape}, {c_ok.shape}, {q_ok.shape}")
+        raise InvalidValueError(f"shapes differ: {c.shape}, {q.shape}, {c_ok.shape}, {q_ok.shape}")
     if len(rules) != c.shape[0]:
-        raise ValueError(f"{len(rules)} rules for {c.shape[0]} sources")
+        raise InvalidValueError(f"{len(rules)} rules for {c.shape[0]} sources")
     need = ~(c_ok & q_ok)
     pc = _run_param(c, c_ok, need & ~c_ok, rules)
     pq = _run_param(q, q_ok, need & ~q_ok, rules)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from drivers.bus import DeviceStats, Emit, OnEvent
+from drivers.config import DeviceConfig, bus_key
 from drivers.link import BusStats
-from server.config import DeviceConfig, bus_key
 
 
 class Driver(Protocol):

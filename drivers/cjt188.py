@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from model.errors import ProtocolError
+from model.errors import InvalidValueError, ProtocolError
 
 DiOrder = Literal["low_first", "high_first"]
 Kind = Literal["water", "heat", "gas", "electricity"]
@@ -119,7 +119,7 @@ def meter_type_name(meter_type: int) -> str:
 def meter_kind(meter_type: int) -> Kind:
     """What a meter of this type measures."""
     if meter_type not in METER_TYPES:
-        raise ValueError(f"unknown CJ/T 188 meter type 0x{meter_type:02X}")
+        raise InvalidValueError(f"unknown CJ/T 188 meter type 0x{meter_type:02X}")
     high = meter_type >> 4
     if high == 1:
         return "water"
@@ -133,17 +133,17 @@ def meter_kind(meter_type: int) -> Kind:
 def parse_address(text: str) -> bytes:
     """Wire bytes A0..A6 of an address printed as 14 hex digits A6..A0."""
     if len(text) != 14:
-        raise ValueError(f"meter address {text!r} must be 14 hex digits, got {len(text)}")
+        raise InvalidValueError(f"meter address {text!r} must be 14 hex digits, got {len(text)}")
     bad = [c for c in text if c not in "0123456789abcdefABCDEF"]
     if bad:
-        raise ValueError(f"meter address {text!r} has a non-hex character {bad[0]!r}")
+        raise InvalidValueError(f"meter address {text!r} has a non-hex character {bad[0]!r}")
     return bytes.fromhex(text)[::-1]
 
 
 def format_address(wire: bytes | bytearray) -> str:
     """14 hex digits A6..A0 of the 7 address bytes as sent (A0 first)."""
     if len(wire) != 7:
-        raise ValueError(f"a meter address has 7 bytes, got {len(wire)}")
+        raise InvalidValueError(f"a meter address has 7 bytes, got {len(wire)}")
     return bytes(wire[::-1]).hex().upper()
 
 
@@ -156,7 +156,7 @@ def address_matches(pattern: str, address: str) -> bool:
 def to_bcd(number: int, size: int) -> bytes:
     """`number` as `size` BCD bytes, low byte first."""
     if not 0 <= number < 100 ** size:
-        raise ValueError(f"{number} does not fit {size} BCD bytes")
+        raise InvalidValueError(f"{number} does not fit {size} BCD bytes")
     digits = f"{number:0{2 * size}d}"
     return bytes(int(digits[i:i + 2], 16) for i in range(0, 2 * size, 2))[::-1]
 
@@ -180,12 +180,12 @@ def _frame(meter_type: int, wire: bytes, control: int, data: bytes, preamble: in
 
 def _di_bytes(di: int, order: DiOrder) -> bytes:
     if not 0 <= di <= 0xFFFF:
-        raise ValueError(f"DI 0x{di:X} does not fit 2 bytes")
+        raise InvalidValueError(f"DI 0x{di:X} does not fit 2 bytes")
     if order == "low_first":
         return di.to_bytes(2, "little")
     if order == "high_first":
         return di.to_bytes(2, "big")
-    raise ValueError(f"di_order must be 'low_first' or 'high_first', got {order!r}")
+    raise InvalidValueError(f"di_order must be 'low_first' or 'high_first', got {order!r}")
 
 
 def encode_read(meter_type: int, address: str, *, di: int = DI_READ, seq: int = 0,
@@ -193,9 +193,9 @@ def encode_read(meter_type: int, address: str, *, di: int = DI_READ, seq: int = 
     """Read-data request (control 0x01) for DI `di`, with `preamble` FE bytes in front."""
     meter_kind(meter_type)
     if not 0 <= seq <= 0xFF:
-        raise ValueError(f"sequence number must be 0..255, got {seq}")
+        raise InvalidValueError(f"sequence number must be 0..255, got {seq}")
     if preamble < 0:
-        raise ValueError(f"preamble must be ≥ 0 bytes, got {preamble}")
+        raise InvalidValueError(f"preamble must be ≥ 0 bytes, got {preamble}")
     data = _di_bytes(di, di_order) + bytes([seq])
     return _frame(meter_type, parse_address(address), READ_DATA, data, preamble)
 
@@ -324,9 +324,9 @@ def reading_values(reading: Reading) -> dict[str, tuple[float, str]]:
 def _layout(meter_type: int, di: int) -> tuple[_Field, ...]:
     kind = meter_kind(meter_type)
     if kind not in _LAYOUTS:
-        raise ValueError(f"no CJ/T 188 901F layout for {kind} meters")
+        raise InvalidValueError(f"no CJ/T 188 901F layout for {kind} meters")
     if di != DI_READ:
-        raise ValueError(f"only DI 0x{DI_READ:04X} can be decoded, got 0x{di:04X}")
+        raise InvalidValueError(f"only DI 0x{DI_READ:04X} can be decoded, got 0x{di:04X}")
     return _LAYOUTS[kind]
 
 
@@ -422,16 +422,16 @@ class Meter:
         self.address = address.upper()
         self._wire = parse_address(address)
         if "AA" in (self.address[i:i + 2] for i in range(0, 14, 2)):
-            raise ValueError(f"meter address {address!r} holds the AA wildcard")
+            raise InvalidValueError(f"meter address {address!r} holds the AA wildcard")
         self._layout = _layout(meter_type, DI_READ)
         allowed = [f.name for f in self._layout]
         for name in values:
             if name not in allowed:
-                raise ValueError(f"{meter_type_name(meter_type)} meters have no value "
-                                 f"{name!r}; known: {', '.join(allowed)}")
+                raise InvalidValueError(f"{meter_type_name(meter_type)} meters have no value "
+                                        f"{name!r}; known: {', '.join(allowed)}")
         self._di = _di_bytes(DI_READ, di_order)
         if not 0 <= status <= 0xFFFF:
-            raise ValueError(f"status must be 0..0xFFFF, got {status}")
+            raise InvalidValueError(f"status must be 0..0xFFFF, got {status}")
         self.values = dict(values)
         self.status = status
 
@@ -468,5 +468,6 @@ def _encode_value(spec: _Field, value: float) -> bytes:
     scaled = round(value * scale) if math.isfinite(value) else -1
     if not 0 <= scaled < 100 ** spec.size:
         top = (100 ** spec.size - 1) / scale
-        raise ValueError(f"simulated {spec.label} {value} is outside 0..{top:.{spec.decimals}f}")
+        raise InvalidValueError(f"simulated {spec.label} {value} is outside "
+                                f"0..{top:.{spec.decimals}f}")
     return to_bcd(scaled, spec.size)

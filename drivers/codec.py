@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from server.config import ModbusTagConfig
+from drivers.config import ModbusTagConfig
+from model.errors import InvalidValueError
 
 Function = Literal["holding", "input", "coil", "discrete"]
 
@@ -60,19 +61,19 @@ def register_count(type: str) -> int:
     try:
         return _COUNTS[type]
     except KeyError:
-        raise ValueError(f"unknown register type {type!r}") from None
+        raise InvalidValueError(f"unknown register type {type!r}") from None
 
 
 def _format(type: str) -> tuple[str, int, bool]:
     try:
         return _FORMATS[type]
     except KeyError:
-        raise ValueError(f"unknown register type {type!r}") from None
+        raise InvalidValueError(f"unknown register type {type!r}") from None
 
 
 def _check_order(order: str) -> None:
     if order not in _ORDERS:
-        raise ValueError(f"unknown word order {order!r}")
+        raise InvalidValueError(f"unknown word order {order!r}")
 
 
 def _codec(type: str, order: str) -> tuple[struct.Struct, struct.Struct, int, bool]:
@@ -88,11 +89,11 @@ def decode(registers: Sequence[int], type: str, order: str) -> float:
     """Value held by `registers` (exactly `register_count(type)` of them)."""
     regs, value, count, _ = _codec(type, order)
     if len(registers) != count:
-        raise ValueError(f"{type} needs {count} registers, got {len(registers)}")
+        raise InvalidValueError(f"{type} needs {count} registers, got {len(registers)}")
     try:
         data = regs.pack(*registers)
     except struct.error:
-        raise ValueError(f"registers out of range 0..0xFFFF: {list(registers)}") from None
+        raise InvalidValueError(f"registers out of range 0..0xFFFF: {list(registers)}") from None
     return float(value.unpack(data)[0])
 
 
@@ -102,12 +103,12 @@ def encode(value: float, type: str, order: str) -> list[int]:
     number: int | float = value
     if integer:
         if not math.isfinite(value):
-            raise ValueError(f"cannot encode {value} as {type}")
+            raise InvalidValueError(f"cannot encode {value} as {type}")
         number = round(value)
     try:
         data = fmt.pack(number)
     except (struct.error, OverflowError):
-        raise ValueError(f"{value} out of range for {type}") from None
+        raise InvalidValueError(f"{value} out of range for {type}") from None
     return list(regs.unpack(data))
 
 
@@ -135,9 +136,9 @@ def plan_reads(tags: Sequence[ModbusTagConfig], max_gap: int,
     Bit tables take up to MAX_READ_BITS a read and ignore `max_count`.
     """
     if not 1 <= max_count <= MAX_READ:
-        raise ValueError(f"max_count must be 1..{MAX_READ}, got {max_count}")
+        raise InvalidValueError(f"max_count must be 1..{MAX_READ}, got {max_count}")
     if max_gap < 0:
-        raise ValueError(f"max_gap must be ≥ 0, got {max_gap}")
+        raise InvalidValueError(f"max_gap must be ≥ 0, got {max_gap}")
     blocks: list[Block] = []
     for function in _FUNCTIONS:
         bits = function in BIT_FUNCTIONS
@@ -149,7 +150,7 @@ def plan_reads(tags: Sequence[ModbusTagConfig], max_gap: int,
         for tag in mine:
             tag_end = tag.address + (1 if bits else register_count(tag.type))
             if tag_end > 0x10000:
-                raise ValueError(f"tag {tag.id!r} runs past register 65535")
+                raise InvalidValueError(f"tag {tag.id!r} runs past register 65535")
             if group and (tag.address - end <= max_gap
                           and max(end, tag_end) - start <= limit):
                 group.append(tag)
@@ -189,13 +190,13 @@ class BlockDecoder:
         for pos, (tag, off) in enumerate(block.tags):
             if block.function in BIT_FUNCTIONS or tag.bit is not None:
                 if not 0 <= off < block.count:
-                    raise ValueError(f"tag {tag.id!r} lies outside {block.label}")
+                    raise InvalidValueError(f"tag {tag.id!r} lies outside {block.label}")
                 self._bits.append((pos, off, -1 if tag.bit is None else tag.bit))
                 continue
             code, count, _ = _format(tag.type)
             _check_order(tag.order)
             if off < 0 or off + count > block.count:
-                raise ValueError(f"tag {tag.id!r} lies outside {block.label}")
+                raise InvalidValueError(f"tag {tag.id!r} lies outside {block.label}")
             fields.setdefault(_BYTE_ORDERS[tag.order], []).append((off, count, code, pos))
         # registers struct → [(value struct, positions of its values, all of them floats)]
         self._packs: list[tuple[struct.Struct, list[tuple[struct.Struct, list[int], bool]]]] = []
@@ -225,7 +226,7 @@ class BlockDecoder:
         """Raw value of each tag of the block, from the block's registers (or bits)."""
         if len(values) != self.count:
             if len(values) < self.count:
-                raise ValueError(f"block of {self.count} registers, got {len(values)}")
+                raise InvalidValueError(f"block of {self.count} registers, got {len(values)}")
             values = values[:self.count]
         try:
             if self._direct is not None:
@@ -239,7 +240,7 @@ class BlockDecoder:
                     for pos, v in zip(positions, value.unpack_from(data), strict=True):
                         out[pos] = float(v)
         except struct.error:
-            raise ValueError(f"registers out of range 0..0xFFFF: {list(values)}") from None
+            raise InvalidValueError(f"registers out of range 0..0xFFFF: {list(values)}") from None
         for pos, off, bit in self._bits:
             out[pos] = float(values[off] if bit < 0 else (values[off] >> bit) & 1)
         return out

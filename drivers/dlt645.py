@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from model.errors import ProtocolError
+from model.errors import InvalidValueError, ProtocolError
 
 Version = Literal["2007", "1997"]
 
@@ -120,7 +120,7 @@ _TABLE_1997 = {0x901: (_fmt(4, 2, "kWh"), 0, 0xE), 0x902: (_fmt(4, 2, "kWh"), 0,
 
 def _check_version(version: str) -> None:
     if version not in _DI_SIZE:
-        raise ValueError(f"unknown DL/T 645 version {version!r} (expected '2007' or '1997')")
+        raise InvalidValueError(f"unknown DL/T 645 version {version!r} (expected '2007' or '1997')")
 
 
 def format_di(di: int, version: Version) -> str:
@@ -131,8 +131,8 @@ def format_di(di: int, version: Version) -> str:
 def _check_di(di: int, version: Version) -> None:
     _check_version(version)
     if not 0 <= di < 1 << (8 * _DI_SIZE[version]):
-        raise ValueError(f"DI 0x{di:X} does not fit the {_DI_SIZE[version]} bytes of a "
-                         f"DL/T 645-{version} DI")
+        raise InvalidValueError(f"DI 0x{di:X} does not fit the {_DI_SIZE[version]} bytes of a "
+                                f"DL/T 645-{version} DI")
 
 
 def _single_format(di: int, version: Version) -> _Format | None:
@@ -167,7 +167,7 @@ def parse_address(text: str) -> bytes:
     """Meter address as printed (12 characters, pairs of digits or AA) → 6 wire bytes."""
     t = text.strip().upper()
     if len(t) != 12:
-        raise ValueError(f"meter address {text!r} must have 12 characters, has {len(t)}")
+        raise InvalidValueError(f"meter address {text!r} must have 12 characters, has {len(t)}")
     wire = bytearray()
     for i in range(0, 12, 2):
         pair = t[i:i + 2]
@@ -176,15 +176,15 @@ def parse_address(text: str) -> bytes:
         elif pair.isascii() and pair.isdigit():
             wire.append(int(pair, 16))
         else:
-            raise ValueError(f"meter address {text!r}: pair {pair!r} is neither two decimal "
-                             "digits nor the wildcard AA")
+            raise InvalidValueError(f"meter address {text!r}: pair {pair!r} is neither two decimal "
+                                    "digits nor the wildcard AA")
     return bytes(reversed(wire))
 
 
 def format_address(wire: bytes) -> str:
     """6 wire bytes → address as printed; non-BCD bytes show as hex so nothing is lost."""
     if len(wire) != 6:
-        raise ValueError(f"a meter address has 6 bytes, got {len(wire)}")
+        raise InvalidValueError(f"a meter address has 6 bytes, got {len(wire)}")
     return "".join(f"{b:02X}" for b in reversed(wire))
 
 
@@ -198,15 +198,16 @@ def parse_di(text: str, version: Version) -> int:
     t = text.strip()
     width = 2 * _DI_SIZE[version]
     if len(t) != width or not all(c in "0123456789abcdefABCDEF" for c in t):
-        raise ValueError(f"DI {text!r} must be {width} hex digits for DL/T 645-{version}")
+        raise InvalidValueError(f"DI {text!r} must be {width} hex digits for DL/T 645-{version}")
     return int(t, 16)
 
 
 def _build(address: bytes, control: int, data: bytes, preamble: int) -> bytes:
     if len(data) > 255:
-        raise ValueError(f"data field of {len(data)} bytes exceeds the 255 a frame can carry")
+        raise InvalidValueError(f"data field of {len(data)} bytes exceeds the 255 a frame "
+                                "can carry")
     if preamble < 0:
-        raise ValueError(f"preamble must be >= 0, got {preamble}")
+        raise InvalidValueError(f"preamble must be >= 0, got {preamble}")
     body = bytes((START, *address, START, control, len(data), *((b + 0x33) & 0xFF for b in data)))
     return bytes([PREAMBLE_BYTE] * preamble) + body + bytes((sum(body) & 0xFF, END))
 
@@ -225,7 +226,7 @@ def encode_read_next(address: str, di: int, seq: int, *, preamble: int = 4) -> b
     """2007 follow-up read (control 0x12) for frame `seq` (1, 2, …) of a multi-frame reply."""
     _check_di(di, "2007")
     if not 0 <= seq <= 255:
-        raise ValueError(f"sequence number {seq} does not fit one byte")
+        raise InvalidValueError(f"sequence number {seq} does not fit one byte")
     data = _di_bytes(di, "2007") + bytes((seq,))
     return _build(parse_address(address), _READ_NEXT, data, preamble)
 
@@ -309,7 +310,7 @@ def decode_reply(frame: bytes, *, address: str, di: int, version: Version,
     """Check a reply to encode_read (or, with `seq`, encode_read_next) and decode its value."""
     _check_di(di, version)
     if seq is not None and version != "2007":
-        raise ValueError("follow-up reads with a sequence number are DL/T 645-2007 only")
+        raise InvalidValueError("follow-up reads with a sequence number are DL/T 645-2007 only")
     expected = parse_address(address)
     f = decode_frame(frame)
     if not f.control & _REPLY:
@@ -403,16 +404,17 @@ def encode_value(di: int, value: float, version: Version) -> bytes:
     _check_di(di, version)
     fmt = _single_format(di, version)
     if fmt is None:
-        raise ValueError(f"no value format for DI {format_di(di, version)} (DL/T 645-{version})")
+        raise InvalidValueError(f"no value format for DI {format_di(di, version)} "
+                                f"(DL/T 645-{version})")
     if not math.isfinite(value):
-        raise ValueError(f"cannot encode {value} for DI {format_di(di, version)}")
+        raise InvalidValueError(f"cannot encode {value} for DI {format_di(di, version)}")
     scale = 10 ** fmt.decimals
     n = round(value * scale)
     low = -fmt.limit if fmt.signed else 0
     if not low <= n <= fmt.limit:
         label = f"{fmt.picture} {fmt.unit}".strip()
-        raise ValueError(f"value {value} out of range for DI {format_di(di, version)} "
-                         f"({label}: {low / scale:g} to {fmt.limit / scale:g})")
+        raise InvalidValueError(f"value {value} out of range for DI {format_di(di, version)} "
+                                f"({label}: {low / scale:g} to {fmt.limit / scale:g})")
     digits = f"{abs(n):0{2 * fmt.size}d}"
     out = bytearray(int(digits[i:i + 2], 16) for i in range(0, len(digits), 2))
     out.reverse()
@@ -430,15 +432,16 @@ class Meter:
         _check_version(version)
         wire = parse_address(address)
         if 0xAA in wire:
-            raise ValueError(f"a meter needs a concrete address, not the wildcard {address!r}")
+            raise InvalidValueError(f"a meter needs a concrete address, not the wildcard "
+                                    f"{address!r}")
         # data field = DI + value bytes (+ SEQ in follow-ups); room for one byte of value
         if not _DI_SIZE[version] + 2 <= max_data_per_frame <= 255:
-            raise ValueError(f"max_data_per_frame must be {_DI_SIZE[version] + 2}..255, "
-                             f"got {max_data_per_frame}")
+            raise InvalidValueError(f"max_data_per_frame must be {_DI_SIZE[version] + 2}..255, "
+                                    f"got {max_data_per_frame}")
         for di in values:
             if _single_format(di, version) is None:
-                raise ValueError(f"no value format for DI {format_di(di, version)} "
-                                 f"(DL/T 645-{version})")
+                raise InvalidValueError(f"no value format for DI {format_di(di, version)} "
+                                        f"(DL/T 645-{version})")
         self.address = format_address(wire)
         self.version: Version = version
         self._wire = wire

@@ -9,8 +9,8 @@ from typing import cast
 
 import serial_asyncio_fast
 
+from drivers.config import LinkConfig, SerialLinkConfig
 from model.errors import DriverError
-from server.config import LinkConfig, SerialLinkConfig
 
 FindFrame = Callable[[bytearray], tuple[int, int] | None]
 

@@ -10,17 +10,17 @@ from typing import Generic, TypeVar
 
 from drivers import cjt188, dlt645
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
-from drivers.link import FindFrame, NoReply, StreamLink
-from model.errors import ProtocolError
-from model.flags import DataFlag
-from model.records import Sample
-from server.config import (
+from drivers.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
     Dlt645TagConfig,
     LinkConfig,
     SerialLinkConfig,
 )
+from drivers.link import FindFrame, NoReply, StreamLink
+from model.errors import ProtocolError
+from model.flags import DataFlag
+from model.records import Sample
 
 METER_DEFAULT_BAUDRATE = 2400
 MAX_FOLLOW_UPS = 16  # a 2007 reply split over more frames than this is refused

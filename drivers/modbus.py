@@ -15,16 +15,11 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
 from drivers.codec import BIT_FUNCTIONS, Block, BlockDecoder, plan_reads
+from drivers.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig, SerialLinkConfig, bus_key
 from drivers.link import Backoff, BusStats, LinkDown
 from model.errors import DriverError
 from model.flags import DataFlag
 from model.records import Sample
-from server.config import (
-    ModbusRtuDeviceConfig,
-    ModbusTcpDeviceConfig,
-    SerialLinkConfig,
-    bus_key,
-)
 
 ModbusDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
 RTU_DEFAULT_BAUDRATE = 9600

@@ -17,8 +17,8 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.codec import BIT_FUNCTIONS, encode, register_count
+from drivers.config import ModbusRtuDeviceConfig, ModbusTagConfig, ModbusTcpDeviceConfig
 from drivers.sim import SimValue
-from server.config import ModbusRtuDeviceConfig, ModbusTagConfig, ModbusTcpDeviceConfig
 
 log = logging.getLogger(__name__)
 

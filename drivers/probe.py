@@ -10,10 +10,7 @@ from pydantic import ValidationError
 
 from drivers import cjt188, dlt645
 from drivers.codec import BIT_FUNCTIONS, Block, decode, register_count
-from drivers.meters import Cjt188Poller, Dlt645Poller, meter_link
-from drivers.modbus import ModbusLink
-from model.errors import CarbonScadaError
-from server.config import (
+from drivers.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
     LinkConfig,
@@ -22,6 +19,9 @@ from server.config import (
     SerialLinkConfig,
     TcpLinkConfig,
 )
+from drivers.meters import Cjt188Poller, Dlt645Poller, meter_link
+from drivers.modbus import ModbusLink
+from model.errors import CarbonScadaError
 
 _HOST_PORT = re.compile(r"^(?P<host>[^/\s]+):(?P<port>\d{1,5})$")
 

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from server.config import SimConfig
+from drivers.config import SimConfig
 
 
 def load_curve(hour: float) -> float:

@@ -25,9 +25,7 @@ from zoneinfo import ZoneInfo
 from pymodbus.framer.rtu import FramerRTU
 
 from drivers import cjt188, dlt645
-from drivers.modbus_sim import ModbusDevice, ModbusRtuResponder, RegisterMap
-from drivers.sim import SimValue
-from server.config import (
+from drivers.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
     ModbusRtuDeviceConfig,
@@ -35,6 +33,8 @@ from server.config import (
     TcpLinkConfig,
     bus_key,
 )
+from drivers.modbus_sim import ModbusDevice, ModbusRtuResponder, RegisterMap
+from drivers.sim import SimValue
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.errors import AuditError
+from model.errors import AuditError, InvalidValueError
 from model.records import AuditRecord
 from server.tablefile import TableFile
 
@@ -109,14 +109,14 @@ class AuditLog:
         if t is None:
             t = datetime.now(UTC)
         elif t.tzinfo is None:
-            raise ValueError(f"audit entry {action} {target}: time {t} has no time zone")
+            raise InvalidValueError(f"audit entry {action} {target}: time {t} has no time zone")
         try:
             # round trip: what is returned is what is stored and hashed (e.g. datetimes
             # become ISO text)
             stored = canonical_json(dict(detail or {}))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"audit entry {action} {target}: detail is not JSON: {exc}"
-                             ) from None
+            raise InvalidValueError(f"audit entry {action} {target}: detail is not JSON: {exc}"
+                                    ) from None
         values: dict[str, Any] = json.loads(stored)
         t_ms = _ms(t)
         with self._db() as db:

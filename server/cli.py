@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from model.errors import CarbonScadaError
-from server.config import PlantConfig, load_config
+from server.config import Plant, PlantConfig, load_config, load_plant
 
 _STARTED = time.monotonic()
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo-plant.yaml"
@@ -39,10 +39,11 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def _serve(config: PlantConfig) -> None:
+async def _serve(plant: Plant) -> None:
     from server.runtime import Runtime
 
-    runtime = Runtime(config, started_at=_STARTED)
+    config = plant.config
+    runtime = Runtime(plant, started_at=_STARTED)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,14 +66,17 @@ async def _serve(config: PlantConfig) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else DEMO_CONFIG
-    config = load_config(path)
+    plant = load_plant(path)
     log.info("configuration %s loaded", path)
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(plant))
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from server.runtime import preflight
+
     config = load_config(args.file)
+    preflight(config)  # what `run` checks before it starts anything, beyond the schema
     n_tags = sum(len(d.tags) for d in config.devices)
     print(f"{args.file}: OK — site {config.site.id}, {len(config.devices)} devices, "
           f"{n_tags} tags, {len(config.units)} units, {len(config.sources())} sources, "
@@ -83,11 +87,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_recalc(args: argparse.Namespace) -> int:
     from server.recalc import recalculate, write_minute_results, write_period_results
 
-    config = load_config(args.config)
+    plant = load_plant(args.config)
+    plan = plant.plan()
     with _open_out(args.out) as out:
-        batches = recalculate(config, Path(args.samples))
-        rows = (write_minute_results(out, config, batches) if args.level == "minute"
-                else write_period_results(out, config, batches, args.level))
+        batches = recalculate(plan, Path(args.samples))
+        rows = (write_minute_results(out, plant.config, batches) if args.level == "minute"
+                else write_period_results(out, plan, batches, args.level))
     log.info("%d result rows written to %s", rows, args.out)
     return 0
 

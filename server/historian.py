@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.errors import SinkError
+from model.errors import InvalidValueError, SinkError
 from model.flags import DataFlag
 from model.records import (
     AlarmEvent,
@@ -33,9 +33,17 @@ from model.records import (
     StreamPeriod,
     UnitPeriod,
 )
+from model.schema import ConfigModel
 
 if TYPE_CHECKING:
     from compute.factors import FactorTable
+
+
+class HistorianConfig(ConfigModel):
+    """The embedded SQLite historian, the system of record."""
+
+    path: str = "var/historian.sqlite"
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS source_minute (
@@ -470,7 +478,7 @@ class Historian:
         try:
             text = json.dumps(rules, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"alarm rules saved by {user!r}: not JSON: {exc}") from None
+            raise InvalidValueError(f"alarm rules saved by {user!r}: not JSON: {exc}") from None
         row = (to_ms(t), user, comment, config_hash, text)
 
         def write() -> None:
@@ -500,9 +508,9 @@ class Historian:
         Used after a restart to continue the hour / day / year totals.
         """
         if table not in ("source_minute", "unit_minute"):
-            raise ValueError(f"unknown table {table!r}")
+            raise InvalidValueError(f"unknown table {table!r}")
         if column not in {*_SOURCE_FIELDS, "output_mwh"}:
-            raise ValueError(f"unknown column {column!r}")
+            raise InvalidValueError(f"unknown column {column!r}")
         ident = "source" if table == "source_minute" else "unit"
         ms = [to_ms(t) for t in starts]
         sums = ", ".join(f"TOTAL(CASE WHEN t_ms >= ? THEN {column} END)" for _ in ms)

@@ -30,12 +30,13 @@ from numba import njit
 
 from compute import kernels
 from compute.clock import PlantClock
+from compute.config import CalculationConfig
 from compute.minute import MinuteArrays, MinuteCalculator
 from compute.periods import PeriodCycle, Readings, arrays_batch
-from model.errors import CarbonScadaError
+from compute.plan import CalculationPlan
+from model.errors import CarbonScadaError, InvalidValueError
 from model.flags import DataFlag
 from model.records import PeriodRecords, PeriodResult, RawWindow
-from server.config import PlantConfig
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
@@ -317,7 +318,7 @@ def _parse_time(text: str) -> float:
         pass
     t = datetime.fromisoformat(text)
     if t.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no UTC offset")
+        raise InvalidValueError(f"timestamp {text!r} has no UTC offset")
     return t.timestamp()
 
 
@@ -336,7 +337,7 @@ def _slow_line(path: Path, line: int, text: str,
         value = float(row[2])
         letter = row[3].strip() if len(row) == 4 and row[3].strip() else "N"
         if letter not in _FLAG_CODES:
-            raise ValueError(f"unknown flag {letter!r} (known: {', '.join(_FLAG_CODES)})")
+            raise InvalidValueError(f"unknown flag {letter!r} (known: {', '.join(_FLAG_CODES)})")
     except ValueError as exc:
         raise SamplesError(f"{path}: line {line}: {exc}") from None
     if tag not in tags.index:
@@ -438,10 +439,11 @@ class _Minutes:
         return i
 
 
-def recalculate(config: PlantConfig, samples: Path) -> Iterator[RecalcBatch]:
+def recalculate(plan: CalculationPlan, samples: Path) -> Iterator[RecalcBatch]:
     """Every minute from the first sample's to the last one's, calculated as the live
     server calculates it, in batches of consecutive minutes."""
-    calc = MinuteCalculator(config)
+    config = plan.config
+    calc = MinuteCalculator(plan)
     clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
     counter_idx = [calc.tag_ids.index(s.counter.tag)
                    for _, s in config.streams() if s.counter is not None]
@@ -510,11 +512,11 @@ def _calculate(calc: MinuteCalculator, minutes: _Minutes,
                           tuple(readings))
 
 
-def recalculate_periods(config: PlantConfig,
+def recalculate_periods(plan: CalculationPlan,
                         batches: Iterable[RecalcBatch]) -> Iterator[PeriodRecords]:
     """The hours and days the live server closes, from recalculated minutes; at the end
     the incomplete last hour and day too."""
-    cycle = PeriodCycle(config)
+    cycle = PeriodCycle(plan)
     for batch in batches:
         yield from cycle.add(arrays_batch(batch.t_s, batch.arrays, batch.counters))
     yield from cycle.flush()
@@ -531,7 +533,7 @@ def _num(x: float) -> str:
     return "" if math.isnan(x) else repr(x)
 
 
-def write_minute_results(out: TextIO, config: PlantConfig,
+def write_minute_results(out: TextIO, config: CalculationConfig,
                          batches: Iterable[RecalcBatch]) -> int:
     """RESULTS.csv at minute level: one row per source and minute; returns the row count."""
     pairs = config.sources()
@@ -557,7 +559,7 @@ def write_minute_results(out: TextIO, config: PlantConfig,
     return n
 
 
-def _totals(config: PlantConfig, days: Iterable[PeriodRecords],
+def _totals(config: CalculationConfig, days: Iterable[PeriodRecords],
             level: str) -> Iterator[tuple[datetime, list[PeriodResult]]]:
     """Month or year totals of each source from its days (compute/rollup.py rollup_total):
     Σ of the days' CO2; valid when every day of the period is there and valid."""
@@ -599,15 +601,16 @@ def _totals(config: PlantConfig, days: Iterable[PeriodRecords],
         yield close(group)
 
 
-def write_period_results(out: TextIO, config: PlantConfig, batches: Iterable[RecalcBatch],
+def write_period_results(out: TextIO, plan: CalculationPlan, batches: Iterable[RecalcBatch],
                          level: str) -> int:
     """RESULTS.csv at hour, day, month or year level: one row per source and period.
 
     Month and year rows sum the days (n_valid: valid days; n_substituted, n_missing: hours);
     they have no concentration or flow. Returns the number of rows.
     """
+    config = plan.config
     unit_of = {s.id: u.id for u, s in config.sources()}
-    records = recalculate_periods(config, batches)
+    records = recalculate_periods(plan, batches)
     rows: Iterable[tuple[datetime, Sequence[PeriodResult]]]
     if level in ("hour", "day"):
         rows = ((r.t, r.sources) for r in records if r.level == level)

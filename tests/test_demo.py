@@ -14,7 +14,7 @@ import aiohttp
 from asyncua import Client, ua
 from asyncua.ua.status_codes import StatusCodes
 
-from server.config import parse_config
+from server.config import parse_plant
 from server.runtime import Runtime
 from tests.fixtures.demo import demo_dict
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 async def test_demo_meters_answer_over_their_protocols(tmp_path: Path) -> None:
     data = demo_dict(tmp_path)
-    runtime = Runtime(parse_config(data, "demo-plant.yaml (ports moved)", REPO / "config"))
+    runtime = Runtime(parse_plant(data, "demo-plant.yaml (ports moved)", REPO / "config"))
     await runtime.start()
     try:
         async with Client(data["opcua"]["endpoint"]) as client:

@@ -20,7 +20,7 @@ from asyncua import Client, ua
 from asyncua.ua.status_codes import StatusCodes
 
 from compute.periods import MinuteBatch, PeriodCycle, Readings
-from server.config import load_config, parse_config
+from server.config import load_config, load_plant, parse_plant
 from server.runtime import Runtime
 from tests.fixtures.demo import demo_dict
 
@@ -67,7 +67,7 @@ def test_a_demo_day_at_full_load() -> None:
     conc = np.tile([12.9, 12.4], (n, 1))
     batch = MinuteBatch(t_s, conc, np.full((n, 2), 2.0e6), np.zeros((n, 2), np.uint8), means,
                         np.zeros((n, len(tags)), np.uint8), (gas,))
-    out = PeriodCycle(cfg).add(batch)
+    out = PeriodCycle(load_plant(DEMO).plan()).add(batch)
     day = next(r for r in out if r.level == "day")
     coal = [s for s in day.streams if s.stream.startswith("U1_coal")]
     assert [s.factor_version for s in coal] == ["demo-coal-2026-11"] * 4
@@ -101,7 +101,7 @@ def demo(tmp_path: Path) -> dict[str, Any]:
 
 async def test_demo_publishes_hours_and_the_allowance(tmp_path: Path) -> None:
     data = demo(tmp_path)
-    runtime = Runtime(parse_config(data, "demo-plant.yaml (ports moved)", REPO / "config"))
+    runtime = Runtime(parse_plant(data, "demo-plant.yaml (ports moved)", REPO / "config"))
     begin = datetime.now(UTC)
     await runtime.start()
     try:

@@ -26,7 +26,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from model.records import MinuteResult, Sample
-from server.config import InfluxConfig
+from server.influx.config import InfluxConfig
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,11 @@ from alarms.channels import (
     build_channels,
     factories,
 )
+from alarms.config import AlarmsConfig
+from compute.config import SiteConfig
 from model.errors import ConfigError, SinkError
 from model.records import AlarmEvent
-from server.config import AlarmsConfig, SiteConfig, parse_config
+from server.config import parse_config
 from tests.conftest import free_port
 from tests.fixtures.mqtt import Broker, run_mosquitto
 from tests.fixtures.plant import plant_dict

@@ -13,12 +13,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from alarms.config import EmailChannelConfig
 from alarms.email import EmailChannel
 from alarms.engine import AlarmSink
 from alarms.notify import Notifier
 from model.errors import ConfigError, SinkError
 from model.records import AlarmEvent, DeliveryRecord
-from server.config import EmailChannelConfig, PlantConfig, parse_config
+from server.config import PlantConfig, parse_config
 from tests.alarms.test_rules import T0, minute_result
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict
@@ -212,11 +213,12 @@ def test_on_delivery_needs_the_sinks_own_notifier() -> None:
         AlarmSink(cfg, notifier=Notifier(cfg.alarms, cfg.site), on_delivery=print)
 
 
-def test_unknown_field_fails_at_construction() -> None:
+def test_unknown_field_fails_before_construction() -> None:
+    # The schema refuses it (so check-config does too), before any engine is built.
     data = plant_dict()
     data["alarms"] = {"rules": [{"id": "bad", "target": {"source": "S1", "field": "co2"},
                                  "alarm": 1.0}]}
-    with pytest.raises(ValueError, match="alarm rule 'bad': unknown source field 'co2'"):
+    with pytest.raises(ConfigError, match="alarm rule 'bad': unknown source field 'co2'"):
         AlarmSink(parse_config(data, "test_email"))
 
 

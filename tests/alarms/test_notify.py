@@ -16,9 +16,9 @@ from urllib.parse import quote_plus
 import pytest
 from aiohttp import web
 
+from alarms.config import AlarmsConfig
 from alarms.notify import Notifier, TokenBucket, in_window, utc_now
 from model.records import AlarmEvent, DeliveryRecord
-from server.config import AlarmsConfig
 from tests.alarms.test_channels import SITE, TOKEN, MakeReceiver, alarm_event, receivers
 from tests.conftest import free_port
 

@@ -10,7 +10,7 @@ import pytest
 from compute.cycle import MinuteCycle
 from compute.tagstore import TagStore
 from model.flags import DataFlag
-from server.config import parse_config
+from server.config import parse_plant
 from server.historian import Historian
 from tests.fixtures.plant import VECTOR, plant_dict
 
@@ -24,7 +24,7 @@ def o2_plant() -> MinuteCycle:
     src = d["units"][0]["sources"][0]
     src["inputs"]["o2_dry_pct"] = {"tag": "s1_o2"}
     src["co2_from_o2"] = {}  # bituminous coal: Fd 9780, Fc 1800
-    return MinuteCycle(parse_config(d, "test"))
+    return MinuteCycle(parse_plant(d, "test").plan())
 
 
 def feed(cycle: MinuteCycle, values: dict[str, float]) -> TagStore:

@@ -10,13 +10,12 @@ import pytest
 from compute import kernels as k
 from compute.minute import MinuteArrays, MinuteCalculator
 from compute.tagstore import TagStore
-from server.config import parse_config
-from tests.fixtures.plant import VECTOR, plant_config, plant_dict
+from server.config import parse_plant
+from tests.fixtures.plant import VECTOR, plant_dict, plant_plan
 
 
 def test_minute_from_samples_matches_worked_example() -> None:
-    cfg = plant_config()
-    calc = MinuteCalculator(cfg)
+    calc = MinuteCalculator(plant_plan())
     store = TagStore(calc.tag_ids, capacity=64)
     values = {"s1_velocity": VECTOR["velocity"], "s1_temp": VECTOR["temp"],
               "s1_static": VECTOR["static"], "s1_moisture": VECTOR["moisture_pct"],
@@ -32,8 +31,7 @@ def test_minute_from_samples_matches_worked_example() -> None:
 
 
 def test_too_few_samples_flags_source_and_unit() -> None:
-    cfg = plant_config()  # min_samples_per_minute = 5
-    calc = MinuteCalculator(cfg)
+    calc = MinuteCalculator(plant_plan())  # min_samples_per_minute = 5
     store = TagStore(calc.tag_ids, capacity=64)
     for tag in calc.tag_ids:
         n = 3 if tag == "s1_co2" else 10
@@ -61,7 +59,7 @@ SAMPLES = {"s1_velocity": VECTOR["velocity"], "s1_temp": VECTOR["temp"],
 
 def minute_of(d: dict[str, Any], flags: dict[str, int] | None = None) -> tuple[
         MinuteCalculator, MinuteArrays]:
-    calc = MinuteCalculator(parse_config(d, "test"))
+    calc = MinuteCalculator(parse_plant(d, "test").plan())
     store = TagStore(calc.tag_ids, capacity=64)
     for i in range(12):
         for tag in calc.tag_ids:

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from compute.periods import MinuteBatch, PeriodCycle, Readings
+from compute.plan import CalculationPlan
 from model.flags import DataFlag
 from model.records import PeriodRecords
-from server.config import PlantConfig, parse_config
+from server.config import parse_plant
 from tests.fixtures.plant import plant_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def printed(value: float, decimals: int) -> Any:
     return pytest.approx(value, abs=0.5 * 10.0**-decimals, rel=0)
 
 
-def config(**changes: Any) -> PlantConfig:
+def config(**changes: Any) -> CalculationPlan:
     """The fixture plant plus a coal feeder tag (t/h) and an auxiliary-power meter (kWh)."""
     d = plant_dict()
     d["devices"][0]["tags"] += [
@@ -51,7 +52,7 @@ def config(**changes: Any) -> PlantConfig:
     d["units"][0]["sources"][0]["substitution"] = {"rule": "mrr_mean_2sigma", "lookback_h": 3}
     for key, value in changes.items():  # a top-level key, or else one of source S1
         (d if key in d else d["units"][0]["sources"][0])[key] = value
-    return parse_config(d, "test")
+    return parse_plant(d, "test").plan()
 
 
 TAGS = ["s1_velocity", "s1_temp", "s1_static", "s1_moisture", "s1_co2", "u1_power", "u1_coal",

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.codec import Block, BlockDecoder, decode, encode, plan_reads, register_count
-from server.config import ModbusTagConfig
+from drivers.config import ModbusTagConfig
 from tests.fixtures.plant import plant_config
 
 ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]

@@ -19,11 +19,11 @@ from pydantic import TypeAdapter
 
 from drivers import dlt645
 from drivers.base import Driver, create_drivers, create_simulators
+from drivers.config import DeviceConfig, Dlt645DeviceConfig, SerialLinkConfig
 from drivers.meters import Dlt645Poller, meter_link
 from drivers.stream_sim import Fault, SimBus, StreamSimulator
 from model.flags import DataFlag
 from model.records import DeviceEvent, Sample
-from server.config import DeviceConfig, Dlt645DeviceConfig, SerialLinkConfig
 
 POLL = 0.1
 TIMEOUT = 0.15

@@ -19,11 +19,11 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.base import Driver, create_drivers, create_simulators
 from drivers.bus import Bus
+from drivers.config import ModbusTcpDeviceConfig, SimConfig
 from drivers.modbus_sim import ModbusTcpSimulator
 from drivers.sim import SimValue, load_curve
 from model.flags import DataFlag
 from model.records import Sample
-from server.config import ModbusTcpDeviceConfig, SimConfig
 from tests.fixtures.plant import VECTOR, plant_config
 
 POLL = 0.05

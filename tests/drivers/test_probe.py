@@ -13,7 +13,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from drivers.base import create_simulators
-from server.config import DeviceConfig
+from drivers.config import DeviceConfig
 
 CLI = str(Path(sys.executable).parent / "carbonscada")
 _adapter: TypeAdapter[DeviceConfig] = TypeAdapter(DeviceConfig)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from alarms.config import with_alarm_rules
 from model.errors import ConfigError
-from server.config import load_config, parse_config, with_alarm_rules
+from server.config import load_config, load_plant, parse_config
 from tests.fixtures.plant import plant_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,7 +124,7 @@ def test_demo_plant_physics_is_plausible() -> None:
     from compute.tagstore import TagStore
 
     cfg = load_config(REPO / "config" / "demo-plant.yaml")
-    calc = MinuteCalculator(cfg)
+    calc = MinuteCalculator(load_plant(REPO / "config" / "demo-plant.yaml").plan())
     for level in ("max", "min"):
         store = TagStore(calc.tag_ids, capacity=64)
         for dev in cfg.devices:

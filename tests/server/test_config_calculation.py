@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from model.errors import ConfigError
-from server.config import load_config, parse_config
+from server.config import load_plant, parse_config, parse_plant
 from tests.fixtures.plant import plant_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,12 +49,12 @@ def stream(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_defaults_keep_the_standards_rules() -> None:
-    cfg = parse_config(plant_dict(), "plant.yaml")
+    cfg, factors = parse_plant(plant_dict(), "plant.yaml")
     assert cfg.clock.min_valid_minutes_per_hour == 45  # HJ 75-2017
     assert cfg.clock.min_valid_hours_per_day == 20
     assert cfg.units[0].sources[0].substitution.rule == "none"
     assert cfg.allowance.carbon_price_cny_t == 0.0
-    assert cfg.factor_table is None and cfg.factors.streams == ()
+    assert cfg.factor_table is None and factors.streams == ()
 
 
 def test_full_calculation_config_is_valid() -> None:
@@ -65,12 +65,12 @@ def test_full_calculation_config_is_valid() -> None:
         "counter": {"tag": "u1_power", "rollover_count": 1e8, "max_jump_per_h": 5e4,
                     "quantity_per_count": 0.001}})
     d["allowance"]["carbon_price_cny_t"] = 95.0
-    cfg = parse_config(d, "plant.yaml")
+    cfg, factors = parse_plant(d, "plant.yaml")
     coal, aux = cfg.units[0].streams
     assert (coal.quantity_unit, coal.calc_method, coal.direct) == ("t", "ncv_cc_of", True)
     assert (aux.quantity_unit, aux.calc_method, aux.direct) == ("MWh", "electricity", False)
     assert aux.counter is not None and aux.counter.quantity_per_count == 0.001
-    assert [v.id for v in cfg.factors.versions("demo_coal")] == ["demo-coal-2020-01",
+    assert [v.id for v in factors.versions("demo_coal")] == ["demo-coal-2020-01",
                                                                  "demo-coal-2026-11"]
     assert cfg.reconciliation is not None and cfg.reconciliation.limit_pct == 5.0
 
@@ -82,7 +82,7 @@ def test_factor_table_is_read_relative_to_the_plant_file(tmp_path: Path) -> None
     d["factor_table"] = "f.yaml"
     plant = tmp_path / "plant.yaml"
     plant.write_text(yaml.safe_dump(d, allow_unicode=True), encoding="utf-8")
-    assert load_config(plant).factors.streams == ("grid_electricity", "purchased_heat",
+    assert load_plant(plant).factors.streams == ("grid_electricity", "purchased_heat",
                                                   "demo_coal", "natural_gas")
 
 

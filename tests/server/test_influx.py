@@ -17,8 +17,8 @@ from aiohttp import web
 
 from model.flags import DataFlag
 from model.records import MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
-from server.config import InfluxConfig
-from server.influx import (
+from server.influx.config import InfluxConfig
+from server.influx.sink import (
     InfluxSink,
     escape_key,
     escape_measurement,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from model.flags import DataFlag
-from server.config import parse_config
+from server.config import parse_plant
 from server.historian import Historian
 from server.recalc import SamplesError, read_samples, recalculate, recalculate_periods
 from server.runtime import Runtime
@@ -102,8 +102,9 @@ async def test_recalc_reproduces_what_the_live_server_stored(tmp_path: Path) -> 
     for tag in d["devices"][0]["tags"]:  # noisy, load-following values: nothing trivial
         v = tag["sim"]["value"]
         tag["sim"] = {"min": v * 0.9, "max": v * 1.1, "noise": abs(v) * 0.01}
-    cfg = parse_config(d, "test")
-    runtime = Runtime(cfg)
+    plant = parse_plant(d, "test")
+    cfg = plant.config
+    runtime = Runtime(plant)
     begin = datetime.now(UTC) - timedelta(seconds=5)
     await runtime.start()
     try:
@@ -144,7 +145,7 @@ async def test_recalc_reproduces_what_the_live_server_stored(tmp_path: Path) -> 
 def test_recalculate_without_samples_yields_nothing(tmp_path: Path) -> None:
     f = tmp_path / "s.csv"
     f.write_text("timestamp,tag,value\n\n", encoding="utf-8")
-    assert list(recalculate(parse_config(plant_dict(), "test"), f)) == []
+    assert list(recalculate(parse_plant(plant_dict(), "test").plan(), f)) == []
 
 
 def vector_samples(path: Path, start: datetime, minutes: int,
@@ -193,11 +194,12 @@ def test_recalc_day_level(tmp_path: Path) -> None:
 
     samples = tmp_path / "samples.csv"
     vector_samples(samples, datetime(2026, 11, 20, 16, 0, tzinfo=UTC), 24 * 60)
-    cfg = parse_config(plant_dict(), "test")
-    minutes = recalculate(cfg, samples)
+    plant = parse_plant(plant_dict(), "test")
+    plan = plant.plan()
+    minutes = recalculate(plan, samples)
     out = tmp_path / "days.csv"
     with out.open("w", encoding="utf-8") as f:
-        assert write_period_results(f, cfg, minutes, "day") == 1
+        assert write_period_results(f, plan, minutes, "day") == 1
     (day,) = csv.DictReader(out.open(encoding="utf-8"))
     assert day["period_start"] == "2026-11-20T16:00:00.000000Z"  # 00:00 in Shanghai
     assert float(day["co2_t"]) == pytest.approx(4727.09, abs=0.005)
@@ -230,10 +232,11 @@ async def test_live_hours_equal_recalculated_hours_across_a_restart(tmp_path: Pa
         {"id": "U1_aux", "kind": "electricity", "factors": "grid_electricity",
          "counter": {"tag": "u1_aux_kwh", "rollover_count": 1e9, "max_jump_per_h": 1e6,
                      "quantity_per_count": 0.001}}]
-    cfg = parse_config(d, "test")
+    loaded = parse_plant(d, "test")
+    cfg, plan = loaded.config, loaded.plan()
     begin = datetime.now(UTC) - timedelta(seconds=60)
     for run_s in (20.0, 45.0):  # 65 s: at least two hour boundaries
-        runtime = Runtime(cfg)
+        runtime = Runtime(loaded)
         await runtime.start()
         try:
             await asyncio.sleep(run_s)
@@ -270,7 +273,7 @@ async def test_live_hours_equal_recalculated_hours_across_a_restart(tmp_path: Pa
             str(int(s.valid)), s.flag.name, str(s.n_valid), str(int(s.substituted)))
     # Streams, units and the allowance position too, in full (the historian gives a
     # period's records in the order of their ids).
-    again = {p.t: p for p in recalculate_periods(cfg, recalculate(cfg, samples))
+    again = {p.t: p for p in recalculate_periods(plan, recalculate(plan, samples))
              if p.level == "hour"}
     for rec in stored:
         want = again[rec.t]
@@ -364,15 +367,16 @@ def test_blocks_give_the_same_minutes_as_one_block(tmp_path: Path,
     for m in by_minute:
         rnd.shuffle(m)
     write_rows(samples, [r for m in by_minute for r in m])
-    cfg = parse_config(plant_dict(), "test")
+    plant = parse_plant(plant_dict(), "test")
+    cfg, plan = plant.config, plant.plan()
     whole = io.StringIO()
     import server.recalc as rc
 
-    rc.write_minute_results(whole, cfg, recalculate(cfg, samples))
+    rc.write_minute_results(whole, cfg, recalculate(plan, samples))
     monkeypatch.setattr(rc, "BLOCK_BYTES", 4000)  # ~60 rows: minutes span blocks
     monkeypatch.setattr(rc, "MAX_BATCH_MINUTES", 7)
     blocks = io.StringIO()
-    rc.write_minute_results(blocks, cfg, recalculate(cfg, samples))
+    rc.write_minute_results(blocks, cfg, recalculate(plan, samples))
     assert blocks.getvalue() == whole.getvalue()
     assert whole.getvalue().count("\n") == 31  # header + 30 minutes of S1
 
@@ -388,7 +392,7 @@ def test_rows_far_out_of_time_order_are_refused(tmp_path: Path,
     with pytest.raises(SamplesError, match=f"^{f}: line 42: sample at 1970-01-01T00:00:05"
                        r"\+00:00 is in a minute already calculated: rows must be in time "
                        r"order \(as export-samples writes them\)$"):
-        list(recalculate(parse_config(plant_dict(), "test"), f))
+        list(recalculate(parse_plant(plant_dict(), "test").plan(), f))
 
 
 def test_a_failed_recalc_leaves_no_results_file(tmp_path: Path) -> None:
@@ -410,12 +414,13 @@ def test_recalc_month_and_year_levels(tmp_path: Path) -> None:
 
     samples = tmp_path / "samples.csv"
     vector_samples(samples, datetime(2026, 11, 19, 16, 0, tzinfo=UTC), 2 * 24 * 60)
-    cfg = parse_config(plant_dict(), "test")
+    plant = parse_plant(plant_dict(), "test")
+    plan = plant.plan()
     for level, start, missing in (("month", "2026-10-31T16:00:00.000000Z", 672),
                                   ("year", "2025-12-31T16:00:00.000000Z", (365 - 2) * 24)):
         out = tmp_path / f"{level}.csv"
         with out.open("w", encoding="utf-8") as f:
-            assert write_period_results(f, cfg, recalculate(cfg, samples), level) == 1
+            assert write_period_results(f, plan, recalculate(plan, samples), level) == 1
         (row,) = csv.DictReader(out.open(encoding="utf-8"))
         assert row["period_start"] == start
         assert float(row["co2_t"]) == pytest.approx(9454.1875, abs=0.00005)

@@ -1,0 +1,1 @@
+"""The InfluxDB sink: line protocol in batches through a durable outbox."""
