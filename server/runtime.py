@@ -8,22 +8,23 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from alarms.persistence import RulePersistence
 from compute import kernels, periods
 from compute.cycle import MinuteCycle
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
-from drivers.base import Driver, Simulator, create_drivers, create_simulators
-from model.errors import ConfigError
+from drivers.base import Driver, create_drivers, create_simulators
+from model.errors import SinkError
 from model.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
-from server.audit import AuditLog, canonical_json
-from server.config import PlantConfig, with_alarm_rules
+from server.audit import AuditLog
+from server.config import Plant, PlantConfig
 from server.historian import Historian
-from server.sinks import QueuedSink, Sink
+from server.sinks import AlarmListener, QueuedSink, Sink
 from server.users import UserStore
 
 if TYPE_CHECKING:
@@ -32,12 +33,89 @@ if TYPE_CHECKING:
 log = logging.getLogger("carbonscada")
 
 
+# The sinks a plant may have, like the driver registry: when the plant has one, what must
+# hold before anything starts (`check`, also run by check-config), and how to build it.
+# The sink modules are imported only here, so that `check-config` of a plant without
+# them does not pay for asyncua / aiohttp.
+
+
+def _check_opcua(cfg: PlantConfig) -> None:
+    from server.opcua.layout import build_layout
+
+    build_layout(cfg, ns=0)  # node ids and names: a ConfigError names the key
+
+
+def _opcua(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from server.opcua.sink import OpcUaSink
+
+    return OpcUaSink(cfg, alarms=alarms, audit=rt.audit, users=rt.users)
+
+
+def _influx(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from server.influx.sink import InfluxSink
+
+    assert cfg.influx is not None
+    return InfluxSink(cfg.influx, cfg.site.id)
+
+
+def _check_web(cfg: PlantConfig) -> None:
+    from web.app import tls_context
+
+    if cfg.web.tls_cert is not None and cfg.web.tls_key is not None:
+        tls_context(cfg.web.tls_cert, cfg.web.tls_key)  # a ConfigError names the file
+
+
+def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from web.app import WebSink
+
+    return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
+                   audit=rt.audit, alarms=alarms, journal=rt.historian)
+
+
+def _no_check(cfg: PlantConfig) -> None:
+    """Nothing to check before start."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkEntry:
+    """One optional sink of the runtime's table."""
+
+    name: str
+    wanted: Callable[[PlantConfig], bool]
+    build: Callable[[Runtime, PlantConfig, AlarmSink], Sink]
+    check: Callable[[PlantConfig], None] = _no_check
+
+
+SINKS: tuple[SinkEntry, ...] = (
+    SinkEntry("opcua", lambda c: c.opcua.enabled, _opcua, _check_opcua),
+    SinkEntry("influx", lambda c: c.influx is not None, _influx),
+    SinkEntry("web", lambda c: c.web.enabled, _web, _check_web),
+)
+
+
+def preflight(cfg: PlantConfig) -> None:
+    """Every check `run` makes before it starts anything, beyond the schema's: the alarm
+    channels' secrets and rule bank, the OPC UA node ids, the TLS files. No I/O but reads."""
+    from alarms.engine import AlarmSink
+
+    AlarmSink(cfg)
+    for entry in SINKS:
+        if entry.wanted(cfg):
+            entry.check(cfg)
+
+
 class Runtime:
     """One site's server: drivers → tag store → minute cycle → sinks, hours and days."""
 
-    def __init__(self, config: PlantConfig, *, started_at: float | None = None) -> None:
-        self.config = config
-        self.cycle = MinuteCycle(config)
+    def __init__(self, plant: Plant, *, started_at: float | None = None) -> None:
+        """Check the plant as `check-config` does, then build (nothing runs until start)."""
+        # Before the user store and audit log create their file: a missing secret or TLS
+        # file must not leave demo accounts or audit entries behind.
+        preflight(plant.config)
+        config = self.config = plant.config
+        self.factors = plant.factors
+        plan = plant.plan()
+        self.cycle = MinuteCycle(plan)
         self.clock = self.cycle.clock
         poll_min = min((d.poll_interval_s for d in config.devices), default=1.0)
         # Room for three minutes of samples at the fastest poll rate.
@@ -47,16 +125,16 @@ class Runtime:
         # Accounts and the audit log live in the historian's file, beside the alarm journal.
         self.users = UserStore(config.historian.path)
         self.audit = AuditLog(config.historian.path)
-        file_rules = [r.model_dump(mode="json") for r in config.alarms.rules]
-        self.file_rules_hash = hashlib.sha256(canonical_json(file_rules).encode()).hexdigest()
-        self._rules_in_force: list[dict[str, Any]] = []  # the alarm sink's, before a change
-        self.periods = PeriodCycle(config)
+        self.rules = RulePersistence([r.model_dump(mode="json") for r in config.alarms.rules],
+                                     self.historian, self.audit, self._spawn, asyncio.to_thread)
+        self.periods = PeriodCycle(plan)
         self._sinks: list[QueuedSink] = []
-        self._simulators: list[Simulator] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
+        self._stack = contextlib.AsyncExitStack()
+        self._stop_errors: list[str] = []
         self._started_at = started_at if started_at is not None else time.monotonic()
         self._first_published = False
         self.ready = asyncio.Event()
@@ -81,71 +159,25 @@ class Runtime:
             await asyncio.to_thread(
                 self.audit.append, "system", "config_changed", f"site:{cfg.site.id}",
                 {"sha256": digest, "previous": None if last is None else last.detail["sha256"]})
-        stored = await h.load_alarm_rules()
-        if stored is None:
-            return cfg
-        when = stored.t.isoformat()
-        if stored.config_hash != self.file_rules_hash:
-            log.warning("the configuration file's alarm rules changed after %s changed them "
-                        "through the API at %s: the file's rules apply", stored.user, when)
-            return cfg
-        try:
-            cfg = with_alarm_rules(cfg, stored.rules, f"{h.path} (alarm rules of {when})")
-        except ConfigError as exc:
-            log.error("stored alarm rules no longer fit the plant, the file's apply: %s", exc)
-            return cfg
-        log.info("alarm rules as changed by %s at %s apply (%d rules): %s", stored.user, when,
-                 len(cfg.alarms.rules), stored.comment)
-        return cfg
+        return await self.rules.rules_in_force(cfg, str(h.path))
 
     def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
-        # Imported here so that `check-config` does not pay for asyncua / aiohttp imports.
         from alarms.engine import AlarmSink
-        from server.influx import InfluxSink
-        from server.opcua import OpcUaSink
-        from web.app import WebSink
 
         h = self.historian
         alarms = self._alarms = AlarmSink(
             cfg, on_delivery=lambda rec: self._spawn(h.record_delivery(rec)))
-        sinks: list[Sink] = []
-        listeners: list[Callable[[AlarmEvent], None]] = []
-        if cfg.opcua.enabled:
-            opcua = OpcUaSink(cfg, alarms=alarms, audit=self.audit, users=self.users)
-            sinks.append(opcua)
-            listeners.append(opcua.on_alarm)
-        if cfg.influx is not None:
-            sinks.append(InfluxSink(cfg.influx, cfg.site.id))
-        if cfg.web.enabled:
-            web = WebSink(cfg, history=h, devices=self.device_status, users=self.users,
-                          audit=self.audit, alarms=alarms, journal=h)
-            sinks.append(web)
-            listeners.append(web.on_alarm)
-        sinks.append(alarms)
+        sinks = [entry.build(self, cfg, alarms) for entry in SINKS if entry.wanted(cfg)]
+        listeners = [s.on_alarm for s in sinks if isinstance(s, AlarmListener)]
 
         def on_alarm(event: AlarmEvent) -> None:
             self._spawn(h.record_alarm(event))
             for listener in listeners:
                 listener(event)
         alarms.subscribe(on_alarm)
-        alarms.on_rules_changed(self._rules_changed)
-        self._rules_in_force = alarms.rules_config()
-        return sinks
-
-    def _rules_changed(self, rules: list[dict[str, Any]], user: str, comment: str,
-                       t: datetime) -> None:
-        """Keep an engineer's rule change across restarts and audit it, rule by rule."""
-        before = {r["id"]: r for r in self._rules_in_force}
-        after = {r["id"]: r for r in rules}
-        self._rules_in_force = rules
-        detail = {"comment": comment,
-                  "added": [after[k] for k in after if k not in before],
-                  "removed": [before[k] for k in before if k not in after],
-                  "changed": [{"before": before[k], "after": after[k]} for k in after
-                              if k in before and before[k] != after[k]]}
-        self._spawn(self.historian.save_alarm_rules(rules, self.file_rules_hash, user, comment, t))
-        self._spawn(asyncio.to_thread(self.audit.append, user, "alarm_rules_changed",
-                                      "alarm-rules", detail, t))
+        alarms.on_rules_changed(self.rules.changed)
+        self.rules.started_with(alarms.rules_config())
+        return [*sinks, alarms]
 
     def _on_device_event(self, event: DeviceEvent) -> None:
         if self._alarms is not None:  # communication-loss rules; the bus has logged it
@@ -161,14 +193,45 @@ class Runtime:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
+    def _on_stop(self, what: str, stop: Callable[[], Awaitable[object]]) -> None:
+        """Run `stop` at stop(), after everything started later was stopped."""
+        async def run() -> None:
+            try:
+                await stop()
+            except Exception as exc:  # the others must still stop: the historian above all
+                text = f"{what}: {type(exc).__name__}: {exc}"
+                log.error("stopping %s", text)
+                self._stop_errors.append(text)
+        self._stack.push_async_callback(run)
+
+    async def _wait_side_tasks(self) -> None:
+        """Let journal, delivery-log and rule writes spawned so far reach the historian."""
+        if self._side_tasks:
+            await asyncio.wait(self._side_tasks, timeout=5)
+
+    async def _cancel_tasks(self) -> None:
+        """Cancel the drivers' buses and the minute cycle and wait for them to end."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
     async def start(self) -> None:
-        """Start every stage; on failure, stop what was started and re-raise."""
+        """Start every stage; on failure, stop what was started and re-raise.
+
+        """
         try:
             await asyncio.to_thread(kernels.warm_up)
             await asyncio.to_thread(periods.warm_up)
             historian = QueuedSink(self.historian)
             await historian.start()
             self._sinks.append(historian)
+            self._on_stop("historian", historian.stop)
+            # Stops run last-in first-out: the sinks (alarms first) stop before this
+            # runs, and the historian only after it.
+            self._on_stop("pending historian writes", self._wait_side_tasks)
             cfg = await self._prepare_records()
             sinks = self._build_sinks(cfg)
             if self._alarms is not None:  # before the web and OPC UA seed their alarm lists
@@ -177,18 +240,21 @@ class Runtime:
                 queued = QueuedSink(sink)
                 await queued.start()
                 self._sinks.append(queued)
+                self._on_stop(f"sink {sink.name}", queued.stop)
             await self._seed_totals()
             await self._restore_periods()
-            self._simulators = create_simulators(self.config.devices, self.config.site.timezone)
-            for sim in self._simulators:
+            for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
+                self._on_stop("simulator", sim.stop)
             self._drivers = create_drivers(self.config.devices, self._on_device_event)
+            self._on_stop("drivers and the minute cycle", self._cancel_tasks)
             for driver in self._drivers:
                 self._tasks.append(asyncio.create_task(driver.run(self._ingest),
                                                        name=f"bus:{driver.name}"))
             self._tasks.append(asyncio.create_task(self._minute_loop(), name="minute-cycle"))
         except BaseException:
-            await self.stop()
+            with contextlib.suppress(SinkError):  # each failed stop is logged already
+                await self.stop()
             raise
         self.ready.set()
 
@@ -207,7 +273,7 @@ class Runtime:
     async def _restore_periods(self) -> None:
         """Continue the hours and days where the historian left them (after a restart)."""
         h = self.historian
-        await h.record_factor_versions(self.config.factors)
+        await h.record_factor_versions(self.factors)
         now = datetime.now(UTC)
         last = await h.last_period("hour")
         hour_s = 60 * self.config.clock.minute_seconds
@@ -288,21 +354,13 @@ class Runtime:
         return self.cycle.run(start, self.store.take(start.timestamp(), end.timestamp()))
 
     async def stop(self) -> None:
-        """Cancel drivers and the minute cycle, stop simulators, drain and stop sinks."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        for sim in self._simulators:
-            await sim.stop()
-        self._simulators.clear()
-        # Alarms (last) may still push into the historian: stop in reverse order.
-        for sink in reversed(self._sinks):
-            await sink.drain()
-        if self._side_tasks:
-            await asyncio.wait(self._side_tasks, timeout=5)
-        for sink in reversed(self._sinks):
-            await sink.stop()
+        """Stop everything started, newest first: drivers and the minute cycle, simulators,
+        the sinks (alarms first, so that their last events still reach the others), the
+        historian last. Every stop runs even when one fails; SinkError then names them all.
+        """
+        await self._stack.aclose()
+        self._stack = contextlib.AsyncExitStack()
         self._sinks.clear()
+        errors, self._stop_errors = self._stop_errors, []
+        if errors:
+            raise SinkError("stopping failed: " + "; ".join(errors))

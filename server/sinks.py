@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from model.records import MinuteResult, PeriodRecords, Sample
+from model.records import AlarmEvent, MinuteResult, PeriodRecords, Sample
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,15 @@ class PeriodSink(Protocol):
 
     async def on_period(self, records: PeriodRecords) -> None:
         """Take the records of one closed hour or day."""
+        ...
+
+
+@runtime_checkable
+class AlarmListener(Protocol):
+    """A sink that shows alarm events (OPC UA conditions, the HMI's alarm list)."""
+
+    def on_alarm(self, event: AlarmEvent) -> None:
+        """Take one alarm transition, at once and without waiting."""
         ...
 
 
