@@ -4,8 +4,9 @@ A session is a random token in the HttpOnly cookie `carbonscada_session`; it end
 `session_idle_min` without use, after `session_max_h` in any case, or at logout. Every
 state-changing request must carry the session's CSRF token in the X-CSRF-Token header
 (the HMI gets it from the login answer; a cross-site page cannot read it), and if it
-has an Origin header, that must be the server's own origin. Five failed logins for one
-user name within five minutes block that name for a minute.
+has an Origin header, that must be the server's own origin. Logins are throttled per
+client address and per user name (web/throttle.py, shared with OPC UA): failures from one
+address never make the right password wait at another.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,7 @@ from aiohttp import web
 from model.accounts import has_role
 from model.errors import CarbonScadaError
 from model.records import AuditRecord
+from web.throttle import LoginThrottle as LoginThrottle  # re-exported: handlers, app
 
 log = logging.getLogger(__name__)
 
@@ -178,95 +179,6 @@ class SessionStore:
 
     def _expired(self, s: Session, now: float) -> bool:
         return now - s.last_seen >= self.idle_s or now - s.created >= self.lifetime_s
-
-
-# ---------------------------------------------------------------------- throttle
-
-
-class LoginThrottle:
-    """Failed logins per user name: `max_failures` within `window_s` block it for `block_s`.
-
-    Attempts still being checked count as failures, so that a burst of parallel
-    guesses cannot slip past the limit while the password hashes run.
-    """
-
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0, block_s: float = 60.0,
-                 clock: Clock = time.monotonic, max_names: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self.block_s = block_s
-        self.clock = clock
-        self.max_names = max_names
-        self._failures: dict[str, deque[float]] = {}
-        self._blocked: dict[str, float] = {}  # name → end of the block
-        self._pending: dict[str, int] = {}
-
-    @staticmethod
-    def _key(name: str) -> str:
-        return name.strip().casefold()
-
-    def begin(self, name: str) -> int | None:
-        """Start an attempt: None if it may go on (call `failed` or `succeeded` after), or
-        the seconds to wait (Retry-After)."""
-        key, now = self._key(name), self.clock()
-        until = self._blocked.get(key)
-        if until is not None:
-            if now < until:
-                return max(1, int(until - now + 0.999))
-            del self._blocked[key]
-        # Attempts in flight may complete the limit; after a block, one at a time.
-        budget = max(1, self.max_failures - self._recent(key, now))
-        if self._pending.get(key, 0) >= budget:
-            return 1
-        self._pending[key] = self._pending.get(key, 0) + 1
-        return None
-
-    def failed(self, name: str) -> bool:
-        """A wrong password for `name`; True if that started a block."""
-        key, now = self._key(name), self.clock()
-        self._end(key)
-        times = self._failures.setdefault(key, deque())
-        times.append(now)
-        started = self._recent(key, now) >= self.max_failures
-        if started:
-            self._blocked[key] = now + self.block_s
-        self._prune(now)
-        return started
-
-    def succeeded(self, name: str) -> None:
-        """A right password: the name's failures are forgotten."""
-        key = self._key(name)
-        self._end(key)
-        self._failures.pop(key, None)
-
-    def cancel(self, name: str) -> None:
-        """An attempt that ended without an answer (an error): neither failed nor right."""
-        self._end(self._key(name))
-
-    def _end(self, key: str) -> None:
-        n = self._pending.get(key, 0) - 1
-        if n > 0:
-            self._pending[key] = n
-        else:
-            self._pending.pop(key, None)
-
-    def _recent(self, key: str, now: float) -> int:
-        times = self._failures.get(key)
-        if times is None:
-            return 0
-        while times and now - times[0] >= self.window_s:
-            times.popleft()
-        return len(times)
-
-    def _prune(self, now: float) -> None:
-        if len(self._failures) <= self.max_names:
-            return
-        for key in list(self._failures):
-            if not self._recent(key, now) and self._blocked.get(key, 0.0) <= now:
-                del self._failures[key]
-                self._blocked.pop(key, None)
-        while len(self._failures) > self.max_names:  # a flood of names: forget the oldest
-            self._failures.pop(next(iter(self._failures)))
 
 
 # ---------------------------------------------------------------- app and checks

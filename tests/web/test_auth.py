@@ -4,6 +4,7 @@ and historian on tmp SQLite files."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import ssl
@@ -304,6 +305,62 @@ async def test_failures_older_than_five_minutes_do_not_count(
     await call(c, "POST", f"{p.base}/api/v1/login", 401,
                body={"user": "viewer", "password": "guess"})
     assert (await login(p, c, "viewer"))["role"] == "viewer"
+
+
+def client_from(address: str) -> Client:
+    """A browser whose connections come from `address` (another loopback address)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)),
+                                 cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                 timeout=aiohttp.ClientTimeout(total=10))
+
+
+async def test_wrong_passwords_from_one_address_do_not_lock_out_another(
+        p: Plant, new_client: NewClient) -> None:
+    """Issue 11: five wrong passwords for admin made the right one get 429 from anywhere."""
+    p.sink.throttle.clock = Clock()  # standing still: the delay never ends by itself
+    c = await new_client()
+    url = f"{p.base}/api/v1/login"
+    for _ in range(5):
+        await call(c, "POST", url, 401, body={"user": "admin", "password": "guess"})
+    async with c.post(url, json={"user": "admin", "password": "demo-admin"}) as r:
+        assert (r.status, r.headers["Retry-After"]) == (429, "60")
+    async with client_from("127.0.0.2") as other:
+        assert (await login(p, other, "admin"))["user"] == "admin"
+    assert p.audit_rows()[-1] == ("admin", "login", "user:admin",
+                                  {"remote": "127.0.0.2", "role": "admin"})
+
+
+async def test_a_flood_of_names_is_throttled_and_audited_in_one_entry(
+        p: Plant, new_client: NewClient) -> None:
+    """Issue 11: 300 logins with different names were never throttled, each audited."""
+    p.sink.throttle.clock = Clock()
+    c = await new_client()
+    url = f"{p.base}/api/v1/login"
+
+    async def attempt(i: int) -> int:
+        async with c.post(url, json={"user": f"guess{i}", "password": "x"}) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(attempt(i) for i in range(60)))
+    # At most 20 failures from one address are checked before it has to wait.
+    assert (statuses.count(401), statuses.count(429)) == (20, 40)
+    async with c.post(url, json={"user": "admin", "password": "demo-admin"}) as r:
+        assert r.status == 429
+        assert await r.json() == {
+            "error": "too many failed logins from this address: try again in 1 s"}
+    async with client_from("127.0.0.2") as other:
+        await login(p, other, "admin")
+    await p.sink.stop()  # writes the summed-up entry
+    failed = [e for e in p.audit.entries() if e.action == "login_failed"]
+    assert [(e.user, e.target, e.detail) for e in failed[:5]] == [
+        (f"guess{i}", f"user:guess{i}", {"remote": "127.0.0.1"}) for i in range(5)]
+    assert len(failed) == 6
+    summary = failed[5]
+    assert (summary.user, summary.target) == ("*", "remote:127.0.0.1")
+    assert summary.detail is not None
+    assert {k: summary.detail[k] for k in ("count", "failed", "refused", "users_total")} == {
+        "count": 56, "failed": 15, "refused": 41, "users_total": 56}
+    assert len(summary.detail["users"]) == 10
 
 
 async def test_session_idle_and_absolute_expiry(p: Plant, new_client: NewClient) -> None:
