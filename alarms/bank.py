@@ -191,6 +191,15 @@ def _good_flags(kind: str, recs: Sequence[Record]) -> B1:
     return good
 
 
+_PAIR = 4  # refs per intensity entity: CO2 kg, output MWh, CO2's flag, output's flag
+
+
+def _pair_ok(rows: F64) -> B1:
+    """Per (CO2, output, CO2 flag, output flag) row: both values finite, both flags N."""
+    ok: B1 = np.isfinite(rows[:, :2]).all(axis=1) & (rows[:, 2] == 0) & (rows[:, 3] == 0)
+    return ok
+
+
 class _RollingBank:
     """Running sums of (CO2, output) of many entities over the last `width` minutes."""
 
@@ -313,18 +322,23 @@ class RuleBank:
                 np.array([cfgs[i].min_output_mwh for i in r], np.float64),
                 _RollingBank(len(used), width) if width is not None else None,
                 np.zeros((2, len(used)))))
-        # CO2 and output refs of the intensity entities, after the target refs.
+        # CO2 and output refs of the intensity entities, after the target refs, each with
+        # the two flags that must be N for the pair to count (_PAIR refs per entity): the
+        # CO2's (the source's, or the unit's, which includes its output's) and the output's.
         self._site_units = [u.id for u in plant.units]
         for kind_, ident in self._ent_refs:
             if kind_ == "source":
-                refs += [("source", ident, "co2_kg"),
-                         ("unit", src_unit.get(ident, ""), "output_mwh")]
+                unit_id = src_unit.get(ident, "")
+                refs += [("source", ident, "co2_kg"), ("unit", unit_id, "output_mwh"),
+                         ("source", ident, "flag"), ("unit", unit_id, "output_flag")]
             elif kind_ == "unit":
-                refs += [("unit", ident, "co2_kg"), ("unit", ident, "output_mwh")]
+                refs += [("unit", ident, "co2_kg"), ("unit", ident, "output_mwh"),
+                         ("unit", ident, "flag"), ("unit", ident, "output_flag")]
         self._site_ref0 = len(refs)
         if ("site", "") in ent_ix:
             for u in self._site_units:
-                refs += [("unit", u, "co2_kg"), ("unit", u, "output_mwh")]
+                refs += [("unit", u, "co2_kg"), ("unit", u, "output_mwh"),
+                         ("unit", u, "flag"), ("unit", u, "output_flag")]
         self._n_tgt = n_tgt
         self._ent_own = np.array([k for k, (kind_, _) in enumerate(self._ent_refs)
                                   if kind_ != "site"], np.intp)
@@ -452,12 +466,18 @@ class RuleBank:
 
     def _intensity(self, flat: F64, m: int, t: datetime, value: F64) -> None:
         """The intensity rules' values: update each window's sums with this minute."""
-        # (CO2 kg, output MWh) per entity; a pair with a missing value counts as (0, 0).
+        # (CO2 kg, output MWh) per entity. A pair counts only when both values are there
+        # and valid (flags N); otherwise as (0, 0), i.e. that minute is left out of the
+        # window's numerator and denominator alike. So a lost power meter (or analyser)
+        # never makes the ratio drift: the window's value is over its valid minutes, and a
+        # window without any is NaN, on which every rule holds its level and timers (no
+        # new alarm, no clear) — alarms.spec's "a minute without a value changes nothing".
         pair = np.zeros((len(self._ent_refs), 2))
-        pair[self._ent_own] = flat[self._n_tgt:self._site_ref0].reshape(-1, 2)
+        own = flat[self._n_tgt:self._site_ref0].reshape(-1, _PAIR)
+        pair[self._ent_own] = np.where(_pair_ok(own)[:, None], own[:, :2], np.nan)
         if self._ent_site >= 0:
-            su = flat[self._site_ref0:].reshape(-1, 2)
-            pair[self._ent_site] = su[np.isfinite(su).all(axis=1)].sum(axis=0)
+            su = flat[self._site_ref0:].reshape(-1, _PAIR)
+            pair[self._ent_site] = su[_pair_ok(su), :2].sum(axis=0)
         ok = np.isfinite(pair).all(axis=1)
         co2 = np.where(ok, pair[:, 0] / 1000.0, 0.0)
         out = np.where(ok, pair[:, 1], 0.0)

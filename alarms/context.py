@@ -73,6 +73,17 @@ def good_record(record: Record | None) -> bool:
     return record.valid
 
 
+def intensity_pair_ok(co2: float, output: float, co2_flag: DataFlag,
+                      output_flag: DataFlag) -> bool:
+    """Whether a minute's (CO2, output) counts towards an intensity: both finite, both N.
+
+    An intensity is a ratio: a minute whose output (or CO2) is missing or invalid is left
+    out of numerator and denominator alike, never half counted.
+    """
+    return (math.isfinite(co2) and math.isfinite(output) and co2_flag is DataFlag.N
+            and output_flag is DataFlag.N)
+
+
 def minute_index(t: datetime, minute_seconds: float) -> int:
     """The plant-clock minute containing `t`, counted from the Unix epoch."""
     return math.floor(t.timestamp() / minute_seconds + 1e-9)
@@ -155,10 +166,10 @@ class MinuteContext:
 
     @cached_property
     def site_co2_output(self) -> tuple[float, float]:
-        """Σ CO2 (t) and Σ output (MWh) over the units with both values this minute."""
+        """Σ CO2 (t) and Σ output (MWh) over the units with both values valid this minute."""
         co2_kg = out = 0.0
         for u in self.result.units:
-            if math.isfinite(u.co2_kg) and math.isfinite(u.output_mwh):
+            if intensity_pair_ok(u.co2_kg, u.output_mwh, u.flag, u.output_flag):
                 co2_kg += u.co2_kg
                 out += u.output_mwh
         return co2_kg / 1000.0, out

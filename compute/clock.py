@@ -83,6 +83,14 @@ class PlantClock:
         end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
         return self._wall(start), self._wall(end)
 
+    def hours_in(self, start: datetime, end: datetime) -> int:
+        """The plant hours from `start` to `end` (both on plant-hour boundaries).
+
+        Hours are counted on the UTC time line, so a plant day has 23, 24 or 25 of them
+        where the zone has daylight saving time (Europe/Berlin 2026-10-25: 25).
+        """
+        return round((end - start).total_seconds() / (60 * self.minute_seconds))
+
     def year_fraction(self, t: datetime) -> float:
         """Fraction of the plant-local year that has passed at `t` (for pro-rating)."""
         loc = self.scaled_local(t)

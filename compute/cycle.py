@@ -22,6 +22,12 @@ from model.records import MinuteResult, RawWindow, SiteMinute, SourceMinute, Tag
 
 _FLAGS = {int(f): f for f in DataFlag}
 
+# Totals keys (after "<unit>.") of the sums over a unit's valid minutes only: the numerator
+# and denominator of its running intensity. A restart seeds them from the stored minutes
+# whose `valid` is 1 (server/runtime.py, Historian.period_sums(valid_only=True)).
+PAIRED_CO2 = "co2_valid_kg"
+PAIRED_OUTPUT = "output_valid_mwh"
+
 
 def raw_window(tag_ids: tuple[str, ...], w: Window) -> RawWindow:
     """The samples of a padded window, concatenated tag after tag."""
@@ -86,13 +92,22 @@ class MinuteCycle:
             c = self.totals.add(f"{unit.id}.co2_kg", t, co2)
             o = self.totals.add(f"{unit.id}.output_mwh", t, out)
             f = _FLAGS[int(a.unit_flag[i])]
+            # A ratio is only as valid as both of its parts. The minute's intensity needs
+            # the minute valid (every source's CO2 and the output flag N); today's is
+            # Σ CO2 / Σ output over such minutes only. Summing CO2 over every minute but
+            # output over the minutes the meter answered made it drift upwards while the
+            # power meter was down (issue 11: 0.81 → 2.43 t/MWh in 50 s). An auditor can
+            # check the pairing: both sums are over the same minutes, those stored valid.
+            paired = f is DataFlag.N and math.isfinite(co2) and math.isfinite(out)
+            cp = self.totals.add(f"{unit.id}.{PAIRED_CO2}", t, co2 if paired else math.nan)
+            op = self.totals.add(f"{unit.id}.{PAIRED_OUTPUT}", t, out if paired else math.nan)
             units.append(UnitMinute(
                 unit=unit.id, t=t, output_mwh=out, co2_kg=co2,
-                intensity_t_mwh=co2 / 1000 / out if out > 0 else math.nan,
+                intensity_t_mwh=co2 / 1000 / out if paired and out > 0 else math.nan,
                 valid=f is DataFlag.N, flag=f, co2_today_t=c.day / 1000,
                 output_today_mwh=o.day,
-                intensity_today_t_mwh=c.day / 1000 / o.day if o.day > 0 else math.nan,
-                co2_ytd_t=c.year / 1000))
+                intensity_today_t_mwh=cp.day / 1000 / op.day if op.day > 0 else math.nan,
+                co2_ytd_t=c.year / 1000, output_flag=_FLAGS[int(a.unit_output_flag[i])]))
             if not math.isnan(co2):
                 site_kg += co2
             site_day += c.day / 1000

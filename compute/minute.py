@@ -49,6 +49,8 @@ class MinuteArrays:
     # Per source: 0, or the kernels.SUB_* code of the rule that substituted a value
     # this minute (name: kernels.SUBSTITUTION_RULES[code], e.g. "f_factor_o2").
     source_substitution: npt.NDArray[np.uint8]
+    # Per unit: the flag of its output minute alone (the power tag's; 0 for a constant).
+    unit_output_flag: npt.NDArray[np.uint8]
 
 
 def source_params(src: SourceConfig) -> npt.NDArray[np.float64]:
@@ -162,7 +164,8 @@ class MinuteCalculator:
         a = self.compute_batch(window.values[None], window.flags[None], window.counts[None])
         return MinuteArrays(*(x[0] for x in (
             a.tag_mean, a.tag_min, a.tag_max, a.tag_count, a.tag_flag, a.cems, a.source_flag,
-            a.unit_output_mwh, a.unit_co2_kg, a.unit_flag, a.source_substitution)))
+            a.unit_output_mwh, a.unit_co2_kg, a.unit_flag, a.source_substitution,
+            a.unit_output_flag)))
 
     def compute_batch(self, values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8],
                       counts: npt.NDArray[np.int64]) -> MinuteArrays:
@@ -201,7 +204,8 @@ class MinuteCalculator:
         ptag = self._unit_power_tag >= 0
         pidx = np.where(ptag, self._unit_power_tag, 0)
         power = np.where(ptag[None], mean[:, pidx] if n_tags else 0.0, self._unit_power_const)
-        pflag = np.where(ptag[None], flag[:, pidx] if n_tags else 0, 0).astype(np.uint8)
+        pflag = np.ascontiguousarray(np.broadcast_to(np.where(
+            ptag[None], flag[:, pidx] if n_tags else 0, 0).astype(np.uint8), (n_min, n_units)))
         uflag = np.maximum(uflag, pflag)
         return MinuteArrays(mean, lo, hi, count, flag, cems, sflag, power * self.minute_h, co2,
-                            uflag, src.substitution.reshape(n_min, n_src))
+                            uflag, src.substitution.reshape(n_min, n_src), pflag)

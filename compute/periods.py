@@ -18,6 +18,15 @@ Rules (CEMS details in compute/rollup.py and compute/substitute.py):
 - Day: sources by rollup_day with the hours' substitutes; streams by period_emissions
   (the formula on each factor version's total quantity) over every hour with a quantity,
   valid with ≥ `min_valid_hours_per_day` valid hours; units: CEMS vs factor reconciliation.
+- Intensity (UnitPeriod.intensity_*): an hour's is co2_cems_t / output, valid only with a
+  valid output hour and a CO2 value of every source of the unit (else NaN with the flag
+  of the missing part); a day's is Σ CO2 / Σ output over its hours with a valid intensity,
+  valid with ≥ `min_valid_hours_per_day` of them — never a ratio whose numerator counts
+  hours its denominator lacks.
+- A minute that never arrives is one the server did not calculate (it was not running):
+  an hour (a day) invalid only for such minutes (hours) gets `missing_reason`
+  "not_running". Its flag stays B — HJ 212 has no letter for "not running", and B (no
+  data reached the record) keeps it invalid and substituted like any missing hour.
 - Allowance position at the end of every hour: year to date = the plant year's closed days
   + the current day's closed hours (CEMS, substitutes included); year-end forecast from
   the mean of the last ≤ 30 closed days (NaN before the first closed day).
@@ -46,6 +55,7 @@ from model.records import (
     AllowancePosition,
     MinuteResult,
     PeriodRecords,
+    PeriodResult,
     RawWindow,
     StreamPeriod,
     UnitPeriod,
@@ -56,6 +66,7 @@ U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 
 MINUTES_PER_HOUR = 60
+NOT_RUNNING = "not_running"  # PeriodResult.missing_reason: minutes the server did not run for
 _B = int(DataFlag.B)
 _N = int(DataFlag.N)
 
@@ -160,6 +171,41 @@ class _Counter:
     n_valid: int = 0  # valid readings in the open hour
 
 
+def hours_of_absent_days(clock: PlantClock, start: datetime, end: datetime,
+                         day_starts: Sequence[datetime]) -> int:
+    """The hours of the plant days in [start, end) without a day record (`day_starts`: the
+    days that have one): what a month or year total counts as missing for them.
+
+    A day is as long as the clock says (23, 24 or 25 hours with daylight saving time),
+    not 24: a year of Europe/Berlin has 8760 hours, and its 25-hour day is 25 missing.
+    """
+    have = {d for d in day_starts if start <= d < end}
+    return clock.hours_in(start, end) - sum(clock.hours_in(d, clock.next_day(d)) for d in have)
+
+
+def _hour_intensity_flag(power_flag: int, sources: Sequence[PeriodResult]) -> int:
+    """The flag of a unit hour's intensity: N needs a valid output hour (≥ the minimum of
+    valid output minutes, like a CEMS hour) and a CO2 value (measured or substituted) of
+    every source of the unit. Else the output's flag, or the worst flag of a source
+    without a value (B if it has none): a ratio is invalid when a part of it is missing,
+    never computed from part of the CO2 or over an output from too few minutes."""
+    if power_flag:
+        return power_flag
+    lacking = [int(s.flag) or _B for s in sources if not math.isfinite(s.co2_t)]
+    return max(lacking, default=_N)
+
+
+def _day_not_running(day: PeriodResult, hours: Sequence[PeriodResult], absent: bool) -> bool:
+    """Whether a source's invalid day lacks data only because the server did not run: every
+    invalid hour of it is a not-running hour, and one is (or an hour of the day is absent)."""
+    if day.valid:
+        return False
+    bad = [h for h in hours if not h.valid]
+    if any(h.missing_reason != NOT_RUNNING for h in bad):
+        return False
+    return absent or bool(bad)
+
+
 def _fsum_finite(values: Sequence[float]) -> float:
     """Exact sum of the finite values; NaN when there is none."""
     finite = [v for v in values if math.isfinite(v)]
@@ -236,6 +282,7 @@ class PeriodCycle:
         self._pflag = np.zeros((n_unit, MINUTES_PER_HOUR), np.uint8)
         self._counters = [_Counter() for _ in self._counter_of]
         self._hour: datetime | None = None  # start of the open hour
+        self._taken = np.zeros(MINUTES_PER_HOUR, np.bool_)  # the open hour's minutes taken
         self._filled = False  # whether a minute of the open hour was taken
         self._last_t_s = -math.inf  # start of the last minute taken
         # The substitution rules' lookback: measured hour means and validity, oldest first.
@@ -281,6 +328,7 @@ class PeriodCycle:
                 stop = int(np.searchsorted(r[0], h1.timestamp(), side="left"))
                 self._counter_hour(i, r, cursor[i], stop)
                 cursor[i] = stop
+            self._taken[k] = True
             self._filled = True
             j = end
             if k[-1] == MINUTES_PER_HOUR - 1:
@@ -386,16 +434,22 @@ class PeriodCycle:
         sources = rollup.hour_records(self.source_ids, h0, hours, sub_co2, self._rule_names)
         sources = tuple(replace(s, substitution_note=notes[i]) if notes[i] else s
                         for i, s in enumerate(sources))
-        power, _, power_flag = _hour_means(self._power, self._pflag, self._min_minutes)
+        not_running = self._not_running(self._sflag, hours.flag)
+        sources = tuple(replace(s, missing_reason=NOT_RUNNING) if not_running[i] else s
+                        for i, s in enumerate(sources))
+        power, n_power, power_flag = _hour_means(self._power, self._pflag, self._min_minutes)
         units = []
         for u, unit in enumerate(self.config.units):
             own = [sources[i] for i in self._unit_sources[u]]
             out_mwh = float(power[u])  # mean MW × 1 h
             cems = _fsum_finite([s.co2_t for s in own])
             flag = max([int(s.flag) for s in own] + [int(power_flag[u])])
+            i_flag = _hour_intensity_flag(int(power_flag[u]), own)
             units.append(UnitPeriod(
                 unit.id, h0, cems, unit_factor[u], out_mwh,
-                cems / out_mwh if out_mwh > 0 else math.nan, flag == 0, DataFlag(flag)))
+                cems / out_mwh if i_flag == 0 and out_mwh > 0 else math.nan, flag == 0,
+                DataFlag(flag), intensity_flag=DataFlag(i_flag),
+                intensity_n_valid=int(n_power[u])))
         self._hist_conc.append(hours.co2_dry_pct.copy())
         self._hist_flow.append(hours.flow_std_dry_m3_h.copy())
         self._hist_valid.append(hours.flag == 0)
@@ -409,6 +463,22 @@ class PeriodCycle:
             out.append(self._close_day())
         return out
 
+    def _not_running(self, minute_flags: U8, hour_flags: U8) -> npt.NDArray[np.bool_]:
+        """Per row: whether the hour is invalid only because the server did not run.
+
+        That is: the hour is invalid, none of its calculated minutes carries a flag (so
+        the flag B is period_flag's "no data", not a measured communication failure), and
+        some of its minutes were never calculated. A minute the live server ran always
+        arrives (with flag B from the kernel when its device did not answer), so a minute
+        that never arrived is one the server did not run for (or, in a recalculation, one
+        outside the export).
+        """
+        if self._taken.all():
+            return np.zeros(hour_flags.shape, np.bool_)
+        out: npt.NDArray[np.bool_] = (hour_flags != 0) & (minute_flags.max(axis=1, initial=0)
+                                                          == 0)
+        return out
+
     def _reset_hour(self, h1: datetime) -> None:
         for a in (self._conc, self._flow, self._rate, self._power):
             a.fill(np.nan)
@@ -416,6 +486,7 @@ class PeriodCycle:
             f.fill(0)
         for st in self._counters:
             st.deltas, st.worst, st.bad, st.reasons, st.n_valid = [], 0, 0, 0, 0
+        self._taken.fill(False)
         self._hour = h1
         self._filled = False
 
@@ -542,6 +613,10 @@ class PeriodCycle:
                               cols["co2_rate_kg_h"], cols["co2_measured_t"], n_valid, flag),
             cols["sub"], min_valid=self._min_hours)
         sources = rollup.day_records(self.source_ids, d0, day, self._rule_names)
+        sources = tuple(
+            replace(x, missing_reason=NOT_RUNNING)
+            if _day_not_running(x, [h.sources[i] for h in hours], len(hours) < n_h) else x
+            for i, x in enumerate(sources))
         streams: list[StreamPeriod] = []
         stream_co2: list[list[float]] = []
         for r, (unit, s) in enumerate(self.streams):
@@ -559,9 +634,10 @@ class PeriodCycle:
                 rec = derived.reconcile(cems, factor, self.config.reconciliation.limit_pct)
                 diff, exceeded = float(rec.diff_pct), bool(rec.exceeds)
             f = max(int(x.flag) for x in own)
-            units.append(UnitPeriod(unit.id, d0, cems, factor, out_mwh,
-                                    cems / out_mwh if out_mwh > 0 else math.nan, f == 0,
-                                    DataFlag(f), diff, exceeded))
+            intensity, i_flag, i_n = self._day_intensity([h.units[u] for h in hours], cems,
+                                                         out_mwh)
+            units.append(UnitPeriod(unit.id, d0, cems, factor, out_mwh, intensity, f == 0,
+                                    DataFlag(f), diff, exceeded, DataFlag(i_flag), i_n))
         site = _fsum_finite([x.co2_t for x in sources])
         if self._year != self.clock.year_bounds(d0)[0]:
             self._year, self._year_days_t = self.clock.year_bounds(d0)[0], 0.0
@@ -570,6 +646,28 @@ class PeriodCycle:
             self._recent_days.append(site)
         self._day_hours = []
         return PeriodRecords("day", d0, d1, sources, tuple(streams), tuple(units))
+
+    def _day_intensity(self, hours: Sequence[UnitPeriod], cems_t: float,
+                       out_mwh: float) -> tuple[float, int, int]:
+        """(t/MWh, flag, hours used) of a unit's day from its hours' intensities.
+
+        Like the CEMS day (HJ 75: ≥ min_valid_hours_per_day valid hours), the day's
+        intensity is over the hours whose own intensity is valid: Σ CO2 / Σ output of those
+        hours, valid with at least min_valid_hours_per_day of them. An hour without a valid
+        output has no substitute, so counting its CO2 (substituted or not) over an output
+        that lacks it would bias the ratio upwards; both sums are over the same hours. When
+        every hour is valid the sums are the day's own CO2 and output.
+        """
+        use = [h for h in hours if h.intensity_flag is DataFlag.N
+               and math.isfinite(h.co2_cems_t) and math.isfinite(h.output_mwh)]
+        n = len(use)
+        if n < self._min_hours:
+            worst = max((int(h.intensity_flag) for h in hours), default=0)
+            return math.nan, worst or _B, n
+        if n < len(hours):
+            cems_t = math.fsum(h.co2_cems_t for h in use)
+            out_mwh = math.fsum(h.output_mwh for h in use)
+        return (cems_t / out_mwh if out_mwh > 0 else math.nan), _N, n
 
     def _stream_day(self, unit: UnitConfig, s: StreamConfig, d0: datetime, d1: datetime,
                     hours: Sequence[StreamPeriod]) -> list[StreamPeriod]:

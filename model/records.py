@@ -72,13 +72,18 @@ class UnitMinute:
     t: datetime
     output_mwh: float
     co2_kg: float
-    intensity_t_mwh: float  # NaN when there is no output
+    # CO2 / output of this minute: NaN unless the minute is valid (its sources' CO2 and its
+    # output all flag N; `flag` says why not) and the output is > 0. Never from partial data.
+    intensity_t_mwh: float
     valid: bool
-    flag: DataFlag
+    flag: DataFlag  # the worst of its sources' flags and its output's (`output_flag`)
     co2_today_t: float = 0.0
     output_today_mwh: float = 0.0
+    # Σ CO2 / Σ output over today's valid minutes only (both measured validly), so that a lost
+    # output meter (or CO2 analyser) does not make it drift; NaN without valid output today.
     intensity_today_t_mwh: float = float("nan")
     co2_ytd_t: float = 0.0
+    output_flag: DataFlag = DataFlag.N  # the output minute's own flag (the power meter's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +223,10 @@ class PeriodResult:
     n_substituted: int = 0  # hours in the period whose value is a substitute
     n_missing: int = 0  # hours in the period without any value
     substitution_note: str = ""  # why an invalid hour has no substitute under its rule
+    # Why an invalid period lacks data when no measured flag explains it: "not_running" when
+    # minutes (hours of a day) of it were never calculated because the server was not
+    # running. The flag stays B (HJ 212 has no letter for it); "" otherwise.
+    missing_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,11 +258,16 @@ class UnitPeriod:
     co2_cems_t: float  # Σ of its sources' co2_t (substitutes included)
     co2_factor_t: float  # Σ of its fuel and process streams; NaN without any
     output_mwh: float
-    intensity_t_mwh: float  # co2_cems_t / output_mwh; NaN without output
+    intensity_t_mwh: float  # NaN unless intensity_flag is N and there is output (> 0)
     valid: bool
     flag: DataFlag  # the worst of its sources' flags and (hours) of its output's
     reconciliation_diff_pct: float = float("nan")  # days: (CEMS − factor) / factor · 100
     reconciliation_exceeded: bool = False  # days: |diff| above reconciliation.limit_pct
+    # The intensity's own validity (compute/periods.py): an hour's needs a valid output hour
+    # and a CO2 value of every source; a day's is over its hours with a valid intensity and
+    # needs min_valid_hours_per_day of them. N: valid; else the flag that made it invalid.
+    intensity_flag: DataFlag = DataFlag.N
+    intensity_n_valid: int = 0  # hours: valid output minutes; days: hours the ratio is over
 
 
 @dataclass(frozen=True, slots=True)

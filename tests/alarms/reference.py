@@ -32,10 +32,12 @@ from alarms.context import (
     Record,
     good_record,
     hour_codes,
+    intensity_pair_ok,
     minute_index,
 )
 from alarms.spec import WINDOW_MINUTES, Areas, rule_spec, target_id
 from alarms.state import AlarmState
+from model.flags import DataFlag
 from model.records import AlarmEvent, DeviceEvent, PeriodRecords
 from model.states import Condition
 from server.config import PlantConfig
@@ -270,15 +272,20 @@ class IntensityRule(ScalarRule):
         sc = self.config.scope
         if sc.site:
             return ctx.site_co2_output
+        co2_flag = DataFlag.N
         if sc.source is not None:
             src = ctx.sources.get(sc.source)
             unit = ctx.units.get(src.unit) if src is not None else None
             co2 = src.co2_kg / 1000.0 if src is not None else math.nan
+            co2_flag = src.flag if src is not None else DataFlag.N
         else:
             unit = ctx.units.get(sc.unit or "")
             co2 = unit.co2_kg / 1000.0 if unit is not None else math.nan
+            co2_flag = unit.flag if unit is not None else DataFlag.N
         out = unit.output_mwh if unit is not None else math.nan
-        if math.isfinite(co2) and math.isfinite(out):
+        out_flag = unit.output_flag if unit is not None else DataFlag.N
+        # A pair with a missing or invalid part counts as neither CO2 nor output.
+        if intensity_pair_ok(co2, out, co2_flag, out_flag):
             return co2, out
         return 0.0, 0.0
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from alarms.bank import RuleBank
 from alarms.config import (
     FIELDS,
     CaptureRateRuleConfig,
@@ -267,12 +268,12 @@ def make(kind: str, **data: Any) -> ScalarRule:
 def record(t: datetime, *, s1_co2: float = 12.0, s1_flag: DataFlag = DataFlag.N,
            s1_kg: float = 3282.7, u1_kg: float = 8000.0, u1_mwh: float = 10.0,
            u1_flag: DataFlag = DataFlag.N, ytd_t: float = 5e5,
-           with_s1: bool = True) -> MinuteResult:
+           with_s1: bool = True, u1_out_flag: DataFlag = DataFlag.N) -> MinuteResult:
     """A one-unit minute: S1 (CO2 %, kg), U1 (kg, MWh), the site's year to date."""
     src = SourceMinute("S1", "U1", t, 1e6, 8e5, s1_co2, s1_co2 * 19_640, s1_kg * 60, s1_kg,
                        s1_flag is DataFlag.N, s1_flag)
     unit = UnitMinute("U1", t, u1_mwh, u1_kg, u1_kg / 1000 / u1_mwh if u1_mwh else math.nan,
-                      u1_flag is DataFlag.N, u1_flag)
+                      u1_flag is DataFlag.N, u1_flag, output_flag=u1_out_flag)
     site = SiteMinute(t, u1_kg, 100.0, ytd_t, 4e6, ytd_t / 4e4, 4e6 - ytd_t)
     tags = (TagMinute("s1_co2", t, s1_co2, s1_co2, s1_co2, 12, s1_flag),)
     return MinuteResult(t, (src,) if with_s1 else (), (unit,), site, tags)
@@ -441,6 +442,42 @@ def test_intensity_month_to_date_and_minimum_output() -> None:
     assert m.step(context(record(T0, u1_kg=9500.0, u1_mwh=10.0)))[0].state == "alarm"
     assert m.step(context(record(at(1), u1_kg=100.0, u1_mwh=4.0))) == []
     assert m.step(context(record(at(2), u1_kg=100.0, u1_mwh=10.0)))[0].state == "normal"
+
+
+def test_intensity_leaves_out_minutes_without_a_valid_output() -> None:
+    # U1 and S1: 8 t / 10 MWh = 0.8 t/MWh a minute (levels 0.85 / 0.95). In m2 and m3 the
+    # power meter answered only partly: an output of 3 MWh from too few samples, flag B
+    # (so U1's minute is B too), while the CO2 is valid. Counting them, the hour window
+    # at m2 would be (3 · 8) / (10 + 10 + 3) = 24 / 23 = 1.04348: a false alarm. Left out
+    # of numerator and denominator alike: (8 + 8) / (10 + 10) = 0.8 in the hour, day,
+    # month and for the source; the minute window has no value in m2, m3: held, no event.
+    windows = ("minute", "hour", "day", "month_to_date")
+    scopes = [{"unit": "U1"}, {"source": "S1"}, {"site": True}]
+    rules = [{"id": f"r{i}", "kind": "intensity", "scope": sc, "window": w,
+              "warning": 0.85, "alarm": 0.95}
+             for i, (sc, w) in enumerate((sc, w) for sc in scopes for w in windows)]
+    cfg = parse_config({**plant_dict(), "alarms": {"rules": rules}}, "test_rules")
+    scalar = scalar_rules(cfg)
+    measured = scalar_rules(cfg)  # the same rules again, to read their values
+    bank = RuleBank(cfg)
+    lost = {2, 3}
+    for m in range(5):
+        res = record(at(m), s1_kg=8000.0, u1_kg=8000.0,
+                     u1_mwh=3.0 if m in lost else 10.0,
+                     u1_flag=DataFlag.B if m in lost else DataFlag.N,
+                     u1_out_flag=DataFlag.B if m in lost else DataFlag.N)
+        events = [e for r in scalar for e in r.step(context(res))]
+        changes = bank.minute(res)
+        assert events == [] and changes.rows.size == 0, m
+        values = [r.measure(context(res)) for r in measured]
+        minute = [w == "minute" for _ in scopes for w in windows]
+        for i, is_minute in enumerate(minute):
+            if m in lost and is_minute:
+                assert math.isnan(values[i])
+                assert bank.value[i] == pytest.approx(0.8)  # the last value, held
+            else:
+                assert bank.value[i] == pytest.approx(0.8), (m, rules[i]["id"])
+                assert values[i] == pytest.approx(0.8), (m, rules[i]["id"])
 
 
 def test_allowance_measures_worked_example() -> None:

@@ -313,3 +313,156 @@ def test_restart_continues_from_stored_records() -> None:
     resumed.restore([r for r in before if r.level == "hour"], [])
     after = resumed.add(part(5 * 60, 25 * 60))
     assert repr(after) == repr(whole[len(before):])
+
+
+# --------------------------------------------------------------- ratio validity, missing data
+
+def _power_lost(batch: MinuteBatch, minutes: slice, mean: float = math.nan) -> MinuteBatch:
+    """The batch with u1_power's minutes `minutes` flagged B (mean `mean`: NaN when the meter
+    did not answer at all, a number when it answered too few times)."""
+    p = TAGS.index("u1_power")
+    tag_mean, tag_flag = batch.tag_mean.copy(), batch.tag_flag.copy()
+    tag_mean[minutes, p], tag_flag[minutes, p] = mean, int(DataFlag.B)
+    return MinuteBatch(batch.t_s, batch.co2_dry_pct, batch.flow_std_dry_m3_h,
+                       batch.source_flag, tag_mean, tag_flag, batch.counters)
+
+
+def _from(batch: MinuteBatch, j: int) -> MinuteBatch:
+    """The batch without its first j minutes (the server started later)."""
+    r = batch.counters[0]
+    keep = r.t_s >= batch.t_s[j]
+    return MinuteBatch(batch.t_s[j:], batch.co2_dry_pct[j:], batch.flow_std_dry_m3_h[j:],
+                       batch.source_flag[j:], batch.tag_mean[j:], batch.tag_flag[j:],
+                       (Readings(r.t_s[keep], r.value[keep], r.flag[keep]),))
+
+
+def test_an_hour_without_a_valid_output_has_no_intensity() -> None:
+    # Hour 0: the power meter answered in 40 minutes only (the other 20 flagged B, with a
+    # partial 300 MW): 40 < 45 valid output minutes, the output hour is invalid, so is its
+    # intensity — NaN with flag B, although its CO2 hour (60 valid minutes) is valid. Before,
+    # it read 196.96223 / 600 = 0.32827 from the 40 minutes. Hour 1 is whole:
+    # 196.96223 t / (600 MW · 1 h) = 0.3282704 t/MWh.
+    cycle = PeriodCycle(config())
+    out = cycle.add(_power_lost(hours_of_minutes(DAY0, 2), slice(0, 20), 300.0))
+    h0, h1 = (r.units[0] for r in out)
+    assert out[0].sources[0].valid and h0.output_mwh == 600.0
+    assert math.isnan(h0.intensity_t_mwh)
+    assert (h0.intensity_flag, h0.intensity_n_valid) == (DataFlag.B, 40)
+    assert h1.intensity_t_mwh == printed(0.3282704, 7)
+    assert (h1.intensity_flag, h1.intensity_n_valid) == (DataFlag.N, 60)
+
+
+def test_a_day_intensity_is_over_its_hours_with_a_valid_intensity() -> None:
+    # Hour 5 of the day without any output (the meter did not answer: NaN, B). Its CO2 is
+    # valid, so the day's CEMS CO2 has 24 hours but its output only 23 · 600 = 13 800 MWh:
+    # their ratio, 24 · 196.96223 / 13 800 = 0.342543, is what the day read before. Over
+    # the 23 hours with a valid intensity: 23 · 196.96223 / (23 · 600) = 0.3282704.
+    cycle = PeriodCycle(config())
+    out = cycle.add(_power_lost(hours_of_minutes(DAY0, 24), slice(5 * 60, 6 * 60)))
+    day = out[-1]
+    assert day.level == "day"
+    u = day.units[0]
+    assert u.co2_cems_t == printed(24 * HOUR_T, 4) and u.output_mwh == 13_800.0
+    assert u.intensity_t_mwh == printed(0.3282704, 7)
+    assert (u.intensity_flag, u.intensity_n_valid) == (DataFlag.N, 23)
+    # Five such hours: 19 < 20 hours with a valid intensity, the day's is invalid.
+    cycle = PeriodCycle(config())
+    out = cycle.add(_power_lost(hours_of_minutes(DAY0, 24), slice(0, 5 * 60)))
+    u = out[-1].units[0]
+    assert math.isnan(u.intensity_t_mwh)
+    assert (u.intensity_flag, u.intensity_n_valid) == (DataFlag.B, 19)
+
+
+def test_a_start_up_hour_is_missing_because_the_server_did_not_run() -> None:
+    # The server starts at 00:21: the hour has 39 valid minutes (< 45), it is invalid, and
+    # no calculated minute carries a flag: "not_running", not a communication failure of a
+    # device (the flag stays B: HJ 212 has no letter for it). The day has 1 invalid hour of
+    # that kind and 0 of the others, and is flushed after 2 hours: 1 valid < 20, so it is
+    # invalid for the same reason. Hour 1 (valid) has no reason.
+    cycle = PeriodCycle(config())
+    out = cycle.add(_from(hours_of_minutes(DAY0, 2), 21)) + cycle.flush()
+    h0, h1, day = (r.sources[0] for r in out)
+    assert (h0.valid, h0.flag, h0.n_valid, h0.missing_reason) == (
+        False, DataFlag.B, 39, "not_running")
+    assert (h1.valid, h1.missing_reason) == (True, "")
+    assert (day.valid, day.flag, day.missing_reason) == (False, DataFlag.B, "not_running")
+
+
+def test_a_device_failure_is_no_missing_reason() -> None:
+    # Minutes 0–20 calculated with the CEMS not answering (flag B from the minute kernel):
+    # a real communication failure, the hour keeps its B and has no missing reason. An hour
+    # without any minute (the server was down) and a day of such hours do.
+    cycle = PeriodCycle(config())
+    batch = hours_of_minutes(DAY0, 1)
+    batch.source_flag[:21] = int(DataFlag.B)
+    out = cycle.add(batch) + cycle.add(hours_of_minutes(DAY0 + timedelta(hours=2), 1))
+    assert [(r.sources[0].flag, r.sources[0].missing_reason) for r in out] == [
+        (DataFlag.B, ""), (DataFlag.B, "not_running"), (DataFlag.N, "")]
+    # A day whose every hour was closed without minutes: missing for that reason.
+    cycle = PeriodCycle(config())
+    out = cycle.add(hours_of_minutes(DAY0 - timedelta(hours=1), 1))
+    out += cycle.add(hours_of_minutes(DAY0 + timedelta(days=1), 1))
+    day = next(r for r in out if r.level == "day" and r.t == DAY0)
+    s = day.sources[0]
+    assert (s.valid, s.n_valid, s.n_missing, s.missing_reason) == (False, 0, 24, "not_running")
+
+
+BERLIN_2026 = (datetime(2025, 12, 31, 23, tzinfo=UTC), datetime(2026, 12, 31, 23, tzinfo=UTC))
+FALL_BACK = datetime(2026, 10, 24, 22, tzinfo=UTC)  # 2026-10-25 00:00 CEST: a 25-hour day
+
+
+def test_missing_hours_of_absent_days_follow_daylight_saving_time() -> None:
+    # Europe/Berlin 2026: 365 days, 8760 hours (the 23-hour 29 March and the 25-hour
+    # 25 October cancel out). Without the 25 October day record, 25 hours are missing (24
+    # before: every absent day counted 24); without 29 March, 23.
+    from compute.clock import PlantClock
+    from compute.periods import hours_of_absent_days
+    clock = PlantClock(60.0, "Europe/Berlin")
+    start, end = BERLIN_2026
+    days, d = [], start
+    while d < end:
+        days.append(d)
+        d = clock.next_day(d)
+    assert len(days) == 365 and clock.hours_in(start, end) == 8760
+    spring = datetime(2026, 3, 28, 23, tzinfo=UTC)
+    assert clock.hours_in(FALL_BACK, clock.next_day(FALL_BACK)) == 25
+    assert hours_of_absent_days(clock, start, end, [x for x in days if x != FALL_BACK]) == 25
+    assert hours_of_absent_days(clock, start, end, [x for x in days if x != spring]) == 23
+    assert hours_of_absent_days(clock, start, end, []) == 8760
+
+
+def test_a_year_total_counts_the_25_hour_day_as_25_missing_hours() -> None:
+    # The year rows of `carbonscada recalc --level year`: 364 valid days of 2026 in Berlin,
+    # 25 October absent from the export: n_missing = 25.
+    from compute.clock import PlantClock
+    from model.records import PeriodResult
+    from server.recalc import _totals
+    plan = config(site={"id": "testsite", "name": "T", "name_zh": "测", "timezone":
+                        "Europe/Berlin"})
+    clock = PlantClock(60.0, "Europe/Berlin")
+    start, end = BERLIN_2026
+    days, d = [], start
+    while d < end:
+        if d != FALL_BACK:
+            src = PeriodResult("S1", d, 12.0, Q, 1.0, 24.0, 24.0, True, DataFlag.N, 24)
+            days.append(PeriodRecords("day", d, clock.next_day(d), (src,), (), ()))
+        d = clock.next_day(d)
+    ((t, (row,)),) = list(_totals(plan.config, days, "year"))
+    assert t == start and row.n_missing == 25 and row.co2_t == 364 * 24.0
+
+
+def test_a_25_hour_day_closes_with_25_hours() -> None:
+    # The live stage on Berlin's 25 October 2026: 25 hours of minutes, the day has 25 valid
+    # hours; a day with hours 3–4 (local) lost has 23 valid and 2 invalid (substituted).
+    plan = config(site={"id": "testsite", "name": "T", "name_zh": "测", "timezone":
+                        "Europe/Berlin"})
+    out = PeriodCycle(plan).add(hours_of_minutes(FALL_BACK, 26))
+    day = next(r for r in out if r.level == "day")
+    s = day.sources[0]
+    assert (day.t, s.n_valid, s.n_missing, s.valid) == (FALL_BACK, 25, 0, True)
+    cycle = PeriodCycle(plan)
+    out = cycle.add(hours_of_minutes(FALL_BACK, 3))
+    out += cycle.add(hours_of_minutes(FALL_BACK + timedelta(hours=5), 21))
+    s = next(r for r in out if r.level == "day").sources[0]
+    assert (s.n_valid, s.n_substituted + s.n_missing, s.valid, s.missing_reason) == (
+        23, 2, True, "")
