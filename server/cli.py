@@ -12,31 +12,23 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from model.errors import CarbonScadaError
+from model.times import parse_time
 from server.config import Plant, PlantConfig, load_config, load_plant
+from server.logs import setup_logging
 
 _STARTED = time.monotonic()
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo-plant.yaml"
 log = logging.getLogger("carbonscada")
 
 
-class _UtcFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """ISO 8601 UTC with milliseconds."""
-        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{t}.{int(record.msecs):03d}Z"
-
-
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    for noisy in ("asyncua", "pymodbus", "aiohttp.access", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # server/logs.py: libraries' records on one line, their tracebacks only with -v
+    setup_logging(verbose)
 
 
 async def _serve(plant: Plant) -> None:
@@ -120,13 +112,9 @@ def _cmd_export_samples(args: argparse.Namespace) -> int:
 
 
 def _utc(text: str, option: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise CarbonScadaError(f"{option}: {text!r} is not an ISO 8601 time") from None
-    if t.tzinfo is None:
-        raise CarbonScadaError(f"{option}: {text!r} needs a UTC offset, e.g. {text}+08:00")
-    return t.astimezone(UTC)
+    # The project's one time rule (model/times.py); its TimeRangeError is a
+    # CarbonScadaError, so main() answers exit 2 naming the option and the range.
+    return parse_time(text, option)
 
 
 @contextlib.contextmanager
@@ -408,6 +396,37 @@ def _add_user_audit(sub: Any) -> None:
     ls.set_defaults(func=_cmd_audit_list)
 
 
+def _cmd_opcua_trust(args: argparse.Namespace) -> int:
+    from server.opcua.pki import Pki, common_name, read_certificate
+
+    pki = Pki(Path(load_config(args.config).opcua.pki_dir))
+    if args.reject is not None:
+        print(f"moved to {pki.reject(args.reject)}")
+    elif args.file is not None:
+        print(f"trusted: {pki.trust(read_certificate(Path(args.file)))}")
+    else:
+        for what, listed in (("trusted", pki.trusted_list()), ("rejected", pki.rejected_list())):
+            for tp, path in listed.items():
+                print(f"{what:9} {tp}  {common_name(read_certificate(path))}  {path}")
+    return 0
+
+
+def _add_opcua(sub: Any) -> None:
+    op = sub.add_parser("opcua", help="the OPC UA server's trust list of client certificates")
+    acts = op.add_subparsers(dest="opcua_command", required=True)
+    tr = acts.add_parser("trust", help="trust a client certificate, list or reject them",
+                         description="Without FILE, --list or --reject: the list. An unknown "
+                                     "client's certificate is filed in PKI/rejected when it "
+                                     "tries to connect; trusting it moves it to PKI/trusted.")
+    tr.add_argument("-c", "--config", required=True, help="plant configuration (opcua.pki_dir)")
+    what = tr.add_mutually_exclusive_group()
+    what.add_argument("file", nargs="?", help="a client certificate (DER or PEM) to trust")
+    what.add_argument("--list", action="store_true", help="list trusted and rejected ones")
+    what.add_argument("--reject", metavar="THUMBPRINT",
+                      help="move a trusted certificate back to rejected/")
+    tr.set_defaults(func=_cmd_opcua_trust)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `carbonscada` command."""
     p = argparse.ArgumentParser(prog="carbonscada",
@@ -437,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_export_samples)
     _add_probe(sub)
     _add_user_audit(sub)
+    _add_opcua(sub)
     return p
 
 
@@ -447,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status: int = args.func(args)
     except CarbonScadaError as exc:
-        print(f"carbonscada: error:\n{exc}", file=sys.stderr)
+        text = str(exc)
+        # One problem on the line of "error:" (grep finds it whole); a list of them below.
+        sep = "\n" if "\n" in text else " "
+        print(f"carbonscada: error:{sep}{text}", file=sys.stderr)
         return 2
     except OSError as exc:
         # e.g. a port already in use: say which, without a traceback

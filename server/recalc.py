@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from compute import kernels
+from compute import kernels, periods
 from compute.clock import PlantClock
 from compute.config import CalculationConfig
 from compute.minute import MinuteArrays, MinuteCalculator
@@ -37,6 +37,7 @@ from compute.plan import CalculationPlan
 from model.errors import CarbonScadaError, InvalidValueError
 from model.flags import DataFlag
 from model.records import PeriodRecords, PeriodResult, RawWindow
+from model.times import EARLIEST_S, LATEST_S, RANGE_TEXT
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
@@ -412,6 +413,14 @@ def _block(path: Path, block: bytes, line0: int, tags: _Tags) -> SampleBlock:
     if unknown:
         listed = ", ".join(f"{t!r} (line {ln})" for t, ln in unknown.items())
         raise SamplesError(f"{path}: tags not in the plant configuration: {listed}")
+    # The project's time range (model/times.py): a year-0 or NaN time would otherwise
+    # overflow a datetime further on (exit 70), and the historian keeps epoch ms.
+    outside = ok & ~((t_s >= EARLIEST_S) & (t_s <= LATEST_S))
+    if outside.any():
+        i = int(np.argmax(outside))
+        text = block[starts[i]:ends[i]].decode("utf-8", "replace").split(",", 1)[0].strip()
+        raise SamplesError(f"{path}: line {int(line[i])}: timestamp {text!r} is outside the "
+                           f"allowed range {RANGE_TEXT}")
     return SampleBlock(t_s[ok], tag[ok], value[ok], flag[ok], line[ok])
 
 
@@ -588,7 +597,8 @@ def _totals(config: CalculationConfig, days: Iterable[PeriodRecords],
                 math.fsum(co2) if co2 else math.nan,
                 math.fsum(measured) if measured else math.nan, flag is DataFlag.N, flag,
                 n_valid, n_sub > 0, ",".join(rules), n_sub,
-                sum(d.n_missing for d in ds) + 24 * (n_days - len(ds))))
+                sum(d.n_missing for d in ds)
+                + periods.hours_of_absent_days(clock, start, end, [g.t for g in group])))
         return start, out
 
     group: list[PeriodRecords] = []

@@ -460,6 +460,21 @@ async def test_allowance_before_the_first_hour(sink: WebSink,
     ("?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 400, "'to' must be after 'from'"),
     ("?from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z", 400,
      "at most 31 days of hours per request"),
+    # issue 11: year 0 and year 10000 in UTC were a 500 (OverflowError)
+    ("?from=0001-01-01T00:00%2B08:00&to=2026-01-02T00:00:00Z", 400,
+     "query parameter 'from': '0001-01-01T00:00+08:00' is outside the allowed range "
+     "1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z"),
+    ("?from=9999-12-30T00:00-14:00&to=9999-12-31T00:00-14:00", 400,
+     "query parameter 'from': '9999-12-30T00:00-14:00' is outside the allowed range "
+     "1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z"),
+    ("?from=2026-01-01T00:00:00Z&to=9999-12-31T23:59-14:00", 400,
+     "query parameter 'to': '9999-12-31T23:59-14:00' is outside the allowed range "
+     "1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z"),
+    ("?from=1969-12-31T23:59:59.999Z&to=1970-01-02T00:00:00Z", 400,
+     "query parameter 'from': '1969-12-31T23:59:59.999Z' is outside the allowed range "
+     "1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z"),
+    (f"?from={'9' * 5000}&to=2026-01-02T00:00:00Z", 400,  # not echoed whole
+     f"query parameter 'from': '{'9' * 60}'… is not an ISO 8601 time"),
 ])
 async def test_bad_hour_queries(history_sink: WebSink, http: aiohttp.ClientSession, query: str,
                                 status: int, message: str) -> None:
