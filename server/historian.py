@@ -30,7 +30,9 @@ from model.records import (
     PeriodResult,
     RawWindow,
     Sample,
+    SourceMinute,
     StreamPeriod,
+    UnitMinute,
     UnitPeriod,
 )
 from model.schema import ConfigModel
@@ -117,7 +119,12 @@ _JOURNAL_TEXT = ("message_zh", "ack_state", "previous_ack_state", "cause", "kind
 # Columns added after a table was first shipped: (table, column, definition).
 _ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),
                   *(("alarm_journal", c, "TEXT NOT NULL DEFAULT ''") for c in _JOURNAL_TEXT),
-                  ("alarm_journal", "shelved_until_ms", "INTEGER"))
+                  ("alarm_journal", "shelved_until_ms", "INTEGER"),
+                  *((f"source_{lv}", "missing_reason", "TEXT NOT NULL DEFAULT ''")
+                    for lv in ("hour", "day")),
+                  *((f"unit_{lv}", c, d) for lv in ("hour", "day") for c, d in (
+                      ("intensity_flag", "TEXT NOT NULL DEFAULT 'N'"),
+                      ("intensity_n_valid", "INTEGER NOT NULL DEFAULT 0"))))
 _JOURNAL_COLUMNS = ("t_ms", "rule", "state", "previous", "value", "limit_value", "target",
                     "message", *_JOURNAL_TEXT, "shelved_until_ms")
 _DELIVERY_COLUMNS = ("t_ms", "channel", "rule", "state", "kind", "outcome", "attempt", "error")
@@ -128,11 +135,13 @@ _SOURCE_FIELDS = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m
 # Columns of the hour / day tables after the identifier and t_ms, in table order.
 _PERIOD_SOURCE = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
                   "co2_measured_t", "valid", "flag", "n_valid", "substituted",
-                  "substitution_rule", "n_substituted", "n_missing", "substitution_note")
+                  "substitution_rule", "n_substituted", "n_missing", "substitution_note",
+                  "missing_reason")
 _PERIOD_STREAM = ("unit", "t_end_ms", "quantity", "quantity_unit", "co2_t", "factor_version",
                   "method", "valid", "flag", "n_valid", "note")
 _PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "valid", "flag",
-                "reconciliation_diff_pct", "reconciliation_exceeded")
+                "reconciliation_diff_pct", "reconciliation_exceeded", "intensity_flag",
+                "intensity_n_valid")
 _ALLOWANCE = tuple(f.name for f in dataclasses.fields(AllowancePosition))
 # What the web API and restarts may read: (kind, level) → (table, identifier column).
 PERIOD_TABLES = {(kind, level): (f"{kind}_{level}", kind)
@@ -169,6 +178,16 @@ def _cell(record: Any, name: str) -> Any:
     if isinstance(value, float):
         return _nan_to_null(value)
     return value
+
+
+@dataclasses.dataclass
+class StoredMinute:
+    """One stored minute as read back: its source and unit rows and its raw window."""
+
+    t: datetime  # minute start, UTC
+    sources: list[SourceMinute] = dataclasses.field(default_factory=list)
+    units: list[UnitMinute] = dataclasses.field(default_factory=list)
+    raw: RawWindow | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +295,7 @@ class Historian:
                         *(_nan_to_null(getattr(a, f)) if a is not None else None
                           for f in _ALLOWANCE)))
             db.executemany(
-                f"INSERT OR REPLACE INTO source_{level} VALUES ({','.join('?' * 15)})",
+                f"INSERT OR REPLACE INTO source_{level} VALUES ({','.join('?' * 16)})",
                 [(s.source, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_SOURCE))
                  for s in rec.sources])
             db.executemany(
@@ -284,7 +303,7 @@ class Historian:
                 [(s.stream, s.unit, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_STREAM[1:]))
                  for s in rec.streams])
             db.executemany(
-                f"INSERT OR REPLACE INTO unit_{level} VALUES ({','.join('?' * 10)})",
+                f"INSERT OR REPLACE INTO unit_{level} VALUES ({','.join('?' * 12)})",
                 [(u.unit, to_ms(u.t), *(_cell(u, f) for f in _PERIOD_UNIT))
                  for u in rec.units])
 
@@ -502,8 +521,10 @@ class Historian:
         return StoredRules(json.loads(text), config_hash, user, comment, from_ms(t_ms))
 
     async def period_sums(self, table: str, column: str, starts: Sequence[datetime],
+                          end: datetime | None = None, valid_only: bool = False,
                           ) -> dict[str, tuple[float, ...]]:
-        """Per source or unit: the sums of `column` from each of `starts` on, in one scan.
+        """Per source or unit: the sums of `column` from each of `starts` on (up to `end`,
+        excluded, if given), in one scan; with `valid_only`, of the valid minutes only.
 
         Used after a restart to continue the hour / day / year totals.
         """
@@ -513,15 +534,76 @@ class Historian:
             raise InvalidValueError(f"unknown column {column!r}")
         ident = "source" if table == "source_minute" else "unit"
         ms = [to_ms(t) for t in starts]
-        sums = ", ".join(f"TOTAL(CASE WHEN t_ms >= ? THEN {column} END)" for _ in ms)
+        only = " AND valid = 1" if valid_only else ""
+        sums = ", ".join(f"TOTAL(CASE WHEN t_ms >= ?{only} THEN {column} END)" for _ in ms)
+
+        # No end: every stored minute (ms fit far below 2**62).
+        end_ms = 2**62 if end is None else to_ms(end)
 
         def query() -> dict[str, tuple[float, ...]]:
             rows = self._conn().execute(
-                f"SELECT {ident}, {sums} FROM {table} WHERE t_ms >= ? GROUP BY {ident}",
-                (*ms, min(ms))).fetchall()
+                f"SELECT {ident}, {sums} FROM {table} WHERE t_ms >= ? AND t_ms < ?"
+                f" GROUP BY {ident}", (*ms, min(ms), end_ms)).fetchall()
             return {row[0]: tuple(float(x) for x in row[1:]) for row in rows}
         result: dict[str, tuple[float, ...]] = await self._run(query)
         return result
+
+    async def minute_bounds(self) -> tuple[datetime, datetime] | None:
+        """Start of the first and of the last stored minute (results or raw window); None
+        when no minute is stored."""
+        def query() -> tuple[int, int] | None:
+            row = self._conn().execute(
+                "SELECT MIN(a), MAX(b) FROM (SELECT MIN(t_ms) a, MAX(t_ms) b FROM source_minute"
+                " UNION ALL SELECT MIN(t_ms), MAX(t_ms) FROM unit_minute"
+                " UNION ALL SELECT MIN(t_ms), MAX(t_ms) FROM raw_window)").fetchone()
+            return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+        bounds: tuple[int, int] | None = await self._run(query)
+        return None if bounds is None else (from_ms(bounds[0]), from_ms(bounds[1]))
+
+    async def stored_minutes(self, after: datetime | None, limit: int) -> list[StoredMinute]:
+        """Up to `limit` stored minutes later than `after` (all if None), oldest first: their
+        source and unit rows (totals left at 0) and raw window, to re-send them (InfluxDB
+        outbox refill after a kill)."""
+        def query() -> list[StoredMinute]:
+            db = self._conn()
+            after_ms = -(2**62) if after is None else to_ms(after)
+            times = [int(r[0]) for r in db.execute(
+                "SELECT t_ms FROM source_minute WHERE t_ms > ? UNION"
+                " SELECT t_ms FROM unit_minute WHERE t_ms > ? ORDER BY 1 LIMIT ?",
+                (after_ms, after_ms, limit))]
+            if not times:
+                return []
+            bounds = (times[0], times[-1])
+            by_t = {t: StoredMinute(from_ms(t)) for t in times}
+            for row in db.execute(
+                    "SELECT * FROM source_minute WHERE t_ms >= ? AND t_ms <= ?"
+                    " ORDER BY t_ms, source", bounds):
+                (source, unit, t_ms, flow_act, flow_sd, conc, mg, rate, co2, valid, flag,
+                 substitution) = row
+                by_t[t_ms].sources.append(SourceMinute(
+                    source, unit, by_t[t_ms].t, _null_to_nan(flow_act), _null_to_nan(flow_sd),
+                    _null_to_nan(conc), _null_to_nan(mg), _null_to_nan(rate), _null_to_nan(co2),
+                    bool(valid), DataFlag[flag], substitution))
+            for row in db.execute(
+                    "SELECT * FROM unit_minute WHERE t_ms >= ? AND t_ms <= ? ORDER BY t_ms, unit",
+                    bounds):
+                unit, t_ms, output, co2, intensity, valid, flag = row
+                by_t[t_ms].units.append(UnitMinute(
+                    unit, by_t[t_ms].t, _null_to_nan(output), _null_to_nan(co2),
+                    _null_to_nan(intensity), bool(valid), DataFlag[flag]))
+            for t_ms, tags, counts, times_b, vals, flags in db.execute(
+                    "SELECT t_ms, tags, counts, times, vals, flags FROM raw_window"
+                    " WHERE t_ms >= ? AND t_ms <= ?", bounds):
+                if t_ms in by_t:
+                    by_t[t_ms].raw = RawWindow(
+                        tuple(tags.split("\n")) if tags else (),
+                        np.frombuffer(counts, "<i8").astype(np.int64),
+                        np.frombuffer(times_b, "<f8").astype(np.float64),
+                        np.frombuffer(vals, "<f8").astype(np.float64),
+                        np.frombuffer(flags, "u1").astype(np.uint8))
+            return list(by_t.values())
+        minutes: list[StoredMinute] = await self._run(query)
+        return minutes
 
     async def source_minutes(self, source: str, start: datetime,
                              end: datetime) -> list[dict[str, Any]]:
@@ -564,11 +646,11 @@ def _owner_ms(by_t: dict[int, Any], t_ms: int) -> int | None:
 
 def _source_period(row: Any) -> PeriodResult:
     (source, t_ms, conc, flow, rate, co2, measured, valid, flag, n_valid, substituted, rule,
-     n_sub, n_miss, note) = row
+     n_sub, n_miss, note, reason) = row
     return PeriodResult(source, from_ms(t_ms), _null_to_nan(conc), _null_to_nan(flow),
                         _null_to_nan(rate), _null_to_nan(co2), _null_to_nan(measured),
                         bool(valid), DataFlag[flag], n_valid, bool(substituted), rule, n_sub,
-                        n_miss, note)
+                        n_miss, note, reason)
 
 
 def _stream_period(row: Any) -> StreamPeriod:
@@ -580,7 +662,9 @@ def _stream_period(row: Any) -> StreamPeriod:
 
 
 def _unit_period(row: Any) -> UnitPeriod:
-    unit, t_ms, cems, factor, output, intensity, valid, flag, diff, exceeded = row
+    (unit, t_ms, cems, factor, output, intensity, valid, flag, diff, exceeded, i_flag,
+     i_n) = row
     return UnitPeriod(unit, from_ms(t_ms), _null_to_nan(cems), _null_to_nan(factor),
                       _null_to_nan(output), _null_to_nan(intensity), bool(valid),
-                      DataFlag[flag], _null_to_nan(diff), bool(exceeded))
+                      DataFlag[flag], _null_to_nan(diff), bool(exceeded), DataFlag[i_flag],
+                      i_n)

@@ -18,3 +18,9 @@ class InfluxConfig(ConfigModel):
     flush_interval_s: float = Field(5.0, gt=0)
     outbox_path: str = "var/influx-outbox.sqlite"
     raw_samples: bool = True
+    # Caps of the outbox during a long outage: past either, the oldest batches are dropped
+    # (logged as an error, with what was dropped, and kept in the outbox's `dropped` table)
+    # so that the disk of the system of record never fills up.
+    outbox_max_mb: float = Field(2048.0, gt=0)
+    outbox_max_age_h: float = Field(7 * 24.0, gt=0)  # since the batch entered the outbox
+    outbox_warn_pct: float = Field(80.0, gt=0, le=100)  # warn once the outbox reaches this

@@ -1,31 +1,45 @@
 """InfluxDB sink: results and raw samples as line protocol, sent through a durable outbox.
 
 Lines are built in bulk by the small functions below, collected in memory and written
-as batches to a SQLite outbox; a sender task posts the outbox oldest first to any
-server of the InfluxDB v2 write API and deletes a batch only once the server took it.
-Nothing is dropped during an outage, and batches survive a restart.
+as batches to a SQLite outbox; a sender task posts the outbox oldest first (gzip, level 1,
+compressed in the outbox's worker thread) to any server of the InfluxDB v2 write API and
+deletes a batch only once the server took it. Batches survive a restart.
+
+What waits in memory for the next flush is lost by a kill -9, so the outbox keeps a
+high-water mark, written in the same transaction as each batch: the last minute whose
+results (and the raw samples it was calculated from, which arrive before it) are all in
+the outbox. On start, the minutes the historian stored after that mark are refilled from
+the historian: what the historian has stored is what InfluxDB gets.
+
+During a long outage the outbox is capped in size and age: a warning first, then the
+oldest batches are dropped, with an error saying what was dropped (batches, lines, time
+range), also kept in the outbox's `dropped` table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
+from influxdb_client.service.write_service import WriteService
 
-from model.records import MinuteResult, Sample
+from model.flags import DataFlag
+from model.records import MinuteResult, RawWindow, Sample
 from server.influx.config import InfluxConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +66,11 @@ _STOP_SEND_TIMEOUT_S = 5.0
 _PERMANENT_REJECTIONS = frozenset({400, 413, 422})
 # The generated client declares WritePrecision's members as plain strings.
 _NS = cast(WritePrecision, WritePrecision.NS)
+# Level 1: several times faster than the default 9 for line protocol, nearly as small.
+_GZIP_LEVEL = 1
+# High-water mark before anything was ever stored: every stored minute is owed.
+_HWM_NONE = -(2**62)
+_FLAGS = {int(f): f for f in DataFlag}
 
 
 def escape_measurement(name: str) -> str:
@@ -133,6 +152,22 @@ def result_lines(result: MinuteResult, site: str) -> list[str]:
     return [x for x in out if x is not None]
 
 
+def window_samples(raw: RawWindow) -> list[Sample]:
+    """The samples of a stored raw window (tag after tag), as the drivers produced them."""
+    out: list[Sample] = []
+    offset = 0
+    for tag, n in zip(raw.tags, raw.counts.tolist(), strict=True):
+        times = raw.times[offset:offset + n].tolist()
+        values = raw.values[offset:offset + n].tolist()
+        flags = raw.flags[offset:offset + n].tolist()
+        offset += n
+        # Epoch seconds as float64 hold microseconds exactly for centuries around now, so
+        # the datetime (and the line's timestamp) is the one the driver stamped.
+        out.extend(Sample(tag, datetime.fromtimestamp(t, UTC), v, _FLAGS.get(f, DataFlag.D))
+                   for t, v, f in zip(times, values, flags, strict=True))
+    return out
+
+
 def sample_lines(samples: Iterable[Sample], site: str) -> list[str]:
     """Lines `sample,site=…,tag=…,flag=… value=…` of raw samples, in the order given."""
     prefixes: dict[tuple[str, str], str] = {}
@@ -151,45 +186,242 @@ def sample_lines(samples: Iterable[Sample], site: str) -> list[str]:
     return out
 
 
+def _line_time_ns(text: str) -> int | None:
+    """The timestamp (last field) of a line of line protocol; None if it has none."""
+    _, _, tail = text.rpartition(" ")
+    try:
+        return int(tail)
+    except ValueError:
+        return None
+
+
+def _iso_ns(t_ns: int | None) -> str:
+    if t_ns is None:
+        return "?"
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Batches the outbox dropped at once because a cap was reached."""
+
+    reason: str  # "size" or "age"
+    batches: int
+    lines: int
+    bytes: int
+    t_first_ns: int | None  # the earliest and latest point dropped
+    t_last_ns: int | None
+
+    def describe(self) -> str:
+        """What was dropped, for the log."""
+        return (f"{self.batches} batches, {self.lines} lines ({self.bytes / 1e6:.1f} MB), "
+                f"points from {_iso_ns(self.t_first_ns)} to {_iso_ns(self.t_last_ns)}")
+
+
 class _Outbox:
-    """The SQLite file of unsent batches; used from one worker thread only."""
+    """The SQLite file of unsent batches; used from one worker thread only.
+
+    Besides the batches it holds the high-water mark (`state`), the batches the server
+    rejected for good (`rejected`) and a record of what the caps dropped (`dropped`).
+    The counters (`batches`, `lines`, `bytes`, `oldest_ms`) mirror the table so that
+    nobody has to count it.
+    """
+
+    _BATCH_COLUMNS = (("n_lines", "INTEGER NOT NULL DEFAULT 0"),
+                      ("bytes", "INTEGER NOT NULL DEFAULT 0"),
+                      ("t_min_ns", "INTEGER"), ("t_max_ns", "INTEGER"),
+                      ("created_ms", "INTEGER NOT NULL DEFAULT 0"))
 
     def __init__(self, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS batches ("
-                         "id INTEGER PRIMARY KEY AUTOINCREMENT, lines TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS rejected ("
-                         "id INTEGER PRIMARY KEY, lines TEXT NOT NULL, status INTEGER, "
-                         "reason TEXT, rejected_at TEXT NOT NULL)")
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS batches ("
+                   "id INTEGER PRIMARY KEY AUTOINCREMENT, lines TEXT NOT NULL)")
+        have = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+        for column, definition in self._BATCH_COLUMNS:
+            if column not in have:  # an outbox written by an older version
+                db.execute(f"ALTER TABLE batches ADD COLUMN {column} {definition}")
+        with db:
+            db.execute("BEGIN")
+            # Old rows: their sizes, and their age from now on.
+            db.execute("UPDATE batches SET bytes = length(CAST(lines AS BLOB)), n_lines ="
+                       " length(lines) - length(replace(lines, char(10), '')) + 1,"
+                       " created_ms = ? WHERE bytes = 0", (self.now_ms(),))
+        db.execute("CREATE TABLE IF NOT EXISTS rejected ("
+                   "id INTEGER PRIMARY KEY, lines TEXT NOT NULL, status INTEGER, "
+                   "reason TEXT, rejected_at TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER)")
+        db.execute("CREATE TABLE IF NOT EXISTS dropped ("
+                   "id INTEGER PRIMARY KEY AUTOINCREMENT, dropped_at TEXT NOT NULL, "
+                   "reason TEXT NOT NULL, batches INTEGER NOT NULL, lines INTEGER NOT NULL, "
+                   "bytes INTEGER NOT NULL, t_first_ns INTEGER, t_last_ns INTEGER)")
+        row = db.execute("SELECT count(*), total(n_lines), total(bytes) FROM batches").fetchone()
+        self.batches, self.lines, self.bytes = int(row[0]), int(row[1]), int(row[2])
+        self.oldest_ms: int | None = None
+        self._read_oldest()
+        state = dict(db.execute("SELECT key, value FROM state").fetchall())
+        self.hwm_ms: int | None = state.get("hwm_ms")
+        self.partial: tuple[int, int] = (int(state.get("partial_ms", _HWM_NONE)),
+                                         int(state.get("partial_lines", 0)))
 
-    def count(self) -> int:
-        row = self._db.execute("SELECT count(*) FROM batches").fetchone()
-        return int(row[0])
+    @staticmethod
+    def now_ms() -> int:
+        """Wall-clock time in epoch milliseconds."""
+        return int(time.time() * 1000)
 
-    def append(self, lines: Sequence[str]) -> None:
-        self._db.execute("INSERT INTO batches (lines) VALUES (?)", ("\n".join(lines),))
+    def _read_oldest(self) -> None:
+        row = self._db.execute(
+            "SELECT created_ms FROM batches ORDER BY id LIMIT 1").fetchone()
+        self.oldest_ms = None if row is None else int(row[0])
 
-    def oldest(self) -> tuple[int, str] | None:
-        row = self._db.execute("SELECT id, lines FROM batches ORDER BY id LIMIT 1").fetchone()
-        return None if row is None else (int(row[0]), str(row[1]))
+    def set_hwm(self, hwm_ms: int) -> None:
+        """Set the high-water mark (a new outbox: what the historian holds is not owed)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO state VALUES ('hwm_ms', ?)", (hwm_ms,))
+        self.hwm_ms = hwm_ms
+
+    def append(self, lines: Sequence[str], done_ms: int | None,
+               partial: tuple[int, int] | None) -> None:
+        """Store one batch and, in the same transaction, how far the minutes are stored:
+        `done_ms` the last minute now complete, `partial` (minute, lines of its results
+        stored) the minute the batch ends inside of."""
+        text = "\n".join(lines)
+        times = [t for t in map(_line_time_ns, lines) if t is not None]
+        size = len(text.encode())
+        now = self.now_ms()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO batches (lines, n_lines, bytes, t_min_ns, t_max_ns, created_ms)"
+                " VALUES (?,?,?,?,?,?)",
+                (text, len(lines), size, min(times, default=None), max(times, default=None),
+                 now))
+            hwm = self.hwm_ms if done_ms is None else max(done_ms, self.hwm_ms or _HWM_NONE)
+            if hwm is not None:
+                self._db.execute("INSERT OR REPLACE INTO state VALUES ('hwm_ms', ?)", (hwm,))
+            p_ms, p_lines = partial if partial is not None else (_HWM_NONE, 0)
+            self._db.execute("INSERT OR REPLACE INTO state VALUES ('partial_ms', ?)", (p_ms,))
+            self._db.execute("INSERT OR REPLACE INTO state VALUES ('partial_lines', ?)",
+                             (p_lines,))
+        self.hwm_ms = hwm
+        self.partial = (p_ms, p_lines)
+        self.batches += 1
+        self.lines += len(lines)
+        self.bytes += size
+        if self.oldest_ms is None:
+            self.oldest_ms = now
+
+    def oldest(self) -> tuple[int, bytes, int] | None:
+        """(id, gzip-compressed body, lines) of the oldest batch; None if there is none."""
+        row = self._db.execute(
+            "SELECT id, lines, n_lines FROM batches ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        body = gzip.compress(str(row[1]).encode(), compresslevel=_GZIP_LEVEL, mtime=0)
+        return int(row[0]), body, int(row[2])
+
+    def _forget(self, batch_id: int) -> None:
+        """Delete a batch inside the caller's transaction, keeping the counters."""
+        row = self._db.execute("SELECT n_lines, bytes FROM batches WHERE id = ?",
+                               (batch_id,)).fetchone()
+        if row is None:  # a cap dropped it while it was being sent
+            return
+        self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+        self.batches -= 1
+        self.lines -= int(row[0])
+        self.bytes -= int(row[1])
 
     def delete(self, batch_id: int) -> None:
-        self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+        """Delete a batch the server took."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._forget(batch_id)
+        self._read_oldest()
 
     def reject(self, batch_id: int, status: int, reason: str) -> None:
+        """Move a batch the server will never take to the `rejected` table."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO rejected (id, lines, status, reason, rejected_at) "
                 "SELECT id, lines, ?, ?, ? FROM batches WHERE id = ?",
                 (status, reason, datetime.now(UTC).isoformat(), batch_id))
-            self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+            self._forget(batch_id)
+        self._read_oldest()
+
+    def enforce(self, max_bytes: int, max_age_ms: int) -> list[Drop]:
+        """Drop the oldest batches beyond the caps (age, then size); say what went."""
+        drops = []
+        cutoff = self.now_ms() - max_age_ms
+        if self.oldest_ms is not None and self.oldest_ms < cutoff:
+            row = self._db.execute("SELECT MAX(id) FROM batches WHERE created_ms < ?",
+                                   (cutoff,)).fetchone()
+            drops.append(self._drop_through("age", int(row[0])))
+        if self.bytes > max_bytes:
+            excess, last_id = self.bytes - max_bytes, None
+            for batch_id, size in self._db.execute("SELECT id, bytes FROM batches ORDER BY id"):
+                excess -= int(size)
+                last_id = int(batch_id)
+                if excess <= 0:
+                    break
+            if last_id is not None:
+                drops.append(self._drop_through("size", last_id))
+        return drops
+
+    def _drop_through(self, reason: str, last_id: int) -> Drop:
+        """Delete every batch with id ≤ last_id and record it in `dropped`."""
+        with self._db:
+            self._db.execute("BEGIN")
+            n, lines, size, t0, t1 = self._db.execute(
+                "SELECT count(*), total(n_lines), total(bytes), MIN(t_min_ns), MAX(t_max_ns)"
+                " FROM batches WHERE id <= ?", (last_id,)).fetchone()
+            drop = Drop(reason, int(n), int(lines), int(size), t0, t1)
+            self._db.execute("DELETE FROM batches WHERE id <= ?", (last_id,))
+            self._db.execute(
+                "INSERT INTO dropped (dropped_at, reason, batches, lines, bytes, t_first_ns,"
+                " t_last_ns) VALUES (?,?,?,?,?,?,?)",
+                (datetime.now(UTC).isoformat(), reason, drop.batches, drop.lines, drop.bytes,
+                 t0, t1))
+        self.batches -= drop.batches
+        self.lines -= drop.lines
+        self.bytes -= drop.bytes
+        self._read_oldest()
+        return drop
 
     def close(self) -> None:
+        """Close the file."""
         self._db.close()
+
+
+class MinuteSource(Protocol):
+    """Where the outbox is refilled from after a kill: the historian's stored minutes."""
+
+    async def latest_minute(self) -> datetime | None:
+        """Start of the last stored minute; None when none is stored."""
+        ...
+
+    def minutes_after(self, after: datetime | None) -> AsyncIterator[MinuteResult]:
+        """The stored minutes later than `after` (all if None), oldest first, as the minute
+        cycle made them (totals included, raw window attached)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Mark:
+    """Where one minute's result lines are in the pending list (end excluded)."""
+
+    start: int
+    end: int
+    t_ms: int
+    stored: int  # lines of this minute's results in the outbox already
+
+
+def _to_ms(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(milliseconds=1)
 
 
 class InfluxSink:
@@ -197,34 +429,46 @@ class InfluxSink:
 
     name = "influx"
 
-    def __init__(self, config: InfluxConfig, site_id: str) -> None:
+    def __init__(self, config: InfluxConfig, site_id: str,
+                 refill: MinuteSource | None = None) -> None:
+        """`refill`: the historian's minutes, re-sent on start if the outbox lacks them."""
         self.config = config
         self.site_id = site_id
         self._token = os.environ.get(config.token_env, "") if config.token_env else ""
+        self._source = refill
         self._pending: list[str] = []
+        self._marks: list[_Mark] = []
         self._batches = 0  # rows in the outbox, mirrored so the status API need not query
         self._executor: ThreadPoolExecutor | None = None
         self._outbox: _Outbox | None = None
         self._client: InfluxDBClientAsync | None = None
-        self._write_api: WriteApiAsync | None = None
+        self._write_service: WriteService | None = None
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # a batch was added, or stop() was called
         self._stopping = False
         self._failing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._max_bytes = int(config.outbox_max_mb * 1e6)
+        self._max_age_ms = int(config.outbox_max_age_h * 3600 * 1000)
+        self._warned = False  # the outbox passed outbox_warn_pct of a cap
+        self._episode: dict[str, list[Drop]] = {}  # drops since the outbox was last fine
+        self._stats: dict[str, float] = dict.fromkeys(STAT_NAMES, 0.0)
 
     async def start(self) -> None:
-        """Open the outbox and start the flush and sender tasks."""
+        """Open the outbox, refill it from the historian, start the flush and send tasks."""
         # One worker thread: SQLite work stays off the event loop and runs in call order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-outbox")
         self._outbox = await self._run(_Outbox, self.config.outbox_path)
-        self._batches = await self._run(self._outbox.count)
+        self._sync()
         if self._batches:
             log.info("InfluxDB outbox holds %d unsent batches", self._batches)
+        await self._enforce_caps()
         self._client = InfluxDBClientAsync(
             url=self.config.url, token=self._token, org=self.config.org,
-            enable_gzip=True, timeout=_HTTP_TIMEOUT_MS)
-        self._write_api = self._client.write_api()
+            enable_gzip=False, timeout=_HTTP_TIMEOUT_MS)  # gzip is ours, off the loop
+        self._write_service = WriteService(  # type: ignore[no-untyped-call]
+            self._client.api_client)
+        await self._refill()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="influx:flush"),
             asyncio.create_task(self._send_loop(), name="influx:send"),
@@ -237,11 +481,18 @@ class InfluxSink:
 
     async def on_minute(self, result: MinuteResult) -> None:
         """Queue one minute's results as lines."""
-        await self._add(result_lines(result, self.site_id))
+        await self._add(result_lines(result, self.site_id), _to_ms(result.t))
 
     def pending_batches(self) -> int:
         """Number of batches in the outbox that the server has not accepted yet."""
         return self._batches
+
+    def stats(self) -> dict[str, float]:
+        """The outbox's figures for monitoring, named as in STAT_NAMES (a snapshot)."""
+        out = dict(self._stats)
+        out["pending_lines"] = float(len(self._pending))
+        out["send_failing"] = float(self._failing)
+        return out
 
     async def flush(self) -> None:
         """Write the lines collected so far to the outbox as batches of at most batch_lines."""
@@ -257,7 +508,7 @@ class InfluxSink:
         if self._outbox is not None:
             try:
                 await self._flush(everything=True)
-            except Exception as exc:  # keep closing; the lines are still in memory only
+            except Exception as exc:  # keep closing; the historian still has the minutes
                 log.error("InfluxDB outbox: cannot store %d lines on stop: %s",
                           len(self._pending), exc)
         self._stopping = True
@@ -270,13 +521,14 @@ class InfluxSink:
             except Exception as exc:
                 log.error("InfluxDB sender ended with %s: %s", type(exc).__name__, exc)
         self._tasks = []
+        self._end_drop_episode()
         if self._batches:
             log.warning("InfluxDB: %d batches left in the outbox for the next start",
                         self._batches)
         if self._client is not None:
             await self._client.close()  # type: ignore[no-untyped-call]
             self._client = None
-            self._write_api = None
+            self._write_service = None
         if self._outbox is not None:
             await self._run(self._outbox.close)
             self._outbox = None
@@ -288,10 +540,98 @@ class InfluxSink:
         assert self._executor is not None, "InfluxSink used before start()"
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _add(self, lines: list[str]) -> None:
+    def _sync(self) -> None:
+        """Mirror the outbox's counters (set in its thread) for the loop's readers."""
+        box = self._outbox
+        if box is None:
+            return
+        self._batches = box.batches
+        st = self._stats
+        st["outbox_batches"] = float(box.batches)
+        st["outbox_lines"] = float(box.lines)
+        st["outbox_bytes"] = float(box.bytes)
+        age_s = 0.0 if box.oldest_ms is None else max(0.0, (box.now_ms() - box.oldest_ms) / 1e3)
+        st["outbox_oldest_age_s"] = age_s
+        st["outbox_fill_pct"] = 100 * max(box.bytes / self._max_bytes,
+                                          age_s * 1000 / self._max_age_ms)
+
+    async def _refill(self) -> None:
+        """Queue the minutes the historian stored after the outbox's high-water mark."""
+        box = self._outbox
+        assert box is not None
+        if self._source is None:
+            return
+        try:
+            if box.hwm_ms is None:  # a new outbox: what is stored already is not owed
+                latest = await self._source.latest_minute()
+                await self._run(box.set_hwm, _HWM_NONE if latest is None else _to_ms(latest))
+                return
+            hwm = box.hwm_ms
+            after = None if hwm == _HWM_NONE else _EPOCH + timedelta(milliseconds=hwm)
+            p_ms, p_lines = box.partial
+            n, first, last, lines = 0, "", "", 0
+            async for result in self._source.minutes_after(after):
+                t_ms = _to_ms(result.t)
+                if self.config.raw_samples and result.raw is not None:
+                    got = sample_lines(window_samples(result.raw), self.site_id)
+                    lines += len(got)
+                    await self._add(got)
+                # Lines of this minute's results the outbox holds already are not re-sent.
+                skip = p_lines if t_ms == p_ms and p_ms > hwm else 0
+                got = result_lines(result, self.site_id)[skip:]
+                lines += len(got)
+                await self._add(got, t_ms, stored=skip)
+                n += 1
+                first = first or result.t.isoformat()
+                last = result.t.isoformat()
+            await self._flush(everything=True)
+        except Exception as exc:
+            log.error("InfluxDB outbox: cannot refill from the historian (%s: %s); minutes "
+                      "stored since the last start may be missing in InfluxDB",
+                      type(exc).__name__, exc)
+            return
+        if n:
+            self._stats["refilled_minutes_total"] += n
+            self._stats["refilled_lines_total"] += lines
+            log.warning("InfluxDB outbox refilled from the historian: %d minutes (%s to %s), "
+                        "%d lines that were not stored in the outbox before the last stop",
+                        n, first, last, lines)
+
+    async def _add(self, lines: list[str], t_ms: int | None = None, stored: int = 0) -> None:
+        """Queue lines; with `t_ms`, they are the results of that minute (or their rest)."""
+        start = len(self._pending)
         self._pending.extend(lines)
+        if t_ms is not None:
+            self._marks.append(_Mark(start, len(self._pending), t_ms, stored))
         if len(self._pending) >= self.config.batch_lines:
             await self._flush(everything=False)
+
+    def _progress(self, n: int) -> tuple[int | None, tuple[int, int] | None]:
+        """How far the minutes are stored once the first n pending lines are."""
+        done, partial = None, None
+        for m in self._marks:
+            if m.end <= n:
+                done = m.t_ms
+            elif m.start < n:
+                partial = (m.t_ms, m.stored + n - m.start)
+                break
+            else:
+                break
+        return done, partial
+
+    def _advance_marks(self, n: int) -> None:
+        """The first n pending lines were stored: move the marks along."""
+        kept = []
+        for m in self._marks:
+            if m.end <= n:
+                continue
+            if m.start < n:
+                m.stored += n - m.start
+                m.start = n
+            m.start -= n
+            m.end -= n
+            kept.append(m)
+        self._marks = kept
 
     async def _flush(self, *, everything: bool) -> None:
         """Move pending lines to the outbox: full batches, plus the remainder if `everything`."""
@@ -299,15 +639,59 @@ class InfluxSink:
         async with self._flush_lock:
             while self._pending and (everything or len(self._pending) >= size):
                 chunk = self._pending[:size]
-                del self._pending[:size]
+                done, partial = self._progress(len(chunk))
                 assert self._outbox is not None
-                try:
-                    await self._run(self._outbox.append, chunk)
-                except BaseException:
-                    self._pending[:0] = chunk  # keep them, in order, for the next try
-                    raise
-                self._batches += 1
+                # The lines leave the pending list only once stored (a failure keeps them).
+                await self._run(self._outbox.append, chunk, done, partial)
+                del self._pending[:len(chunk)]
+                self._advance_marks(len(chunk))
+                await self._enforce_caps(sizes_only=True)
                 self._wake.set()
+
+    async def _enforce_caps(self, *, sizes_only: bool = False) -> None:
+        """Apply the outbox's caps; warn before them, say loudly what they dropped."""
+        box = self._outbox
+        assert box is not None
+        if sizes_only and box.bytes <= self._max_bytes:
+            drops = []
+        else:
+            drops = await self._run(box.enforce, self._max_bytes, self._max_age_ms)
+        self._sync()
+        for d in drops:
+            self._stats["outbox_dropped_batches_total"] += d.batches
+            self._stats["outbox_dropped_lines_total"] += d.lines
+            self._stats[f"outbox_drops_{d.reason}_total"] += 1
+            if d.reason not in self._episode:
+                cap = (f"{self.config.outbox_max_mb:g} MB" if d.reason == "size"
+                       else f"{self.config.outbox_max_age_h:g} h")
+                log.error("InfluxDB outbox reached its %s cap (%s) while %s is not taking "
+                          "writes: DROPPED the oldest %s (kept on record in the outbox's "
+                          "'dropped' table; the historian still has them)", d.reason, cap,
+                          self.config.url, d.describe())
+            self._episode.setdefault(d.reason, []).append(d)
+        fill = self._stats["outbox_fill_pct"]
+        if fill >= self.config.outbox_warn_pct and not self._warned:
+            self._warned = True
+            log.warning("InfluxDB outbox at %.0f%% of its cap (%.1f MB of %g MB, oldest batch "
+                        "%.1f h of %g h): the oldest batches will be dropped at 100%%", fill,
+                        self._stats["outbox_bytes"] / 1e6, self.config.outbox_max_mb,
+                        self._stats["outbox_oldest_age_s"] / 3600, self.config.outbox_max_age_h)
+        elif fill < self.config.outbox_warn_pct / 2 and self._warned:
+            self._warned = False
+            self._end_drop_episode()
+
+    def _end_drop_episode(self) -> None:
+        """Once the outbox is well below its caps again (or on stop): what went in all."""
+        for reason, drops in self._episode.items():
+            if len(drops) > 1:
+                firsts = [d.t_first_ns for d in drops if d.t_first_ns is not None]
+                lasts = [d.t_last_ns for d in drops if d.t_last_ns is not None]
+                total = Drop(reason, sum(d.batches for d in drops),
+                             sum(d.lines for d in drops), sum(d.bytes for d in drops),
+                             min(firsts, default=None), max(lasts, default=None))
+                log.error("InfluxDB outbox: the %s cap dropped %s in all (%d times)",
+                          reason, total.describe(), len(drops))
+        self._episode = {}
 
     async def _flush_loop(self) -> None:
         last_error = ""
@@ -315,6 +699,7 @@ class InfluxSink:
             await asyncio.sleep(self.config.flush_interval_s)
             try:
                 await self._flush(everything=True)
+                await self._enforce_caps()  # the age cap passes without new batches too
                 last_error = ""
             except Exception as exc:
                 text = f"{type(exc).__name__}: {exc}"
@@ -355,21 +740,26 @@ class InfluxSink:
                 return None
             await self._wake.wait()
             return True
-        batch_id, text = batch
-        error = await self._send(text)
+        batch_id, body, n_lines = batch
+        error = await self._send(body)
         if error is None:
             await self._run(self._outbox.delete, batch_id)
-            self._batches -= 1
+            self._sync()
+            self._stats["sent_batches_total"] += 1
+            self._stats["sent_lines_total"] += n_lines
             if self._failing:
                 self._failing = False
                 log.info("InfluxDB reachable again; %d batches left to send", self._batches)
+            if self._warned:
+                await self._enforce_caps(sizes_only=True)  # ends the warning when drained
             return True
         status, reason = error
         if status in _PERMANENT_REJECTIONS:
             log.error("InfluxDB rejected batch %d for good (%s); it is kept in the outbox's "
                       "'rejected' table", batch_id, reason)
             await self._run(self._outbox.reject, batch_id, status, reason)
-            self._batches -= 1
+            self._sync()
+            self._stats["rejected_batches_total"] += 1
             return True
         self._report_failure(reason)
         return False
@@ -386,13 +776,14 @@ class InfluxSink:
             self._wake.clear()
             await self._wake.wait()
 
-    async def _send(self, text: str) -> tuple[int, str] | None:
-        """Post one batch; None when accepted, else (HTTP status or 0, reason)."""
-        assert self._write_api is not None
+    async def _send(self, body: bytes) -> tuple[int, str] | None:
+        """Post one gzip-compressed batch; None when accepted, else (HTTP status or 0, reason)."""
+        assert self._write_service is not None
         try:
-            await self._write_api.write(
-                bucket=self.config.bucket, org=self.config.org, record=text,
-                write_precision=_NS)
+            await self._write_service.post_write_async(  # type: ignore[no-untyped-call]
+                org=self.config.org, bucket=self.config.bucket, body=body, precision=_NS,
+                content_encoding="gzip", content_type="text/plain; charset=utf-8",
+                _return_http_data_only=True)
         except asyncio.CancelledError:
             raise
         except ApiException as exc:
@@ -401,3 +792,13 @@ class InfluxSink:
         except Exception as exc:
             return 0, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None
+
+
+# What InfluxSink.stats() reports (for the metrics endpoint): outbox_* describe the file
+# (fill_pct is the larger of size / outbox_max_mb and oldest age / outbox_max_age_h),
+# *_total count since start.
+STAT_NAMES = ("outbox_batches", "outbox_lines", "outbox_bytes", "outbox_oldest_age_s",
+              "outbox_fill_pct", "outbox_dropped_batches_total", "outbox_dropped_lines_total",
+              "outbox_drops_size_total", "outbox_drops_age_total", "refilled_minutes_total",
+              "refilled_lines_total", "sent_batches_total", "sent_lines_total",
+              "rejected_batches_total", "pending_lines", "send_failing")
