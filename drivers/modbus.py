@@ -23,6 +23,11 @@ from model.records import Sample
 
 ModbusDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
 RTU_DEFAULT_BAUDRATE = 9600
+# What pymodbus says when it closes the connection itself after unanswered requests
+# (pymodbus/transaction/transaction.py)
+_GAVE_UP = "CLOSING CONNECTION"
+MBAP_HEADER_BYTES = 7  # Modbus TCP: transaction id, protocol id, length, unit id
+RTU_OVERHEAD_BYTES = 3  # Modbus RTU: address byte + CRC-16
 
 
 class _BadReply(DriverError):
@@ -43,25 +48,55 @@ class ModbusLink:
         # reconnect_delay=0: pymodbus must not reconnect on its own, the bus paces it.
         # retries=0: a dead device costs one timeout per poll, not four.
         name = f"modbus {self.name}"
+        # pymodbus hides the socket: bytes are counted through its trace hooks (see _sent).
         self.client: AsyncModbusTcpClient | AsyncModbusSerialClient
         if isinstance(first, ModbusTcpDeviceConfig):
             self.client = AsyncModbusTcpClient(first.host, port=first.port, name=name,
-                                               timeout=timeout, retries=0, reconnect_delay=0)
+                                               timeout=timeout, retries=0, reconnect_delay=0,
+                                               trace_packet=self._sent,
+                                               trace_pdu=self._received)
+            self._frame_overhead = MBAP_HEADER_BYTES
         elif isinstance(first.link, SerialLinkConfig):
             s = first.link
             self.client = AsyncModbusSerialClient(
                 s.serial, framer=FramerType.RTU, baudrate=s.baudrate or RTU_DEFAULT_BAUDRATE,
                 parity=s.parity, bytesize=s.bytesize, stopbits=s.stopbits, name=name,
-                timeout=timeout, retries=0, reconnect_delay=0)
+                timeout=timeout, retries=0, reconnect_delay=0, trace_packet=self._sent,
+                trace_pdu=self._received)
+            self._frame_overhead = RTU_OVERHEAD_BYTES
         else:
             self.client = AsyncModbusTcpClient(first.link.host, port=first.link.port,
                                                framer=FramerType.RTU, name=name,
-                                               timeout=timeout, retries=0, reconnect_delay=0)
+                                               timeout=timeout, retries=0, reconnect_delay=0,
+                                               trace_packet=self._sent,
+                                               trace_pdu=self._received)
+            self._frame_overhead = RTU_OVERHEAD_BYTES
         self.timeout_s = timeout
         self.stats = BusStats(self.name)
         self._backoff = Backoff()
         self._error = ""
         self._was_up = False
+
+    def _sent(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus's packet trace: the exact bytes of every request frame it writes.
+
+        Received packets are not counted here: pymodbus hands this hook its whole receive
+        buffer each time data arrives, so a reply split over two reads would count twice.
+        """
+        if sending:
+            self.stats.bytes_out += len(data)
+        return data
+
+    def _received(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """pymodbus's PDU trace: each decoded reply counts as the frame it came in.
+
+        Header (MBAP, or address) + function code + data (+ CRC), re-encoded from the PDU:
+        exact for every reply frame, but bytes no frame took (noise, a cut-off reply) are
+        not seen by pymodbus's hooks, so not counted.
+        """
+        if not sending:
+            self.stats.bytes_in += self._frame_overhead + 1 + len(pdu.encode())
+        return pdu
 
     async def open(self) -> None:
         """Connect if not connected; raises LinkDown while that fails or backoff waits."""
@@ -109,7 +144,10 @@ class ModbusLink:
             reply: ModbusPDU = await read(block.start, count=block.count, device_id=unit)
         except ModbusIOException as exc:
             self.stats.errors += 1
-            if not c.connected:
+            # pymodbus closes the connection itself after retries + 3 requests without a
+            # reply ("No response received of the last requests … CLOSING CONNECTION"):
+            # the device is still silent, not gone, and a hung device is one fault.
+            if not c.connected and _GAVE_UP not in str(exc):
                 raise LinkDown(f"connection to {self.name} lost reading {block.label}"
                                ) from exc
             raise _Silent(f"no reply reading {block.label} within {self.timeout_s:g} s"

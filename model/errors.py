@@ -77,3 +77,15 @@ class AlarmActionError(CarbonScadaError):
 
 class UnknownRuleError(NotFoundError, KeyError):
     """An alarm action or change names a rule the engine does not have (also a KeyError)."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as an operator reads it: no errno, no repeated address.
+
+    asyncio's bind failure says "error while attempting to bind on address ('h', p):
+    address already in use"; the caller names the address already, so only the cause.
+    """
+    text = exc.strerror or str(exc)
+    if text.startswith("error while attempting to bind"):
+        return text.rsplit("): ", 1)[-1]
+    return text

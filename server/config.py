@@ -107,6 +107,9 @@ def parse_plant(data: Any, origin: str, base_dir: Path | None = None) -> Plant:
     if cfg.factor_table is None:
         return Plant(cfg, FactorTable(()))
     table_path = (base_dir if base_dir is not None else Path(origin).parent) / cfg.factor_table
+    if not table_path.is_file():  # the plant file, its key and where it was looked for
+        why = "not a file" if table_path.exists() else "No such file or directory"
+        raise ConfigError(origin, "factor_table", f"cannot read {table_path.absolute()}: {why}")
     table = load_factor_table(table_path)
     problems = stream_factor_problems(cfg, table, table_path)
     if problems:

@@ -16,8 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from model.errors import ConfigError
+from model.errors import ConfigError, SinkError, os_error_text
 from model.protocols import AlarmControl, Authenticator
 from model.records import AlarmEvent, MinuteResult, PeriodRecords, Sample
 from web.auth import AuditLogLike, LoginThrottle, SessionStore
@@ -26,9 +27,34 @@ from web.config import WebPlantConfig
 from web.handlers import build_app
 from web.hub import Hub
 from web.live import LiveState
+from web.monitoring import MONITOR, Monitor
 from web.serialize import alarm_json, dumps
 
 log = logging.getLogger(__name__)
+
+
+class _BadRequestLog(logging.Filter):
+    """aiohttp's report of a malformed request as one warning naming the client.
+
+    aiohttp answers a request it cannot parse (a 9 KB URL, a broken header line) with a
+    4xx itself, then logs "Error handling request" at ERROR with the parser's traceback:
+    the client's fault, and nothing in the traceback helps anyone.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite such a record in place; let every record through."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            args = record.args if isinstance(record.args, tuple) else ()
+            client = args[0] if args else "unknown client"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "bad HTTP request from %s, answered %d: %s"
+            record.args = (client, exc.code, " ".join(exc.message.split()))
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_BAD_REQUEST_LOG = _BadRequestLog()
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -64,7 +90,8 @@ class WebSink:
     def __init__(self, config: WebPlantConfig, *, history: PeriodHistory | None = None,
                  devices: DeviceStatus | None = None, users: Authenticator | None = None,
                  audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
-                 journal: AlarmHistory | None = None, send_timeout_s: float = 5.0,
+                 journal: AlarmHistory | None = None, monitor: Monitor | None = None,
+                 send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
         self.live = LiveState(config)
@@ -74,6 +101,7 @@ class WebSink:
         self._audit = audit
         self._alarms = alarms
         self._journal = journal
+        self._monitor = monitor
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -97,10 +125,14 @@ class WebSink:
     async def start(self) -> None:
         """List the alarms the engine has now, bind config.web.host:port and serve.
 
-        Raises ConfigError naming the file if the TLS certificate or key is unusable.
+        Raises ConfigError naming the file if the TLS certificate or key is unusable,
+        SinkError naming the address if it cannot listen there (e.g. port in use).
         """
         if self._runner is not None:
             return
+        server_log = logging.getLogger("aiohttp.server")
+        if _BAD_REQUEST_LOG not in server_log.filters:
+            server_log.addFilter(_BAD_REQUEST_LOG)
         cfg = self.config.web
         ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -111,17 +143,29 @@ class WebSink:
                         sessions=self.sessions, throttle=self.throttle, users=self._users,
                         audit=self._audit, alarms=self._alarms, journal=self._journal,
                         secure_cookies=ctx is not None)
+        if self._monitor is not None:  # /metrics, /health, /ready answer from it
+            app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)
         await runner.setup()
         try:
             site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ctx)
             await site.start()
+        except OSError as exc:  # the port is taken, the address is not this host's …
+            await runner.cleanup()
+            raise SinkError(f"web HMI: cannot listen on {self._url(ctx, cfg.port)}: "
+                            f"{os_error_text(exc)}") from None
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        log.info("web HMI on %s://%s:%d/", "https" if ctx else "http", cfg.host, self._port)
+        log.info("web HMI on %s", self._url(ctx, self._port))
+
+    def _url(self, ctx: ssl.SSLContext | None, port: int) -> str:
+        """The HMI's address as an operator types it (IPv6 hosts in brackets)."""
+        host = self.config.web.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if ctx else 'http'}://{host}:{port}/"
 
     async def on_samples(self, samples: Sequence[Sample]) -> None:
         """Raw samples are not shown by the HMI."""
@@ -152,3 +196,4 @@ class WebSink:
             return
         await runner.cleanup()  # stops the site, then on_shutdown closes the WebSockets
         self._port = None
+        await self.throttle.flush()  # summed-up failed logins reach the audit log

@@ -311,5 +311,8 @@ def test_missing_factor_table_file(tmp_path: Path) -> None:
     d["factor_table"] = "nope.yaml"
     with pytest.raises(ConfigError) as exc:
         parse_config(d, "plant.yaml", tmp_path)
-    assert exc.value.problems == [("(file)", "cannot read: No such file or directory")]
-    assert str(exc.value).startswith(f"{tmp_path / 'nope.yaml'}: (file): ")
+    # Issue 11: the plant file and its key are named, with the path that was tried
+    # (it used to name only nope.yaml and "(file)").
+    assert exc.value.problems == [("factor_table", f"cannot read {tmp_path / 'nope.yaml'}: "
+                                   "No such file or directory")]
+    assert str(exc.value).startswith("plant.yaml: factor_table: ")
