@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -163,6 +163,8 @@ class Notifier:
                 TokenBucket(cfg.rate_limit.burst, cfg.rate_limit.per_minute),
                 guard_s=3 * cfg.timeout_s + 1, secrets=tuple(getattr(ch, "secrets", ())))
         self._log: deque[DeliveryRecord] = deque(maxlen=self.delivery.log_size)
+        # (channel, outcome) → records since start, for /metrics; the log above is bounded.
+        self.outcome_counts: Counter[tuple[str, str]] = Counter()
         self._last: dict[str, tuple[str, datetime]] = {}  # rule → last state notified, when
         self._active: dict[str, _Active] = {}
         self._ticker: asyncio.Task[None] | None = None
@@ -308,6 +310,7 @@ class Notifier:
         record = DeliveryRecord(self.clock().astimezone(UTC), channel, event.rule,
                                 event.state, kind, outcome, attempt, error)
         self._log.append(record)
+        self.outcome_counts[(channel, outcome)] += 1
         if self.on_delivery is None:
             return
         try:

@@ -61,7 +61,8 @@ class Backoff:
 class _Receiver(asyncio.Protocol):
     """Collects received bytes and wakes the waiting request."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: BusStats) -> None:
+        self.stats = stats
         self.buf = bytearray()
         self.event = asyncio.Event()
         self.lost: str | None = None
@@ -72,6 +73,9 @@ class _Receiver(asyncio.Protocol):
         self.transport = cast(asyncio.WriteTransport, transport)
 
     def data_received(self, data: bytes) -> None:
+        # Every byte that arrives counts, also echoes, noise and late replies: the bus's
+        # real load, not just the frames a request took.
+        self.stats.bytes_in += len(data)
         self.buf += data
         self.event.set()
 
@@ -120,7 +124,7 @@ class StreamLink:
         if loop.time() < self._backoff.next_at:
             raise LinkDown(f"{self._last_error} (retrying in "
                            f"{self._backoff.next_at - loop.time():.1f} s)")
-        rx = _Receiver()
+        rx = _Receiver(self.stats)
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 transport: asyncio.BaseTransport
@@ -179,7 +183,6 @@ class StreamLink:
                     if span is not None:
                         start, end = span
                         frame = bytes(rx.buf[start:end])
-                        self.stats.bytes_in += end
                         del rx.buf[:end]
                         return frame
                     if rx.lost is not None:

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from alarms.persistence import RulePersistence
 from compute import kernels, periods
-from compute.cycle import MinuteCycle
+from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
+from compute.totals import Totals
 from drivers.base import Driver, create_drivers, create_simulators
 from model.errors import SinkError
 from model.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
 from server.audit import AuditLog
 from server.config import Plant, PlantConfig
 from server.historian import Historian
+from server.metrics import Monitor
 from server.sinks import AlarmListener, QueuedSink, Sink
 from server.users import UserStore
 
@@ -52,10 +54,13 @@ def _opcua(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
 
 
 def _influx(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from server.influx.refill import HistorianMinutes
     from server.influx.sink import InfluxSink
 
     assert cfg.influx is not None
-    return InfluxSink(cfg.influx, cfg.site.id)
+    # On start the outbox takes back what the historian stored after its high-water mark.
+    refill = HistorianMinutes(rt.historian, rt.plan, rt._seed_totals)
+    return InfluxSink(cfg.influx, cfg.site.id, refill=refill)
 
 
 def _check_web(cfg: PlantConfig) -> None:
@@ -69,7 +74,7 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     from web.app import WebSink
 
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
-                   audit=rt.audit, alarms=alarms, journal=rt.historian)
+                   audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor)
 
 
 def _no_check(cfg: PlantConfig) -> None:
@@ -114,7 +119,7 @@ class Runtime:
         preflight(plant.config)
         config = self.config = plant.config
         self.factors = plant.factors
-        plan = plant.plan()
+        plan = self.plan = plant.plan()
         self.cycle = MinuteCycle(plan)
         self.clock = self.cycle.clock
         poll_min = min((d.poll_interval_s for d in config.devices), default=1.0)
@@ -138,6 +143,9 @@ class Runtime:
         self._started_at = started_at if started_at is not None else time.monotonic()
         self._first_published = False
         self.ready = asyncio.Event()
+        # /metrics, /health, /ready (served by the web sink); reads the live stages.
+        self.monitor = Monitor(drivers=lambda: self._drivers, sinks=lambda: self._sinks,
+                               tasks=lambda: self._tasks, started=self.ready.is_set)
 
     async def _prepare_records(self) -> PlantConfig:
         """Accounts, the configuration's audit entry and the alarm rules in force.
@@ -223,6 +231,9 @@ class Runtime:
 
         """
         try:
+            # First, so that it measures everything after, and stops last.
+            self.monitor.probe.start()
+            self._on_stop("event-loop probe", self.monitor.probe.stop)
             await asyncio.to_thread(kernels.warm_up)
             await asyncio.to_thread(periods.warm_up)
             historian = QueuedSink(self.historian)
@@ -258,17 +269,28 @@ class Runtime:
             raise
         self.ready.set()
 
-    async def _seed_totals(self) -> None:
-        now = datetime.now(UTC)
+    async def _seed_totals(self, totals: Totals | None = None, at: datetime | None = None,
+                           ) -> None:
+        """Seed running totals from the stored minutes: the live cycle's at start, or (the
+        InfluxDB outbox refill) `totals` with the minutes stored before `at`."""
+        now = datetime.now(UTC) if at is None else at
+        totals = self.cycle.totals if totals is None else totals
         starts = (self.clock.hour_start(now), self.clock.day_start(now),
                   self.clock.year_start(now))
         stored = [("source_minute", "co2_kg", [s.id for _, s in self.config.sources()]),
                   ("unit_minute", "co2_kg", [u.id for u in self.config.units]),
                   ("unit_minute", "output_mwh", [u.id for u in self.config.units])]
         for table, column, ids in stored:
-            sums = await self.historian.period_sums(table, column, starts)
+            sums = await self.historian.period_sums(table, column, starts, end=at)
             for key in ids:
-                self.cycle.totals.seed(f"{key}.{column}", now, *sums.get(key, (0.0, 0.0, 0.0)))
+                totals.seed(f"{key}.{column}", now, *sums.get(key, (0.0, 0.0, 0.0)))
+        # The running intensity's sums: over the valid minutes only (compute/cycle.py).
+        units = [u.id for u in self.config.units]
+        for column, name in (("co2_kg", PAIRED_CO2), ("output_mwh", PAIRED_OUTPUT)):
+            sums = await self.historian.period_sums("unit_minute", column, starts,
+                                                    end=at, valid_only=True)
+            for key in units:
+                totals.seed(f"{key}.{name}", now, *sums.get(key, (0.0, 0.0, 0.0)))
 
     async def _restore_periods(self) -> None:
         """Continue the hours and days where the historian left them (after a restart)."""
@@ -278,8 +300,14 @@ class Runtime:
         last = await h.last_period("hour")
         hour_s = 60 * self.config.clock.minute_seconds
         hours, days = [], []
-        if last is None:  # a new historian, or none of its hours closed yet: this hour's
-            open_hour = self.clock.hour_start(now)  # minutes, if it has them, open it
+        if last is None:  # a new historian, or none of its hours closed yet: its first
+            # stored minute opens the hour, so that a kill before the first hour closed does
+            # not cost that hour's row (issue 11); a month back at most.
+            open_hour = self.clock.hour_start(now)
+            bounds = await h.minute_bounds()
+            if bounds is not None:
+                oldest = open_hour - timedelta(seconds=31 * 24 * hour_s)
+                open_hour = min(open_hour, self.clock.hour_start(max(bounds[0], oldest)))
         else:
             hours = await h.periods("hour", last - timedelta(
                 seconds=(self.periods.lookback_h + 26) * hour_s), last + timedelta(seconds=1))
@@ -338,9 +366,11 @@ class Runtime:
             delay = (end - datetime.now(UTC)).total_seconds() + grace
             if delay > 0:
                 await asyncio.sleep(delay)
+            began = time.perf_counter()
             result = self.run_minute(end - minute, end)
             for sink in self._sinks:
                 sink.submit_minute(result)
+            self.monitor.minute_published(end.timestamp(), time.perf_counter() - began)
             # After the minute is out: closing an hour or a day never delays it.
             self._close_periods(result)
             if not self._first_published:

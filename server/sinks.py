@@ -94,6 +94,16 @@ class QueuedSink:
             self._queue.put_nowait(result)
 
     @property
+    def queue_depth(self) -> int:
+        """Items waiting for the sink now."""
+        return self._queue.qsize()
+
+    @property
+    def queue_capacity(self) -> int:
+        """How many items the queue holds before raw samples are dropped."""
+        return self._queue.maxsize
+
+    @property
     def takes_periods(self) -> bool:
         """Whether the sink wants closed hours and days."""
         return isinstance(self.sink, PeriodSink)
