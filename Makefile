@@ -9,7 +9,11 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # for HMI tests and a CJK font so its screenshots show the zh-CN labels.
 APT_TEST_PACKAGES := victoria-metrics mosquitto chromium fonts-wqy-microhei
 
-.PHONY: run test lint bench system-deps clean
+# OPC UA clients written by others (node-opcua) for the interop tests, pinned by the lock file.
+NODE_DIR   := tests/interop
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+
+.PHONY: run test lint bench system-deps node-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +33,20 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# node and npm come with the machine or from Debian (nodejs, npm).
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json | system-deps
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps node-deps lint
 	$(BIN)/pytest -q tests
 	$(BIN)/pytest -q bench --benchmark-disable
 
@@ -41,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .benchmarks
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .benchmarks $(NODE_DIR)/node_modules

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -18,7 +20,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from model.accounts import has_role
-from model.errors import AlarmActionError, SinkError, UnknownRuleError
+from model.errors import AlarmActionError, SinkError, UnknownRuleError, os_error_text
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
 from model.records import (
@@ -61,15 +63,42 @@ from server.opcua.layout import (
     status_of,
     total_status_of,
 )
+from server.opcua.pki import ClientValidator, Pki, host_names
 from server.opcua.users import (
     _CALLER,
     ACKNOWLEDGE_ROLE,
     _InternalServer,
+    _Server,
     _SessionUser,
     _UserManager,
 )
 
 log = logging.getLogger(__name__)
+
+
+class _DropFailureReports(logging.Filter):
+    """Drops records that carry an exception: the exception itself is raised, and said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for a record with exc_info."""
+        return record.exc_info is None
+
+
+@contextlib.contextmanager
+def _quiet_start_failure() -> Iterator[None]:
+    """While asyncua's Server.start runs: not its own traceback of a failed start.
+
+    asyncua logs "error starting server" with the traceback and re-raises; start()
+    turns a failed bind into one SinkError line naming the endpoint, so the record
+    would only put a traceback before it. Other failures still propagate.
+    """
+    logger = logging.getLogger("asyncua.server.server")
+    drop = _DropFailureReports()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 _EVENT_IDS_KEPT = 32  # EventIds per condition that Acknowledge accepts
 _QUEUE_SIZE = 10_000  # alarm transitions waiting to be published
@@ -93,6 +122,7 @@ class OpcUaSink:
                  audit: ActionAuditor | None = None, users: Authenticator | None = None) -> None:
         self.config = config
         self.namespace_uri = site_namespace(config)
+        self.application_uri = f"{self.namespace_uri}:server"  # also in the certificate
         self.alarms = alarms
         self.audit = audit
         self.users = users
@@ -113,12 +143,16 @@ class OpcUaSink:
 
     async def start(self) -> None:
         """Build the address space and the alarm conditions, and listen on the endpoint."""
-        server = Server(iserver=_InternalServer(user_manager=_UserManager(self.users)))
+        # _Server: user-name tokens are checked (scrypt in a thread) before ActivateSession.
+        server = _Server(iserver=_InternalServer(
+            user_manager=_UserManager(
+            self.users, self.audit,
+            passwords_unencrypted=self.config.opcua.passwords_on_unencrypted)))
         await server.init()
         server.set_endpoint(self.config.opcua.endpoint)
         server.set_server_name(f"carbonscada {self.config.site.name}")
-        await server.set_application_uri(f"{self.namespace_uri}:server")
-        self._configure_security(server)
+        await server.set_application_uri(self.application_uri)
+        await self._configure_security(server)
         layout = build_layout(self.config, await server.register_namespace(self.namespace_uri))
         results = await server.iserver.isession.add_nodes(layout.items)
         for item, res in zip(layout.items, results, strict=True):
@@ -131,18 +165,35 @@ class OpcUaSink:
                                                                  ServerTimestamp=now))
         await self._start_alarms(server, layout)
         try:
-            await server.start()
+            with _quiet_start_failure():
+                await server.start()
         except OSError as exc:
             await self._stop_alarms()
             raise SinkError(f"OPC UA: cannot listen on {self.config.opcua.endpoint}: "
-                            f"{exc.strerror or exc}") from exc
+                            f"{os_error_text(exc)}") from None
         self._layout = layout
         self._server = server
 
-    def _configure_security(self, server: Server) -> None:
-        """Endpoints and identities: for now NoSecurity; anonymous, and user names if `users`."""
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        tokens: list[type] = [ua.AnonymousIdentityToken]
+    async def _configure_security(self, server: Server) -> None:
+        """Endpoints, the server certificate, the client trust list and the identities.
+
+        Every configured policy in every configured mode; None only where the file allows
+        it. The certificate is made on first run (pki.py) for the server's ApplicationUri.
+        """
+        cfg = self.config.opcua
+        policies = [getattr(ua.SecurityPolicyType, f"{p.replace('_', '')}_{m}")
+                    for p in cfg.security_policies for m in cfg.security_modes]
+        if cfg.allow_none:
+            policies.append(ua.SecurityPolicyType.NoSecurity)
+        server.set_security_policy(policies)
+        pki = Pki(Path(cfg.pki_dir))
+        own = await asyncio.to_thread(pki.own_certificate, self.application_uri,
+                                      f"carbonscada {self.config.site.id}",
+                                      host_names(cfg.endpoint_host()))
+        await server.load_certificate(str(own.cert))
+        await server.load_private_key(str(own.key))
+        server.set_certificate_validator(ClientValidator(pki, cfg.trust_all_clients))
+        tokens: list[type] = [ua.AnonymousIdentityToken] if cfg.anonymous else []
         if self.users is not None:
             tokens.append(ua.UserNameIdentityToken)
         server.set_identity_tokens(tokens)

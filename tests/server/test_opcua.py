@@ -119,8 +119,15 @@ async def test_unece_unit_id_is_the_codes_ascii_bytes() -> None:
 async def test_endpoint_namespace_and_server_name(client: Client) -> None:
     assert NS_URI in await client.get_namespace_array()
     endpoints = await client.get_endpoints()
-    assert {e.SecurityPolicyUri for e in endpoints} == {
-        "http://opcfoundation.org/UA/SecurityPolicy#None"}
+    # The test plant allows None beside the secured endpoints (issue 13), each policy
+    # in Sign and SignAndEncrypt.
+    policy = "http://opcfoundation.org/UA/SecurityPolicy#"
+    assert {(e.SecurityPolicyUri, e.SecurityMode) for e in endpoints} == {
+        (policy + "None", ua.MessageSecurityMode.None_),
+        *((policy + p, m) for p in ("Basic256Sha256", "Aes128_Sha256_RsaOaep",
+                                    "Aes256_Sha256_RsaPss")
+          for m in (ua.MessageSecurityMode.Sign, ua.MessageSecurityMode.SignAndEncrypt))}
+    assert all(len(e.ServerCertificate) > 500 for e in endpoints)  # no 0-byte certificate
     assert {t.TokenType for e in endpoints for t in e.UserIdentityTokens} == {
         ua.UserTokenType.Anonymous}
     assert endpoints[0].Server.ApplicationName.Text == "carbonscada Test Plant"
