@@ -30,16 +30,15 @@ from datetime import datetime, timedelta
 
 from model.errors import AlarmActionError, InvalidValueError
 from model.records import AlarmEvent, AuditRecord
+from model.states import AckState, Condition
 
-NORMAL = "normal"
-UNACK = "active-unacknowledged"
-ACKED = "active-acknowledged"
-RTN_UNACK = "returned-unacknowledged"
-SHELVED = "shelved"
-SUPPRESSED = "suppressed"
-OUT_OF_SERVICE = "out-of-service"
+# Short names of the ISA-18.2 states (model.states.AckState holds them, once).
+NORMAL, UNACK, ACKED, RTN_UNACK = (AckState.NORMAL, AckState.UNACK, AckState.ACKED,
+                                   AckState.RTN_UNACK)
+SHELVED, SUPPRESSED, OUT_OF_SERVICE = (AckState.SHELVED, AckState.SUPPRESSED,
+                                       AckState.OUT_OF_SERVICE)
 
-LEVELS = ("normal", "warning", "alarm")
+LEVELS = tuple(Condition)
 """Condition names by level: 0 normal, 1 warning (预警), 2 alarm (报警)."""
 
 MAX_SHELVE = timedelta(hours=24)
