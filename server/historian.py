@@ -143,6 +143,9 @@ _PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "
                 "reconciliation_diff_pct", "reconciliation_exceeded", "intensity_flag",
                 "intensity_n_valid")
 _ALLOWANCE = tuple(f.name for f in dataclasses.fields(AllowancePosition))
+# What OPC UA HistoryRead may read: table → its identifier column.
+_HISTORY_TABLES = {"source_minute": "source", "unit_minute": "unit", "source_hour": "source",
+                   "unit_day": "unit", "period": "level"}
 # What the web API and restarts may read: (kind, level) → (table, identifier column).
 PERIOD_TABLES = {(kind, level): (f"{kind}_{level}", kind)
                  for kind in ("source", "stream", "unit") for level in ("hour", "day")}
@@ -604,6 +607,35 @@ class Historian:
             return list(by_t.values())
         minutes: list[StoredMinute] = await self._run(query)
         return minutes
+
+    async def history_rows(self, table: str, ident: str, start: datetime, end: datetime, *,
+                           time_column: str = "t_ms", limit: int | None = None,
+                           newest_first: bool = False) -> list[dict[str, Any]]:
+        """Rows of one source or unit (for `period`: level) of a result table with
+        start ≤ time < end, oldest first (newest first if `newest_first`), at most `limit`
+        (all if None); the time in "t", flags as DataFlag. For OPC UA HistoryRead."""
+        column = _HISTORY_TABLES.get(table)
+        if column is None or time_column not in ("t_ms", "t_end_ms"):
+            raise InvalidValueError(f"no history of {table!r} by {time_column!r}")
+        order = "DESC" if newest_first else "ASC"
+        limit_rows = -1 if limit is None else limit  # SQLite: a negative LIMIT is none
+
+        def query() -> list[dict[str, Any]]:
+            cur = self._conn().execute(
+                f"SELECT * FROM {table} WHERE {column} = ? AND {time_column} >= ?"
+                f" AND {time_column} < ? ORDER BY {time_column} {order} LIMIT ?",
+                (ident, to_ms(start), to_ms(end), limit_rows))
+            names = [d[0] for d in cur.description]
+            rows = []
+            for row in cur.fetchall():
+                rec = dict(zip(names, row, strict=True))
+                rec["t"] = from_ms(rec[time_column])
+                if "flag" in rec:
+                    rec["flag"] = DataFlag[rec["flag"]]
+                rows.append(rec)
+            return rows
+        rows: list[dict[str, Any]] = await self._run(query)
+        return rows
 
     async def source_minutes(self, source: str, start: datetime,
                              end: datetime) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ def _check_opcua(cfg: PlantConfig) -> None:
 def _opcua(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     from server.opcua.sink import OpcUaSink
 
-    return OpcUaSink(cfg, alarms=alarms, audit=rt.audit, users=rt.users)
+    return OpcUaSink(cfg, alarms=alarms, audit=rt.audit, users=rt.users, history=rt.historian)
 
 
 def _influx(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
