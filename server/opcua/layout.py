@@ -13,7 +13,10 @@ path so that they stay the same across restarts)::
 Minute values change every minute; CO2Hour with every closed hour (the hour's value,
 substituted if invalid), the unit's day values with every closed day, the allowance
 position at the end of every hour. Each carries the start of its period (the allowance:
-the time it refers to) as source timestamp.
+the time it refers to) as source timestamp. A value that is missing (NaN) carries
+BadWaitingForInitialData or its flag's Bad status, never Good (value_status). Names and
+descriptions are kept in English and Chinese (NodeTexts); server.opcua.locales answers
+each session in the language of its LocaleIds.
 """
 
 from __future__ import annotations
@@ -153,6 +156,18 @@ def hour_status(hour: PeriodResult) -> ua.StatusCode:
     return status_of(hour.flag)
 
 
+def value_status(value: float, status: ua.StatusCode) -> ua.StatusCode:
+    """`status`, except that a missing value (NaN) is never Good or Uncertain.
+
+    A NaN is no value (a forecast without 30 days of data, an intensity without output):
+    a client must not take it for a measurement, so it carries BadWaitingForInitialData
+    unless its status is already Bad (the data flag's).
+    """
+    if math.isnan(value) and not status.is_bad():
+        return _WAITING
+    return status
+
+
 def total_status_of(flag: DataFlag) -> ua.StatusCode:
     """StatusCode of a running total (hour, day, year) after a minute with this flag.
 
@@ -252,10 +267,35 @@ _READ_ONLY = ua.AccessLevel.CurrentRead.mask
 _SUBSCRIBE_TO_EVENTS = cast("ua.Byte", int(ua.EventNotifierType.SubscribeToEvents))
 
 
-def _description(en: str, zh: str) -> ua.LocalizedText:
-    # asyncua keeps one LocalizedText per attribute (it does not pick by the session's
-    # locale), so the Description carries both languages in one locale-neutral text.
-    return ua.LocalizedText(f"{en} / {zh}" if zh else en)
+EN = "en"
+ZH = "zh-CN"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTexts:
+    """DisplayName and Description of a node in English and Chinese ("" where none).
+
+    asyncua keeps one LocalizedText per attribute: the English one (Locale "en") is
+    stored; a session whose LocaleIds ask for Chinese gets the Chinese one when it reads
+    or browses (server.opcua.locales).
+    """
+
+    display_en: str
+    display_zh: str
+    description_en: str
+    description_zh: str
+
+    def display(self, locale: str) -> ua.LocalizedText:
+        """The DisplayName in `locale` (EN or ZH); English where there is no Chinese."""
+        if locale == ZH and self.display_zh:
+            return ua.LocalizedText(self.display_zh, ZH)
+        return ua.LocalizedText(self.display_en, EN)
+
+    def description(self, locale: str) -> ua.LocalizedText:
+        """The Description in `locale` (EN or ZH); English where there is no Chinese."""
+        if locale == ZH and self.description_zh:
+            return ua.LocalizedText(self.description_zh, ZH)
+        return ua.LocalizedText(self.description_en, EN)
 
 
 _SourceWrite = tuple[ua.NodeId, Callable[[SourceMinute], float], bool]
@@ -281,6 +321,7 @@ class _Layout:
     alarms: ua.NodeId = field(default_factory=ua.NodeId)  # the Alarms folder
     conditions: dict[str, ua.NodeId] = field(default_factory=dict)  # configured rule → condition
     rule_names: dict[str, str] = field(default_factory=dict)
+    texts: dict[ua.NodeId, NodeTexts] = field(default_factory=dict)  # en and zh of each node
 
 
 class _Builder:
@@ -291,6 +332,7 @@ class _Builder:
         self.own_namespace = own_namespace
         self.items: list[ua.AddNodesItem] = []
         self.initial: list[tuple[ua.NodeId, ua.Variant]] = []
+        self.texts: dict[ua.NodeId, NodeTexts] = {}
         self._owner: dict[str, str] = {}  # NodeId string → the config item that made it
         self._folders: set[ua.NodeId] = {_OBJECTS_FOLDER}
 
@@ -310,8 +352,9 @@ class _Builder:
             what: str, folder: bool, notifier: bool = False) -> ua.NodeId:
         """Add a folder or a plain object below `parent` (an event notifier if `notifier`)."""
         nid = self.node_id(ident, what)
-        attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(display, "en"),
-                                    Description=_description(display, zh))
+        texts = self.texts[nid] = NodeTexts(display, zh, display, zh)
+        attrs = ua.ObjectAttributes(DisplayName=texts.display(EN),
+                                    Description=texts.description(EN))
         if notifier:
             attrs.EventNotifier = _SUBSCRIBE_TO_EVENTS
         self.items.append(ua.AddNodesItem(
@@ -328,10 +371,13 @@ class _Builder:
         nid = self.node_id(ident, what)
         initial = (ua.Variant("", ua.VariantType.String) if spec.text
                    else ua.Variant(math.nan, ua.VariantType.Double))
+        # The Chinese DisplayName is the Chinese description: what an operator reads in a
+        # tree; the BrowseName stays the stable English name.
+        texts = self.texts[nid] = NodeTexts(
+            spec.name, spec.zh, f"{spec.en} ({spec.unit})" if spec.unit else spec.en,
+            f"{spec.zh}（{spec.unit}）" if spec.zh and spec.unit else spec.zh)
         attrs = ua.VariableAttributes(
-            DisplayName=ua.LocalizedText(spec.name, "en"),
-            Description=_description(f"{spec.en} ({spec.unit})" if spec.unit else spec.en,
-                                     spec.zh),
+            DisplayName=texts.display(EN), Description=texts.description(EN),
             Value=initial,
             DataType=_ns0(ObjectIds.String if spec.text else ObjectIds.Double),
             ValueRank=ua.ValueRank.Scalar, AccessLevel=_READ_ONLY,
@@ -420,12 +466,14 @@ def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
         dnode = b.obj(tags, f"Tags.{dev.id}", dev.id, dev.id, "", what=f"devices[{i}].id",
                       folder=True)
         for j, tag in enumerate(dev.tags):
-            spec = VarSpec(tag.id, tag.unit, tag.description or tag.id, tag.description_zh)
+            # A raw value in percent (O2, H2O, CO2, load …) is a share: 0 to 100 %.
+            spec = VarSpec(tag.id, tag.unit, tag.description or tag.id, tag.description_zh,
+                           eu_range=(0.0, 100.0) if tag.unit == "%" else None)
             out.tags[tag.id] = b.variable(dnode, f"Tags.{dev.id}.{tag.id}", spec,
                                           what=f"devices[{i}].tags[{j}]")
     for i, rule in enumerate(cfg.alarms.rules):
         # The condition objects themselves are instantiated from AlarmConditionType at start.
         out.conditions[rule.id] = b.node_id(f"Alarms.{rule.id}", f"alarms.rules[{i}].id")
         out.rule_names[rule.id] = rule.name
-    out.items, out.initial = b.items, b.initial
+    out.items, out.initial, out.texts = b.items, b.initial, b.texts
     return out

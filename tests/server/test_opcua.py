@@ -180,9 +180,10 @@ async def test_flags_map_to_status_codes(client: Client, sink: OpcUaSink) -> Non
     # A running total keeps its value; one failed minute only makes it incomplete.
     today = await read(await by_id(client, "U1.S1.CO2Today"))
     assert (today.value, today.status) == (1520.25, StatusCodes.UncertainSubNormal)
+    # No output, no intensity: a NaN is no value, never Good (issue 13).
     intensity = await read(await by_id(client, "U1.Intensity"))
-    assert math.isnan(intensity.value)
-    assert intensity.status == StatusCodes.Good
+    assert intensity.value is None
+    assert intensity.status == StatusCodes.BadWaitingForInitialData
 
     cases = {DataFlag.S: StatusCodes.UncertainSubstituteValue,
              DataFlag.T: StatusCodes.UncertainEngineeringUnitsExceeded,
@@ -216,9 +217,9 @@ async def test_raw_sample_updates_tag(client: Client, sink: OpcUaSink) -> None:
 async def test_engineering_units_and_names(client: Client) -> None:
     node = await child(client, [*SOURCE_PATH, "CO2Minute"])
     assert (await node.read_display_name()).Text == "CO2Minute"
-    description = (await node.read_description()).Text or ""
-    assert "CO2 emitted in the last minute" in description
-    assert "上一分钟CO2排放量" in description
+    # English for this client's LocaleIds ["en"]; Chinese by locale (test_opcua_address.py).
+    assert await node.read_description() == ua.LocalizedText(
+        "CO2 emitted in the last minute (kg)", "en")
 
     eu = await (await node.get_child("0:EngineeringUnits")).read_value()
     assert eu.NamespaceUri == "http://www.opcfoundation.org/UA/units/un/cefact"
