@@ -225,6 +225,11 @@ class AlarmEngine:
         self.bank.levels.reset(self.index[rule])
         return out
 
+    def add_comment(self, rule: str, user: str, comment: str, t: datetime, *,
+                    action: str = "comment") -> tuple[AuditRecord, AlarmEvent]:
+        """An operator comments on a rule's alarm ("confirm": an OPC UA confirmation)."""
+        return self.alarm(rule).add_comment(user, comment, t, action=action)
+
     def active(self) -> list[AlarmEvent]:
         """The latest event of each rule whose condition is not normal."""
         return [a.last_event for a in self.alarms
@@ -420,6 +425,21 @@ class AlarmSink:
         """Return a rule to service; the audit record for the caller to write."""
         audit, event = self.engine.return_to_service(rule, user, comment,
                                                      t or datetime.now(UTC))
+        self._dispatch(event)
+        return audit
+
+    def add_comment(self, rule: str, user: str, comment: str,
+                    t: datetime | None = None) -> AuditRecord:
+        """Comment on a rule's alarm (journaled, not announced); the audit record."""
+        audit, event = self.engine.add_comment(rule, user, comment, t or datetime.now(UTC))
+        self._dispatch(event)
+        return audit
+
+    def confirm(self, rule: str, user: str, comment: str,
+                t: datetime | None = None) -> AuditRecord:
+        """Confirm a rule's alarm (OPC UA Confirm): an audited comment; the audit record."""
+        audit, event = self.engine.add_comment(rule, user, comment, t or datetime.now(UTC),
+                                               action="confirm")
         self._dispatch(event)
         return audit
 

@@ -252,6 +252,23 @@ class AlarmState:
                             f"已由 {user} 恢复投用：{comment}", user=user, comment=comment)
         return AuditRecord(t, user, "return_to_service", self.info.rule, comment), event
 
+    def add_comment(self, user: str, comment: str, t: datetime, *,
+                    action: str = "comment") -> tuple[AuditRecord, AlarmEvent]:
+        """An operator's comment on the alarm, in any state; nothing else changes.
+
+        `action` "confirm" records an OPC UA Confirm: this engine has no confirmed state,
+        so a confirmation is an audited comment of that name.
+        """
+        if action not in ("comment", "confirm"):
+            raise InvalidValueError(f"alarm comment action {action!r}: comment or confirm")
+        user, comment = self._require(user, comment, action, t)
+        before = (self.level, self.ack_state)
+        verb = "confirmed" if action == "confirm" else "comment"
+        verb_zh = "确认完成" if action == "confirm" else "备注"
+        event = self._event(t, before, action, f"{verb} by {user}: {comment}",
+                            f"{verb_zh}（{user}）：{comment}", user=user, comment=comment)
+        return AuditRecord(t, user, action, self.info.rule, comment), event
+
     def _unmasked(self) -> None:
         """After a mask ended: forget a condition that rose and cleared while masked."""
         if self.masked:

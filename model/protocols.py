@@ -6,6 +6,7 @@ UserStore, server.audit.AuditLog); the sinks know them only by these shapes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,6 +39,20 @@ class AlarmControl(Protocol):
 
     def return_to_service(self, rule: str, user: str, comment: str) -> AuditRecord:
         """Put the rule back in service."""
+        ...
+
+    def add_comment(self, rule: str, user: str, comment: str) -> AuditRecord:
+        """Comment on the rule's alarm; its state does not change."""
+        ...
+
+    def confirm(self, rule: str, user: str, comment: str) -> AuditRecord:
+        """Confirm the rule's alarm (OPC UA Confirm): an audited comment."""
+        ...
+
+    def on_rules_changed(self, callback: Callable[[list[dict[str, Any]], str, str, datetime],
+                                                  None]) -> Callable[[], None]:
+        """Call `callback(rules, user, comment, t)` after each change of rules; the
+        function that unsubscribes it."""
         ...
 
     def alarm_list(self) -> list[AlarmEvent]:

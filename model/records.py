@@ -144,7 +144,8 @@ class AlarmEvent:
     ack_state: str = ""
     previous_ack_state: str = ""
     # What made the transition: condition, acknowledge, shelve, unshelve, shelve_expired,
-    # suppress, unsuppress, out_of_service, return_to_service, removed (rule deleted).
+    # suppress, unsuppress, out_of_service, return_to_service, removed (rule deleted),
+    # comment, confirm (an operator's note; nothing else changes).
     cause: str = "condition"
     kind: str = ""  # rule kind, e.g. "threshold"
     area: str = ""  # the unit the rule belongs to, "site", or "" (none)
@@ -159,7 +160,8 @@ class AuditRecord:
 
     t: datetime  # UTC
     user: str
-    action: str  # acknowledge, shelve, unshelve, out_of_service, return_to_service
+    action: str  # acknowledge, shelve, unshelve, out_of_service, return_to_service,
+    # comment, confirm
     rule: str
     comment: str
     until: datetime | None = None  # shelve: when the shelf expires

@@ -6,10 +6,16 @@ message) besides the mandatory children. Its SourceNode is the site object, its 
 what the rule watches ("source S1 co2_kg"). Every transition is an event notified by the
 Server object and by the site object (Server HasNotifier site); a condition not back to
 normal keeps Retain, so that ConditionRefresh / ConditionRefresh2 replay its last event.
-Acknowledge (EventId and a comment) goes to the alarm engine as "opcua:<session user>"; the
-new state comes back as an event. Not implemented: Confirm, condition branches, the shelve /
-suppress / service methods and ShelvingState nodes (the shelving state is in the events'
-ShelvingState fields); Enable, Disable and AddComment answer Bad_NotSupported.
+The methods go to the alarm engine as "opcua:<session user>", audited like the web's
+actions, and the new state comes back as an event: Acknowledge, AddComment and Confirm
+(operator; the comment goes to Comment, Message stays the condition's), TimedShelve,
+OneShotShelve and Unshelve on the ShelvingState object (operator), Disable / Enable =
+out of service / back in service (engineer; EnabledState false and Retain false while
+disabled, as Part 9 says). The engine has no one-shot shelf ("until it returns to normal"):
+OneShotShelve shelves for the longest allowed time (alarms.state.MAX_SHELVE) and shows as
+TimedShelved; nor a confirmed state: Confirm is an audited comment that sets ConfirmedState
+(false again when the alarm rises). A rule removed at run time gets a final event (Retain
+false) and its condition node is deleted. Not implemented: condition branches.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from asyncua import ua
 from asyncua.common.events import Event
 from asyncua.ua.object_ids import ObjectIds
 
+from alarms.state import MAX_SHELVE
 from model.errors import SinkError
 from model.records import AlarmEvent
 from model.states import AckState, Condition
@@ -36,9 +43,20 @@ SEVERITY: dict[str, int] = {Condition.ALARM: 800, Condition.WARNING: 500, Condit
 _SERVER = _ns0(ObjectIds.Server)
 _ALARM_CONDITION_TYPE = _ns0(ObjectIds.AlarmConditionType)
 _ACKNOWLEDGE = _ns0(ObjectIds.AcknowledgeableConditionType_Acknowledge)
-_UNSUPPORTED_METHODS = {"Enable": ObjectIds.ConditionType_Enable,
-                        "Disable": ObjectIds.ConditionType_Disable,
-                        "AddComment": ObjectIds.ConditionType_AddComment}
+_CONFIRM = _ns0(ObjectIds.AcknowledgeableConditionType_Confirm)
+_CONDITION_METHODS = {"Enable": ObjectIds.ConditionType_Enable,
+                      "Disable": ObjectIds.ConditionType_Disable,
+                      "AddComment": ObjectIds.ConditionType_AddComment}
+"""The condition's own methods besides Acknowledge, by browse name (type method ids)."""
+_SHELVING_METHODS = {"TimedShelve": ObjectIds.ShelvedStateMachineType_TimedShelve,
+                     "OneShotShelve": ObjectIds.ShelvedStateMachineType_OneShotShelve,
+                     "Unshelve": ObjectIds.ShelvedStateMachineType_Unshelve}
+"""The ShelvingState object's methods, by browse name (type method ids)."""
+_SHELVED_STATE_MACHINE_TYPE = _ns0(ObjectIds.ShelvedStateMachineType)
+# What an operator's action leaves the condition's Message as: the condition's own (what
+# is wrong), not "acknowledged by …"; the action's comment goes to Comment.
+_KEEPS_MESSAGE = frozenset({"acknowledge", "comment", "confirm", "shelve", "unshelve",
+                            "shelve_expired", "suppress", "unsuppress", "out_of_service"})
 _REFRESH_METHODS = (ObjectIds.ConditionType_ConditionRefresh,
                     ObjectIds.ConditionType_ConditionRefresh2)
 
@@ -64,6 +82,10 @@ class _Condition:
     comment: str = ""
     user: str = ""
     comment_t: datetime | None = None
+    message: str = ""  # the condition's own message (English / Chinese)
+    message_zh: str = ""
+    confirmed: bool = True  # nothing to confirm until the alarm rises
+    confirmed_t: datetime | None = None
     # The EventIds of its latest notifications, each with its AckedState/Id.
     event_ids: dict[bytes, bool] = field(default_factory=dict)
     retained: list[Event] = field(default_factory=list)  # its last events while Retain
@@ -85,7 +107,23 @@ class _Condition:
             self.last_severity, self.severity_t = self.severity, ev.t
         if ev.comment:
             self.comment, self.user, self.comment_t = ev.comment, ev.user, ev.t
+        if first or ev.cause not in _KEEPS_MESSAGE:
+            self.message, self.message_zh = ev.message, ev.message_zh
+        if ev.cause == "confirm":
+            self.confirmed, self.confirmed_t = True, ev.t
+        elif not acked and self.acked:  # it rose: a new alarm wants a new confirmation
+            self.confirmed, self.confirmed_t = False, ev.t
         self.acked, self.active, self.severity, self.last = acked, active, severity, ev
+
+
+@dataclass(frozen=True, slots=True)
+class _RulesChange:
+    """A change of alarm rules, queued with the transitions: the rules now configured."""
+
+    rules: frozenset[str]
+    user: str
+    comment: str
+    t: datetime
 
 
 def _acked_after(acked: bool, ev: AlarmEvent, *, first: bool) -> bool:
@@ -149,13 +187,17 @@ def _condition_extras(cond: ua.NodeId, ns: int) -> list[ua.AddNodesItem]:
         return nid
 
     for state, false in (("SuppressedState", "Unsuppressed"),
-                         ("OutOfServiceState", "In Service")):
+                         ("OutOfServiceState", "In Service"), ("ConfirmedState", "Confirmed")):
         var = variable(cond, state, ua.QualifiedName(state, 0),
                        ua.Variant(ua.LocalizedText(false, "en"), ua.VariantType.LocalizedText),
                        ObjectIds.LocalizedText, ObjectIds.TwoStateVariableType,
                        ObjectIds.HasComponent)
-        variable(var, "Id", ua.QualifiedName("Id", 0), ua.Variant(False, ua.VariantType.Boolean),
+        variable(var, "Id", ua.QualifiedName("Id", 0),
+                 ua.Variant(state == "ConfirmedState", ua.VariantType.Boolean),
                  ObjectIds.Boolean, ObjectIds.PropertyType, ObjectIds.HasProperty)
+    variable(cond, "MaxTimeShelved", ua.QualifiedName("MaxTimeShelved", 0),
+             ua.Variant(MAX_SHELVE.total_seconds() * 1000.0, ua.VariantType.Double),
+             ObjectIds.Duration, ObjectIds.PropertyType, ObjectIds.HasProperty)
     variable(cond, "MessageZh", ua.QualifiedName("MessageZh", cast("ua.UInt16", ns)),
              ua.Variant(ua.LocalizedText("", "zh-CN"), ua.VariantType.LocalizedText),
              ObjectIds.LocalizedText, ObjectIds.PropertyType, ObjectIds.HasProperty)
@@ -202,6 +244,7 @@ def _event_fields(cond: _Condition, site: ua.NodeId, site_id: str, zone: ZoneInf
     ev = cond.last
     mode = ev.ack_state if ev is not None else AckState.NORMAL
     shelved, suppressed = mode == AckState.SHELVED, mode == AckState.SUPPRESSED
+    enabled = mode != AckState.OUT_OF_SERVICE
     t = ev.t if ev is not None else now
     unshelve_ms = None
     if shelved and ev is not None and ev.shelved_until is not None:
@@ -216,16 +259,16 @@ def _event_fields(cond: _Condition, site: ua.NodeId, site_id: str, zone: ZoneInf
         "Time": (t, time),
         "ReceiveTime": (now, time),
         "LocalTime": (_local_time(t, zone), vt.ExtensionObject),
-        "Message": (ua.LocalizedText(ev.message if ev is not None else "", "en"), text),
-        "MessageZh": (ua.LocalizedText(ev.message_zh if ev is not None else "", "zh-CN"),
-                      text),
+        "Message": (ua.LocalizedText(cond.message, "en"), text),
+        "MessageZh": (ua.LocalizedText(cond.message_zh, "zh-CN"), text),
         "Severity": (cond.severity, vt.UInt16),
         "ConditionClassId": (_ns0(ObjectIds.ProcessConditionClassType), node),
         "ConditionClassName": (ua.LocalizedText("Process", "en"), text),
         "ConditionName": (cond.rule, vt.String),
         "BranchId": (ua.NodeId(), node),
-        "Retain": (mode != AckState.NORMAL, vt.Boolean),
-        **_two_state("EnabledState", True, "Enabled", "Disabled"),
+        # Part 9: a disabled condition is of no interest to clients (Retain false).
+        "Retain": (mode != AckState.NORMAL and enabled, vt.Boolean),
+        **_two_state("EnabledState", enabled, "Enabled", "Disabled"),
         "Quality": (_GOOD, vt.StatusCode),
         "Quality/SourceTimestamp": (t, time),
         "LastSeverity": (cond.last_severity, vt.UInt16),
@@ -235,6 +278,8 @@ def _event_fields(cond: _Condition, site: ua.NodeId, site_id: str, zone: ZoneInf
         "ClientUserId": (cond.user, vt.String),
         **_two_state("AckedState", cond.acked, "Acknowledged", "Unacknowledged"),
         "AckedState/TransitionTime": (cond.acked_t, time),
+        **_two_state("ConfirmedState", cond.confirmed, "Confirmed", "Unconfirmed"),
+        "ConfirmedState/TransitionTime": (cond.confirmed_t, time),
         **_two_state("ActiveState", cond.active, "Active", "Inactive"),
         "ActiveState/EffectiveDisplayName": (ua.LocalizedText(
             ev.state.capitalize() if cond.active and ev is not None else "Inactive", "en"),

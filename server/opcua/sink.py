@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from asyncua import ua
@@ -19,6 +20,7 @@ from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from alarms.state import MAX_SHELVE
 from model.accounts import has_role
 from model.errors import AlarmActionError, SinkError, UnknownRuleError, os_error_text
 from model.flags import DataFlag
@@ -37,9 +39,12 @@ from server.config import PlantConfig
 from server.opcua.conditions import (
     _ACKNOWLEDGE,
     _ALARM_CONDITION_TYPE,
+    _CONDITION_METHODS,
+    _CONFIRM,
     _REFRESH_METHODS,
     _SERVER,
-    _UNSUPPORTED_METHODS,
+    _SHELVED_STATE_MACHINE_TYPE,
+    _SHELVING_METHODS,
     _bad_arguments,
     _check,
     _Condition,
@@ -49,6 +54,14 @@ from server.opcua.conditions import (
     _new_event,
     _reference,
     _refresh_event,
+    _RulesChange,
+)
+from server.opcua.history import (
+    MinuteHistory,
+    historized_series,
+    install,
+    mark_event_history,
+    mark_historized,
 )
 from server.opcua.layout import (
     _GOOD,
@@ -62,12 +75,13 @@ from server.opcua.layout import (
     site_namespace,
     status_of,
     total_status_of,
+    value_status,
 )
+from server.opcua.locales import _LocaleInternalServer, set_build_info
 from server.opcua.pki import ClientValidator, Pki, host_names
 from server.opcua.users import (
     _CALLER,
     ACKNOWLEDGE_ROLE,
-    _InternalServer,
     _Server,
     _SessionUser,
     _UserManager,
@@ -100,6 +114,7 @@ def _quiet_start_failure() -> Iterator[None]:
     finally:
         logger.removeFilter(drop)
 
+_SERVICE_ROLE = "engineer"  # Enable / Disable: as the web's out-of-service actions
 _EVENT_IDS_KEPT = 32  # EventIds per condition that Acknowledge accepts
 _QUEUE_SIZE = 10_000  # alarm transitions waiting to be published
 _Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
@@ -109,32 +124,39 @@ _CallResult = ua.CallMethodResult | ua.StatusCode
 class OpcUaSink:
     """Sink that serves the plant's results, raw tags and alarms over OPC UA (asyncua server).
 
-    `alarms` answers Acknowledge calls and gives the current alarms at start; `audit`
-    receives the audit record of every acknowledgement made through OPC UA. The runtime
-    hands every alarm transition to `on_alarm`. `users` checks user-name logins; only a
-    user with role operator or higher may acknowledge, so without `users` (anonymous
-    sessions only) Acknowledge is refused to everyone with Bad_UserAccessDenied.
+    `alarms` answers the condition methods (conditions.py) and gives the current alarms
+    at start and every change of rules; `audit` receives the audit record of every action
+    made through OPC UA. The runtime hands every alarm transition to `on_alarm`. `users`
+    checks user-name logins; only a user with role operator or higher may acknowledge,
+    comment, confirm or shelve, engineer or higher Enable / Disable, so without `users`
+    (anonymous sessions only) every method is refused with Bad_UserAccessDenied.
+    `history` (the historian) answers HistoryRead of the result variables and of the alarm
+    journal (history.py); without it no variable is Historizing.
     """
 
     name = "opcua"
 
     def __init__(self, config: PlantConfig, *, alarms: AlarmControl | None = None,
-                 audit: ActionAuditor | None = None, users: Authenticator | None = None) -> None:
+                 audit: ActionAuditor | None = None, users: Authenticator | None = None,
+                 history: MinuteHistory | None = None) -> None:
         self.config = config
         self.namespace_uri = site_namespace(config)
         self.application_uri = f"{self.namespace_uri}:server"  # also in the certificate
         self.alarms = alarms
         self.audit = audit
         self.users = users
+        self.history = history  # answers HistoryRead; without it nothing is historized
         # A dry run, so that clashing NodeIds are reported before anything starts.
         self._layout = build_layout(config, ns=0)
         self._server: Server | None = None
         self._zone = ZoneInfo(config.site.timezone)
         self._conditions: dict[str, _Condition] = {}
         self._by_node: dict[ua.NodeId, _Condition] = {}
-        self._queue: asyncio.Queue[AlarmEvent] | None = None  # set while events are taken
+        # Set while events are taken; rule changes go in order with the transitions.
+        self._queue: asyncio.Queue[AlarmEvent | _RulesChange] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._alarm_error = ""  # the last alarm-publishing failure logged
+        self._unsubscribe_rules: Callable[[], None] | None = None
 
     @property
     def server(self) -> Server | None:
@@ -144,16 +166,22 @@ class OpcUaSink:
     async def start(self) -> None:
         """Build the address space and the alarm conditions, and listen on the endpoint."""
         # _Server: user-name tokens are checked (scrypt in a thread) before ActivateSession.
-        server = _Server(iserver=_InternalServer(
+        iserver = _LocaleInternalServer(
             user_manager=_UserManager(
             self.users, self.audit,
-            passwords_unencrypted=self.config.opcua.passwords_on_unencrypted)))
+            passwords_unencrypted=self.config.opcua.passwords_on_unencrypted))
+        server = _Server(iserver=iserver)
         await server.init()
+        await set_build_info(server)
         server.set_endpoint(self.config.opcua.endpoint)
         server.set_server_name(f"carbonscada {self.config.site.name}")
         await server.set_application_uri(self.application_uri)
         await self._configure_security(server)
         layout = build_layout(self.config, await server.register_namespace(self.namespace_uri))
+        if self.history is not None:
+            mark_historized(layout, historized_series(layout).keys())
+            mark_event_history(layout)
+        iserver.texts = layout.texts  # DisplayName and Description in the session's language
         results = await server.iserver.isession.add_nodes(layout.items)
         for item, res in zip(layout.items, results, strict=True):
             if not res.StatusCode.is_good():
@@ -163,6 +191,8 @@ class OpcUaSink:
         for nid, initial in layout.initial:
             await server.write_attribute_value(nid, ua.DataValue(initial, _WAITING,
                                                                  ServerTimestamp=now))
+        if self.history is not None:
+            await install(server.iserver, layout, self.history, self.config.site.id, self._zone)
         await self._start_alarms(server, layout)
         try:
             with _quiet_start_failure():
@@ -211,8 +241,9 @@ class OpcUaSink:
         now = _ts(datetime.now(UTC))
 
         def dv(value: float, status: ua.StatusCode) -> ua.DataValue:
-            return ua.DataValue(ua.Variant(float(value), ua.VariantType.Double), status,
-                                SourceTimestamp=t, ServerTimestamp=now)
+            return ua.DataValue(ua.Variant(float(value), ua.VariantType.Double),
+                                value_status(value, status), SourceTimestamp=t,
+                                ServerTimestamp=now)
 
         def flag_dv(flag: DataFlag) -> ua.DataValue:
             # The flag is always a good value: it is what explains the others' status.
@@ -242,8 +273,10 @@ class OpcUaSink:
         now = _ts(datetime.now(UTC))
 
         def dv(value: float, status: ua.StatusCode, t: datetime) -> ua.DataValue:
-            return ua.DataValue(ua.Variant(float(value), ua.VariantType.Double), status,
-                                SourceTimestamp=_ts(t), ServerTimestamp=now)
+            # A NaN (e.g. ForecastYearEnd before 30 days of data) is never Good.
+            return ua.DataValue(ua.Variant(float(value), ua.VariantType.Double),
+                                value_status(value, status), SourceTimestamp=_ts(t),
+                                ServerTimestamp=now)
 
         if records.level == "hour":
             for src in records.sources:
@@ -274,7 +307,8 @@ class OpcUaSink:
             if nid is None:
                 continue
             await server.write_attribute_value(nid, ua.DataValue(
-                ua.Variant(float(sample.value), ua.VariantType.Double), status_of(sample.flag),
+                ua.Variant(float(sample.value), ua.VariantType.Double),
+                value_status(sample.value, status_of(sample.flag)),
                 SourceTimestamp=_ts(sample.t), ServerTimestamp=now))
 
     async def stop(self) -> None:
@@ -309,10 +343,13 @@ class OpcUaSink:
         for method in _REFRESH_METHODS:
             isession.add_method_callback(_ns0(method), self._condition_refresh)
         isession.add_method_callback(_ACKNOWLEDGE, self._acknowledge)
-        for method in _UNSUPPORTED_METHODS.values():
-            isession.add_method_callback(_ns0(method), self._not_supported)
+        isession.add_method_callback(_CONFIRM, self._method("Confirm"))
+        for name, method in (*_CONDITION_METHODS.items(), *_SHELVING_METHODS.items()):
+            isession.add_method_callback(_ns0(method), self._method(name))
+        if self.alarms is not None:
+            self._unsubscribe_rules = self.alarms.on_rules_changed(self._rules_changed)
         current = self.alarms.alarm_list() if self.alarms is not None else []
-        queue: asyncio.Queue[AlarmEvent] = asyncio.Queue(maxsize=_QUEUE_SIZE)
+        queue: asyncio.Queue[AlarmEvent | _RulesChange] = asyncio.Queue(maxsize=_QUEUE_SIZE)
         for event in current:
             queue.put_nowait(event)
         # From here on every transition is newer than the list just taken.
@@ -328,6 +365,9 @@ class OpcUaSink:
 
     async def _stop_alarms(self) -> None:
         self._queue = None
+        unsubscribe, self._unsubscribe_rules = self._unsubscribe_rules, None
+        if unsubscribe is not None:
+            unsubscribe()
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()
@@ -357,29 +397,46 @@ class OpcUaSink:
         extras = _condition_extras(nid, ns)
         _check([r.StatusCode for r in await isession.add_nodes(extras)], f"alarm rule {rule!r}")
         created |= {item.RequestedNewNodeId for item in extras}
+        prefix = cast(str, nid.Identifier)
+        # ShelvingState (optional in the type): the object its shelve methods are called on.
+        shelving = ua.NodeId(cast("ua.String", f"{prefix}.ShelvingState"), cast("ua.Int16", ns))
+        try:
+            created |= {n.nodeid for n in await instantiate(
+                server.get_node(nid), server.get_node(_SHELVED_STATE_MACHINE_TYPE),
+                nodeid=shelving, bname=ua.QualifiedName("ShelvingState", 0),
+                dname=ua.LocalizedText("ShelvingState", "en"), instantiate_optional=False)}
+        except Exception as exc:
+            raise SinkError(f"OPC UA: cannot add the ShelvingState of alarm rule {rule!r}: "
+                            f"{exc}") from exc
         _check(await isession.add_references(
             [_reference(layout.site, ObjectIds.HasCondition, nid)]), f"alarm rule {rule!r}")
-        prefix = cast(str, nid.Identifier)
         for method, callback in (("Acknowledge", self._acknowledge),
-                                 *((m, self._not_supported) for m in _UNSUPPORTED_METHODS)):
+                                 *((m, self._method(m)) for m in _CONDITION_METHODS),
+                                 *((f"ShelvingState.{m}", self._method(m))
+                                   for m in _SHELVING_METHODS)):
             mid = ua.NodeId(cast("ua.String", f"{prefix}.{method}"), cast("ua.Int16", ns))
             if mid in created:
                 isession.add_method_callback(mid, callback)
         cond = _Condition(rule, nid, created)
         self._conditions[rule] = cond
         self._by_node[nid] = cond
+        self._by_node[shelving] = cond  # the shelve methods' ObjectId
         await self._write_condition(server, cond, _event_fields(
             cond, layout.site, self.config.site.id, self._zone, b"", datetime.now(UTC)))
         return cond
 
     async def _publish_all(self, server: Server, layout: _Layout,
-                           queue: asyncio.Queue[AlarmEvent]) -> None:
+                           queue: asyncio.Queue[AlarmEvent | _RulesChange]) -> None:
         while True:
             event = await queue.get()
             try:
-                await self._publish(server, layout, event)
+                if isinstance(event, _RulesChange):
+                    await self._drop_removed(server, layout, event)
+                else:
+                    await self._publish(server, layout, event)
             except Exception as exc:  # one bad event must not stop the others
-                self._alarm_failed(event.rule, f"{type(exc).__name__}: {exc}")
+                self._alarm_failed(event.rule if isinstance(event, AlarmEvent) else "*",
+                                   f"{type(exc).__name__}: {exc}")
             else:
                 if self._alarm_error:
                     log.info("OPC UA alarm events are published again")
@@ -408,6 +465,56 @@ class OpcUaSink:
         cond.retained = events if event.ack_state != AckState.NORMAL else []
         for ev in events:
             await server.iserver.subscription_service.trigger_event(ev)
+        if event.cause == "removed":  # the rule's final event: its condition goes
+            await self._delete_condition(server, layout, cond)
+
+    def _rules_changed(self, rules: list[dict[str, Any]], user: str, comment: str,
+                       t: datetime) -> None:
+        """AlarmSink.on_rules_changed listener: queued after the removed rules' events."""
+        queue = self._queue
+        if queue is None:
+            return
+        try:
+            queue.put_nowait(_RulesChange(frozenset(str(r.get("id")) for r in rules), user,
+                                          comment, t))
+        except Exception as exc:  # QueueFull: the publisher is stuck
+            self._alarm_failed("*", f"rules change dropped: {type(exc).__name__} {exc}")
+
+    async def _drop_removed(self, server: Server, layout: _Layout, change: _RulesChange) -> None:
+        """The conditions of rules no longer configured: a final event, then deleted.
+
+        A rule removed while not normal had its "removed" event (and is gone already); one
+        removed while normal gets the same event here, so that every client sees it go.
+        """
+        for rule, cond in list(self._conditions.items()):
+            if rule in change.rules:
+                continue
+            last = cond.last
+            await self._publish(server, layout, AlarmEvent(
+                rule=rule, t=change.t, state="normal", previous="normal", value=math.nan,
+                limit=None, target=last.target if last is not None else "",
+                message=f"rule removed by {change.user}: {change.comment} [rule {rule}]",
+                message_zh=f"规则已由 {change.user} 删除：{change.comment}［规则 {rule}］",
+                ack_state=AckState.NORMAL, previous_ack_state=AckState.NORMAL,
+                cause="removed", user=change.user, comment=change.comment))
+
+    async def _delete_condition(self, server: Server, layout: _Layout, cond: _Condition) -> None:
+        """Delete a condition's nodes and the references to it (its own set: no scan of the
+        whole address space, as asyncua's DeleteTargetReferences does for each node)."""
+        self._conditions.pop(cond.rule, None)
+        for nid, other in list(self._by_node.items()):
+            if other is cond:
+                del self._by_node[nid]
+        isession = server.iserver.isession
+        await isession.delete_references([ua.DeleteReferencesItem(
+            SourceNodeId=source, ReferenceTypeId=_ns0(ref), IsForward=True,
+            TargetNodeId=cond.node, DeleteBidirectional=True)
+            # instantiate puts it below the folder by Organizes (HasComponent elsewhere).
+            for source, ref in ((layout.alarms, ObjectIds.Organizes),
+                                (layout.alarms, ObjectIds.HasComponent),
+                                (layout.site, ObjectIds.HasCondition))])
+        await isession.delete_nodes(ua.DeleteNodesParameters(NodesToDelete=[
+            ua.DeleteNodesItem(NodeId=nid, DeleteTargetReferences=False) for nid in cond.nodes]))
 
     async def _write_condition(self, server: Server, cond: _Condition,
                                fields: dict[str, _Field]) -> None:
@@ -460,6 +567,8 @@ class OpcUaSink:
         except UnknownRuleError:
             return _status(StatusCodes.BadNodeIdUnknown)
         except AlarmActionError:
+            if cond.last is not None and cond.last.ack_state == AckState.OUT_OF_SERVICE:
+                return _status(StatusCodes.BadConditionDisabled)
             return _status(StatusCodes.BadConditionBranchAlreadyAcked if cond.acked
                            else StatusCodes.BadInvalidState)
         await self._record(rec)
@@ -475,8 +584,96 @@ class OpcUaSink:
         except Exception:  # the acknowledgement stands; the lost record must be seen
             log.exception("audit record of an OPC UA acknowledgement failed: %s", rec)
 
-    async def _not_supported(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
-        return _status(StatusCodes.BadNotSupported)
+    def _method(self, name: str) -> Callable[..., Awaitable[_CallResult]]:
+        """The callback of one condition or shelving method (type's and instances')."""
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> _CallResult:
+            try:
+                return await self._method_call(name, parent, args)
+            except Exception:
+                log.exception("OPC UA %s on %s failed", name, parent.to_string())
+                return _status(StatusCodes.BadInternalError)
+        return call
+
+    async def _method_call(self, name: str, parent: ua.NodeId,
+                           args: tuple[ua.Variant, ...]) -> _CallResult:
+        """AddComment / Confirm (EventId, Comment), Enable, Disable, TimedShelve
+        (ShelvingTime, ms), OneShotShelve, Unshelve: mapped to the alarm engine."""
+        caller = _CALLER.get()
+        needed = _SERVICE_ROLE if name in ("Enable", "Disable") else ACKNOWLEDGE_ROLE
+        # Checked first, so that a refused caller learns nothing about conditions or events.
+        if (self.users is None or not isinstance(caller, _SessionUser) or caller.name is None
+                or not has_role(caller.rights, needed)):
+            return _status(StatusCodes.BadUserAccessDenied)
+        cond = self._by_node.get(parent)
+        if cond is None:
+            return _status(StatusCodes.BadNodeIdUnknown)
+        wanted = 2 if name in ("AddComment", "Confirm") else 1 if name == "TimedShelve" else 0
+        if len(args) != wanted:
+            return _status(StatusCodes.BadArgumentsMissing if len(args) < wanted
+                           else StatusCodes.BadTooManyArguments)
+        if self.alarms is None:
+            return _status(StatusCodes.BadNotSupported)
+        mode = cond.last.ack_state if cond.last is not None else AckState.NORMAL
+        disabled, shelved = mode == AckState.OUT_OF_SERVICE, mode == AckState.SHELVED
+        alarms, user, rule = self.alarms, f"opcua:{caller.name}", cond.rule
+        act: Callable[[], AuditRecord]
+        if name in ("AddComment", "Confirm"):
+            event_id, comment = args[0].Value, args[1].Value
+            if isinstance(comment, ua.LocalizedText):
+                comment = comment.Text or ""
+            if not isinstance(event_id, bytes) or not isinstance(comment, str):
+                return _bad_arguments(StatusCodes.BadTypeMismatch,
+                                      [isinstance(event_id, bytes), isinstance(comment, str)])
+            if event_id not in cond.event_ids:
+                return _status(StatusCodes.BadEventIdUnknown)
+            if disabled:
+                return _status(StatusCodes.BadConditionDisabled)
+            if name == "Confirm" and cond.confirmed:
+                return _status(StatusCodes.BadConditionBranchAlreadyConfirmed)
+            if not comment.strip():  # as for Acknowledge: the comment is the point
+                return _bad_arguments(StatusCodes.BadInvalidArgument, [True, False])
+            note = alarms.confirm if name == "Confirm" else alarms.add_comment
+            act = lambda: note(rule, user, comment)  # noqa: E731
+        elif name == "Disable":
+            if disabled:
+                return _status(StatusCodes.BadConditionAlreadyDisabled)
+            act = lambda: alarms.remove_from_service(  # noqa: E731
+                rule, user, "disabled through OPC UA (Disable)")
+        elif name == "Enable":
+            if not disabled:
+                return _status(StatusCodes.BadConditionAlreadyEnabled)
+            act = lambda: alarms.return_to_service(  # noqa: E731
+                rule, user, "enabled through OPC UA (Enable)")
+        elif disabled:
+            return _status(StatusCodes.BadConditionDisabled)
+        elif name == "Unshelve":
+            if not shelved:
+                return _status(StatusCodes.BadConditionNotShelved)
+            act = lambda: alarms.unshelve(rule, user, "unshelved through OPC UA")  # noqa: E731
+        else:
+            if shelved:  # Part 9: no Timed → Timed; a one-shot shelf is a timed one here
+                return _status(StatusCodes.BadConditionAlreadyShelved)
+            if name == "TimedShelve":
+                ms = args[0].Value
+                if isinstance(ms, bool) or not isinstance(ms, int | float):
+                    return _bad_arguments(StatusCodes.BadTypeMismatch, [False])
+                if not 0 < ms <= MAX_SHELVE.total_seconds() * 1000.0:
+                    return _status(StatusCodes.BadShelvingTimeOutOfRange)
+                span, text = timedelta(milliseconds=ms), "timed shelve through OPC UA"
+            else:
+                # No shelf here ends at return to normal: the longest one allowed instead.
+                span, text = MAX_SHELVE, "one-shot shelve through OPC UA (held the longest allowed)"
+            until = datetime.now(UTC) + span
+            act = lambda: alarms.shelve(rule, user, f"{text} until "  # noqa: E731
+                                        f"{until:%Y-%m-%d %H:%M:%S} UTC", until)
+        try:
+            rec = act()
+        except UnknownRuleError:
+            return _status(StatusCodes.BadNodeIdUnknown)
+        except AlarmActionError:
+            return _status(StatusCodes.BadInvalidState)
+        await self._record(rec)
+        return _status(StatusCodes.Good)
 
     async def _condition_refresh(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         """ConditionRefresh(SubscriptionId) and ConditionRefresh2(SubscriptionId,

@@ -374,3 +374,22 @@ def test_remove_ends_in_normal_with_who_and_why() -> None:
     assert e.message == "rule removed by eng: rule obsolete [rule r1: High rate]"
     assert e.message_zh == "规则已由 eng 删除：rule obsolete［规则 r1：High rate］"
     assert not annunciates(e)
+
+
+def test_comment_and_confirm_change_nothing_but_are_journaled_and_audited() -> None:
+    a = machine()
+    cond(a, 2)
+    a.shelve("olga", "noisy", at(60), at(1))
+    rec, ev = a.add_comment("olga", " lab sample taken ", at(2))
+    assert rec == AuditRecord(at(2), "olga", "comment", "r1", "lab sample taken")
+    assert (ev.cause, ev.state, ev.ack_state, ev.previous_ack_state, ev.comment) == (
+        "comment", "alarm", SHELVED, SHELVED, "lab sample taken")
+    assert (a.ack_state, a.acked, a.shelved_until) == (SHELVED, False, at(60))
+    assert not annunciates(ev)
+    rec, ev = a.add_comment("olga", "cause removed", at(3), action="confirm")
+    assert (rec.action, ev.cause, ev.message) == (
+        "confirm", "confirm", "confirmed by olga: cause removed [rule r1: High rate]")
+    with pytest.raises(AlarmActionError, match="needs a comment"):
+        a.add_comment("olga", " ", at(4))
+    with pytest.raises(ValueError, match="comment or confirm"):
+        a.add_comment("olga", "x", at(4), action="shelve")

@@ -40,6 +40,7 @@ REFRESH_START = ua.NodeId(ObjectIds.RefreshStartEventType)
 REFRESH_END = ua.NodeId(ObjectIds.RefreshEndEventType)
 COMMENT = "load ramp, expected"
 OPERATOR, VIEWER = ("olga", "olga-pass-1"), ("vera", "vera-pass-1")
+ENGINEER = ("erin", "erin-pass-1")
 
 
 def plant(port: int) -> PlantConfig:
@@ -96,6 +97,7 @@ def users(tmp_path: Path) -> UserStore:
     store = UserStore(tmp_path / "users.sqlite")
     store.add(OPERATOR[0], "operator", OPERATOR[1])
     store.add(VIEWER[0], "viewer", VIEWER[1])
+    store.add(ENGINEER[0], "engineer", ENGINEER[1])
     return store
 
 
@@ -142,9 +144,9 @@ class Rig:
         return sub, handler, mid
 
 
-async def started(port: int, alarms: AlarmSink | None = None, users: UserStore | None = None
-                  ) -> tuple[OpcUaSink, AlarmSink, RecordingAudit]:
-    cfg = plant(port)
+async def started(port: int, alarms: AlarmSink | None = None, users: UserStore | None = None,
+                  cfg: PlantConfig | None = None) -> tuple[OpcUaSink, AlarmSink, RecordingAudit]:
+    cfg = cfg or plant(port)
     alarms = alarms or AlarmSink(cfg)
     audit = RecordingAudit()
     sink = OpcUaSink(cfg, alarms=alarms, audit=audit, users=users)
@@ -415,3 +417,234 @@ def test_a_unit_named_alarms_clashes_with_the_alarms_folder() -> None:
     d["units"][0]["id"] = "Alarms"
     with pytest.raises(ConfigError, match="'Alarms' is already used by the Alarms folder"):
         OpcUaSink(parse_config(d, "test"))
+
+
+# --- Part 9 methods: AddComment, Confirm, shelving, Enable / Disable; rules removed ----------
+
+CONFIRM = ua.NodeId(ObjectIds.AcknowledgeableConditionType_Confirm)
+TIMED_SHELVE = ua.NodeId(ObjectIds.ShelvedStateMachineType_TimedShelve)
+
+
+def note_args(event_id: bytes, comment: str) -> tuple[ua.Variant, ua.Variant]:
+    return (ua.Variant(event_id, ua.VariantType.ByteString),
+            ua.Variant(ua.LocalizedText(comment), ua.VariantType.LocalizedText))
+
+
+def ms(span: timedelta) -> ua.Variant:
+    return ua.Variant(span.total_seconds() * 1000.0, ua.VariantType.Double)
+
+
+async def raised(rig: Rig) -> tuple[Node, Events, Any]:
+    """The condition, a subscription on the Server object, and the event of an alarm raised."""
+    _, on_server, _ = await rig.subscribe(rig.client.nodes.server, [ALARM_TYPE])
+    await rig.alarms.on_minute(record(T0, s1_kg=5200.0))  # type: ignore[union-attr]
+    return rig.node("Alarms.s1_rate"), on_server, await on_server.next()
+
+
+async def test_acknowledge_keeps_the_message_add_comment_and_confirm(rig: Rig) -> None:
+    cond, on_server, ev = await raised(rig)
+    what = "S1 co2_kg = 5200 ≥ alarm level 5000 [rule s1_rate: S1 rate]"
+    assert f(ev, "Message").Text == what
+    assert (f(ev, "ConfirmedState/Id"), f(ev, "EnabledState/Id")) == (False, True)
+
+    await acknowledge(cond, f(ev, "EventId"), COMMENT)
+    acked = await on_server.next()
+    # What was wrong stays in Message; what the operator said is in Comment.
+    assert (f(acked, "Message").Text, f(acked, "Comment").Text, f(acked, "AckedState/Id")) == (
+        what, COMMENT, True)
+    assert (await (await cond.get_child("0:Message")).read_value()).Text == what
+
+    await cond.call_method("0:AddComment", *note_args(f(acked, "EventId"), "lab sample taken"))
+    noted = await on_server.next()
+    assert (f(noted, "Message").Text, f(noted, "Comment").Text, f(noted, "ClientUserId"),
+            f(noted, "AckedState/Id"), f(noted, "ActiveState/Id"), f(noted, "Retain")) == (
+        what, "lab sample taken", "opcua:olga", True, True, True)
+    assert [e.ack_state for e in rig.alarms.alarm_list()] == [  # type: ignore[union-attr]
+        "active-acknowledged"]
+    assert await refused(cond.call_method("0:AddComment", *note_args(b"nope", "x"))) == (
+        StatusCodes.BadEventIdUnknown)
+    assert await refused(cond.call_method("0:AddComment", *note_args(f(noted, "EventId"),
+                                                                     " "))) == (
+        StatusCodes.BadInvalidArgument)
+
+    # Confirm (optional in the type: called by the type's method on the condition).
+    await cond.call_method(CONFIRM, *note_args(f(noted, "EventId"), "cause removed"))
+    confirmed = await on_server.next()
+    assert (f(confirmed, "ConfirmedState/Id"), f(confirmed, "Message").Text,
+            f(confirmed, "Comment").Text) == (True, what, "cause removed")
+    assert await (await cond.get_child(["0:ConfirmedState", "0:Id"])).read_value() is True
+    assert await refused(cond.call_method(CONFIRM, *note_args(f(confirmed, "EventId"),
+                                                              "again"))) == (
+        StatusCodes.BadConditionBranchAlreadyConfirmed)
+    assert [(r.user, r.action, r.comment) for r in rig.audit.records] == [
+        ("opcua:olga", "acknowledge", COMMENT), ("opcua:olga", "comment", "lab sample taken"),
+        ("opcua:olga", "confirm", "cause removed")]
+    assert await on_server.none_within()
+
+
+async def test_shelving_state_machine(rig: Rig) -> None:
+    cond, on_server, ev = await raised(rig)
+    shelving = await cond.get_child("0:ShelvingState")
+    state = await shelving.get_child("0:CurrentState")
+    assert (await state.read_value()).Text == "Unshelved"
+    max_ms = await (await cond.get_child("0:MaxTimeShelved")).read_value()
+    assert max_ms == 24 * 3600 * 1000.0
+
+    before = datetime.now(UTC)
+    await shelving.call_method("0:TimedShelve", ms(timedelta(minutes=30)))
+    shelved = await on_server.next()
+    assert (f(shelved, "ShelvingState/CurrentState").Text, f(shelved, "SuppressedOrShelved"),
+            f(shelved, "Message").Text) == ("TimedShelved", True, f(ev, "Message").Text)
+    assert f(shelved, "ShelvingState/CurrentState/Id") == ua.NodeId(
+        ObjectIds.ShelvedStateMachineType_TimedShelved)
+    assert 29 * 60_000 < f(shelved, "ShelvingState/UnshelveTime") <= 30 * 60_000
+    assert (await state.read_value()).Text == "TimedShelved"
+    (rec,) = rig.audit.records
+    assert (rec.user, rec.action) == ("opcua:olga", "shelve")
+    assert rec.until is not None
+    assert before + timedelta(minutes=30) <= rec.until <= datetime.now(UTC) + timedelta(
+        minutes=30)
+    assert await refused(shelving.call_method("0:TimedShelve", ms(timedelta(minutes=5)))) == (
+        StatusCodes.BadConditionAlreadyShelved)
+    assert await refused(shelving.call_method("0:OneShotShelve")) == (
+        StatusCodes.BadConditionAlreadyShelved)
+
+    await shelving.call_method("0:Unshelve")
+    unshelved = await on_server.next()
+    assert (f(unshelved, "ShelvingState/CurrentState").Text,
+            f(unshelved, "SuppressedOrShelved")) == ("Unshelved", False)
+    assert await refused(shelving.call_method("0:Unshelve")) == (
+        StatusCodes.BadConditionNotShelved)
+    for span in (timedelta(hours=25), timedelta(0)):
+        assert await refused(shelving.call_method("0:TimedShelve", ms(span))) == (
+            StatusCodes.BadShelvingTimeOutOfRange)
+
+    # OneShotShelve: no shelf ends at return to normal here; the longest one allowed.
+    await shelving.call_method("0:OneShotShelve")
+    one_shot = await on_server.next()
+    assert f(one_shot, "ShelvingState/CurrentState").Text == "TimedShelved"
+    assert 23.9 * 3600_000 < f(one_shot, "ShelvingState/UnshelveTime") <= 24 * 3600_000
+    await shelving.call_method("0:Unshelve")
+    await on_server.next()
+    # The type's method, called on the ShelvingState object (Part 9: ObjectId).
+    await shelving.call_method(TIMED_SHELVE, ms(timedelta(minutes=1)))
+    assert f(await on_server.next(), "ShelvingState/CurrentState").Text == "TimedShelved"
+    assert [(r.action, r.user) for r in rig.audit.records] == [
+        ("shelve", "opcua:olga"), ("unshelve", "opcua:olga"), ("shelve", "opcua:olga"),
+        ("unshelve", "opcua:olga"), ("shelve", "opcua:olga")]
+
+
+async def test_disable_and_enable_take_the_rule_out_of_and_back_into_service(
+        port: int, users: UserStore) -> None:
+    sink, alarms, audit = await started(port, users=users)
+    try:
+        await alarms.on_minute(record(T0, s1_kg=5200.0))
+        async with client_as(port, OPERATOR) as client:  # an operator may not
+            cond = client.get_node(ua.NodeId("Alarms.s1_rate",
+                                             await client.get_namespace_index(NS_URI)))
+            for method in ("0:Disable", "0:Enable"):
+                assert await refused(cond.call_method(method)) == (
+                    StatusCodes.BadUserAccessDenied)
+        async with client_as(port, ENGINEER) as client:
+            r = Rig(alarms, sink, audit, client, await client.get_namespace_index(NS_URI))
+            _, on_server, _ = await r.subscribe(client.nodes.server, [ALARM_TYPE])
+            cond = r.node("Alarms.s1_rate")
+            event_id = await last_event_id(cond)
+            await cond.call_method("0:Disable")
+            off = await on_server.next()
+            assert (f(off, "EnabledState/Id"), f(off, "OutOfServiceState/Id"),
+                    f(off, "Retain")) == (False, True, False)
+            assert f(off, "EnabledState").Text == "Disabled"
+            assert await (await cond.get_child(["0:EnabledState", "0:Id"])).read_value() is False
+            assert [e.ack_state for e in alarms.alarm_list()] == ["out-of-service"]
+            assert await refused(cond.call_method("0:Disable")) == (
+                StatusCodes.BadConditionAlreadyDisabled)
+            assert await refused(acknowledge(cond, event_id, COMMENT)) == (
+                StatusCodes.BadConditionDisabled)
+            await cond.call_method("0:Enable")
+            on = await on_server.next()
+            assert (f(on, "EnabledState/Id"), f(on, "OutOfServiceState/Id"),
+                    f(on, "ActiveState/Id")) == (True, False, False)
+            assert await refused(cond.call_method("0:Enable")) == (
+                StatusCodes.BadConditionAlreadyEnabled)
+        assert [(rec.user, rec.action) for rec in audit.records] == [
+            ("opcua:erin", "out_of_service"), ("opcua:erin", "return_to_service")]
+    finally:
+        await sink.stop()
+
+
+@pytest.mark.parametrize("login", [None, VIEWER])
+async def test_viewer_and_anonymous_may_call_no_method(port: int, users: UserStore,
+                                                      login: tuple[str, str] | None) -> None:
+    sink, alarms, audit = await started(port, users=users)
+    try:
+        await alarms.on_minute(record(T0, s1_kg=5200.0))
+        async with client_as(port, login) as client:
+            cond = client.get_node(ua.NodeId("Alarms.s1_rate",
+                                             await client.get_namespace_index(NS_URI)))
+            event_id = await last_event_id(cond)
+            shelving = await cond.get_child("0:ShelvingState")
+            calls = [cond.call_method("0:AddComment", *note_args(event_id, COMMENT)),
+                     cond.call_method(CONFIRM, *note_args(event_id, COMMENT)),
+                     cond.call_method("0:Disable"), cond.call_method("0:Enable"),
+                     shelving.call_method("0:TimedShelve", ms(timedelta(minutes=5))),
+                     shelving.call_method("0:OneShotShelve"), shelving.call_method("0:Unshelve")]
+            for call in calls:
+                assert await refused(call) == StatusCodes.BadUserAccessDenied
+            assert await last_event_id(cond) == event_id
+        assert [e.ack_state for e in alarms.alarm_list()] == ["active-unacknowledged"]
+        assert audit.records == []
+    finally:
+        await sink.stop()
+
+
+async def test_conditions_of_removed_rules_go_after_a_final_event(port: int,
+                                                                  users: UserStore) -> None:
+    d = plant_dict(opcua_port=port)
+    quiet = {**RULE, "id": "s1_quiet", "name": "S1 quiet", "warning": 9000.0, "alarm": 9500.0}
+    d["alarms"] = {"rules": [RULE, quiet]}
+    cfg = parse_config(d, "test_opcua_alarms")
+    sink, alarms, audit = await started(port, AlarmSink(cfg), users, cfg)
+    try:
+        async with client_as(port, OPERATOR) as client:
+            r = Rig(alarms, sink, audit, client, await client.get_namespace_index(NS_URI))
+            _, on_server, _ = await r.subscribe(client.nodes.server, [ALARM_TYPE])
+            await alarms.on_minute(record(T0, s1_kg=5200.0))
+            assert f(await on_server.next(), "Retain") is True
+            folder = r.node("Alarms")
+            names = {(await n.read_browse_name()).Name for n in await folder.get_children()}
+            assert names == {"s1_rate", "s1_quiet"}
+
+            # s1_rate (in alarm) and s1_quiet (normal) both removed; nothing else changes.
+            alarms.change_rules([], "erin", "rules replaced by the new set")
+            finals = {f(e, "ConditionName"): e for e in [await on_server.next(),
+                                                         await on_server.next()]}
+            assert set(finals) == {"s1_rate", "s1_quiet"}
+            for final in finals.values():
+                assert (f(final, "Retain"), f(final, "ActiveState/Id"),
+                        f(final, "AckedState/Id")) == (False, False, True)
+                assert f(final, "Message").Text.startswith("rule removed by erin: rules "
+                                                           "replaced by the new set")
+            for _ in range(100):
+                if not await folder.get_children():
+                    break
+                await asyncio.sleep(0.05)
+            assert await folder.get_children() == []
+            for ident in ("Alarms.s1_rate", "Alarms.s1_rate.ShelvingState.CurrentState",
+                          "Alarms.s1_quiet.EventId"):
+                assert await refused(r.node(ident).read_browse_name()) == (
+                    StatusCodes.BadNodeIdUnknown)
+            conditions = await r.node("testsite").get_referenced_nodes(
+                ua.NodeId(ObjectIds.HasCondition))
+            assert conditions == []
+            assert await on_server.none_within()
+            # Refresh replays nothing of them.
+            sub, on_refresh, _ = await r.subscribe(client.nodes.server,
+                                                   [ALARM_TYPE, REFRESH_START, REFRESH_END])
+            await client.nodes.server.call_method(
+                ua.NodeId(ObjectIds.ConditionType_ConditionRefresh),
+                ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+            assert [f(await on_refresh.next(), "EventType") for _ in range(2)] == [
+                REFRESH_START, REFRESH_END]
+    finally:
+        await sink.stop()
