@@ -121,6 +121,18 @@ _Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
 _CallResult = ua.CallMethodResult | ua.StatusCode
 
 
+def _event_and_comment(args: Sequence[ua.Variant]) -> tuple[bytes, str] | ua.CallMethodResult:
+    """The (EventId, Comment) arguments of Acknowledge, AddComment and Confirm, or the
+    BadTypeMismatch result naming the argument that is wrong."""
+    event_id, comment = args[0].Value, args[1].Value
+    if isinstance(comment, ua.LocalizedText):
+        comment = comment.Text or ""
+    if not isinstance(event_id, bytes) or not isinstance(comment, str):
+        return _bad_arguments(StatusCodes.BadTypeMismatch,
+                              [isinstance(event_id, bytes), isinstance(comment, str)])
+    return event_id, comment
+
+
 class OpcUaSink:
     """Sink that serves the plant's results, raw tags and alarms over OPC UA (asyncua server).
 
@@ -548,12 +560,10 @@ class OpcUaSink:
         if len(args) != 2:
             return _status(StatusCodes.BadArgumentsMissing if len(args) < 2
                            else StatusCodes.BadTooManyArguments)
-        event_id, comment = args[0].Value, args[1].Value
-        if isinstance(comment, ua.LocalizedText):
-            comment = comment.Text or ""
-        if not isinstance(event_id, bytes) or not isinstance(comment, str):
-            return _bad_arguments(StatusCodes.BadTypeMismatch,
-                                  [isinstance(event_id, bytes), isinstance(comment, str)])
+        parsed = _event_and_comment(args)
+        if not isinstance(parsed, tuple):
+            return parsed
+        event_id, comment = parsed
         if event_id not in cond.event_ids:
             return _status(StatusCodes.BadEventIdUnknown)
         if cond.event_ids[event_id]:  # that notification showed it acknowledged
@@ -618,12 +628,10 @@ class OpcUaSink:
         alarms, user, rule = self.alarms, f"opcua:{caller.name}", cond.rule
         act: Callable[[], AuditRecord]
         if name in ("AddComment", "Confirm"):
-            event_id, comment = args[0].Value, args[1].Value
-            if isinstance(comment, ua.LocalizedText):
-                comment = comment.Text or ""
-            if not isinstance(event_id, bytes) or not isinstance(comment, str):
-                return _bad_arguments(StatusCodes.BadTypeMismatch,
-                                      [isinstance(event_id, bytes), isinstance(comment, str)])
+            parsed = _event_and_comment(args)
+            if not isinstance(parsed, tuple):
+                return parsed
+            event_id, comment = parsed
             if event_id not in cond.event_ids:
                 return _status(StatusCodes.BadEventIdUnknown)
             if disabled:
