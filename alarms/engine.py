@@ -30,7 +30,7 @@ from model.records import (
     DeviceEvent,
     MinuteResult,
     PeriodRecords,
-    Sample,
+    SampleBlock,
 )
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ class AlarmSink:
         """Start the notifier."""
         await self.notifier.start()
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
+    async def on_samples(self, block: SampleBlock) -> None:
         """Raw samples are not used: rules read minute results."""
 
     async def on_minute(self, result: MinuteResult) -> None:

@@ -43,6 +43,10 @@ class ClockConfig(ConfigModel):
     min_samples_per_minute: int = Field(12, ge=1)
     min_valid_minutes_per_hour: int = Field(45, ge=1, le=60)  # HJ 75-2017
     min_valid_hours_per_day: int = Field(20, ge=1, le=24)
+    # A minute closes as soon as every device has polled past its end; a device that has
+    # not by then (a slow meter, a bus stalled in a timeout) is waited for this long at
+    # most, and its later readings count as late.
+    close_grace_s: float = Field(2.0, ge=0, le=30)
 
 
 class ConstantsConfig(ConfigModel):

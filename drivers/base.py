@@ -9,10 +9,11 @@ from typing import Any, Protocol
 from drivers.bus import DeviceStats, Emit, OnEvent
 from drivers.config import DeviceConfig, bus_key
 from drivers.link import BusStats
+from model.records import TagTable
 
 
 class Driver(Protocol):
-    """Polls the devices of one bus (serial port or TCP endpoint) and emits samples."""
+    """Polls the devices of one bus (serial port or TCP endpoint) and emits sample blocks."""
 
     name: str
 
@@ -66,17 +67,20 @@ def _load(table: dict[str, str], protocol: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def create_drivers(devices: Sequence[DeviceConfig],
-                   on_event: OnEvent | None = None) -> list[Driver]:
-    """One driver per bus: devices naming the same serial port or endpoint share it."""
+def create_drivers(devices: Sequence[DeviceConfig], on_event: OnEvent | None = None,
+                   table: TagTable | None = None) -> list[Driver]:
+    """One driver per bus: devices naming the same serial port or endpoint share it; their
+    blocks name tags by row of `table` (by default the devices' tags in order)."""
+    if table is None:
+        table = TagTable(tuple(t.id for d in devices for t in d.tags))
     buses: dict[str, list[DeviceConfig]] = {}
     for dev in devices:
         buses.setdefault(bus_key(dev), []).append(dev)
     drivers: list[Driver] = []
     for devs in buses.values():
-        factory: Callable[[Sequence[DeviceConfig], OnEvent | None], Driver] = _load(
+        factory: Callable[[Sequence[DeviceConfig], OnEvent | None, TagTable], Driver] = _load(
             _DRIVERS, devs[0].protocol)
-        drivers.append(factory(devs, on_event))
+        drivers.append(factory(devs, on_event, table))
     return drivers
 
 

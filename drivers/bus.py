@@ -12,18 +12,22 @@ import heapq
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from drivers.link import BACKOFF_MAX_S, Backoff, BusStats, LinkDown
 from model.flags import DataFlag
-from model.records import DeviceEvent, Sample
+from model.records import DeviceEvent, SampleBlock, TagTable
 
 log = logging.getLogger("drivers")
 
-Emit = Callable[[Sequence[Sample]], None]
+Emit = Callable[[SampleBlock], None]
 OnEvent = Callable[[DeviceEvent], None]
 
 SILENT_POLLS_BEFORE_BACKOFF = 2
@@ -45,11 +49,20 @@ class DeviceStats:
 
 @dataclass(slots=True)
 class PollResult:
-    """The samples of one poll (every tag once, flagged) and what went wrong, if anything."""
+    """The readings of one poll (every tag once, in `tag_ids()` order, flagged) and what
+    went wrong, if anything. Columns, not a record per tag: this is the ingest hot path."""
 
-    samples: list[Sample]
+    values: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.uint8]
     error: str | None = None
     silent: bool = False  # the device did not answer at all: back off from it
+    t: float = field(default_factory=time.time)  # epoch seconds (UTC) the values were read
+
+    @classmethod
+    def failed(cls, n_tags: int, error: str | None, *, silent: bool = False) -> PollResult:
+        """Every tag NaN, flagged B (communication failure), stamped now."""
+        values, flags = flagged(n_tags)
+        return cls(values, flags, error, silent)
 
 
 class Poller(Protocol):
@@ -88,10 +101,10 @@ class BusLink(Protocol):
         ...
 
 
-def flagged(tags: Sequence[str], flag: DataFlag = DataFlag.B) -> list[Sample]:
-    """One sample per tag, value NaN, with `flag`, stamped now."""
-    t = datetime.now(UTC)
-    return [Sample(tag, t, math.nan, flag) for tag in tags]
+def flagged(n_tags: int, flag: DataFlag = DataFlag.B,
+            ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]:
+    """Values (NaN) and flags (`flag`) of `n_tags` readings that could not be made."""
+    return np.full(n_tags, np.nan), np.full(n_tags, int(flag), np.uint8)
 
 
 def _kind(error: str) -> str:
@@ -103,6 +116,7 @@ def _kind(error: str) -> str:
 class _State:
     poller: Poller
     backoff: Backoff
+    rows: npt.NDArray[np.int32]  # the poller's tags in the plant's tag table
     silent: int = 0
     logged: str | None = None  # error last logged and raised as an event; None while fine
     faulted: bool = False  # a fault event was raised and not yet cleared
@@ -112,11 +126,16 @@ class Bus:
     """The driver of one bus: owns its link and polls its devices in deadline order."""
 
     def __init__(self, link: BusLink, pollers: Sequence[Poller],
-                 on_event: OnEvent | None = None) -> None:
+                 on_event: OnEvent | None = None, table: TagTable | None = None) -> None:
         self.link = link
         self.name = link.name
+        # The plant's tag table (its rows name the tags of emitted blocks); a bus on its
+        # own (tools, tests) makes one of its devices' tags.
+        self.table = table if table is not None else TagTable(
+            tuple(t for p in pollers for t in p.tag_ids()))
         self._states = [_State(p, Backoff(first_s=max(p.poll_interval_s, 0.5),
-                                          cap_s=BACKOFF_MAX_S)) for p in pollers]
+                                          cap_s=BACKOFF_MAX_S),
+                               self.table.rows(p.tag_ids())) for p in pollers]
         for p in pollers:
             p.stats.bus = link.name
         self._on_event = on_event
@@ -155,7 +174,8 @@ class Bus:
                     raise asyncio.CancelledError
                 state.poller.stats.polls += 1
                 try:
-                    emit(result.samples)
+                    emit(SampleBlock.of_poll(self.table, result.t, state.rows, result.values,
+                                             result.flags))
                 except Exception:
                     log.exception("bus %s: emit failed", self.name)
                 interval = state.poller.poll_interval_s
@@ -172,18 +192,18 @@ class Bus:
     async def _poll(self, state: _State, now: float) -> PollResult:
         poller = state.poller
         if now < state.backoff.next_at:  # backed off: no bus time, tags stay B
-            return PollResult(flagged(poller.tag_ids()), state.logged, silent=True)
+            return PollResult.failed(len(state.rows), state.logged, silent=True)
         try:
             await self.link.open()
             result = await poller.poll()
         except LinkDown as exc:
             poller.stats.errors += 1
-            result = PollResult(flagged(poller.tag_ids()), str(exc), silent=True)
+            result = PollResult.failed(len(state.rows), str(exc), silent=True)
             self._report(state, result)
             return result
         except Exception as exc:  # a bug must not kill the bus's polling
             log.exception("%s: poll failed", poller.where)
-            result = PollResult(flagged(poller.tag_ids()), f"internal error: {exc!r}")
+            result = PollResult.failed(len(state.rows), f"internal error: {exc!r}")
         if result.silent:
             state.silent += 1
             if state.silent >= SILENT_POLLS_BEFORE_BACKOFF:

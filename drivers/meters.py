@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from drivers import cjt188, dlt645
 from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
 from drivers.config import (
     Cjt188DeviceConfig,
     Dlt645DeviceConfig,
-    Dlt645TagConfig,
     LinkConfig,
     SerialLinkConfig,
 )
 from drivers.link import FindFrame, NoReply, StreamLink
 from model.errors import ProtocolError
 from model.flags import DataFlag
-from model.records import Sample
+from model.records import TagTable
 
 METER_DEFAULT_BAUDRATE = 2400
 MAX_FOLLOW_UPS = 16  # a 2007 reply split over more frames than this is refused
@@ -48,10 +49,13 @@ async def _transact(link: StreamLink, stats: DeviceStats, retries: int, request:
     return await link.transact(request, find_frame, timeout_s)
 
 
-def _scaled(tag_id: str, value: float, scale: float, offset: float, t: datetime) -> Sample:
-    if not math.isfinite(value):
-        return Sample(tag_id, t, math.nan, DataFlag.D)
-    return Sample(tag_id, t, value * scale + offset, DataFlag.N)
+def _put(values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8], i: int, value: float,
+         scale: float, offset: float) -> None:
+    """Reading i of a poll, scaled; a value that is not a number is an instrument fault."""
+    if math.isfinite(value):
+        values[i], flags[i] = value * scale + offset, DataFlag.N
+    else:
+        values[i], flags[i] = math.nan, DataFlag.D
 
 
 _Meter = TypeVar("_Meter", Dlt645DeviceConfig, Cjt188DeviceConfig)
@@ -104,33 +108,26 @@ class Dlt645Poller(_MeterPoller[Dlt645DeviceConfig]):
                                dlt645.find_frame, self.device.timeout_s)
 
     async def poll(self) -> PollResult:
-        """Read every tag once; B samples for what could not be read."""
+        """Read every tag once; B readings for what could not be read."""
         loop = asyncio.get_running_loop()
-        samples: list[Sample] = []
+        values, flags = flagged(len(self._tags))
         error: str | None = None
-        tags = self.device.tags
-        for i, tag in enumerate(tags):
+        for i, tag in enumerate(self.device.tags):
             sent = loop.time()
             try:
                 reading = await self.read(int(tag.di, 16))
             except NoReply as exc:  # a silent meter: do not spend a timeout per tag
                 self.stats.errors += 1
-                samples.extend(flagged([t.id for t in tags[i:]]))
-                return PollResult(samples, f"DI {tag.di}: {exc}", silent=i == 0)
+                return PollResult(values, flags, f"DI {tag.di}: {exc}", silent=i == 0)
             except ProtocolError as exc:
                 self.stats.errors += 1
                 error = error or f"DI {tag.di}: {exc}"
-                samples.extend(flagged([tag.id]))
                 continue
             self.stats.last_latency_s = loop.time() - sent
-            samples.append(self._sample(tag, reading))
-        return PollResult(samples, error)
-
-    def _sample(self, tag: Dlt645TagConfig, reading: dlt645.Reading) -> Sample:
-        t = datetime.now(UTC)
-        if reading.value is None:  # a DI not in the format table, or a block
-            return Sample(tag.id, t, math.nan, DataFlag.D)
-        return _scaled(tag.id, reading.value, tag.scale, tag.offset, t)
+            # None: a DI not in the format table, or a block: an instrument fault (D)
+            _put(values, flags, i, math.nan if reading.value is None else reading.value,
+                 tag.scale, tag.offset)
+        return PollResult(values, flags, error)
 
 
 class Cjt188Poller(_MeterPoller[Cjt188DeviceConfig]):
@@ -152,38 +149,36 @@ class Cjt188Poller(_MeterPoller[Cjt188DeviceConfig]):
             reading = await self.read()
         except NoReply as exc:
             self.stats.errors += 1
-            return PollResult(flagged(self._tags), str(exc), silent=True)
+            return PollResult.failed(len(self._tags), str(exc), silent=True)
         except ProtocolError as exc:
             self.stats.errors += 1
-            return PollResult(flagged(self._tags), str(exc))
+            return PollResult.failed(len(self._tags), str(exc))
         self.stats.last_latency_s = loop.time() - sent
-        t = datetime.now(UTC)
-        values = cjt188.reading_values(reading)
-        samples: list[Sample] = []
+        supplied = cjt188.reading_values(reading)
+        values, flags = flagged(len(self._tags))  # what the meter does not supply stays B
         missing: list[str] = []
-        for tag in self.device.tags:
+        for i, tag in enumerate(self.device.tags):
             if tag.field == "status":
-                samples.append(Sample(tag.id, t, float(reading.status), DataFlag.N))
-            elif tag.field in values:
-                samples.append(_scaled(tag.id, values[tag.field][0], tag.scale, tag.offset, t))
+                values[i], flags[i] = float(reading.status), DataFlag.N
+            elif tag.field in supplied:
+                _put(values, flags, i, supplied[tag.field][0], tag.scale, tag.offset)
             else:
-                samples.append(Sample(tag.id, t, math.nan, DataFlag.B))
                 missing.append(tag.field)
         error = f"meter does not supply {', '.join(missing)}" if missing else None
-        return PollResult(samples, error)
+        return PollResult(values, flags, error)
 
 
-def make_dlt645_bus(devices: Iterable[Dlt645DeviceConfig],
-                    on_event: OnEvent | None = None) -> Bus:
+def make_dlt645_bus(devices: Iterable[Dlt645DeviceConfig], on_event: OnEvent | None = None,
+                    table: TagTable | None = None) -> Bus:
     """The driver of one DL/T 645 bus."""
     devs = list(devices)
     link = meter_link(devs[0].link)
-    return Bus(link, [Dlt645Poller(d, link) for d in devs], on_event)
+    return Bus(link, [Dlt645Poller(d, link) for d in devs], on_event, table)
 
 
-def make_cjt188_bus(devices: Iterable[Cjt188DeviceConfig],
-                    on_event: OnEvent | None = None) -> Bus:
+def make_cjt188_bus(devices: Iterable[Cjt188DeviceConfig], on_event: OnEvent | None = None,
+                    table: TagTable | None = None) -> Bus:
     """The driver of one CJ/T 188 bus."""
     devs = list(devices)
     link = meter_link(devs[0].link)
-    return Bus(link, [Cjt188Poller(d, link) for d in devs], on_event)
+    return Bus(link, [Cjt188Poller(d, link) for d in devs], on_event, table)

@@ -6,8 +6,11 @@ All timestamps are timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +26,79 @@ class Sample:
     t: datetime
     value: float
     flag: DataFlag = DataFlag.N
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TagTable:
+    """The plant's tags in configuration order: blocks name their tags by row in this table.
+
+    Built once from the configuration (devices in order, each device's tags in order), so
+    that a device's tags are contiguous rows and a poll's readings are one slice of them.
+    """
+
+    ids: tuple[str, ...]
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {tag: i for i, tag in enumerate(self.ids)})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, tags: Sequence[str]) -> npt.NDArray[np.int32]:
+        """The rows of `tags` (KeyError names an unknown tag)."""
+        return np.fromiter((self.index[t] for t in tags), np.int32, len(tags))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SampleBlock:
+    """Readings as columns, the way they travel from a driver to the tag store and sinks.
+
+    Reading k is tag `table.ids[rows[k]]`, read at `times[k]` (epoch seconds, UTC) with
+    `values[k]` and `flags[k]` (a DataFlag's integer). A driver emits one block per poll
+    of a device, all its readings stamped alike; the runtime hands sinks the blocks of a
+    short interval concatenated. No Python object per point: the hot path stays numpy.
+    """
+
+    table: TagTable
+    times: npt.NDArray[np.float64]
+    rows: npt.NDArray[np.int32]
+    values: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.uint8]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def of_poll(cls, table: TagTable, t: float, rows: npt.NDArray[np.int32],
+                values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8]) -> SampleBlock:
+        """The block of one poll: every reading stamped `t` (epoch seconds, UTC)."""
+        return cls(table, np.full(len(rows), t), rows, values, flags)
+
+    @classmethod
+    def concat(cls, blocks: Sequence[SampleBlock]) -> SampleBlock:
+        """One block of `blocks` in order (all of the same table; at least one)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        return cls(blocks[0].table, np.concatenate([b.times for b in blocks]),
+                   np.concatenate([b.rows for b in blocks]),
+                   np.concatenate([b.values for b in blocks]),
+                   np.concatenate([b.flags for b in blocks]))
+
+    @classmethod
+    def of_samples(cls, table: TagTable, samples: Sequence[Sample]) -> SampleBlock:
+        """The block of per-reading records (tests and tools; not the hot path)."""
+        return cls(table, np.array([s.t.timestamp() for s in samples], np.float64),
+                   table.rows([s.tag for s in samples]),
+                   np.array([s.value for s in samples], np.float64),
+                   np.array([int(s.flag) for s in samples], np.uint8))
+
+    def samples(self) -> list[Sample]:
+        """The readings as per-reading records (tests and tools; not the hot path)."""
+        ids = self.table.ids
+        return [Sample(ids[r], datetime.fromtimestamp(t, UTC), v, DataFlag(f))
+                for t, r, v, f in zip(self.times.tolist(), self.rows.tolist(),
+                                      self.values.tolist(), self.flags.tolist(), strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +190,122 @@ class RawWindow:
     flags: npt.NDArray[np.uint8]
 
 
-@dataclass(frozen=True, slots=True)
-class MinuteResult:
-    """Everything one minute cycle produced: what every sink receives."""
+@dataclass(frozen=True, slots=True, eq=False)
+class TagColumns:
+    """Minute statistics of every raw tag, as columns (row i is tag `tags[i]`)."""
 
-    t: datetime
-    sources: tuple[SourceMinute, ...]
-    units: tuple[UnitMinute, ...]
-    site: SiteMinute
-    tags: tuple[TagMinute, ...] = field(default=())
-    raw: RawWindow | None = None
+    tags: tuple[str, ...]
+    mean: npt.NDArray[np.float64]
+    min: npt.NDArray[np.float64]
+    max: npt.NDArray[np.float64]
+    count: npt.NDArray[np.int64]  # valid samples
+    flag: npt.NDArray[np.uint8]  # DataFlag integers
+
+    def records(self, t: datetime) -> tuple[TagMinute, ...]:
+        """One TagMinute per tag (for sinks that want records)."""
+        flags = [DataFlag(f) for f in range(len(DataFlag))]
+        return tuple(TagMinute(tag, t, mean, lo, hi, n, flags[f]) for tag, mean, lo, hi, n, f
+                     in zip(self.tags, self.mean.tolist(), self.min.tolist(),
+                            self.max.tolist(), self.count.tolist(), self.flag.tolist(),
+                            strict=True))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SourceColumns:
+    """CEMS results of every source for one minute, as columns (row i is `sources[i]`)."""
+
+    sources: tuple[str, ...]
+    units: tuple[str, ...]  # the unit of each source
+    flow_act_m3_h: npt.NDArray[np.float64]
+    flow_std_dry_m3_h: npt.NDArray[np.float64]
+    co2_dry_pct: npt.NDArray[np.float64]
+    co2_mg_m3: npt.NDArray[np.float64]
+    co2_rate_kg_h: npt.NDArray[np.float64]
+    co2_kg: npt.NDArray[np.float64]
+    flag: npt.NDArray[np.uint8]  # DataFlag integers; valid is flag == N
+    substitution: npt.NDArray[np.int64]  # index into `rules`
+    rules: tuple[str, ...]  # substitution rule names ("" for none)
+    co2_hour_t: npt.NDArray[np.float64]
+    co2_today_t: npt.NDArray[np.float64]
+    co2_ytd_t: npt.NDArray[np.float64]
+
+    def records(self, t: datetime) -> tuple[SourceMinute, ...]:
+        """One SourceMinute per source (for sinks that want records)."""
+        flags = [DataFlag(f) for f in range(len(DataFlag))]
+        rules = self.rules
+        return tuple(
+            SourceMinute(source=src, unit=unit, t=t, flow_act_m3_h=fa, flow_std_dry_m3_h=fs,
+                         co2_dry_pct=cd, co2_mg_m3=cm, co2_rate_kg_h=cr, co2_kg=ck,
+                         valid=f == 0, flag=flags[f], substitution=rules[sub],
+                         co2_hour_t=ch, co2_today_t=ct, co2_ytd_t=cy)
+            for src, unit, fa, fs, cd, cm, cr, ck, f, sub, ch, ct, cy in zip(
+                self.sources, self.units, self.flow_act_m3_h.tolist(),
+                self.flow_std_dry_m3_h.tolist(), self.co2_dry_pct.tolist(),
+                self.co2_mg_m3.tolist(), self.co2_rate_kg_h.tolist(), self.co2_kg.tolist(),
+                self.flag.tolist(), self.substitution.tolist(), self.co2_hour_t.tolist(),
+                self.co2_today_t.tolist(), self.co2_ytd_t.tolist(), strict=True))
+
+
+class MinuteResult:
+    """Everything one minute cycle produced: what every sink receives (never changed).
+
+    The minute cycle hands over sources and tags as columns (`source_columns`,
+    `tag_columns`); `sources` and `tags` are their records, built on first use, once
+    for every sink. Records can also be given directly (tests, tools).
+    """
+
+    __slots__ = ("_lock", "_sources", "_tags", "raw", "site", "source_columns", "t",
+                 "tag_columns", "units")
+
+    def __init__(self, t: datetime, sources: tuple[SourceMinute, ...] | None = None,
+                 units: tuple[UnitMinute, ...] = (), site: SiteMinute | None = None,
+                 tags: tuple[TagMinute, ...] | None = None, raw: RawWindow | None = None,
+                 *, source_columns: SourceColumns | None = None,
+                 tag_columns: TagColumns | None = None) -> None:
+        if site is None:
+            raise TypeError("MinuteResult needs its site record")
+        self.t = t
+        self.units = units
+        self.site = site
+        self.raw = raw
+        self.source_columns = source_columns
+        self.tag_columns = tag_columns
+        self._sources = sources if sources is not None or source_columns else ()
+        self._tags = tags if tags is not None or tag_columns else ()
+        self._lock = threading.Lock()  # sinks' tasks and worker threads may ask at once
+
+    @property
+    def sources(self) -> tuple[SourceMinute, ...]:
+        """The source records (built from the columns on first use)."""
+        if self._sources is None:
+            with self._lock:
+                if self._sources is None:
+                    assert self.source_columns is not None
+                    self._sources = self.source_columns.records(self.t)
+        return self._sources
+
+    @property
+    def tags(self) -> tuple[TagMinute, ...]:
+        """The raw tags' minute statistics (built from the columns on first use)."""
+        if self._tags is None:
+            with self._lock:
+                if self._tags is None:
+                    assert self.tag_columns is not None
+                    self._tags = self.tag_columns.records(self.t)
+        return self._tags
+
+    def replace(self, **changes: Any) -> MinuteResult:
+        """A copy with the given fields (t, sources, units, site, tags, raw) replaced."""
+        fields = {"t": self.t, "sources": self.sources, "units": self.units, "site": self.site,
+                  "tags": self.tags, "raw": self.raw}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"MinuteResult has no field {', '.join(sorted(unknown))}")
+        return MinuteResult(**{**fields, **changes})
+
+    def __repr__(self) -> str:
+        return (f"MinuteResult(t={self.t.isoformat()}, {len(self.sources)} sources, "
+                f"{len(self.units)} units, {len(self.tags)} tags)")
 
 
 @dataclass(frozen=True, slots=True)

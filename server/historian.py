@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +29,14 @@ from model.records import (
     PeriodRecords,
     PeriodResult,
     RawWindow,
-    Sample,
+    SampleBlock,
     SourceMinute,
     StreamPeriod,
     UnitMinute,
     UnitPeriod,
 )
 from model.schema import ConfigModel
+from server import rawcodec
 
 if TYPE_CHECKING:
     from compute.factors import FactorTable
@@ -145,7 +146,7 @@ _PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "
 _ALLOWANCE = tuple(f.name for f in dataclasses.fields(AllowancePosition))
 # What OPC UA HistoryRead may read: table → its identifier column.
 _HISTORY_TABLES = {"source_minute": "source", "unit_minute": "unit", "source_hour": "source",
-                   "unit_day": "unit", "period": "level"}
+                   "unit_day": "unit", "period": "level", "tag_minute": "tag"}
 # What the web API and restarts may read: (kind, level) → (table, identifier column).
 PERIOD_TABLES = {(kind, level): (f"{kind}_{level}", kind)
                  for kind in ("source", "stream", "unit") for level in ("hour", "day")}
@@ -253,7 +254,7 @@ class Historian:
         await self._run(close)
         self._pool.shutdown(wait=True)
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
+    async def on_samples(self, block: SampleBlock) -> None:
         """Raw samples are kept as minute statistics only (see on_minute)."""
 
     async def on_minute(self, result: MinuteResult) -> None:
@@ -276,9 +277,7 @@ class Historian:
             if r.raw is not None:
                 w = r.raw
                 db.execute("INSERT OR REPLACE INTO raw_window VALUES (?,?,?,?,?,?)",
-                           (to_ms(r.t), "\n".join(w.tags), w.counts.astype("<i8").tobytes(),
-                            w.times.astype("<f8").tobytes(), w.values.astype("<f8").tobytes(),
-                            w.flags.astype("u1").tobytes()))
+                           (to_ms(r.t), *rawcodec.encode_row(w)))
             db.executemany(
                 "INSERT OR REPLACE INTO tag_minute VALUES (?,?,?,?,?,?,?)",
                 [(g.tag, to_ms(g.t), _nan_to_null(g.mean), _nan_to_null(g.min),
@@ -397,16 +396,15 @@ class Historian:
             cur = self._conn().execute(
                 "SELECT tags, counts, times, vals, flags FROM raw_window WHERE t_ms < ?"
                 " ORDER BY t_ms DESC LIMIT ?", (to_ms(before), max_windows))
-            for tags, counts, times, vals, flags in cur:
-                names = tags.split("\n") if tags else []
-                if tag not in names:
+            for row in cur:
+                w = rawcodec.decode_row(*row)
+                if tag not in w.tags:
                     continue
-                i = names.index(tag)
-                n = np.frombuffer(counts, "<i8")
-                a = int(n[:i].sum())
-                t = np.frombuffer(times, "<f8")[a:a + int(n[i])]
-                v = np.frombuffer(vals, "<f8")[a:a + int(n[i])]
-                f = np.frombuffer(flags, "u1")[a:a + int(n[i])]
+                i = w.tags.index(tag)
+                a = int(w.counts[:i].sum())
+                t = w.times[a:a + int(w.counts[i])]
+                v = w.values[a:a + int(w.counts[i])]
+                f = w.flags[a:a + int(w.counts[i])]
                 ok = np.flatnonzero((f == 0) & np.isfinite(v))
                 if ok.size:
                     return float(t[ok[-1]]), float(v[ok[-1]])
@@ -420,13 +418,8 @@ class Historian:
             rows = self._conn().execute(
                 "SELECT t_ms, tags, counts, times, vals, flags FROM raw_window"
                 " WHERE t_ms >= ? AND t_ms < ? ORDER BY t_ms", (to_ms(start), to_ms(end)))
-            return [(from_ms(t_ms), RawWindow(
-                tuple(tags.split("\n")) if tags else (),
-                np.frombuffer(counts, "<i8").astype(np.int64),
-                np.frombuffer(times, "<f8").astype(np.float64),
-                np.frombuffer(vals, "<f8").astype(np.float64),
-                np.frombuffer(flags, "u1").astype(np.uint8)))
-                for t_ms, tags, counts, times, vals, flags in rows]
+            return [(from_ms(t_ms), rawcodec.decode_row(tags, counts, times, vals, flags))
+                    for t_ms, tags, counts, times, vals, flags in rows]
         windows: list[tuple[datetime, RawWindow]] = await self._run(query)
         return windows
 
@@ -469,6 +462,24 @@ class Historian:
             return [_alarm_event(row) for row in rows]
         events: list[AlarmEvent] = await self._run(query)
         return events
+
+    async def last_alarm_event(self, rule: str, *, skip_causes: Collection[str] = (),
+                               before: datetime | None = None) -> AlarmEvent | None:
+        """The newest journaled transition of `rule` whose cause is not in `skip_causes`
+        (e.g. the one that set the alarm's text, behind later acknowledgements), only
+        those with t < `before` if given; None if there is none."""
+        skip = sorted(skip_causes)
+        before_ms = to_ms(before) if before is not None else 2**62
+
+        def query() -> AlarmEvent | None:
+            # Newest first along the (rule, id) index: stops at the first row that fits.
+            row = self._conn().execute(
+                f"SELECT {','.join(_JOURNAL_COLUMNS)} FROM alarm_journal WHERE rule = ?"
+                f" AND cause NOT IN ({','.join('?' * len(skip))}) AND t_ms < ?"
+                " ORDER BY id DESC LIMIT 1", (rule, *skip, before_ms)).fetchone()
+            return None if row is None else _alarm_event(row)
+        event: AlarmEvent | None = await self._run(query)
+        return event
 
     async def record_delivery(self, rec: DeliveryRecord) -> None:
         """Append a notification attempt (or a decision not to send) to the delivery log."""
@@ -598,12 +609,7 @@ class Historian:
                     "SELECT t_ms, tags, counts, times, vals, flags FROM raw_window"
                     " WHERE t_ms >= ? AND t_ms <= ?", bounds):
                 if t_ms in by_t:
-                    by_t[t_ms].raw = RawWindow(
-                        tuple(tags.split("\n")) if tags else (),
-                        np.frombuffer(counts, "<i8").astype(np.int64),
-                        np.frombuffer(times_b, "<f8").astype(np.float64),
-                        np.frombuffer(vals, "<f8").astype(np.float64),
-                        np.frombuffer(flags, "u1").astype(np.uint8))
+                    by_t[t_ms].raw = rawcodec.decode_row(tags, counts, times_b, vals, flags)
             return list(by_t.values())
         minutes: list[StoredMinute] = await self._run(query)
         return minutes

@@ -8,20 +8,27 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from alarms.persistence import RulePersistence
-from compute import kernels, periods
+from compute import kernels, periods, tagstore
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from compute.totals import Totals
 from drivers.base import Driver, create_drivers, create_simulators
 from model.errors import SinkError
-from model.records import AlarmEvent, DeviceEvent, MinuteResult, PeriodRecords, Sample
+from model.records import (
+    AlarmEvent,
+    DeviceEvent,
+    MinuteResult,
+    PeriodRecords,
+    SampleBlock,
+    TagTable,
+)
 from server.audit import AuditLog
 from server.config import Plant, PlantConfig
 from server.historian import Historian
@@ -33,6 +40,9 @@ if TYPE_CHECKING:
     from alarms.engine import AlarmSink
 
 log = logging.getLogger("carbonscada")
+
+SAMPLE_BATCH_S = 0.05  # raw readings reach the sinks in blocks of this interval
+POLL_CHECK_S = 0.01  # how often a closing minute looks whether every device polled past it
 
 
 # The sinks a plant may have, like the driver registry: when the plant has one, what must
@@ -60,7 +70,8 @@ def _influx(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     assert cfg.influx is not None
     # On start the outbox takes back what the historian stored after its high-water mark.
     refill = HistorianMinutes(rt.historian, rt.plan, rt._seed_totals)
-    return InfluxSink(cfg.influx, cfg.site.id, refill=refill)
+    # The outbox's alarm takes the devices' path to the alarm engine (a DeviceEvent).
+    return InfluxSink(cfg.influx, cfg.site.id, refill=refill, on_event=rt._on_device_event)
 
 
 def _check_web(cfg: PlantConfig) -> None:
@@ -102,7 +113,9 @@ def preflight(cfg: PlantConfig) -> None:
     """Every check `run` makes before it starts anything, beyond the schema's: the alarm
     channels' secrets and rule bank, the OPC UA node ids, the TLS files. No I/O but reads."""
     from alarms.engine import AlarmSink
+    from server.influx.config import with_outbox_alarm
 
+    cfg = with_outbox_alarm(cfg, cfg.influx)  # as _prepare_records adds it
     AlarmSink(cfg)
     for entry in SINKS:
         if entry.wanted(cfg):
@@ -123,9 +136,13 @@ class Runtime:
         self.cycle = MinuteCycle(plan)
         self.clock = self.cycle.clock
         poll_min = min((d.poll_interval_s for d in config.devices), default=1.0)
-        # Room for three minutes of samples at the fastest poll rate.
-        self.store = TagStore(self.cycle.calc.tag_ids,
-                              math.ceil(3 * config.clock.minute_seconds / poll_min) + 16)
+        # Rows in configuration order, a device's tags together: a poll group each.
+        self.table = TagTable(tuple(self.cycle.calc.tag_ids))
+        # Room for three minutes of polls at the fastest poll rate.
+        self.store = TagStore(self.table.ids,
+                              math.ceil(3 * config.clock.minute_seconds / poll_min) + 16,
+                              groups=[len(d.tags) for d in config.devices if d.tags])
+        self._batch: list[SampleBlock] = []  # blocks of the current interval, for the sinks
         self.historian = Historian(config.historian.path)
         # Accounts and the audit log live in the historian's file, beside the alarm journal.
         self.users = UserStore(config.historian.path)
@@ -167,7 +184,13 @@ class Runtime:
             await asyncio.to_thread(
                 self.audit.append, "system", "config_changed", f"site:{cfg.site.id}",
                 {"sha256": digest, "previous": None if last is None else last.detail["sha256"]})
-        return await self.rules.rules_in_force(cfg, str(h.path))
+        in_force = await self.rules.rules_in_force(cfg, str(h.path))
+        # A plant with an outbox always has its alarm (server/influx/alarm.py), added here,
+        # not to the file's rules: the configuration's and the file rules' hashes stay as
+        # they were, so rules saved through the API still apply (and get it added too).
+        from server.influx.config import with_outbox_alarm
+
+        return with_outbox_alarm(in_force, cfg.influx)
 
     def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
         from alarms.engine import AlarmSink
@@ -236,6 +259,7 @@ class Runtime:
             self._on_stop("event-loop probe", self.monitor.probe.stop)
             await asyncio.to_thread(kernels.warm_up)
             await asyncio.to_thread(periods.warm_up)
+            await asyncio.to_thread(tagstore.warm_up)
             historian = QueuedSink(self.historian)
             await historian.start()
             self._sinks.append(historian)
@@ -257,7 +281,8 @@ class Runtime:
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
                 self._on_stop("simulator", sim.stop)
-            self._drivers = create_drivers(self.config.devices, self._on_device_event)
+            self._drivers = create_drivers(self.config.devices, self._on_device_event,
+                                           self.table)
             self._on_stop("drivers and the minute cycle", self._cancel_tasks)
             for driver in self._drivers:
                 self._tasks.append(asyncio.create_task(driver.run(self._ingest),
@@ -348,26 +373,32 @@ class Runtime:
         for rec in closed:
             self._publish_period(rec)
 
-    def _ingest(self, samples: Sequence[Sample]) -> None:
-        index = self.store.index
-        for s in samples:
-            i = index.get(s.tag)
-            if i is not None:
-                self.store.append(i, s.t.timestamp(), s.value, int(s.flag))
+    def _ingest(self, block: SampleBlock) -> None:
+        self.store.append_block(block)
+        # Sinks get the blocks of an interval at once: a queue item per poll would cost
+        # more than the sinks' own work at thousands of polls a second.
+        if not self._batch:
+            asyncio.get_running_loop().call_later(SAMPLE_BATCH_S, self._submit_batch)
+        self._batch.append(block)
+
+    def _submit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        block = SampleBlock.concat(batch)
         for sink in self._sinks:
-            sink.submit_samples(samples)
+            sink.submit_samples(block)
 
     async def _minute_loop(self) -> None:
         minute = timedelta(seconds=self.config.clock.minute_seconds)
-        # Wait a little past the boundary so that polls in flight at the boundary land.
-        grace = min(0.2 * minute.total_seconds(), 2.0)
+        grace = self.config.clock.close_grace_s
         end = self.clock.next_minute(datetime.now(UTC))
         while True:
-            delay = (end - datetime.now(UTC)).total_seconds() + grace
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await self._wait_for_polls(end, grace)
             began = time.perf_counter()
-            result = self.run_minute(end - minute, end)
+            # In a worker thread: the take and the kernels release the GIL, so polls and
+            # clients are served while the minute is calculated.
+            result = await asyncio.to_thread(self.run_minute, end - minute, end)
             for sink in self._sinks:
                 sink.submit_minute(result)
             self.monitor.minute_published(end.timestamp(), time.perf_counter() - began)
@@ -378,6 +409,16 @@ class Runtime:
                 log.info("first minute %s published %.2f s after process start",
                          result.t.isoformat(), time.monotonic() - self._started_at)
             end += minute
+
+    async def _wait_for_polls(self, end: datetime, grace_s: float) -> None:
+        """Until every device polled past `end`, or `grace_s` after it at most."""
+        delay = (end - datetime.now(UTC)).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        deadline = end.timestamp() + grace_s
+        boundary = end.timestamp()
+        while not self.store.polled_past(boundary) and time.time() < deadline:
+            await asyncio.sleep(POLL_CHECK_S)
 
     def run_minute(self, start: datetime, end: datetime) -> MinuteResult:
         """Calculate the minute [start, end) from the buffered samples."""

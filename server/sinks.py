@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from model.records import AlarmEvent, MinuteResult, PeriodRecords, Sample
+from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,8 @@ class Sink(Protocol):
         """Open connections, bind ports."""
         ...
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
-        """Take a batch of raw samples, in arrival order."""
+    async def on_samples(self, block: SampleBlock) -> None:
+        """Take the raw readings of a short interval, in arrival order, as columns."""
         ...
 
     async def on_minute(self, result: MinuteResult) -> None:
@@ -63,7 +62,7 @@ class QueuedSink:
 
     def __init__(self, sink: Sink, maxsize: int = 10_000) -> None:
         self.sink = sink
-        self._queue: asyncio.Queue[MinuteResult | PeriodRecords | Sequence[Sample]] = (
+        self._queue: asyncio.Queue[MinuteResult | PeriodRecords | SampleBlock] = (
             asyncio.Queue(maxsize))
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
@@ -74,10 +73,10 @@ class QueuedSink:
         await self.sink.start()
         self._task = asyncio.create_task(self._consume(), name=f"sink:{self.sink.name}")
 
-    def submit_samples(self, samples: Sequence[Sample]) -> None:
-        """Queue raw samples; if the sink is hopelessly behind, drop them for this sink only."""
+    def submit_samples(self, block: SampleBlock) -> None:
+        """Queue raw readings; if the sink is hopelessly behind, drop them for this sink only."""
         try:
-            self._queue.put_nowait(samples)
+            self._queue.put_nowait(block)
         except asyncio.QueueFull:
             self.dropped_sample_batches += 1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from model.errors import ConfigError, SinkError, os_error_text
 from model.protocols import AlarmControl, Authenticator
-from model.records import AlarmEvent, MinuteResult, PeriodRecords, Sample
+from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
 from web.auth import AuditLogLike, LoginThrottle, SessionStore
 from web.collaborators import AlarmHistory, DeviceStatus, PeriodHistory
 from web.config import WebPlantConfig
@@ -167,7 +167,7 @@ class WebSink:
         host = f"[{host}]" if ":" in host else host
         return f"{'https' if ctx else 'http'}://{host}:{port}/"
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
+    async def on_samples(self, block: SampleBlock) -> None:
         """Raw samples are not shown by the HMI."""
 
     async def on_minute(self, result: MinuteResult) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import pytest
 from compute.clock import PlantClock
 from drivers.modbus_sim import ModbusTcpSimulator
 from model.flags import DataFlag
-from model.records import MinuteResult, Sample, UnitMinute
+from model.records import MinuteResult, SampleBlock, UnitMinute
 from server import runtime as rt
 from server.config import parse_plant
 from tests.conftest import free_port
@@ -51,7 +51,7 @@ class Recorder:
     async def start(self) -> None:
         """Nothing to open."""
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
+    async def on_samples(self, block: SampleBlock) -> None:
         """Ignore samples."""
 
     async def on_minute(self, result: MinuteResult) -> None:

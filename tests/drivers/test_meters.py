@@ -68,7 +68,8 @@ async def running(devices: list[DeviceConfig]) -> AsyncIterator[tuple[Run, Strea
     await sim.start()
     run = Run([])
     run.drivers = create_drivers(devices, run.events.append)
-    tasks = [asyncio.create_task(d.run(run.samples.extend)) for d in run.drivers]
+    tasks = [asyncio.create_task(d.run(lambda b: run.samples.extend(b.samples())))
+             for d in run.drivers]
     try:
         yield run, sim
     finally:

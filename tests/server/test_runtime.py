@@ -4,13 +4,12 @@ when a sink's stop fails; the failure is reported, naming the sink."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from model.errors import ConfigError, SinkError
-from model.records import MinuteResult, Sample
+from model.records import MinuteResult, SampleBlock
 from server import runtime as rt
 from server.config import PlantConfig, parse_plant
 from tests.conftest import free_port
@@ -28,7 +27,7 @@ class BrokenStop:
     async def start(self) -> None:
         """Nothing to open."""
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
+    async def on_samples(self, block: SampleBlock) -> None:
         """Ignore samples."""
 
     async def on_minute(self, result: MinuteResult) -> None:
@@ -77,3 +76,74 @@ def test_preflight_is_what_the_runtime_checks_first(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.pem: web\.tls_cert"):
         rt.Runtime(parse_plant(d, "test"))
     assert not (tmp_path / "var").exists()
+
+
+class MinuteTimes:
+    """A sink noting when each minute result arrives (wall clock, epoch seconds)."""
+
+    name = "minute-times"
+
+    def __init__(self) -> None:
+        self.arrived: list[tuple[float, float]] = []  # (minute end, arrival)
+        self.minute_s = 0.0
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def on_samples(self, block: SampleBlock) -> None:
+        """Ignore samples."""
+
+    async def on_minute(self, result: MinuteResult) -> None:
+        """Note the arrival."""
+        import time
+        self.arrived.append((result.t.timestamp() + self.minute_s, time.time()))
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+
+async def closed_minutes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         extra_device: bool, minute_s: float) -> list[tuple[float, float]]:
+    """Minute ends and result arrivals of a plant with a 10 s grace."""
+    import asyncio
+    sink = MinuteTimes()
+    sink.minute_s = minute_s
+    entry = rt.SinkEntry("minute-times", lambda c: True, lambda r, c, a: sink)
+    monkeypatch.setattr(rt, "SINKS", (*rt.SINKS, entry))
+    d = plant_dict(free_port(), var_dir=str(tmp_path / "var"), minute_seconds=minute_s)
+    d["clock"]["close_grace_s"] = 10.0
+    d["opcua"]["enabled"] = False
+    d["web"]["enabled"] = False
+    if extra_device:  # a device that never answers: nothing listens on its port
+        d["devices"].append({"id": "mute", "protocol": "modbus_tcp", "host": "127.0.0.1",
+                             "port": free_port(), "device_id": 1, "poll_interval_s": 20.0,
+                             "tags": [{"id": "mute_x", "register": 0}]})
+    runtime = rt.Runtime(parse_plant(d, "test"))
+    await runtime.start()
+    try:
+        for _ in range(300):
+            if sink.arrived:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await runtime.stop()
+    return sink.arrived
+
+
+async def test_a_minute_closes_once_every_device_polled_past_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Devices polled every 0.1 s: the minute is out well before the 10 s grace; the fixed
+    # wait after each boundary before made it 2 s late at least (issue 12).
+    arrived = await closed_minutes(tmp_path, monkeypatch, extra_device=False, minute_s=10.0)
+    end, at = arrived[0]
+    assert 0 <= at - end < 1.5, arrived
+
+
+async def test_a_device_not_polled_past_the_minute_holds_it_for_the_grace_at_most(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A device polled every 20 s (here: not at all, it is not there) has not polled past
+    # the boundary: the minute waits the 10 s grace, then closes without it.
+    arrived = await closed_minutes(tmp_path, monkeypatch, extra_device=True, minute_s=3.0)
+    assert arrived
+    end, at = arrived[0]
+    assert 9.5 <= at - end < 14.0, arrived
