@@ -18,9 +18,17 @@ from compute.plan import CalculationPlan
 from compute.tagstore import Window
 from compute.totals import Totals
 from model.flags import DataFlag
-from model.records import MinuteResult, RawWindow, SiteMinute, SourceMinute, TagMinute, UnitMinute
+from model.records import (
+    MinuteResult,
+    RawWindow,
+    SiteMinute,
+    SourceColumns,
+    TagColumns,
+    UnitMinute,
+)
 
 _FLAGS = {int(f): f for f in DataFlag}
+_RULES = tuple(kernels.SUBSTITUTION_RULES)
 
 # Totals keys (after "<unit>.") of the sums over a unit's valid minutes only: the numerator
 # and denominator of its running intensity. A restart seeds them from the stored minutes
@@ -31,7 +39,13 @@ PAIRED_OUTPUT = "output_valid_mwh"
 
 def raw_window(tag_ids: tuple[str, ...], w: Window) -> RawWindow:
     """The samples of a padded window, concatenated tag after tag."""
-    keep = np.arange(w.values.shape[1])[None, :] < w.counts[:, None]
+    width = w.values.shape[1]
+    if len(w.counts) and bool((w.counts == width).all()):
+        # Every tag has as many samples as the widest (every device polled alike, the
+        # usual minute): the padded rows are the concatenation already, no copy.
+        return RawWindow(tag_ids, w.counts.copy(), w.times.reshape(-1),
+                         w.values.reshape(-1), w.flags.reshape(-1))
+    keep = np.arange(width)[None, :] < w.counts[:, None]
     return RawWindow(tag_ids, w.counts.copy(), w.times[keep], w.values[keep], w.flags[keep])
 
 
@@ -56,6 +70,10 @@ class MinuteCycle:
         self.calc = MinuteCalculator(plan)
         self.totals = Totals(self.clock)
         self._tag_ids = tuple(self.calc.tag_ids)
+        pairs = list(config.sources())
+        self._source_ids = tuple(src.id for _, src in pairs)
+        self._source_units = tuple(unit.id for unit, _ in pairs)
+        self._source_keys = tuple(f"{src.id}.co2_kg" for _, src in pairs)
 
     def run(self, t: datetime, window: Window) -> MinuteResult:
         """The records of the minute starting at `t` calculated from `window`."""
@@ -63,27 +81,24 @@ class MinuteCycle:
         return self._records(t, arrays, raw_window(self._tag_ids, window))
 
     def _records(self, t: datetime, a: MinuteArrays, raw: RawWindow) -> MinuteResult:
-        tags = tuple(
-            TagMinute(tag, t, float(a.tag_mean[i]), float(a.tag_min[i]), float(a.tag_max[i]),
-                      int(a.tag_count[i]), _FLAGS[int(a.tag_flag[i])])
-            for i, tag in enumerate(self._tag_ids))
-        sources = []
-        for i, (unit, src) in enumerate(self.config.sources()):
-            row = a.cems[i]
-            mass = float(row[kernels.OUT_MASS])
-            run = self.totals.add(f"{src.id}.co2_kg", t, mass)
-            f = _FLAGS[int(a.source_flag[i])]
-            sources.append(SourceMinute(
-                source=src.id, unit=unit.id, t=t,
-                flow_act_m3_h=float(row[kernels.OUT_FLOW_ACT]),
-                flow_std_dry_m3_h=float(row[kernels.OUT_FLOW_SD]),
-                co2_dry_pct=float(row[kernels.OUT_CO2_DRY]),
-                co2_mg_m3=float(row[kernels.OUT_CO2_MG]),
-                co2_rate_kg_h=float(row[kernels.OUT_RATE]), co2_kg=mass,
-                valid=f is DataFlag.N, flag=f,
-                substitution=kernels.SUBSTITUTION_RULES[int(a.source_substitution[i])],
-                co2_hour_t=run.hour / 1000,
-                co2_today_t=run.day / 1000, co2_ytd_t=run.year / 1000))
+        # Sources and tags stay columns (a sink that wants records builds them once);
+        # their running totals are one array addition each for the whole plant.
+        tags = TagColumns(self._tag_ids, a.tag_mean, a.tag_min, a.tag_max,
+                          a.tag_count.astype(np.int64, copy=False), a.tag_flag)
+        cems = a.cems
+        mass = np.ascontiguousarray(cems[:, kernels.OUT_MASS], np.float64)
+        run = self.totals.add_array(self._source_keys, t, mass)
+        sources = SourceColumns(
+            self._source_ids, self._source_units,
+            flow_act_m3_h=np.ascontiguousarray(cems[:, kernels.OUT_FLOW_ACT]),
+            flow_std_dry_m3_h=np.ascontiguousarray(cems[:, kernels.OUT_FLOW_SD]),
+            co2_dry_pct=np.ascontiguousarray(cems[:, kernels.OUT_CO2_DRY]),
+            co2_mg_m3=np.ascontiguousarray(cems[:, kernels.OUT_CO2_MG]),
+            co2_rate_kg_h=np.ascontiguousarray(cems[:, kernels.OUT_RATE]), co2_kg=mass,
+            flag=a.source_flag.astype(np.uint8, copy=False),
+            substitution=a.source_substitution.astype(np.int64, copy=False),
+            rules=_RULES, co2_hour_t=run.hour / 1000, co2_today_t=run.day / 1000,
+            co2_ytd_t=run.year / 1000)
         units = []
         site_kg = site_day = site_year = 0.0
         for i, unit in enumerate(self.config.units):
@@ -118,5 +133,5 @@ class MinuteCycle:
             allowance_annual_t=annual,
             allowance_used_pct=site_year / annual * 100 if annual > 0 else math.nan,
             allowance_headroom_t=annual - site_year if annual > 0 else math.nan)
-        return MinuteResult(t=t, sources=tuple(sources), units=tuple(units), site=site,
-                            tags=tags, raw=raw)
+        return MinuteResult(t, None, tuple(units), site, None, raw, source_columns=sources,
+                            tag_columns=tags)

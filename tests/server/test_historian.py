@@ -174,8 +174,7 @@ async def test_factor_versions_and_the_last_counter_reading(tmp_path: Path) -> N
             raw = RawWindow(("kwh",), np.array([2]), np.array([t0 + 60 * m + 15,
                                                                t0 + 60 * m + 45]),
                             np.array(values), np.array(flags, np.uint8))
-            await h.on_minute(dataclasses.replace(minute(T0 + timedelta(minutes=m), 1.0),
-                                                  raw=raw))
+            await h.on_minute(minute(T0 + timedelta(minutes=m), 1.0).replace(raw=raw))
         assert await h.last_reading("kwh", T0 + timedelta(minutes=2)) == (t0 + 75, 1002.5)
         assert await h.last_reading("kwh", T0 + timedelta(minutes=1)) == (t0 + 45, 1001.0)
         assert await h.last_reading("kwh", T0) is None

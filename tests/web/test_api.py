@@ -12,7 +12,6 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -328,7 +327,7 @@ async def test_stuck_client_does_not_block_others(
                 for i in range(n):
                     t = T0 + timedelta(minutes=i)
                     started = time.perf_counter()
-                    await sink.on_minute(replace(minute_result(t), sources=many))
+                    await sink.on_minute(minute_result(t).replace(sources=many))
                     assert time.perf_counter() - started < 0.5, "on_minute waited on a client"
                     sent.append(t.isoformat().replace("+00:00", "Z"))
                     await asyncio.sleep(0.05)
