@@ -3,11 +3,17 @@
 Run with `make bench`. For 1, 10 and 100 devices, each measured in the same run:
 
 * driver: the production drivers (`make_drivers`: drivers.base.create_drivers, one bus
-  per endpoint) polling back to back (poll interval 0.1 ms, so every poll overruns),
-  each emitted list of samples going into a compute.tagstore.TagStore the way
+  per endpoint; plain Modbus TCP goes through drivers/modbus_tcp.py, every block of a
+  poll in flight at once) polling back to back (poll interval 0.1 ms, so every poll
+  overruns), each emitted SampleBlock going into a compute.tagstore.TagStore the way
   server/runtime.py's `_ingest` feeds it (sinks left out);
+* gateway: the same with every device behind one endpoint (one bus, one connection;
+  the bus polls its devices one after another);
+* pymodbus: the same Bus and poller on pymodbus's client (drivers.modbus.ModbusLink,
+  the TCP path before drivers/modbus_tcp.py and still the RTU path);
 * naive: one pymodbus AsyncModbusTcpClient reading every block of every device one after
-  another, decoding with struct, into the same tag store through the same ingest.
+  another, decoding with struct, a SampleBlock per device poll into the same ingest
+  (so naive and driver differ in the Modbus client only).
 
 Both read the same register blocks (drivers.codec.plan_reads) from the same simulator:
 bench/fast_modbus_sim.py in a separate process, on free loopback ports (one per device;
@@ -24,7 +30,8 @@ Between rounds, untimed, the tag store is drained and checked: every sample flag
 every value equal to the one the simulator serves (so a broken driver cannot look
 fast), and as many samples stored as were counted.
 
-Target (from the issue): ≥ 100 000 points/s on 2 cores.
+Target (issue 12): ≥ 400 000 points/s with 100 devices on 2 cores, ≥ 4× naive (the table
+printed at the end gives each implementation's ratio to naive, median / min).
 
 With `--benchmark-disable` (make test) every case runs one short round, as a check.
 """
@@ -42,7 +49,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +60,21 @@ from pymodbus.client import AsyncModbusTcpClient
 from bench.fast_modbus_sim import RegisterBank, serve
 from compute.tagstore import TagStore
 from drivers.base import Driver, create_drivers
-from drivers.bus import Emit
+from drivers.bus import Bus
 from drivers.codec import plan_reads
-from drivers.config import ModbusTagConfig, ModbusTcpDeviceConfig
+from drivers.config import ModbusTagConfig, ModbusTcpDeviceConfig, bus_key
+from drivers.modbus import ModbusLink, ModbusPoller
 from model.flags import DataFlag
-from model.records import Sample
+from model.records import SampleBlock, TagTable
 
 DEVICE_COUNTS = [1, 10, 100]
-TARGET = 100_000  # points/s on 2 cores (EMQX Neuron: 100 000 on 4)
+# driver: the production drivers (plain Modbus TCP: drivers/modbus_tcp.py); pymodbus: the
+# same Bus and poller on pymodbus's client; naive: one pymodbus client, one request at a
+# time; gateway: the production drivers with every device behind one endpoint (one bus,
+# one connection, devices polled one after another, each poll's blocks pipelined)
+IMPLS = ["driver", "gateway", "pymodbus", "naive"]
+TARGET = 400_000  # points/s with 100 devices on 2 cores (issue 12), and ≥ 4× naive
+TARGET_RATIO = 4.0
 HOST = "127.0.0.1"
 POLL_S = 1e-4  # far below the time a poll takes: every device polls back to back
 TIMEOUT_S = 5.0  # a request's timeout: on a loaded 2-core machine, replies can lag
@@ -139,10 +152,11 @@ def device_map(unit: int) -> DeviceMap:
 MAPS = [device_map(unit) for unit in range(1, max(DEVICE_COUNTS) + 1)]
 
 
-def device_configs(n: int, ports: Sequence[int]) -> list[ModbusTcpDeviceConfig]:
+def device_configs(n: int, ports: Sequence[int], per_endpoint: int = DEVICES_PER_ENDPOINT,
+                   ) -> list[ModbusTcpDeviceConfig]:
     return [ModbusTcpDeviceConfig.model_validate({
         "id": f"dev{m.unit}", "protocol": "modbus_tcp", "host": HOST,
-        "port": ports[k // DEVICES_PER_ENDPOINT], "device_id": m.unit,
+        "port": ports[k // per_endpoint], "device_id": m.unit,
         "poll_interval_s": POLL_S, "timeout_s": TIMEOUT_S, "tags": m.tags})
         for k, m in enumerate(MAPS[:n])]
 
@@ -204,15 +218,35 @@ def make_drivers(devices: Sequence[ModbusTcpDeviceConfig]) -> list[Driver]:
     return create_drivers(devices)
 
 
+def pymodbus_drivers(devices: Sequence[ModbusTcpDeviceConfig]) -> list[Driver]:
+    """The production Bus and poller on pymodbus's client (the TCP path before
+    drivers/modbus_tcp.py; still the RTU path): one bus per endpoint."""
+    table = TagTable(tuple(t.id for d in devices for t in d.tags))
+    buses: dict[str, list[ModbusTcpDeviceConfig]] = {}
+    for dev in devices:
+        buses.setdefault(bus_key(dev), []).append(dev)
+    drivers: list[Driver] = []
+    for devs in buses.values():
+        link = ModbusLink(devs)
+        drivers.append(Bus(link, [ModbusPoller(d, link) for d in devs], None, table))
+    return drivers
+
+
 _NAIVE_FORMAT = {"float32": (">f", 2), "int16": (">h", 1), "uint16": (">H", 1)}
 
 
-async def naive_loop(devices: Sequence[ModbusTcpDeviceConfig], port: int, emit: Emit) -> None:
-    """One client, every block of every device one after another, struct to decode."""
+async def naive_loop(devices: Sequence[ModbusTcpDeviceConfig], port: int,
+                     emit: Callable[[SampleBlock], None]) -> None:
+    """One client, every block of every device one after another, struct to decode.
+
+    Each device's poll becomes one SampleBlock (one timestamp, as the tag store's rings
+    want), so that the same ingest follows and the two differ in the Modbus client only.
+    """
     client = AsyncModbusTcpClient(HOST, port=port, timeout=TIMEOUT_S, retries=0,
                                   reconnect_delay=0)
     if not await client.connect():
         raise ConnectionError(f"cannot connect to {HOST}:{port}")
+    table = TagTable(tuple(t.id for d in devices for t in d.tags))
     plans = []
     for dev in devices:
         blocks = []
@@ -220,38 +254,43 @@ async def naive_loop(devices: Sequence[ModbusTcpDeviceConfig], port: int, emit: 
             read = (client.read_holding_registers if b.function == "holding"
                     else client.read_input_registers)
             blocks.append((read, b.start, b.count, b.tags))
-        plans.append((dev.device_id, blocks))
+        plans.append((dev.device_id, table.rows([t.id for t, _ in
+                                                  (x for b in blocks for x in b[3])]), blocks))
     try:
         while True:
-            for unit, blocks in plans:
-                samples: list[Sample] = []
+            for unit, rows, blocks in plans:
+                values: list[float] = []
+                flags: list[int] = []
                 for read, start, count, tags in blocks:
                     reply = await read(start, count=count, device_id=unit)
-                    t = datetime.now(UTC)
                     if reply.isError() or len(reply.registers) < count:
-                        samples += [Sample(tag.id, t, math.nan, DataFlag.B) for tag, _ in tags]
+                        values += [math.nan] * len(tags)
+                        flags += [int(DataFlag.B)] * len(tags)
                         continue
                     data = struct.pack(f">{count}H", *reply.registers)
                     for tag, off in tags:
-                        samples.append(naive_sample(tag, data, off, t))
-                emit(samples)
+                        value, flag = naive_value(tag, data, off)
+                        values.append(value)
+                        flags.append(flag)
+                emit(SampleBlock.of_poll(table, time.time(), rows, np.array(values),
+                                         np.array(flags, np.uint8)))
     finally:
         client.close()
 
 
-def naive_sample(tag: ModbusTagConfig, data: bytes, off: int, t: datetime) -> Sample:
+def naive_value(tag: ModbusTagConfig, data: bytes, off: int) -> tuple[float, int]:
     fmt, n = _NAIVE_FORMAT[tag.type]
     raw = data[2 * off:2 * off + 2 * n]
     if tag.order == "CDAB":
         raw = raw[2:] + raw[:2]
     value = struct.unpack(fmt, raw)[0]
     if not math.isfinite(value):
-        return Sample(tag.id, t, value, DataFlag.D)
-    return Sample(tag.id, t, value * tag.scale + tag.offset, DataFlag.N)
+        return value, int(DataFlag.D)
+    return value * tag.scale + tag.offset, int(DataFlag.N)
 
 
 class Ingest:
-    """What Runtime._ingest does with a driver's samples (minus the sinks), plus counting."""
+    """What Runtime._ingest does with a driver's blocks (minus the sinks), plus counting."""
 
     def __init__(self, store: TagStore) -> None:
         self.store = store
@@ -261,17 +300,11 @@ class Ingest:
         self.goal = math.inf
         self.reached: asyncio.Future[None] | None = None
 
-    def __call__(self, samples: Sequence[Sample]) -> None:
-        index = self.store.index
-        append = self.store.append
-        bad = 0
-        for s in samples:
-            i = index.get(s.tag)
-            if i is not None:
-                append(i, s.t.timestamp(), s.value, int(s.flag))
-                if s.flag is not DataFlag.N:
-                    bad += 1
-        self.points += len(samples)
+    def __call__(self, block: SampleBlock) -> None:
+        self.store.append_block(block)  # what Runtime._ingest does
+        n = len(block)
+        bad = int(np.count_nonzero(block.flags))
+        self.points += n
         if bad:
             self.bad += bad
             self.clean_since = self.points
@@ -288,17 +321,18 @@ class Round:
 
 
 class Bench:
-    """`n` devices read by `impl` ("driver" or "naive") into a fresh tag store."""
+    """`n` devices read by `impl` (one of IMPLS) into a fresh tag store."""
 
     def __init__(self, sim: SimProcess, n: int, impl: str, points_per_round: int) -> None:
         self.sim = sim
-        self.devices = device_configs(n, sim.ports)
+        self.devices = device_configs(n, sim.ports, n if impl == "gateway" else
+                                      DEVICES_PER_ENDPOINT)
         tag_ids = [t.id for d in self.devices for t in d.tags]
         self.expected = np.array([v for m in MAPS[:n] for v in m.expected])
         per_tag = points_per_round / len(tag_ids)
         # Room for a round at four times the average poll rate of a device; checked below.
         capacity = int(min(4 * per_tag, points_per_round / TAGS_PER_DEVICE)) + 64
-        self.store = TagStore(tag_ids, capacity)
+        self.store = TagStore(tag_ids, capacity, groups=[len(d.tags) for d in self.devices])
         self.ingest = Ingest(self.store)
         self.points_per_round = points_per_round
         self.impl = impl
@@ -311,8 +345,9 @@ class Bench:
         self.loop.run_until_complete(self._start(impl))
 
     async def _start(self, impl: str) -> None:
-        if impl == "driver":
-            self.drivers = make_drivers(self.devices)
+        if impl != "naive":
+            self.drivers = (pymodbus_drivers(self.devices) if impl == "pymodbus"
+                            else make_drivers(self.devices))
             self.tasks = [asyncio.create_task(d.run(self.ingest)) for d in self.drivers]
         else:
             self.tasks = [asyncio.create_task(
@@ -419,14 +454,20 @@ class _Table:
         if not self.rows:
             return
         tr = terminalreporter
-        tr.section(f"ingest throughput, points/s into the tag store (target {TARGET:,})")
-        tr.write_line(f"{'devices':>7} {'impl':>6} {'median':>8} {'min':>8} {'max':>8} "
-                      f"{'CPU µs/pt':>9} {'CPU %':>5} {'sim CPU %':>9}")
+        tr.section(f"ingest throughput, points/s into the tag store (target {TARGET:,} "
+                   f"with 100 devices and {TARGET_RATIO:g}x naive)")
+        tr.write_line(f"{'devices':>7} {'impl':>8} {'median':>8} {'min':>8} {'max':>8} "
+                      f"{'CPU µs/pt':>9} {'CPU %':>5} {'sim CPU %':>9} "
+                      f"{'x naive (median/min)':>20}")
         for (n, impl), r in sorted(self.rows.items()):
-            tr.write_line(f"{n:>7} {impl:>6} {r['points_per_s_median']:>8} "
+            base = self.rows.get((n, "naive"))
+            ratio = "" if base is None else (
+                f"{r['points_per_s_median'] / base['points_per_s_median']:.2f} / "
+                f"{r['points_per_s_min'] / base['points_per_s_min']:.2f}")
+            tr.write_line(f"{n:>7} {impl:>8} {r['points_per_s_median']:>8} "
                           f"{r['points_per_s_min']:>8} {r['points_per_s_max']:>8} "
                           f"{r['cpu_us_per_point']:>9.2f} {r['cpu_pct']:>5} "
-                          f"{r['sim_cpu_pct']:>9}")
+                          f"{r['sim_cpu_pct']:>9} {ratio:>20}")
 
 
 @pytest.fixture(scope="module")
@@ -438,7 +479,7 @@ def table(request: pytest.FixtureRequest) -> Iterator[_Table]:
 
 # --- the tests ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("impl", ["driver", "naive"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", DEVICE_COUNTS)
 def test_ingest(benchmark: Any, sim: SimProcess, table: _Table, n: int, impl: str) -> None:
     points = CHECK_POINTS[n] if benchmark.disabled else POINTS_PER_ROUND[n]

@@ -135,6 +135,10 @@ class ModbusTcpDeviceConfig(_DeviceBase):
     port: int = Field(502, ge=1, le=65535)
     device_id: int = Field(1, ge=0, le=255)
     max_gap: int = Field(8, ge=0, le=125)
+    # Requests sent on the endpoint's connection before the first reply comes back
+    # (matched by MBAP transaction id). Gateways and PLCs queue only a few (often 4-16,
+    # some 1); devices sharing an endpoint use the smallest of their values.
+    requests_in_flight: int = Field(8, ge=1, le=32)
     tags: list[ModbusTagConfig] = Field(min_length=1)
 
 

@@ -1,12 +1,16 @@
-"""Modbus TCP, RTU over serial and RTU over a TCP gateway: one pymodbus client per bus."""
+"""Modbus TCP, RTU over serial and RTU over a TCP gateway: one client per bus.
+
+Plain Modbus TCP uses drivers.modbus_tcp (several requests in flight, numpy decoding; its
+docstring says why it is not pymodbus); RTU and RTU over TCP use pymodbus (ModbusLink,
+ModbusPoller), as does the probe.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 
+import numpy as np
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
@@ -17,9 +21,10 @@ from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
 from drivers.codec import BIT_FUNCTIONS, Block, BlockDecoder, plan_reads
 from drivers.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig, SerialLinkConfig, bus_key
 from drivers.link import Backoff, BusStats, LinkDown
+from drivers.modbus_tcp import ModbusTcpLink, ModbusTcpPoller
 from model.errors import DriverError
 from model.flags import DataFlag
-from model.records import Sample
+from model.records import TagTable
 
 ModbusDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
 RTU_DEFAULT_BAUDRATE = 9600
@@ -199,45 +204,46 @@ class ModbusPoller:
         self.where = f"device {device.id} ({link.name} unit {device.device_id})"
         self.stats = DeviceStats(device=device.id)
         self._blocks = plan_reads(device.tags, device.max_gap)
-        # decoder and (id, scale, offset) of each tag, per block, worked out once
-        self._decoders = [(BlockDecoder(b), [(t.id, t.scale, t.offset) for t, _ in b.tags])
-                          for b in self._blocks]
         self._tags = [t.id for t in device.tags]
+        pos = {t: i for i, t in enumerate(self._tags)}
+        # decoder, positions of its tags in tag_ids() order, scales and offsets, per block,
+        # worked out once: a reply is then decoded, scaled and placed by array operations.
+        self._decoders = [
+            (BlockDecoder(b), np.array([pos[t.id] for t, _ in b.tags], np.intp),
+             np.array([t.scale for t, _ in b.tags]), np.array([t.offset for t, _ in b.tags]))
+            for b in self._blocks]
 
     def tag_ids(self) -> list[str]:
         """Every tag the device emits."""
         return self._tags
 
     async def poll(self) -> PollResult:
-        """Read every block once; B samples for what could not be read."""
+        """Read every block once; B readings for what could not be read."""
         loop = asyncio.get_running_loop()
-        samples: list[Sample] = []
+        values, flags = flagged(len(self._tags))
         error: str | None = None
         silent = False
         for i, block in enumerate(self._blocks):
             sent = loop.time()
             try:
-                values = await self._read(block)
+                registers = await self._read(block)
             except (_Silent, LinkDown) as exc:  # nothing more to get from it this poll
                 self.stats.errors += 1
                 error = error or str(exc)
                 silent = isinstance(exc, _Silent) and i == 0
-                samples.extend(flagged([t.id for b in self._blocks[i:] for t, _ in b.tags]))
-                break
+                break  # the rest stay B
             except _BadReply as exc:  # the device answers: only this block is lost
                 self.stats.errors += 1
                 error = error or str(exc)
-                samples.extend(flagged([t.id for t, _ in block.tags]))
                 continue
             self.stats.last_latency_s = loop.time() - sent
-            t = datetime.now(UTC)
-            decoder, tags = self._decoders[i]
-            for (tag_id, scale, offset), raw in zip(tags, decoder(values), strict=True):
-                if math.isfinite(raw):
-                    samples.append(Sample(tag_id, t, raw * scale + offset, DataFlag.N))
-                else:
-                    samples.append(Sample(tag_id, t, raw, DataFlag.D))
-        return PollResult(samples, error, silent)
+            decoder, at, scale, offset = self._decoders[i]
+            raw = np.asarray(decoder(registers), np.float64)
+            ok = np.isfinite(raw)
+            # A value the codec cannot make a number of (NaN, inf) is an instrument fault.
+            values[at] = np.where(ok, raw * scale + offset, raw)
+            flags[at] = np.where(ok, int(DataFlag.N), int(DataFlag.D))
+        return PollResult(values, flags, error, silent)
 
     async def _read(self, block: Block) -> list[int]:
         """One block, repeated up to `retries` times without reply while the unit is online."""
@@ -251,8 +257,17 @@ class ModbusPoller:
         return await self.link.read(block, self.device.device_id)
 
 
-def make_bus(devices: Iterable[ModbusDevice], on_event: OnEvent | None = None) -> Bus:
-    """The driver of one Modbus bus (all devices share its connection)."""
+def make_bus(devices: Iterable[ModbusDevice], on_event: OnEvent | None = None,
+             table: TagTable | None = None) -> Bus:
+    """The driver of one Modbus bus (all devices share its connection).
+
+    Plain Modbus TCP goes through drivers.modbus_tcp (requests pipelined by transaction
+    id, numpy decoding; its docstring says why); RTU and RTU over TCP through pymodbus.
+    """
     devs = list(devices)
+    tcp = [d for d in devs if isinstance(d, ModbusTcpDeviceConfig)]
+    if tcp and len(tcp) == len(devs):
+        tcp_link = ModbusTcpLink(tcp)
+        return Bus(tcp_link, [ModbusTcpPoller(d, tcp_link) for d in tcp], on_event, table)
     link = ModbusLink(devs)
-    return Bus(link, [ModbusPoller(d, link) for d in devs], on_event)
+    return Bus(link, [ModbusPoller(d, link) for d in devs], on_event, table)

@@ -58,7 +58,7 @@ class Polling:
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
         self.polls: Polls = []
-        self.task = asyncio.create_task(driver.run(lambda s: self.polls.append(list(s))))
+        self.task = asyncio.create_task(driver.run(lambda b: self.polls.append(b.samples())))
 
     async def until(self, done: Callable[[Polls], bool], timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
