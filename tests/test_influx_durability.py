@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from server import rawcodec
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict
 from tests.fixtures.victoria import VictoriaMetrics
@@ -70,14 +70,13 @@ def historian_points(var: Path) -> tuple[dict[int, float], dict[tuple[str, int],
     with db(var) as con:
         minutes = dict(con.execute("SELECT t_ms, co2_kg FROM source_minute WHERE source='S1'"))
         samples: dict[tuple[str, int], float] = {}
-        for tags, counts, times, vals in con.execute(
-                "SELECT tags, counts, times, vals FROM raw_window"):
-            n = np.frombuffer(counts, "<i8")
-            t = np.frombuffer(times, "<f8")
-            v = np.frombuffer(vals, "<f8")
-            for i, tag in enumerate(tags.split("\n")):
+        for row in con.execute("SELECT tags, counts, times, vals, flags FROM raw_window"):
+            w = rawcodec.decode_row(*row)
+            n = w.counts
+            for i, tag in enumerate(w.tags):
                 a = int(n[:i].sum())
-                for ti, vi in zip(t[a:a + n[i]].tolist(), v[a:a + n[i]].tolist(), strict=True):
+                for ti, vi in zip(w.times[a:a + n[i]].tolist(), w.values[a:a + n[i]].tolist(),
+                                  strict=True):
                     if math.isfinite(vi):  # NaN cannot be written: not owed
                         us = (datetime.fromtimestamp(ti, UTC) - EPOCH) // timedelta(
                             microseconds=1)
