@@ -125,12 +125,12 @@ async def test_login_floods_cost_no_minute_and_lock_out_no_one(tmp_path: Path) -
     audit = AuditLog(runtime.config.historian.path)
     failed = [e for e in audit.entries(begin - timedelta(seconds=1))
               if e.action == "login_failed"]
-    # Per protocol: five entries one by one, then one summing up the rest of the window.
-    assert len(failed) <= 2 * 6, [(e.user, e.target) for e in failed]
+    # Per protocol, one entry per address and 60 s window (the flood is shorter than it).
+    assert len(failed) == 2, [(e.user, e.target) for e in failed]
     summaries = {e.detail.get("via", "web"): e.detail for e in failed
                  if e.target == "remote:127.0.0.1" and e.detail is not None}
     assert set(summaries) == {"web", "opcua"}
     # Most OPC UA attempts were refused without a password check.
     assert summaries["opcua"]["refused"] > 10 * summaries["opcua"]["failed"]
-    assert summaries["opcua"]["count"] + 5 == ua["refused"]
-    assert summaries["web"]["count"] + 5 == sum(web.values())
+    assert summaries["opcua"]["count"] == ua["refused"]
+    assert summaries["web"]["count"] == sum(web.values())

@@ -18,10 +18,15 @@ flight count against the limits, so a burst of parallel guesses cannot slip past
 Password checks (scrypt, ~50 ms of CPU) run in a worker thread, one at a time per
 throttle: a flood never holds the event loop and never takes more than one core.
 
-Audit: the first 5 failures from an address within the window get an entry each
-("login_failed", target "user:<name>", detail {"remote": address}); later failures and
-refused attempts from that address are summed up in one entry per address and
-`audit_window_s` (target "remote:<address>", with the counts and the names tried).
+Audit: failed and refused logins are summed up in one entry per address and
+`audit_window_s` (60 s), so a flood cannot fill the audit log: action "login_failed",
+target "remote:<address>", user the one name tried (or "*" for several), detail
+{"remote", "count" (= failed + refused), "failed" (wrong passwords checked), "refused"
+(refused unchecked), "users" (the first MAX_NAMES_LISTED names tried), "users_total",
+"from"/"to" (first and last attempt, UTC), "blocked_s" (the longest delay a failure
+started, if any), and the caller's `extra`}. The window opens with an address's first
+failure and its entry is written when it closes (or at `flush`, on stop), so an entry
+appears up to `audit_window_s` after the failure; a kill -9 loses the open windows.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class _Summary:
     refused: int = 0
     names: dict[str, None] = field(default_factory=dict)  # ordered set, first MAX listed
     names_total: int = 0
+    blocked_s: float | None = None  # the longest delay a failure of the window started
     timer: asyncio.TimerHandle | None = None
 
 
@@ -115,14 +121,12 @@ class LoginThrottle:
 
     def __init__(self, *, pair: Rule = Rule(5, 60.0), address: Rule = Rule(20, 1.0),
                  name: Rule = Rule(20, 1.0), name_grace: int = 1, window_s: float = 300.0,
-                 max_delay_s: float = 900.0, audit_each: int = 5,
-                 audit_window_s: float = 60.0, clock: Clock = time.monotonic,
-                 max_keys: int = 30_000) -> None:
+                 max_delay_s: float = 900.0, audit_window_s: float = 60.0,
+                 clock: Clock = time.monotonic, max_keys: int = 30_000) -> None:
         self.pair, self.address, self.name = pair, address, name
         self.name_grace = name_grace
         self.window_s = window_s
         self.max_delay_s = max_delay_s
-        self.audit_each = audit_each
         self.audit_window_s = audit_window_s
         self.clock = clock
         self.max_keys = max_keys
@@ -259,19 +263,13 @@ class LoginThrottle:
                         "within %.0f s)", via, name, address, delay,
                         self.address_failures(address), self.window_s)
         if audit is not None:
-            if self.address_failures(address) <= self.audit_each:
-                detail: dict[str, Any] = {"remote": address, **(extra or {})}
-                if delay is not None:
-                    detail["blocked_s"] = delay
-                await asyncio.to_thread(audit.append, name, "login_failed", f"user:{name}",
-                                        detail)
-            else:
-                self._summarize(audit, address, name, extra, failed=1)
+            self._summarize(audit, address, name, extra, failed=1, blocked_s=delay)
         return LoginResult(None)
 
     def _summarize(self, audit: FailureAuditor, address: str, name: str,
                    extra: Mapping[str, Any] | None, *, failed: int = 0,
-                   refused: int = 0) -> None:
+                   refused: int = 0, blocked_s: float | None = None) -> None:
+        """Count one failure or refusal into the address's open audit window."""
         now = datetime.now(UTC)
         s = self._summaries.get(address)
         if s is None:
@@ -281,6 +279,8 @@ class LoginThrottle:
         s.last = now
         s.failed += failed
         s.refused += refused
+        if blocked_s is not None:
+            s.blocked_s = max(s.blocked_s or 0.0, blocked_s)
         if name not in s.names:
             s.names_total += 1
             if len(s.names) < MAX_NAMES_LISTED:
@@ -297,6 +297,8 @@ class LoginThrottle:
             "remote": address, "count": s.failed + s.refused, "failed": s.failed,
             "refused": s.refused, "users": names, "users_total": s.names_total,
             "from": s.first.isoformat(), "to": s.last.isoformat(), **s.extra}
+        if s.blocked_s is not None:
+            detail["blocked_s"] = s.blocked_s
         user = names[0] if s.names_total == 1 else "*"
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(
             s.audit.append, user, "login_failed", f"remote:{address}", detail))

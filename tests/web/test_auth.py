@@ -228,9 +228,15 @@ async def test_wrong_password_and_unknown_user_answer_alike(
                           body={"user": user, "password": password}) == {
             "error": "wrong user name or password"}
     assert await call(c, "GET", f"{p.base}/api/v1/session", 401) == {"error": "not logged in"}
-    assert p.audit_rows() == [
-        ("operator", "login_failed", "user:operator", {"remote": "127.0.0.1"}),
-        ("nobody", "login_failed", "user:nobody", {"remote": "127.0.0.1"})]
+    # Issue 11: one entry per address per window, written when the window closes.
+    assert p.audit_rows() == []
+    await p.sink.throttle.flush()
+    [(user, action, target, detail)] = p.audit_rows()
+    assert (user, action, target) == ("*", "login_failed", "remote:127.0.0.1")
+    assert {k: v for k, v in detail.items() if k not in ("from", "to")} == {
+        "remote": "127.0.0.1", "count": 2, "failed": 2, "refused": 0,
+        "users": ["operator", "nobody"], "users_total": 2}
+    assert detail["from"] <= detail["to"]
     text = json.dumps([e.detail for e in p.audit.entries()])
     assert "demo-" not in text  # never a password
 
@@ -286,11 +292,17 @@ async def test_login_throttled_after_five_failures(p: Plant, new_client: NewClie
     clock.now += 1
     assert (await login(p, c, "operator"))["user"] == "operator"
 
+    # The failures' window is still open: only the two logins are in the audit log yet.
+    assert [e.action for e in p.audit.entries()] == ["login", "login"]
+    await p.sink.throttle.flush()
     failed = [e for e in p.audit.entries() if e.action == "login_failed"]
-    assert [e.detail for e in failed] == [{"remote": "127.0.0.1"}] * 4 + [
-        {"remote": "127.0.0.1", "blocked_s": 60.0}]
-    # Throttled attempts never reached the password check, and are not audited.
-    assert [e.action for e in p.audit.entries()][5:] == ["login", "login"]
+    assert len(failed) == 1 and failed[0].detail is not None
+    assert (failed[0].user, failed[0].target) == ("*", "remote:127.0.0.1")
+    # 5 wrong passwords checked; 3 refused unchecked (operator, OPERATOR, then at +49 s).
+    assert {k: failed[0].detail[k] for k in (
+        "count", "failed", "refused", "users", "users_total", "blocked_s")} == {
+        "count": 8, "failed": 5, "refused": 3, "users": ["operator", "OPERATOR"],
+        "users_total": 2, "blocked_s": 60.0}
 
 
 async def test_failures_older_than_five_minutes_do_not_count(
@@ -352,14 +364,13 @@ async def test_a_flood_of_names_is_throttled_and_audited_in_one_entry(
         await login(p, other, "admin")
     await p.sink.stop()  # writes the summed-up entry
     failed = [e for e in p.audit.entries() if e.action == "login_failed"]
-    assert [(e.user, e.target, e.detail) for e in failed[:5]] == [
-        (f"guess{i}", f"user:guess{i}", {"remote": "127.0.0.1"}) for i in range(5)]
-    assert len(failed) == 6
-    summary = failed[5]
+    assert len(failed) == 1  # one entry for the address's window, not one per name
+    summary = failed[0]
     assert (summary.user, summary.target) == ("*", "remote:127.0.0.1")
     assert summary.detail is not None
+    # 20 checked + 40 refused + admin's refused attempt; 60 guess names + admin.
     assert {k: summary.detail[k] for k in ("count", "failed", "refused", "users_total")} == {
-        "count": 56, "failed": 15, "refused": 41, "users_total": 56}
+        "count": 61, "failed": 20, "refused": 41, "users_total": 61}
     assert len(summary.detail["users"]) == 10
 
 

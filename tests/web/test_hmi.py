@@ -241,8 +241,10 @@ async def test_operator_acknowledges_and_shelves(port: int, page: Page, tmp_path
         await page.locator("#logout").click()
         await expect(page.locator("#login-form")).to_be_visible()
         await expect(row.locator(".actions button")).to_have_count(0)
+        # The failed login is summed up per address and window (issue 11): its entry is
+        # written when the window ends or the server stops, not yet here.
         assert [e.action for e in room.audit.entries()] == [
-            "login_failed", "login", "acknowledge", "login", "shelve", "logout"]
+            "login", "acknowledge", "login", "shelve", "logout"]
     assert errors == []
 
 
