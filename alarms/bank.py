@@ -349,7 +349,7 @@ class RuleBank:
         # Allowance, comm loss, capture rate, reconciliation.
         self._allow_ix = np.array([ALLOWANCE_MEASURES.index(cfgs[i].measure)
                                    for i in rows["allowance_position"]], np.intp)
-        self.devices = [d.id for d in plant.devices]
+        self.devices = [d.id for d in plant.devices] + list(plant.system_device_ids())
         dev_ix = {d: i for i, d in enumerate(self.devices)}
         self.fault = np.zeros(len(self.devices), np.bool_)
         self.fault_message = [""] * len(self.devices)

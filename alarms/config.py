@@ -535,6 +535,11 @@ class AlarmPlantConfig(DevicesConfig, CalculationConfig):
 
     alarms: AlarmsConfig = AlarmsConfig()
 
+    def system_device_ids(self) -> tuple[str, ...]:
+        """Ids that comm_loss rules may name besides the field devices: the server's own
+        parts reporting faults as DeviceEvents (the InfluxDB outbox: server/config.py)."""
+        return ()
+
 
 _NUMERIC = (float, int)
 
@@ -585,7 +590,8 @@ def rule_problems(cfg: AlarmPlantConfig) -> Problems:
     problems: Problems = []
     channel_ids = {c.id for c in cfg.alarms.channels}
     known = {"source": {s.id for _, s in cfg.sources()}, "unit": {u.id for u in cfg.units},
-             "tag": set(cfg.tag_ids()), "device": {d.id for d in cfg.devices}}
+             "tag": set(cfg.tag_ids()),
+             "device": {d.id for d in cfg.devices} | set(cfg.system_device_ids())}
 
     def check(path: str, what: str, name: str | None) -> None:
         if name is not None and name not in known[what]:

@@ -30,7 +30,7 @@ from drivers.config import DevicesConfig, device_problems
 from model.errors import ConfigError
 from model.schema import Problems, validation_problems
 from server.historian import HistorianConfig
-from server.influx.config import InfluxConfig
+from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
 from web.config import WebPlantConfig
 
@@ -41,6 +41,10 @@ class PlantConfig(WebPlantConfig):
     opcua: OpcUaConfig = OpcUaConfig()
     historian: HistorianConfig = HistorianConfig()
     influx: InfluxConfig | None = None
+
+    def system_device_ids(self) -> tuple[str, ...]:
+        """The InfluxDB outbox, when there is one, reports its alarm as a device."""
+        return (OUTBOX_DEVICE,) if self.influx is not None else ()
 
 
 class Plant(NamedTuple):
@@ -58,6 +62,9 @@ def _cross_stage_problems(cfg: PlantConfig, tag_paths: dict[str, str]) -> Proble
     """Checks that span stages; the stages' own checks run in their schemas' modules."""
     problems: Problems = [(path, f"unknown tag {tag!r}") for path, tag in cfg.input_tags()
                           if tag not in tag_paths]
+    problems += [(f"devices[{i}].id", f"{OUTBOX_DEVICE!r} is the InfluxDB outbox's id in "
+                  "alarm rules: name the device otherwise")
+                 for i, d in enumerate(cfg.devices) if d.id in cfg.system_device_ids()]
     real = [d.id for d in cfg.devices if not d.simulate]
     if cfg.web.demo_users and (real or not cfg.devices):
         problems.append(("web.demo_users", "demo accounts have known passwords and are only "
