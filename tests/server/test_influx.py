@@ -16,7 +16,15 @@ import pytest
 from aiohttp import web
 
 from model.flags import DataFlag
-from model.records import MinuteResult, Sample, SiteMinute, SourceMinute, UnitMinute
+from model.records import (
+    MinuteResult,
+    Sample,
+    SampleBlock,
+    SiteMinute,
+    SourceMinute,
+    TagTable,
+    UnitMinute,
+)
 from server.influx.config import InfluxConfig
 from server.influx.sink import (
     InfluxSink,
@@ -30,6 +38,11 @@ from server.influx.sink import (
 )
 from tests.conftest import free_port
 from tests.fixtures.victoria import VictoriaMetrics
+
+
+def block(samples: list[Sample]) -> SampleBlock:
+    """The samples as one block, over a table of their tags."""
+    return SampleBlock.of_samples(TagTable(tuple(dict.fromkeys(s.tag for s in samples))), samples)
 
 NAN = float("nan")
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
@@ -150,12 +163,12 @@ async def test_results_and_samples_round_trip(
     await sink.start()
     try:
         await sink.on_minute(minute())
-        await sink.on_samples([
+        await sink.on_samples(block([
             Sample("s1_co2", T0 + timedelta(seconds=1), 12.0),
             Sample("s1_co2", T0 + timedelta(milliseconds=2500), 12.1),
             Sample("odd tag,x=1", T0 + timedelta(seconds=3), -500.0, DataFlag.D),
             Sample("s1_co2", T0 + timedelta(seconds=4), NAN, DataFlag.B),  # not writable
-        ])
+        ]))
         await sink.flush()
         await wait_until(lambda: sink.pending_batches() == 0)
     finally:
@@ -266,7 +279,7 @@ async def test_batches_of_batch_lines(
         samples = [Sample("s1_co2", T0 + timedelta(milliseconds=100 * i), 10.0 + i / 8)
                    for i in range(1000)]
         for k in range(0, 1000, 250):
-            await sink.on_samples(samples[k:k + 250])
+            await sink.on_samples(block(samples[k:k + 250]))
         await wait_until(lambda: sink.pending_batches() == 0)
         got = series(victoria_metrics, '{__name__="sample_value"}')
         (points,) = got.values()
@@ -345,8 +358,8 @@ async def test_batch_sizes(tmp_path: Path, recorder: tuple[Recorder, str]) -> No
     sink = InfluxSink(make_config(tmp_path, url, batch_lines=100), "site1")
     await sink.start()
     try:
-        await sink.on_samples([Sample("t", T0 + timedelta(seconds=i), float(i))
-                               for i in range(1050)])
+        await sink.on_samples(block([Sample("t", T0 + timedelta(seconds=i), float(i))
+                               for i in range(1050)]))
         await wait_until(lambda: len(rec.bodies) == 10)
         assert sink.pending_batches() == 0
     finally:
