@@ -221,8 +221,22 @@ def _periods_handler(kind: str, level: str) -> Handler:
         if history is None:
             raise ApiError(503, "no historian: stored hours and days are not available")
         rows = await history.period_rows(kind, level.removesuffix("s"), ident, start, end)
-        return _json([row_json(r) for r in rows])
+        return _json([period_json(r) for r in rows])
     return handler
+
+
+# compute.periods.NOT_RUNNING (not imported: compute pulls in numba). A source's hour or day
+# the server did not run for keeps HJ 212 flag B, which would read "communication failure".
+_MISSING_TEXT: Final = {"not_running": {"zh": "服务器未运行", "en": "server not running"}}
+
+
+def period_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored period row as JSON, with `missing_text` (zh and en) saying why a period
+    without data has none when that is not its flag's meaning (None otherwise)."""
+    out = row_json(row)
+    if "missing_reason" in row:
+        out["missing_text"] = _MISSING_TEXT.get(row["missing_reason"])
+    return out
 
 
 async def _get_allowance(request: web.Request) -> web.Response:

@@ -20,22 +20,31 @@ false) and its condition node is deleted. Not implemented: condition branches.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import cast
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, cast
 from zoneinfo import ZoneInfo
 
 from asyncua import ua
 from asyncua.common.events import Event
+from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 
 from alarms.state import MAX_SHELVE
-from model.errors import SinkError
-from model.records import AlarmEvent
+from model.accounts import has_role
+from model.errors import AlarmActionError, SinkError, UnknownRuleError
+from model.protocols import ActionAuditor, AlarmControl, Authenticator
+from model.records import AlarmEvent, AuditRecord
 from model.states import AckState, Condition
 from server.opcua.layout import _GOOD, _READ_ONLY, _ns0, _status
+from server.opcua.users import _CALLER, ACKNOWLEDGE_ROLE, _SessionUser
+
+log = logging.getLogger(__name__)
 
 SEVERITY: dict[str, int] = {Condition.ALARM: 800, Condition.WARNING: 500, Condition.NORMAL: 100}
 """OPC UA Severity (1-1000) of each alarm condition."""
@@ -107,13 +116,44 @@ class _Condition:
             self.last_severity, self.severity_t = self.severity, ev.t
         if ev.comment:
             self.comment, self.user, self.comment_t = ev.comment, ev.user, ev.t
-        if first or ev.cause not in _KEEPS_MESSAGE:
+        # After a restart the first transition may be an action (an acknowledgement): its
+        # text is not the alarm's; restore_messages has put the alarm's text in first.
+        if (first and not self.message) or ev.cause not in _KEEPS_MESSAGE:
             self.message, self.message_zh = ev.message, ev.message_zh
         if ev.cause == "confirm":
             self.confirmed, self.confirmed_t = True, ev.t
         elif not acked and self.acked:  # it rose: a new alarm wants a new confirmation
             self.confirmed, self.confirmed_t = False, ev.t
         self.acked, self.active, self.severity, self.last = acked, active, severity, ev
+
+
+class AlarmOrigins(Protocol):
+    """The alarm journal's read of the transition that set an alarm's text."""
+
+    async def last_alarm_event(self, rule: str, *, skip_causes: Collection[str] = (),
+                               before: datetime | None = None) -> AlarmEvent | None:
+        """The newest journaled transition of `rule` whose cause is not in `skip_causes`
+        (with t < `before` if given)."""
+
+
+async def restore_messages(conditions: dict[str, _Condition], current: Sequence[AlarmEvent],
+                           journal: AlarmOrigins) -> None:
+    """Give each condition whose current event (the alarm list taken at start, after a
+    restart the last journaled transition; or the first transition of a HistoryRead) is
+    an operator's action the text of the transition that raised or changed the alarm
+    before it, from the journal, as its Message.
+
+    Without this, an alarm acknowledged before a restart would show "acknowledged by …"
+    as what is wrong. Call before the condition takes `current`."""
+    for ev in current:
+        cond = conditions.get(ev.rule)
+        if cond is None or cond.last is not None or ev.cause not in _KEEPS_MESSAGE:
+            continue
+        # Strictly earlier: a transition in the same millisecond may have come after it.
+        origin = await journal.last_alarm_event(ev.rule, skip_causes=_KEEPS_MESSAGE,
+                                                before=ev.t)
+        if origin is not None:
+            cond.message, cond.message_zh = origin.message, origin.message_zh
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,3 +347,225 @@ def _local_time(t: datetime, zone: ZoneInfo) -> ua.TimeZoneDataType:
     minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
     return ua.TimeZoneDataType(Offset=cast("ua.Int16", minutes),
                                DaylightSavingInOffset=bool(dst))
+
+
+_SERVICE_ROLE = "engineer"  # Enable / Disable: as the web's out-of-service actions
+_CallResult = ua.CallMethodResult | ua.StatusCode
+
+
+def _event_and_comment(args: Sequence[ua.Variant]) -> tuple[bytes, str] | ua.CallMethodResult:
+    """The (EventId, Comment) arguments of Acknowledge, AddComment and Confirm, or the
+    BadTypeMismatch result naming the argument that is wrong."""
+    event_id, comment = args[0].Value, args[1].Value
+    if isinstance(comment, ua.LocalizedText):
+        comment = comment.Text or ""
+    if not isinstance(event_id, bytes) or not isinstance(comment, str):
+        return _bad_arguments(StatusCodes.BadTypeMismatch,
+                              [isinstance(event_id, bytes), isinstance(comment, str)])
+    return event_id, comment
+
+
+@dataclass(slots=True)
+class ConditionMethods:
+    """The A&C method callbacks of the conditions (Acknowledge, AddComment, Confirm,
+    Enable / Disable, the shelving methods, ConditionRefresh / ConditionRefresh2).
+
+    Each checks the session user's role first, then goes to the alarm engine as
+    "opcua:<user>" and writes the audit record; the new state comes back as an event
+    through the sink. `by_node` and `conditions` are the sink's own (live) dictionaries;
+    `server` and `site` give the running server and the alarms' notifier.
+    """
+
+    users: Authenticator | None
+    alarms: AlarmControl | None
+    audit: ActionAuditor | None
+    by_node: dict[ua.NodeId, _Condition]  # condition or ShelvingState node → condition
+    conditions: dict[str, _Condition]  # rule → condition
+    server: Callable[[], Server | None]
+    site: Callable[[], ua.NodeId]
+
+    async def acknowledge(self, parent: ua.NodeId, *args: ua.Variant) -> _CallResult:
+        """Acknowledge(EventId, Comment) of a condition; a status code, never an exception."""
+        try:
+            return await self._acknowledge_call(parent, args)
+        except Exception:
+            log.exception("OPC UA Acknowledge on %s failed", parent.to_string())
+            return _status(StatusCodes.BadInternalError)
+
+    async def _acknowledge_call(self, parent: ua.NodeId,
+                                args: tuple[ua.Variant, ...]) -> _CallResult:
+        caller = _CALLER.get()
+        # Checked first, so that a refused caller learns nothing about conditions or events.
+        if (self.users is None or not isinstance(caller, _SessionUser) or caller.name is None
+                or not has_role(caller.rights, ACKNOWLEDGE_ROLE)):
+            return _status(StatusCodes.BadUserAccessDenied)
+        cond = self.by_node.get(parent)
+        if cond is None:  # not a condition (Part 9: also when called on the type)
+            return _status(StatusCodes.BadNodeIdUnknown)
+        if len(args) != 2:
+            return _status(StatusCodes.BadArgumentsMissing if len(args) < 2
+                           else StatusCodes.BadTooManyArguments)
+        parsed = _event_and_comment(args)
+        if not isinstance(parsed, tuple):
+            return parsed
+        event_id, comment = parsed
+        if event_id not in cond.event_ids:
+            return _status(StatusCodes.BadEventIdUnknown)
+        if cond.event_ids[event_id]:  # that notification showed it acknowledged
+            return _status(StatusCodes.BadConditionBranchAlreadyAcked)
+        if not comment.strip():  # this plant's rule: an acknowledgement says why
+            return _bad_arguments(StatusCodes.BadInvalidArgument, [True, False])
+        if self.alarms is None:
+            return _status(StatusCodes.BadNotSupported)
+        try:
+            rec = self.alarms.acknowledge(cond.rule, f"opcua:{caller.name}", comment)
+        except UnknownRuleError:
+            return _status(StatusCodes.BadNodeIdUnknown)
+        except AlarmActionError:
+            if cond.last is not None and cond.last.ack_state == AckState.OUT_OF_SERVICE:
+                return _status(StatusCodes.BadConditionDisabled)
+            return _status(StatusCodes.BadConditionBranchAlreadyAcked if cond.acked
+                           else StatusCodes.BadInvalidState)
+        await self._record(rec)
+        return _status(StatusCodes.Good)
+
+    async def _record(self, rec: AuditRecord) -> None:
+        if self.audit is None:
+            return
+        try:
+            result = self.audit.append_record(rec)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the acknowledgement stands; the lost record must be seen
+            log.exception("audit record of an OPC UA acknowledgement failed: %s", rec)
+
+    def method(self, name: str) -> Callable[..., Awaitable[_CallResult]]:
+        """The callback of one condition or shelving method (type's and instances')."""
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> _CallResult:
+            try:
+                return await self._method_call(name, parent, args)
+            except Exception:
+                log.exception("OPC UA %s on %s failed", name, parent.to_string())
+                return _status(StatusCodes.BadInternalError)
+        return call
+
+    async def _method_call(self, name: str, parent: ua.NodeId,
+                           args: tuple[ua.Variant, ...]) -> _CallResult:
+        """AddComment / Confirm (EventId, Comment), Enable, Disable, TimedShelve
+        (ShelvingTime, ms), OneShotShelve, Unshelve: mapped to the alarm engine."""
+        caller = _CALLER.get()
+        needed = _SERVICE_ROLE if name in ("Enable", "Disable") else ACKNOWLEDGE_ROLE
+        # Checked first, so that a refused caller learns nothing about conditions or events.
+        if (self.users is None or not isinstance(caller, _SessionUser) or caller.name is None
+                or not has_role(caller.rights, needed)):
+            return _status(StatusCodes.BadUserAccessDenied)
+        cond = self.by_node.get(parent)
+        if cond is None:
+            return _status(StatusCodes.BadNodeIdUnknown)
+        wanted = 2 if name in ("AddComment", "Confirm") else 1 if name == "TimedShelve" else 0
+        if len(args) != wanted:
+            return _status(StatusCodes.BadArgumentsMissing if len(args) < wanted
+                           else StatusCodes.BadTooManyArguments)
+        if self.alarms is None:
+            return _status(StatusCodes.BadNotSupported)
+        mode = cond.last.ack_state if cond.last is not None else AckState.NORMAL
+        disabled, shelved = mode == AckState.OUT_OF_SERVICE, mode == AckState.SHELVED
+        alarms, user, rule = self.alarms, f"opcua:{caller.name}", cond.rule
+        act: Callable[[], AuditRecord]
+        if name in ("AddComment", "Confirm"):
+            parsed = _event_and_comment(args)
+            if not isinstance(parsed, tuple):
+                return parsed
+            event_id, comment = parsed
+            if event_id not in cond.event_ids:
+                return _status(StatusCodes.BadEventIdUnknown)
+            if disabled:
+                return _status(StatusCodes.BadConditionDisabled)
+            if name == "Confirm" and cond.confirmed:
+                return _status(StatusCodes.BadConditionBranchAlreadyConfirmed)
+            if not comment.strip():  # as for Acknowledge: the comment is the point
+                return _bad_arguments(StatusCodes.BadInvalidArgument, [True, False])
+            note = alarms.confirm if name == "Confirm" else alarms.add_comment
+            act = lambda: note(rule, user, comment)  # noqa: E731
+        elif name == "Disable":
+            if disabled:
+                return _status(StatusCodes.BadConditionAlreadyDisabled)
+            act = lambda: alarms.remove_from_service(  # noqa: E731
+                rule, user, "disabled through OPC UA (Disable)")
+        elif name == "Enable":
+            if not disabled:
+                return _status(StatusCodes.BadConditionAlreadyEnabled)
+            act = lambda: alarms.return_to_service(  # noqa: E731
+                rule, user, "enabled through OPC UA (Enable)")
+        elif disabled:
+            return _status(StatusCodes.BadConditionDisabled)
+        elif name == "Unshelve":
+            if not shelved:
+                return _status(StatusCodes.BadConditionNotShelved)
+            act = lambda: alarms.unshelve(rule, user, "unshelved through OPC UA")  # noqa: E731
+        else:
+            if shelved:  # Part 9: no Timed → Timed; a one-shot shelf is a timed one here
+                return _status(StatusCodes.BadConditionAlreadyShelved)
+            if name == "TimedShelve":
+                ms = args[0].Value
+                if isinstance(ms, bool) or not isinstance(ms, int | float):
+                    return _bad_arguments(StatusCodes.BadTypeMismatch, [False])
+                if not 0 < ms <= MAX_SHELVE.total_seconds() * 1000.0:
+                    return _status(StatusCodes.BadShelvingTimeOutOfRange)
+                span, text = timedelta(milliseconds=ms), "timed shelve through OPC UA"
+            else:
+                # No shelf here ends at return to normal: the longest one allowed instead.
+                span, text = MAX_SHELVE, "one-shot shelve through OPC UA (held the longest allowed)"
+            until = datetime.now(UTC) + span
+            act = lambda: alarms.shelve(rule, user, f"{text} until "  # noqa: E731
+                                        f"{until:%Y-%m-%d %H:%M:%S} UTC", until)
+        try:
+            rec = act()
+        except UnknownRuleError:
+            return _status(StatusCodes.BadNodeIdUnknown)
+        except AlarmActionError:
+            return _status(StatusCodes.BadInvalidState)
+        await self._record(rec)
+        return _status(StatusCodes.Good)
+
+    async def condition_refresh(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        """ConditionRefresh(SubscriptionId) and ConditionRefresh2(SubscriptionId,
+        MonitoredItemId): RefreshStart, every retained condition's last event, RefreshEnd."""
+        try:
+            return await self._refresh(args)
+        except Exception:
+            log.exception("OPC UA ConditionRefresh failed")
+            return _status(StatusCodes.BadInternalError)
+
+    async def _refresh(self, args: tuple[ua.Variant, ...]) -> ua.StatusCode:
+        server = self.server()
+        if server is None:
+            return _status(StatusCodes.BadInvalidState)
+        try:
+            sub_id = int(args[0].Value)
+            mid = int(args[1].Value) if len(args) > 1 else None
+        except (IndexError, TypeError, ValueError):
+            return _status(StatusCodes.BadInvalidArgument)
+        sub = server.iserver.subscription_service.subscriptions.get(sub_id)
+        if sub is None:
+            return _status(StatusCodes.BadSubscriptionIdInvalid)
+        items = sub.monitored_item_srv
+        notifiers = [_SERVER, self.site()]
+        if mid is not None:
+            # asyncua has no public view of a subscription's items; its own
+            # condition_refresh reads the same dictionary.
+            data = items._monitored_items.get(mid)
+            if data is None:
+                return _status(StatusCodes.BadMonitoredItemIdInvalid)
+            watched = data.read_value_id.NodeId if data.read_value_id is not None else None
+            notifiers = [n for n in notifiers if n == watched]
+        for notifier in notifiers:
+            await items.trigger_event(_refresh_event(ObjectIds.RefreshStartEventType, notifier),
+                                      mid)
+        for cond in list(self.conditions.values()):
+            for ev in cond.retained:
+                if ev.emitting_node in notifiers:
+                    await items.trigger_event(ev, mid)
+        for notifier in notifiers:
+            await items.trigger_event(_refresh_event(ObjectIds.RefreshEndEventType, notifier), mid)
+        return _status(StatusCodes.Good)

@@ -3,17 +3,20 @@
 asyncua's HistoryManager keeps its own copy of every value it historizes (a dict or its
 SQLite store); the historian already holds every result, so this manager answers from the
 historian's tables instead and stores nothing itself. Historized: the source and unit
-minute values, CO2Hour, the unit day values and the allowance position; not the running
-totals (today, year to date), which the historian does not keep per minute.
+minute values, CO2Hour, the unit day values, the allowance position and the raw tags
+(Tags/<device>/<tag>: the live value is the last sample, the history its minute statistics,
+see tag_series); not the running totals (today, year to date), which the historian does
+not keep per minute.
 
 Served (OPC UA Part 11): ReadRawModifiedDetails (raw only, NumValuesPerNode and
-continuation points, both time directions), ReadAtTimeDetails (stepped: a minute's value
-holds for its minute) and ReadProcessedDetails with the Part 13 aggregates Average,
-Minimum, Maximum, Count and Total; ReadEventDetails on the Server object and the site
-(the alarm journal, as the AlarmConditionType events the live server sends; forward in
-time only, the WhereClause is not applied). Each value carries the minute start
-(period start; the allowance: the end of its hour) as source timestamp and the StatusCode
-the live value had (from the row's HJ 212 flag).
+continuation points, both time directions; ReturnBounds is not applied),
+ReadAtTimeDetails (stepped: a minute's value holds for its minute) and ReadProcessedDetails
+with the Part 13 aggregates Average, Minimum, Maximum, Count and Total;
+ReadEventDetails on the Server object and the site (the alarm journal, as the
+AlarmConditionType events the live server sends; forward in time only, the WhereClause is
+not applied). Each value carries the minute start (period start; the allowance: the end of
+its hour) as source timestamp and the StatusCode the live value had (from the row's HJ 212
+flag).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import bisect
 import hashlib
 import math
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -35,10 +38,15 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from model.records import AlarmEvent
-from server.opcua.conditions import _SERVER, _Condition, _event_fields, _new_event
+from server.opcua.conditions import (
+    _SERVER,
+    _Condition,
+    _event_fields,
+    _new_event,
+    restore_messages,
+)
 from server.opcua.layout import (
     _GOOD,
-    _SUBSTITUTE,
     ALLOWANCE_VARS,
     SOURCE_VARS,
     UNIT_DAY_VARS,
@@ -47,6 +55,7 @@ from server.opcua.layout import (
     _ns0,
     _status,
     _ts,
+    period_status,
     status_of,
     total_status_of,
 )
@@ -57,6 +66,7 @@ if TYPE_CHECKING:
 MAX_RETURN_DATA_VALUES = 10_000  # per node and call; more come with a continuation point
 MINUTE_S = 60.0  # a minute row's value holds for its minute
 _MS = timedelta(milliseconds=1)
+_FAR_PAST, _FAR_FUTURE = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
 _CP_PREFIX = b"csh1"  # our continuation points: prefix, kind byte, int64 ms (stateless)
 _CP = struct.Struct("<4scq")
 _EVENT_CP = struct.Struct("<4scqi")  # …and how many events at that ms were already sent
@@ -102,16 +112,21 @@ class MinuteHistory(Protocol):
                             limit: int = 10000) -> list[AlarmEvent]:
         """Journaled alarm transitions with start ≤ t < end, oldest first."""
 
+    async def last_alarm_event(self, rule: str, *, skip_causes: Collection[str] = (),
+                               before: datetime | None = None) -> AlarmEvent | None:
+        """The newest journaled transition of `rule` whose cause is not in `skip_causes`
+        (with t < `before` if given)."""
+
 
 def _flag_status(row: dict[str, Any]) -> ua.StatusCode:
     return status_of(row["flag"])
 
 
 def _hour_status(row: dict[str, Any]) -> ua.StatusCode:
-    # As hour_status: Good when valid, substitute when substituted, else the flag's.
-    if row["valid"]:
-        return _GOOD
-    return _SUBSTITUTE if row["substituted"] else status_of(row["flag"])
+    # As hour_status: Good when valid, substitute when substituted, BadNoData when the
+    # server did not run for it, else the flag's.
+    return period_status(row["valid"], row["substituted"], row["flag"],
+                         row.get("missing_reason") or "")
 
 
 def _day_status(row: dict[str, Any]) -> ua.StatusCode:
@@ -139,6 +154,11 @@ class Series:
     period_s: float = MINUTE_S  # how long one row's value holds
     status: Callable[[dict[str, Any]], ua.StatusCode] = _flag_status
     time_column: str = "t_ms"  # the row's source timestamp
+    # Raw tags: the minute's extremes and sample count, for Minimum, Maximum and Count
+    # (None: those aggregates are taken over `column`, one row one value).
+    min_column: str | None = None
+    max_column: str | None = None
+    count_column: str | None = None
 
     async def rows(self, historian: MinuteHistory, start: datetime, end: datetime, *,
                    limit: int | None = None, newest_first: bool = False) -> list[dict[str, Any]]:
@@ -152,11 +172,24 @@ _UNIT_COLUMNS = {"Output": "output_mwh", "Intensity": "intensity_t_mwh"}
 HOUR_S, DAY_S = 3600.0, 86400.0
 
 
+def tag_series(tag: str) -> Series:
+    """A raw tag's history: its minute statistics (historian table tag_minute).
+
+    A value is the minute's mean, stamped with the minute start, with the status of the
+    minute's HJ 212 flag (as the minute results); Minimum and Maximum are the extremes of
+    the samples (the minutes' min and max), Count the number of samples polled in Good
+    minutes, Average and Total are over the minute means.
+    """
+    return Series("tag_minute", tag, "mean", min_column="min", max_column="max",
+                  count_column="count")
+
+
 def historized_series(layout: _Layout) -> dict[ua.NodeId, Series]:
     """The variables the historian holds, by NodeId: source and unit minute values, CO2Hour,
-    the unit day values and the allowance position (not the running totals, which it does
-    not keep)."""
-    out: dict[ua.NodeId, Series] = {}
+    the unit day values, the allowance position and the raw tags' minute statistics (not
+    the running totals, which it does not keep)."""
+    out: dict[ua.NodeId, Series] = {tag_nid: tag_series(tag)
+                                    for tag, tag_nid in layout.tags.items()}
     for source, (writes, _flag) in layout.sources.items():
         for (spec, _get), (nid, _g, _total) in zip(SOURCE_VARS, writes, strict=True):
             column = _COLUMNS.get(spec.name)
@@ -290,17 +323,16 @@ class HistorianHistoryManager(HistoryManager):
             resume = _unpack_cp(rv.ContinuationPoint, b"r")
             if resume is None:
                 return _bad(StatusCodes.BadContinuationPointInvalid)
-        far_past, far_future = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
         if forward:
             assert start is not None
             lo = resume or start
             # Start included, end excluded; equal times ask for values at that time.
-            hi = start + _MS if end == start else (end or far_future)
+            hi = start + _MS if end == start else (end or _FAR_FUTURE)
             rows = await series.rows(self.historian, lo, hi, limit=page + 1)
         else:
             top = cast(datetime, start if start is not None else end)
             hi = (resume or top) + _MS  # start (or a lone end) included
-            lo = end + _MS if start is not None and end is not None else far_past
+            lo = end + _MS if start is not None and end is not None else _FAR_PAST
             rows = await series.rows(self.historian, lo, hi, limit=page + 1,
                                      newest_first=True)
         result = ua.HistoryReadResult(HistoryData=ua.HistoryData(
@@ -346,6 +378,8 @@ class HistorianHistoryManager(HistoryManager):
                 nid = layout.conditions.get(ev.rule) or ua.NodeId(
                     cast("ua.String", f"Alarms.{ev.rule}"), cast("ua.Int16", layout.ns))
                 cond = conditions[ev.rule] = _Condition(ev.rule, nid, set())
+                # A first transition that is an action: the alarm's text from before it.
+                await restore_messages(conditions, [ev], self.historian)
             cond.advance(ev)
             # The journal keeps no EventId: one derived from the row, the same on every read.
             event_id = hashlib.sha256(
@@ -451,17 +485,25 @@ def _aggregate(name: str, rows: list[dict[str, Any]], series: Series, a: datetim
                b: datetime, stamp: datetime) -> ua.DataValue:
     """One interval's aggregate over its Good rows (Part 13 defaults: TreatUncertainAsBad,
     PercentDataGood 100: any non-Good row makes the result Uncertain)."""
-    good = [(r["t"], float(r[series.column]) * series.factor) for r in rows
-            if r[series.column] is not None and series.status(r).is_good()]
+    good_rows = [r for r in rows
+                 if r[series.column] is not None and series.status(r).is_good()]
+    good = [(r["t"], float(r[series.column]) * series.factor) for r in good_rows]
     calculated = _HISTORIAN_CALCULATED if name in ("Average", "Count", "Total") else 0
     code = (StatusCodes.Good if len(good) == len(rows)
             else StatusCodes.UncertainDataSubNormal) | calculated
     if name == "Count":
-        return _dv(float(len(good)), code, stamp, ua.VariantType.Int32)
+        count = (len(good) if series.count_column is None
+                 else sum(int(r[series.count_column]) for r in good_rows))
+        return _dv(float(count), code, stamp, ua.VariantType.Int32)
     if not good:
         return ua.DataValue(ua.Variant(), _status(StatusCodes.BadNoData),
                             SourceTimestamp=_ts(stamp))
     vals = [v for _t, v in good]
+    extreme = (series.min_column if name == "Minimum"
+               else series.max_column if name == "Maximum" else None)
+    if extreme is not None:  # a raw tag: the samples' extremes, not the means'
+        vals = [float(r[extreme]) * series.factor for r in good_rows
+                if r[extreme] is not None] or vals
     if name == "Average":
         value = math.fsum(vals) / len(vals)
     elif name == "Minimum":

@@ -139,6 +139,11 @@ _GOOD = _status(StatusCodes.Good)
 _SUBSTITUTE = _status(StatusCodes.UncertainSubstituteValue)
 _SUBNORMAL = _status(StatusCodes.UncertainSubNormal)
 _WAITING = _status(StatusCodes.BadWaitingForInitialData)
+# A period the server did not run for: no data exists for it (Part 11's BadNoData), which
+# a client must not read as a failure of the plant's communication (BadCommunicationError).
+_NO_DATA = _status(StatusCodes.BadNoData)
+# compute.periods.NOT_RUNNING, not imported here (compute pulls in numba at import).
+NOT_RUNNING = "not_running"
 
 
 def status_of(flag: DataFlag) -> ua.StatusCode:
@@ -148,12 +153,25 @@ def status_of(flag: DataFlag) -> ua.StatusCode:
 
 def hour_status(hour: PeriodResult) -> ua.StatusCode:
     """StatusCode of a closed hour's CO2: Good when valid, UncertainSubstituteValue when
-    its value is a substitute, else the status of its flag (no value)."""
-    if hour.valid:
+    its value is a substitute, BadNoData when the server did not run for it, else the
+    status of its flag (no value)."""
+    return period_status(hour.valid, hour.substituted, hour.flag, hour.missing_reason)
+
+
+def period_status(valid: bool, substituted: bool, flag: DataFlag,
+                  missing_reason: str = "") -> ua.StatusCode:
+    """StatusCode of a closed hour's value (live or from the history), see hour_status.
+
+    An hour the server did not run for keeps HJ 212 flag B (compute/periods.py says why)
+    but is BadNoData here, not BadCommunicationError: no device failed.
+    """
+    if valid:
         return _GOOD
-    if hour.substituted:
+    if substituted:
         return _SUBSTITUTE
-    return status_of(hour.flag)
+    if missing_reason == NOT_RUNNING:
+        return _NO_DATA
+    return status_of(flag)
 
 
 def value_status(value: float, status: ua.StatusCode) -> ua.StatusCode:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -20,17 +19,14 @@ from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
-from alarms.state import MAX_SHELVE
-from model.accounts import has_role
-from model.errors import AlarmActionError, SinkError, UnknownRuleError, os_error_text
+from model.errors import SinkError, os_error_text
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
 from model.records import (
     AlarmEvent,
-    AuditRecord,
     MinuteResult,
     PeriodRecords,
-    Sample,
+    SampleBlock,
     SourceMinute,
     UnitMinute,
 )
@@ -45,7 +41,7 @@ from server.opcua.conditions import (
     _SERVER,
     _SHELVED_STATE_MACHINE_TYPE,
     _SHELVING_METHODS,
-    _bad_arguments,
+    ConditionMethods,
     _check,
     _Condition,
     _condition_extras,
@@ -53,8 +49,8 @@ from server.opcua.conditions import (
     _Field,
     _new_event,
     _reference,
-    _refresh_event,
     _RulesChange,
+    restore_messages,
 )
 from server.opcua.history import (
     MinuteHistory,
@@ -80,12 +76,10 @@ from server.opcua.layout import (
 from server.opcua.locales import _LocaleInternalServer, set_build_info
 from server.opcua.pki import ClientValidator, Pki, host_names
 from server.opcua.users import (
-    _CALLER,
-    ACKNOWLEDGE_ROLE,
     _Server,
-    _SessionUser,
     _UserManager,
 )
+from server.opcua.writer import SampleWriter, ValueWriter
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +108,9 @@ def _quiet_start_failure() -> Iterator[None]:
     finally:
         logger.removeFilter(drop)
 
-_SERVICE_ROLE = "engineer"  # Enable / Disable: as the web's out-of-service actions
 _EVENT_IDS_KEPT = 32  # EventIds per condition that Acknowledge accepts
 _QUEUE_SIZE = 10_000  # alarm transitions waiting to be published
 _Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
-_CallResult = ua.CallMethodResult | ua.StatusCode
-
-
-def _event_and_comment(args: Sequence[ua.Variant]) -> tuple[bytes, str] | ua.CallMethodResult:
-    """The (EventId, Comment) arguments of Acknowledge, AddComment and Confirm, or the
-    BadTypeMismatch result naming the argument that is wrong."""
-    event_id, comment = args[0].Value, args[1].Value
-    if isinstance(comment, ua.LocalizedText):
-        comment = comment.Text or ""
-    if not isinstance(event_id, bytes) or not isinstance(comment, str):
-        return _bad_arguments(StatusCodes.BadTypeMismatch,
-                              [isinstance(event_id, bytes), isinstance(comment, str)])
-    return event_id, comment
 
 
 class OpcUaSink:
@@ -161,9 +141,15 @@ class OpcUaSink:
         # A dry run, so that clashing NodeIds are reported before anything starts.
         self._layout = build_layout(config, ns=0)
         self._server: Server | None = None
+        # Value writes without asyncua's per-write deepcopy (writer.py); set by start().
+        self._writer: ValueWriter | None = None
+        self._samples: SampleWriter | None = None
         self._zone = ZoneInfo(config.site.timezone)
         self._conditions: dict[str, _Condition] = {}
         self._by_node: dict[ua.NodeId, _Condition] = {}
+        # The condition methods (conditions.py) share these dictionaries with the sink.
+        self._methods = ConditionMethods(users, alarms, audit, self._by_node, self._conditions,
+                                         lambda: self._server, lambda: self._layout.site)
         # Set while events are taken; rule changes go in order with the transitions.
         self._queue: asyncio.Queue[AlarmEvent | _RulesChange] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -215,6 +201,8 @@ class OpcUaSink:
                             f"{os_error_text(exc)}") from None
         self._layout = layout
         self._server = server
+        self._writer = ValueWriter(server)
+        self._samples = SampleWriter(self._writer, layout.tags)
 
     async def _configure_security(self, server: Server) -> None:
         """Endpoints, the server certificate, the client trust list and the identities.
@@ -245,9 +233,14 @@ class OpcUaSink:
             raise SinkError("OPC UA sink is not started")
         return self._server
 
+    def _value_writer(self) -> ValueWriter:
+        if self._server is None or self._writer is None:
+            raise SinkError("OPC UA sink is not started")
+        return self._writer
+
     async def on_minute(self, result: MinuteResult) -> None:
         """Write every source and unit variable of one minute result."""
-        server = self._running()
+        writer = self._value_writer()
         layout = self._layout
         t = _ts(result.t)
         now = _ts(datetime.now(UTC))
@@ -262,25 +255,28 @@ class OpcUaSink:
             return ua.DataValue(ua.Variant(flag.name, ua.VariantType.String), _GOOD,
                                 SourceTimestamp=t, ServerTimestamp=now)
 
-        async def write(entry: tuple[list[tuple[ua.NodeId, Callable[[_Rec], float], bool]],
-                                     ua.NodeId] | None, record: _Rec) -> None:
+        items: list[tuple[ua.NodeId, ua.DataValue]] = []
+
+        def write(entry: tuple[list[tuple[ua.NodeId, Callable[[_Rec], float], bool]],
+                               ua.NodeId] | None, record: _Rec) -> None:
             if entry is None:  # not in this server's address space
                 return
             writes, flag_node = entry
             status, total = status_of(record.flag), total_status_of(record.flag)
             for nid, get, is_total in writes:
-                await server.write_attribute_value(
-                    nid, dv(get(record), total if is_total else status))
-            await server.write_attribute_value(flag_node, flag_dv(record.flag))
+                items.append((nid, dv(get(record), total if is_total else status)))
+            items.append((flag_node, flag_dv(record.flag)))
 
         for src in result.sources:
-            await write(layout.sources.get(src.source), src)
+            write(layout.sources.get(src.source), src)
         for unit in result.units:
-            await write(layout.units.get(unit.unit), unit)
+            write(layout.units.get(unit.unit), unit)
+        # One block: the monitored items see the whole minute in the same publish.
+        await writer.write_nodes(items)
 
     async def on_period(self, records: PeriodRecords) -> None:
         """Write a closed hour's CO2Hour and allowance position, or a closed day's unit values."""
-        server = self._running()
+        writer = self._value_writer()
         layout = self._layout
         now = _ts(datetime.now(UTC))
 
@@ -294,12 +290,11 @@ class OpcUaSink:
             for src in records.sources:
                 nid = layout.hours.get(src.source)
                 if nid is not None:
-                    await server.write_attribute_value(nid, dv(src.co2_t, hour_status(src),
-                                                               records.t))
+                    await writer.write(nid, dv(src.co2_t, hour_status(src), records.t))
             if records.allowance is not None:
                 # An accounting figure without a flag, as of the end of the hour.
                 for anid, aget in layout.allowance:
-                    await server.write_attribute_value(
+                    await writer.write(
                         anid, dv(aget(records.allowance), _GOOD, records.t_end))
             return
         for unit in records.units:
@@ -307,21 +302,13 @@ class OpcUaSink:
             for unid, uget, is_diff in layout.unit_days.get(unit.unit, ()):
                 code = (_status(StatusCodes.UncertainEngineeringUnitsExceeded)
                         if is_diff and unit.reconciliation_exceeded else status)
-                await server.write_attribute_value(unid, dv(uget(unit), code, records.t))
+                await writer.write(unid, dv(uget(unit), code, records.t))
 
-    async def on_samples(self, samples: Sequence[Sample]) -> None:
-        """Write the latest value of each raw tag in the batch; unknown tags are ignored."""
-        server = self._running()
-        tags = self._layout.tags
-        now = _ts(datetime.now(UTC))
-        for tag, sample in {s.tag: s for s in samples}.items():
-            nid = tags.get(tag)
-            if nid is None:
-                continue
-            await server.write_attribute_value(nid, ua.DataValue(
-                ua.Variant(float(sample.value), ua.VariantType.Double),
-                value_status(sample.value, status_of(sample.flag)),
-                SourceTimestamp=_ts(sample.t), ServerTimestamp=now))
+    async def on_samples(self, block: SampleBlock) -> None:
+        """Write the latest value of each raw tag in the block; unknown tags are ignored."""
+        self._value_writer()
+        assert self._samples is not None  # set with the writer
+        await self._samples.write(block, _ts(datetime.now(UTC)))
 
     async def stop(self) -> None:
         """Stop the server and release its port."""
@@ -353,11 +340,11 @@ class OpcUaSink:
         _check(await isession.add_references(
             [_reference(_SERVER, ObjectIds.HasNotifier, layout.site)]), "Server HasNotifier site")
         for method in _REFRESH_METHODS:
-            isession.add_method_callback(_ns0(method), self._condition_refresh)
-        isession.add_method_callback(_ACKNOWLEDGE, self._acknowledge)
-        isession.add_method_callback(_CONFIRM, self._method("Confirm"))
+            isession.add_method_callback(_ns0(method), self._methods.condition_refresh)
+        isession.add_method_callback(_ACKNOWLEDGE, self._methods.acknowledge)
+        isession.add_method_callback(_CONFIRM, self._methods.method("Confirm"))
         for name, method in (*_CONDITION_METHODS.items(), *_SHELVING_METHODS.items()):
-            isession.add_method_callback(_ns0(method), self._method(name))
+            isession.add_method_callback(_ns0(method), self._methods.method(name))
         if self.alarms is not None:
             self._unsubscribe_rules = self.alarms.on_rules_changed(self._rules_changed)
         current = self.alarms.alarm_list() if self.alarms is not None else []
@@ -369,6 +356,8 @@ class OpcUaSink:
         try:
             for rule in dict.fromkeys([*layout.conditions, *(e.rule for e in current)]):
                 await self._add_condition(server, layout, rule)
+            if self.history is not None:  # an acknowledged alarm keeps its text as Message
+                await restore_messages(self._conditions, current, self.history)
         except BaseException:
             await self._stop_alarms()
             raise
@@ -422,9 +411,10 @@ class OpcUaSink:
                             f"{exc}") from exc
         _check(await isession.add_references(
             [_reference(layout.site, ObjectIds.HasCondition, nid)]), f"alarm rule {rule!r}")
-        for method, callback in (("Acknowledge", self._acknowledge),
-                                 *((m, self._method(m)) for m in _CONDITION_METHODS),
-                                 *((f"ShelvingState.{m}", self._method(m))
+        methods = self._methods
+        for method, callback in (("Acknowledge", methods.acknowledge),
+                                 *((m, methods.method(m)) for m in _CONDITION_METHODS),
+                                 *((f"ShelvingState.{m}", methods.method(m))
                                    for m in _SHELVING_METHODS)):
             mid = ua.NodeId(cast("ua.String", f"{prefix}.{method}"), cast("ua.Int16", ns))
             if mid in created:
@@ -538,189 +528,3 @@ class OpcUaSink:
             if value is not None and nid in cond.nodes:
                 await server.write_attribute_value(nid, ua.DataValue(
                     ua.Variant(value, vtype), _GOOD, ServerTimestamp=now))
-
-    async def _acknowledge(self, parent: ua.NodeId, *args: ua.Variant) -> _CallResult:
-        """Acknowledge(EventId, Comment) of a condition; a status code, never an exception."""
-        try:
-            return await self._acknowledge_call(parent, args)
-        except Exception:
-            log.exception("OPC UA Acknowledge on %s failed", parent.to_string())
-            return _status(StatusCodes.BadInternalError)
-
-    async def _acknowledge_call(self, parent: ua.NodeId,
-                                args: tuple[ua.Variant, ...]) -> _CallResult:
-        caller = _CALLER.get()
-        # Checked first, so that a refused caller learns nothing about conditions or events.
-        if (self.users is None or not isinstance(caller, _SessionUser) or caller.name is None
-                or not has_role(caller.rights, ACKNOWLEDGE_ROLE)):
-            return _status(StatusCodes.BadUserAccessDenied)
-        cond = self._by_node.get(parent)
-        if cond is None:  # not a condition (Part 9: also when called on the type)
-            return _status(StatusCodes.BadNodeIdUnknown)
-        if len(args) != 2:
-            return _status(StatusCodes.BadArgumentsMissing if len(args) < 2
-                           else StatusCodes.BadTooManyArguments)
-        parsed = _event_and_comment(args)
-        if not isinstance(parsed, tuple):
-            return parsed
-        event_id, comment = parsed
-        if event_id not in cond.event_ids:
-            return _status(StatusCodes.BadEventIdUnknown)
-        if cond.event_ids[event_id]:  # that notification showed it acknowledged
-            return _status(StatusCodes.BadConditionBranchAlreadyAcked)
-        if not comment.strip():  # this plant's rule: an acknowledgement says why
-            return _bad_arguments(StatusCodes.BadInvalidArgument, [True, False])
-        if self.alarms is None:
-            return _status(StatusCodes.BadNotSupported)
-        try:
-            rec = self.alarms.acknowledge(cond.rule, f"opcua:{caller.name}", comment)
-        except UnknownRuleError:
-            return _status(StatusCodes.BadNodeIdUnknown)
-        except AlarmActionError:
-            if cond.last is not None and cond.last.ack_state == AckState.OUT_OF_SERVICE:
-                return _status(StatusCodes.BadConditionDisabled)
-            return _status(StatusCodes.BadConditionBranchAlreadyAcked if cond.acked
-                           else StatusCodes.BadInvalidState)
-        await self._record(rec)
-        return _status(StatusCodes.Good)
-
-    async def _record(self, rec: AuditRecord) -> None:
-        if self.audit is None:
-            return
-        try:
-            result = self.audit.append_record(rec)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # the acknowledgement stands; the lost record must be seen
-            log.exception("audit record of an OPC UA acknowledgement failed: %s", rec)
-
-    def _method(self, name: str) -> Callable[..., Awaitable[_CallResult]]:
-        """The callback of one condition or shelving method (type's and instances')."""
-        async def call(parent: ua.NodeId, *args: ua.Variant) -> _CallResult:
-            try:
-                return await self._method_call(name, parent, args)
-            except Exception:
-                log.exception("OPC UA %s on %s failed", name, parent.to_string())
-                return _status(StatusCodes.BadInternalError)
-        return call
-
-    async def _method_call(self, name: str, parent: ua.NodeId,
-                           args: tuple[ua.Variant, ...]) -> _CallResult:
-        """AddComment / Confirm (EventId, Comment), Enable, Disable, TimedShelve
-        (ShelvingTime, ms), OneShotShelve, Unshelve: mapped to the alarm engine."""
-        caller = _CALLER.get()
-        needed = _SERVICE_ROLE if name in ("Enable", "Disable") else ACKNOWLEDGE_ROLE
-        # Checked first, so that a refused caller learns nothing about conditions or events.
-        if (self.users is None or not isinstance(caller, _SessionUser) or caller.name is None
-                or not has_role(caller.rights, needed)):
-            return _status(StatusCodes.BadUserAccessDenied)
-        cond = self._by_node.get(parent)
-        if cond is None:
-            return _status(StatusCodes.BadNodeIdUnknown)
-        wanted = 2 if name in ("AddComment", "Confirm") else 1 if name == "TimedShelve" else 0
-        if len(args) != wanted:
-            return _status(StatusCodes.BadArgumentsMissing if len(args) < wanted
-                           else StatusCodes.BadTooManyArguments)
-        if self.alarms is None:
-            return _status(StatusCodes.BadNotSupported)
-        mode = cond.last.ack_state if cond.last is not None else AckState.NORMAL
-        disabled, shelved = mode == AckState.OUT_OF_SERVICE, mode == AckState.SHELVED
-        alarms, user, rule = self.alarms, f"opcua:{caller.name}", cond.rule
-        act: Callable[[], AuditRecord]
-        if name in ("AddComment", "Confirm"):
-            parsed = _event_and_comment(args)
-            if not isinstance(parsed, tuple):
-                return parsed
-            event_id, comment = parsed
-            if event_id not in cond.event_ids:
-                return _status(StatusCodes.BadEventIdUnknown)
-            if disabled:
-                return _status(StatusCodes.BadConditionDisabled)
-            if name == "Confirm" and cond.confirmed:
-                return _status(StatusCodes.BadConditionBranchAlreadyConfirmed)
-            if not comment.strip():  # as for Acknowledge: the comment is the point
-                return _bad_arguments(StatusCodes.BadInvalidArgument, [True, False])
-            note = alarms.confirm if name == "Confirm" else alarms.add_comment
-            act = lambda: note(rule, user, comment)  # noqa: E731
-        elif name == "Disable":
-            if disabled:
-                return _status(StatusCodes.BadConditionAlreadyDisabled)
-            act = lambda: alarms.remove_from_service(  # noqa: E731
-                rule, user, "disabled through OPC UA (Disable)")
-        elif name == "Enable":
-            if not disabled:
-                return _status(StatusCodes.BadConditionAlreadyEnabled)
-            act = lambda: alarms.return_to_service(  # noqa: E731
-                rule, user, "enabled through OPC UA (Enable)")
-        elif disabled:
-            return _status(StatusCodes.BadConditionDisabled)
-        elif name == "Unshelve":
-            if not shelved:
-                return _status(StatusCodes.BadConditionNotShelved)
-            act = lambda: alarms.unshelve(rule, user, "unshelved through OPC UA")  # noqa: E731
-        else:
-            if shelved:  # Part 9: no Timed → Timed; a one-shot shelf is a timed one here
-                return _status(StatusCodes.BadConditionAlreadyShelved)
-            if name == "TimedShelve":
-                ms = args[0].Value
-                if isinstance(ms, bool) or not isinstance(ms, int | float):
-                    return _bad_arguments(StatusCodes.BadTypeMismatch, [False])
-                if not 0 < ms <= MAX_SHELVE.total_seconds() * 1000.0:
-                    return _status(StatusCodes.BadShelvingTimeOutOfRange)
-                span, text = timedelta(milliseconds=ms), "timed shelve through OPC UA"
-            else:
-                # No shelf here ends at return to normal: the longest one allowed instead.
-                span, text = MAX_SHELVE, "one-shot shelve through OPC UA (held the longest allowed)"
-            until = datetime.now(UTC) + span
-            act = lambda: alarms.shelve(rule, user, f"{text} until "  # noqa: E731
-                                        f"{until:%Y-%m-%d %H:%M:%S} UTC", until)
-        try:
-            rec = act()
-        except UnknownRuleError:
-            return _status(StatusCodes.BadNodeIdUnknown)
-        except AlarmActionError:
-            return _status(StatusCodes.BadInvalidState)
-        await self._record(rec)
-        return _status(StatusCodes.Good)
-
-    async def _condition_refresh(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
-        """ConditionRefresh(SubscriptionId) and ConditionRefresh2(SubscriptionId,
-        MonitoredItemId): RefreshStart, every retained condition's last event, RefreshEnd."""
-        try:
-            return await self._refresh(args)
-        except Exception:
-            log.exception("OPC UA ConditionRefresh failed")
-            return _status(StatusCodes.BadInternalError)
-
-    async def _refresh(self, args: tuple[ua.Variant, ...]) -> ua.StatusCode:
-        server = self._server
-        if server is None:
-            return _status(StatusCodes.BadInvalidState)
-        try:
-            sub_id = int(args[0].Value)
-            mid = int(args[1].Value) if len(args) > 1 else None
-        except (IndexError, TypeError, ValueError):
-            return _status(StatusCodes.BadInvalidArgument)
-        sub = server.iserver.subscription_service.subscriptions.get(sub_id)
-        if sub is None:
-            return _status(StatusCodes.BadSubscriptionIdInvalid)
-        items = sub.monitored_item_srv
-        notifiers = [_SERVER, self._layout.site]
-        if mid is not None:
-            # asyncua has no public view of a subscription's items; its own
-            # condition_refresh reads the same dictionary.
-            data = items._monitored_items.get(mid)
-            if data is None:
-                return _status(StatusCodes.BadMonitoredItemIdInvalid)
-            watched = data.read_value_id.NodeId if data.read_value_id is not None else None
-            notifiers = [n for n in notifiers if n == watched]
-        for notifier in notifiers:
-            await items.trigger_event(_refresh_event(ObjectIds.RefreshStartEventType, notifier),
-                                      mid)
-        for cond in list(self._conditions.values()):
-            for ev in cond.retained:
-                if ev.emitting_node in notifiers:
-                    await items.trigger_event(ev, mid)
-        for notifier in notifiers:
-            await items.trigger_event(_refresh_event(ObjectIds.RefreshEndEventType, notifier), mid)
-        return _status(StatusCodes.Good)

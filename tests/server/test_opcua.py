@@ -26,8 +26,10 @@ from model.records import (
     PeriodRecords,
     PeriodResult,
     Sample,
+    SampleBlock,
     SiteMinute,
     SourceMinute,
+    TagTable,
     UnitMinute,
     UnitPeriod,
 )
@@ -36,6 +38,11 @@ from server.opcua.layout import unece_unit_id
 from server.opcua.sink import OpcUaSink
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_config, plant_dict
+
+
+def block(samples: list[Sample]) -> SampleBlock:
+    """The samples as one block, over a table of their tags."""
+    return SampleBlock.of_samples(TagTable(tuple(dict.fromkeys(s.tag for s in samples))), samples)
 
 NS_URI = "urn:carbonscada:testsite"
 T = datetime(2025, 3, 14, 6, 30, tzinfo=UTC)  # minute start
@@ -169,7 +176,7 @@ async def test_browse_source_and_read_minute_values(client: Client, sink: OpcUaS
 async def test_flags_map_to_status_codes(client: Client, sink: OpcUaSink) -> None:
     bad = dataclasses.replace(SOURCE, valid=False, flag=DataFlag.B)
     no_output = dataclasses.replace(UNIT, output_mwh=0.0, intensity_t_mwh=math.nan)
-    await sink.on_minute(dataclasses.replace(RESULT, sources=(bad,), units=(no_output,)))
+    await sink.on_minute(RESULT.replace(sources=(bad,), units=(no_output,)))
 
     minute = await read(await by_id(client, "U1.S1.CO2Minute"))
     assert minute.status == StatusCodes.BadCommunicationError
@@ -193,7 +200,7 @@ async def test_flags_map_to_status_codes(client: Client, sink: OpcUaSink) -> Non
              DataFlag.F: StatusCodes.BadOutOfService}
     for data_flag, code in cases.items():
         src = dataclasses.replace(SOURCE, valid=False, flag=data_flag)
-        await sink.on_minute(dataclasses.replace(RESULT, sources=(src,)))
+        await sink.on_minute(RESULT.replace(sources=(src,)))
         assert (await read(await by_id(client, "U1.S1.CO2Dry"))).status == code, data_flag
     # A stopped unit's totals are complete.
     today = await read(await by_id(client, "U1.S1.CO2Today"))
@@ -204,12 +211,12 @@ async def test_raw_sample_updates_tag(client: Client, sink: OpcUaSink) -> None:
     node = await child(client, [*SITE_PATH, "Tags", "cems1", "s1_co2"])
     t1 = datetime(2025, 3, 14, 6, 30, 1, tzinfo=UTC)
     t2 = datetime(2025, 3, 14, 6, 30, 2, tzinfo=UTC)
-    await sink.on_samples([Sample("s1_co2", t1, 11.9), Sample("no_such_tag", t1, 1.0),
-                           Sample("s1_co2", t2, 12.1)])
+    await sink.on_samples(block([Sample("s1_co2", t1, 11.9), Sample("no_such_tag", t1, 1.0),
+                           Sample("s1_co2", t2, 12.1)]))
     r = await read(node)
     assert (r.value, r.status, r.source_t) == (12.1, StatusCodes.Good, t2)
 
-    await sink.on_samples([Sample("s1_temp", t2, 50.0, DataFlag.D)])
+    await sink.on_samples(block([Sample("s1_temp", t2, 50.0, DataFlag.D)]))
     r = await read(await by_id(client, "Tags.cems1.s1_temp"))
     assert r.status == StatusCodes.BadSensorFailure
 
@@ -262,7 +269,7 @@ async def test_subscription_receives_update(client: Client, sink: OpcUaSink) -> 
     await asyncio.wait_for(handler.values.get(), 5)  # the current value, whatever it is
 
     src = dataclasses.replace(SOURCE, co2_kg=3300.25)
-    await sink.on_minute(dataclasses.replace(RESULT, sources=(src,)))
+    await sink.on_minute(RESULT.replace(sources=(src,)))
     assert await asyncio.wait_for(handler.values.get(), 5) == 3300.25
     await subscription.delete()
 
