@@ -210,7 +210,12 @@ async def test_totals_continue_after_restart(tmp_path: Path, victoria_metrics: V
         await asyncio.sleep(MINUTE_S + 0.5)
         async with Client(second.opcua_url, timeout=10) as client:
             ns = await client.get_namespace_index("urn:carbonscada:testsite")
-            dv = await client.get_node(f"ns={ns};s=U1.S1.CO2Today").read_data_value()
+            node = client.get_node(f"ns={ns};s=U1.S1.CO2Today")
+            for _ in range(100):  # bounded: under load the minute may reach OPC UA later
+                dv = await node.read_data_value(raise_on_bad_status=False)
+                if dv.Value is not None and dv.Value.Value is not None:
+                    break
+                await asyncio.sleep(0.1)
         t_ms = round(dv.SourceTimestamp.timestamp() * 1000)
     finally:
         assert await second.stop() == 0
