@@ -39,17 +39,12 @@ With `--benchmark-disable` (make test) every case runs one short round, as a che
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
 import statistics
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +53,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from bench.fast_modbus_sim import RegisterBank, serve
+from bench.simproc import SimProcess
 from compute.tagstore import TagStore
 from drivers.base import Driver, create_drivers
 from drivers.bus import Bus
@@ -82,7 +78,6 @@ DEVICES_PER_ENDPOINT = 1  # devices sharing a (host, port), each with its own un
 POINTS_PER_ROUND = {1: 60_000, 10: 100_000, 100: 200_000}
 ROUNDS = 5
 CHECK_POINTS = {1: 4_000, 10: 8_000, 100: 80_000}  # one round with --benchmark-disable
-SIM = Path(__file__).with_name("fast_modbus_sim.py")
 FC = {"holding": 3, "input": 4}
 
 
@@ -163,47 +158,10 @@ def device_configs(n: int, ports: Sequence[int], per_endpoint: int = DEVICES_PER
 
 # --- the simulator process ----------------------------------------------------------------
 
-class SimProcess:
-    """bench/fast_modbus_sim.py in a child process, serving every device of MAPS."""
-
-    def __init__(self) -> None:
-        endpoints = math.ceil(len(MAPS) / DEVICES_PER_ENDPOINT)
-        spec = {"endpoints": endpoints, "tables": [t for m in MAPS for t in m.tables]}
-        self.proc = subprocess.Popen([sys.executable, str(SIM)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(spec) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"simulator exited with {self.proc.wait()}")
-        self.ports: list[int] = json.loads(line)["ports"]
-        self.served: dict[str, int] = {}
-
-    def cpu_s(self) -> float:
-        """CPU seconds the simulator used so far (user + system); NaN off Linux."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()  # end of file: the simulator stops and reports
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        out = self.proc.stdout.read()
-        self.proc.stdout.close()
-        self.served = json.loads(out.splitlines()[-1]) if out.strip() else {}
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimProcess]:
-    proc = SimProcess()
+    endpoints = math.ceil(len(MAPS) / DEVICES_PER_ENDPOINT)
+    proc = SimProcess({"endpoints": endpoints, "tables": [t for m in MAPS for t in m.tables]})
     try:
         yield proc
     finally:

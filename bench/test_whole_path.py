@@ -61,7 +61,6 @@ import math
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -74,6 +73,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.simproc import SimProcess
+from bench.test_real_minute import plant_dict as real_minute_plant
 from model.records import SampleBlock
 from server.config import Plant, parse_plant
 from server.looplag import LoopLagProbe
@@ -83,7 +84,6 @@ from tests.fixtures.victoria import VictoriaMetrics
 
 HOST = "127.0.0.1"
 HERE = Path(__file__).parent
-SIM = HERE / "fast_modbus_sim.py"
 CLIENT = HERE / "opcua_latency_client.py"
 PER_DEVICE = 100  # CEMS sources a device serves (bench/test_real_minute.py's layout)
 INPUTS = [("velocity", "m/s", 15.0), ("temp", "°C", 50.0), ("static", "Pa", -500.0),
@@ -174,38 +174,22 @@ def unit_of(d: int) -> int:
 def plant_dict(size: Size, ports: Sequence[int], var: Path,
                influx_url: str | None) -> dict[str, Any]:
     """bench/test_real_minute.py's layout, each device on its own simulator port."""
-    devices, units = [], []
-    for d in range(size.devices):
-        tags: list[dict[str, Any]] = []
-        sources = []
-        for s in range(PER_DEVICE):
-            k = d * PER_DEVICE + s
-            tags += [{"id": f"s{k}_{name}", "register": 12 * s + 2 * j, "unit": unit}
-                     for j, (name, unit, _) in enumerate(INPUTS)]
-            sources.append({
-                "id": f"S{k}", "name": f"Stack {k}", "area_m2": 20.0,
-                "inputs": {"velocity_m_s": {"tag": f"s{k}_velocity"},
-                           "co2_pct": {"tag": f"s{k}_co2"}, "temp_c": {"tag": f"s{k}_temp"},
-                           "static_pa": {"tag": f"s{k}_static"}, "baro_pa": {"value": 101325.0},
-                           "moisture_pct": {"tag": f"s{k}_moisture"}}})
-        tags.append({"id": f"u{d}_power", "register": 12 * PER_DEVICE, "unit": "MW"})
-        devices.append({"id": f"dev{d}", "protocol": "modbus_tcp", "host": HOST,
-                        "port": ports[d], "device_id": unit_of(d),
-                        "poll_interval_s": size.poll_s, "timeout_s": 5.0, "tags": tags})
-        units.append({"id": f"U{d}", "name": f"Unit {d}", "output": {
-            "power_mw": {"tag": f"u{d}_power"}}, "sources": sources})
-    cfg: dict[str, Any] = {
+    cfg = real_minute_plant(size.sources)
+    for d, dev in enumerate(cfg["devices"]):
+        dev.update(host=HOST, port=ports[d], device_id=unit_of(d),
+                   poll_interval_s=size.poll_s, timeout_s=5.0)
+    cfg.update({
         "site": {"id": "whole", "name": "Whole path", "timezone": "UTC"},
         "clock": {"minute_seconds": size.minute_s,
                   "min_samples_per_minute": max(1, size.samples_per_minute - 1),
                   "close_grace_s": min(2.0, size.minute_s / 4)},
-        "devices": devices, "units": units, "allowance": {"annual_t": 4e9},
+        "allowance": {"annual_t": 4e9},
         "opcua": {"endpoint": f"opc.tcp://{HOST}:{free_port()}", "allow_none": True,
                   "anonymous": True, "trust_all_clients": True,
                   "pki_dir": str(var / "pki")},
         "web": ({"host": HOST, "port": free_port()} if size.web else {"enabled": False}),
         "historian": {"path": str(var / "historian.sqlite")},
-    }
+    })
     if influx_url is not None:
         cfg["influx"] = {"url": influx_url, "flush_interval_s": 0.5,
                          "outbox_path": str(var / "outbox.sqlite")}
@@ -213,45 +197,6 @@ def plant_dict(size: Size, ports: Sequence[int], var: Path,
 
 
 # --- processes ----------------------------------------------------------------------------
-
-class SimProcess:
-    """bench/fast_modbus_sim.py serving every device's table, one port per device."""
-
-    def __init__(self, size: Size) -> None:
-        tables = [register_table(unit_of(d)) for d in range(min(size.devices, MAX_UNIT))]
-        spec = {"endpoints": size.devices, "tables": tables}
-        self.proc = subprocess.Popen([sys.executable, str(SIM)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(spec) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"simulator exited with {self.proc.wait()}")
-        self.ports: list[int] = json.loads(line)["ports"]
-        self.served: dict[str, int] = {}
-
-    def cpu_s(self) -> float:
-        """CPU seconds the simulator used so far; NaN off Linux."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        """Close its stdin (it stops and reports), kill it if it does not."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        out = self.proc.stdout.read()
-        self.proc.stdout.close()
-        self.served = json.loads(out.splitlines()[-1]) if out.strip() else {}
-
 
 class LatencyClient:
     """bench/opcua_latency_client.py in a child process."""
@@ -648,7 +593,8 @@ def test_whole_path(benchmark: Any, tmp_path: Path, table: _Table) -> None:
                        f"{size.minute_s:g}-s minutes")
     var = tmp_path / "var"
     var.mkdir()
-    sim = SimProcess(size)
+    tables = [register_table(unit_of(d)) for d in range(min(size.devices, MAX_UNIT))]
+    sim = SimProcess({"endpoints": size.devices, "tables": tables})
     vm = VictoriaMetrics(free_port(), tmp_path / "victoria") if size.influx else None
     try:
         if vm is not None:
