@@ -43,6 +43,10 @@ log = logging.getLogger("carbonscada")
 
 SAMPLE_BATCH_S = 0.05  # raw readings reach the sinks in blocks of this interval
 POLL_CHECK_S = 0.01  # how often a closing minute looks whether every device polled past it
+# At most this long after start, the minute cycle waits for every device's first poll
+# (answered or failed) before it picks its first minute; a device still connecting then
+# is a device failing, and its minutes are flagged.
+FIRST_POLLS_WAIT_S = 10.0
 
 
 # The sinks a plant may have, like the driver registry: when the plant has one, what must
@@ -392,7 +396,17 @@ class Runtime:
     async def _minute_loop(self) -> None:
         minute = timedelta(seconds=self.config.clock.minute_seconds)
         grace = self.config.clock.close_grace_s
-        end = self.clock.next_minute(datetime.now(UTC))
+        # The first minute calculated is the first one every device polled all through. The
+        # minute the server started in (and one begun before the first polls) was partly
+        # not watched: calculated, it would read flag B, "communication failure", although
+        # no device failed. Not calculated, its hour tells "not running" (issue 11).
+        started = datetime.now(UTC)
+        await self._wait_for_polls(started, FIRST_POLLS_WAIT_S)
+        polled = datetime.now(UTC)
+        first = self.clock.next_minute(polled)
+        log.info("minutes are calculated from %s on (the server started at %s, every device "
+                 "polled by %s)", first.isoformat(), started.isoformat(), polled.isoformat())
+        end = first + minute
         while True:
             await self._wait_for_polls(end, grace)
             began = time.perf_counter()

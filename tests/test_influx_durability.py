@@ -65,8 +65,10 @@ def outbox_empty(var: Path) -> bool:
         return bool(con.execute("SELECT count(*) FROM batches").fetchone()[0] == 0)
 
 
-def historian_points(var: Path) -> tuple[dict[int, float], dict[tuple[str, int], float]]:
-    """co2_kg by minute (ms) of S1, and raw sample values by (tag, ms), from the historian."""
+def historian_points(var: Path) -> tuple[dict[int, float | None],
+                                         dict[tuple[str, int], float]]:
+    """co2_kg by minute (ms) of S1 (None: invalid), and raw sample values by (tag, ms),
+    from the historian."""
     with db(var) as con:
         minutes = dict(con.execute("SELECT t_ms, co2_kg FROM source_minute WHERE source='S1'"))
         samples: dict[tuple[str, int], float] = {}
@@ -110,13 +112,16 @@ async def drain_and_stop(plant: Plant, var: Path) -> None:
 
 def assert_nothing_lost(var: Path, vm: VictoriaMetrics) -> dict[str, int]:
     minutes, samples = historian_points(var)
-    got_minutes, dup_m = vm_points(vm, 'co2_source_co2_kg{source="S1"}', None)
+    # Every minute is owed its line: `valid` is in each (an invalid minute has no co2_kg,
+    # its value NULL in the historian, so presence is looked up by `valid`).
+    got_valid, dup_m = vm_points(vm, 'co2_source_valid{source="S1"}', None)
+    got_minutes, _ = vm_points(vm, 'co2_source_co2_kg{source="S1"}', None)
     got_samples, dup_s = vm_points(vm, "sample_value", "tag")
-    lost_minutes = [t for t in minutes if ("", t) not in got_minutes]
+    lost_minutes = [t for t in minutes if ("", t) not in got_valid]
     lost_samples = [k for k in samples if k not in got_samples]
     # VictoriaMetrics keeps about 15 significant digits of a float64.
-    changed = [(t, v, got_minutes[("", t)]) for t, v in minutes.items()
-               if ("", t) in got_minutes and got_minutes[("", t)] != pytest.approx(v, rel=1e-12)]
+    changed = [(t, v, got_minutes.get(("", t))) for t, v in minutes.items()
+               if v is not None and got_minutes.get(("", t)) != pytest.approx(v, rel=1e-12)]
     assert (len(lost_minutes), len(lost_samples), len(changed)) == (0, 0, 0), (
         f"lost {len(lost_minutes)} of {len(minutes)} minutes, {len(lost_samples)} of "
         f"{len(samples)} samples; {len(changed)} minutes differ: {changed[:3]}")
