@@ -17,11 +17,11 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.bus import Bus, DeviceStats, OnEvent, PollResult, flagged
-from drivers.codec import BIT_FUNCTIONS, Block, BlockDecoder, plan_reads
+from drivers.bus import Bus, OnEvent, PollResult, flagged
+from drivers.codec import BIT_FUNCTIONS, Block, BlockDecoder
 from drivers.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig, SerialLinkConfig, bus_key
 from drivers.link import Backoff, BusStats, LinkDown
-from drivers.modbus_tcp import ModbusTcpLink, ModbusTcpPoller
+from drivers.modbus_tcp import ModbusTcpLink, ModbusTcpPoller, ModbusUnit
 from model.errors import DriverError
 from model.flags import DataFlag
 from model.records import TagTable
@@ -193,29 +193,17 @@ class ModbusLink:
         return values
 
 
-class ModbusPoller:
+class ModbusPoller(ModbusUnit[ModbusDevice, "ModbusLink"]):
     """Reads the planned blocks of one Modbus unit."""
 
     def __init__(self, device: ModbusDevice, link: ModbusLink) -> None:
-        self.device = device
-        self.device_id = device.id
-        self.poll_interval_s = device.poll_interval_s
-        self.link = link
-        self.where = f"device {device.id} ({link.name} unit {device.device_id})"
-        self.stats = DeviceStats(device=device.id)
-        self._blocks = plan_reads(device.tags, device.max_gap)
-        self._tags = [t.id for t in device.tags]
-        pos = {t: i for i, t in enumerate(self._tags)}
+        super().__init__(device, link)
         # decoder, positions of its tags in tag_ids() order, scales and offsets, per block,
         # worked out once: a reply is then decoded, scaled and placed by array operations.
         self._decoders = [
-            (BlockDecoder(b), np.array([pos[t.id] for t, _ in b.tags], np.intp),
-             np.array([t.scale for t, _ in b.tags]), np.array([t.offset for t, _ in b.tags]))
-            for b in self._blocks]
-
-    def tag_ids(self) -> list[str]:
-        """Every tag the device emits."""
-        return self._tags
+            (BlockDecoder(b), at, np.array([t.scale for t, _ in b.tags]),
+             np.array([t.offset for t, _ in b.tags]))
+            for b, at in zip(self._blocks, self._at, strict=True)]
 
     async def poll(self) -> PollResult:
         """Read every block once; B readings for what could not be read."""

@@ -18,16 +18,26 @@ import asyncio
 import struct
 from collections import deque
 from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from pymodbus.constants import ExcCodes
 
 from drivers.bus import DeviceStats, PollResult
 from drivers.codec import BIT_FUNCTIONS, ArrayDecoder, Block, plan_reads, reply_bytes
-from drivers.config import ModbusTcpDeviceConfig, bus_key
+from drivers.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig, bus_key
 from drivers.link import Backoff, BusStats, LinkDown
 from model.errors import DriverError
 from model.flags import DataFlag
+
+
+class _Named(Protocol):
+    name: str
+
+
+# The configuration of the unit (TCP or RTU) and the link (this module's or pymodbus').
+DeviceT = TypeVar("DeviceT", bound=ModbusTcpDeviceConfig | ModbusRtuDeviceConfig)
+LinkT = TypeVar("LinkT", bound=_Named)
 
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 MBAP_BYTES = 6  # transaction id, protocol id, length (the unit id is counted in length)
@@ -352,11 +362,12 @@ class ModbusTcpLink:
             self._fail(req, LinkDown(f"{why} reading {req.label}"))
 
 
-class ModbusTcpPoller:
-    """Reads the planned blocks of one Modbus TCP unit, all of them in flight at once."""
+class ModbusUnit(Generic[DeviceT, LinkT]):
+    """What every Modbus poller knows of its unit: the device, its link, the blocks it is
+    read in and where each block's tags go in the poll's arrays (tag_ids() order)."""
 
-    def __init__(self, device: ModbusTcpDeviceConfig, link: ModbusTcpLink) -> None:
-        self.device = device
+    def __init__(self, device: DeviceT, link: LinkT) -> None:
+        self.device: DeviceT = device
         self.device_id = device.id
         self.poll_interval_s = device.poll_interval_s
         self.link = link
@@ -366,16 +377,23 @@ class ModbusTcpPoller:
         self._tags = [t.id for t in device.tags]
         pos = {t: i for i, t in enumerate(self._tags)}
         self._at = [np.array([pos[t.id] for t, _ in b.tags], np.intp) for b in self._blocks]
+
+    def tag_ids(self) -> list[str]:
+        """Every tag the device emits."""
+        return self._tags
+
+
+class ModbusTcpPoller(ModbusUnit[ModbusTcpDeviceConfig, "ModbusTcpLink"]):
+    """Reads the planned blocks of one Modbus TCP unit, all of them in flight at once."""
+
+    def __init__(self, device: ModbusTcpDeviceConfig, link: ModbusTcpLink) -> None:
+        super().__init__(device, link)
         self._decode = ArrayDecoder(self._blocks, self._at, len(self._tags))
         scale = np.array([t.scale for t in device.tags])
         offset = np.array([t.offset for t in device.tags])
         self._scale = None if (scale == 1.0).all() else scale
         self._offset = None if (offset == 0.0).all() else offset
         self._bits = all(b.function in BIT_FUNCTIONS for b in self._blocks)
-
-    def tag_ids(self) -> list[str]:
-        """Every tag the device emits."""
-        return self._tags
 
     async def poll(self) -> PollResult:
         """Read every block once (pipelined); B readings for the blocks not read."""
