@@ -22,7 +22,7 @@ from model.errors import ConfigError, SinkError, os_error_text
 from model.protocols import AlarmControl, Authenticator
 from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
 from web.auth import AuditLogLike, LoginThrottle, SessionStore
-from web.collaborators import AlarmHistory, DeviceStatus, PeriodHistory
+from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodHistory
 from web.config import WebPlantConfig
 from web.handlers import build_app
 from web.hub import Hub
@@ -91,6 +91,7 @@ class WebSink:
                  devices: DeviceStatus | None = None, users: Authenticator | None = None,
                  audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
                  journal: AlarmHistory | None = None, monitor: Monitor | None = None,
+                 minutes: MinuteHistory | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -102,6 +103,7 @@ class WebSink:
         self._alarms = alarms
         self._journal = journal
         self._monitor = monitor
+        self._minutes = minutes
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -142,7 +144,7 @@ class WebSink:
         app = build_app(self.live, self._hub, self._history, self._devices,
                         sessions=self.sessions, throttle=self.throttle, users=self._users,
                         audit=self._audit, alarms=self._alarms, journal=self._journal,
-                        secure_cookies=ctx is not None)
+                        minutes=self._minutes, secure_cookies=ctx is not None)
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

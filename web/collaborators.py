@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from model.records import AlarmEvent, DeliveryRecord
 
@@ -15,6 +15,19 @@ class PeriodHistory(Protocol):
     async def period_rows(self, kind: str, level: str, ident: str, start: datetime,
                           end: datetime) -> list[dict[str, Any]]:
         """Stored rows of one source, stream or unit with start ≤ t < end, oldest first."""
+        ...
+
+
+@runtime_checkable
+class MinuteHistory(Protocol):
+    """Where stored minutes come from (the historian): source_minute, unit_minute and
+    tag_minute rows."""
+
+    async def history_rows(self, table: str, ident: str, start: datetime, end: datetime, *,
+                           time_column: str = "t_ms", limit: int | None = None,
+                           newest_first: bool = False) -> list[dict[str, Any]]:
+        """Rows of one source, unit or tag of `table` with start ≤ t < end, oldest first, at
+        most `limit`; the time in "t" (UTC datetime), "flag" as a DataFlag."""
         ...
 
 

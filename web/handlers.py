@@ -20,7 +20,7 @@ from aiohttp import web
 from model.errors import AlarmActionError, ConfigError, UnknownRuleError
 from model.protocols import AlarmControl, Authenticator
 from model.records import AuditRecord
-from model.times import TimeRangeError, later_by, parse_time
+from model.times import TimeRangeError, later_by
 from web.auth import (
     SECURE_COOKIES,
     SESSIONS,
@@ -36,14 +36,17 @@ from web.auth import (
     require,
     set_session_cookie,
 )
-from web.collaborators import AlarmHistory, DeviceStatus, PeriodHistory
+from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodHistory
+from web.history import HistoryContext, add_history_routes
 from web.hub import Client, Hub
 from web.live import LiveState
 from web.monitoring import add_monitoring_routes
+from web.openapi import add_openapi_routes
+from web.params import parse_user_time as _parse_time
+from web.params import span as _span
 from web.serialize import (
     Json,
     alarm_json,
-    allowance_json,
     audit_entry_json,
     audit_record_json,
     delivery_json,
@@ -169,32 +172,6 @@ def _object(body: Json, name: str) -> Json:
     return value
 
 
-def _parse_time(text: str, what: str) -> datetime:
-    # The project's one time rule (model/times.py): a 400 naming `what` and the range.
-    try:
-        return parse_time(text, what)
-    except TimeRangeError as exc:
-        raise ApiError(400, str(exc)) from None
-
-
-def _time_param(request: web.Request, name: str) -> datetime:
-    text = request.query.get(name)
-    if not text:
-        raise ApiError(400, f"query parameter '{name}' is required (ISO 8601 with offset, "
-                            "e.g. 2026-11-21T00:00:00+08:00)")
-    return _parse_time(text, f"query parameter '{name}'")
-
-
-def _span(request: web.Request, longest: timedelta, what: str) -> tuple[datetime, datetime]:
-    """The ?from=…&to=… of a request, checked."""
-    start, end = _time_param(request, "from"), _time_param(request, "to")
-    if end <= start:
-        raise ApiError(400, "'to' must be after 'from'")
-    if end - start > longest:
-        raise ApiError(400, f"at most {longest.days} days of {what} per request")
-    return start, end
-
-
 # -- live values and stored periods
 
 
@@ -240,8 +217,8 @@ def period_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _get_allowance(request: web.Request) -> web.Response:
-    latest = request.app[LIVE].allowance
-    return _json(allowance_json(*latest) if latest else allowance_json(None, None))
+    # The same object /site embeds as "allowance": one answer to one question.
+    return _json(request.app[LIVE].allowance_json())
 
 
 async def _get_units(request: web.Request) -> web.Response:
@@ -551,9 +528,15 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
               devices: DeviceStatus | None = None, *, sessions: SessionStore | None = None,
               throttle: LoginThrottle | None = None, users: Authenticator | None = None,
               audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
-              journal: AlarmHistory | None = None,
+              journal: AlarmHistory | None = None, minutes: MinuteHistory | None = None,
               secure_cookies: bool = False) -> web.Application:
-    """The aiohttp application serving `live`, `history` and the logged-in actions."""
+    """The aiohttp application serving `live`, `history` and the logged-in actions.
+
+    Stored minutes come from `minutes`, or from `history` when it serves them too (the
+    historian does).
+    """
+    if minutes is None and isinstance(history, MinuteHistory):
+        minutes = history
     web_cfg = live.config.web
     app = web.Application(middlewares=[_errors_middleware, csrf_middleware],
                           client_max_size=64 * 1024)
@@ -585,6 +568,8 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
             app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))
+    add_history_routes(app, HistoryContext(live, minutes, history), api)
+    add_openapi_routes(app, api)  # /api/v1/openapi.json and /api/v1/docs
     app.router.add_post(f"{api}/login", _login)
     app.router.add_post(f"{api}/logout", _logout)
     app.router.add_get(f"{api}/session", _get_session)

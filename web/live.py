@@ -24,6 +24,7 @@ from web.serialize import (
     UNIT_FIELDS,
     Json,
     alarm_json,
+    allowance_json,
     iso_utc,
     listed,
     num,
@@ -160,9 +161,22 @@ class LiveState:
         }
         for name in SITE_FIELDS:
             out[name] = num(getattr(site, name)) if site else None
-        if site is None:
-            out["allowance_annual_t"] = num(cfg.allowance.annual_t)
+        # One allowance answer (issue 14): the position /allowance serves, at the latest
+        # closed hour, not the minute's running figure (which counted the open hour and
+        # disagreed with /allowance and OPC UA). The flat fields repeat it for old clients.
+        pos = self.allowance[1] if self.allowance is not None else None
+        out["allowance_annual_t"] = num(pos.annual_t if pos else cfg.allowance.annual_t)
+        out["allowance_used_pct"] = num(pos.used_pct) if pos else None
+        out["allowance_headroom_t"] = num(pos.headroom_t) if pos else None
+        out["allowance"] = self.allowance_json()
         return out
+
+    def allowance_json(self) -> Json:
+        """The allowance position at the end of the latest closed hour (what /allowance
+        serves and /site embeds); only {"t": null} before the first closed hour."""
+        if self.allowance is None:
+            return allowance_json(None, None)
+        return allowance_json(*self.allowance)
 
     def alarms_json(self) -> list[Json]:
         """Listed alarms: alarms, then warnings, then returned ones; newest first in each."""

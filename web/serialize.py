@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 
 from model.records import AlarmEvent, AllowancePosition, AuditRecord, DeliveryRecord
@@ -38,6 +38,12 @@ def iso_utc(t: datetime | None) -> str | None:
         return None
     spec = "milliseconds" if t.microsecond else "seconds"
     return t.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def iso_local(t: datetime, tz: tzinfo) -> str:
+    """ISO 8601 in plant local time with its offset, e.g. 2026-01-01T08:00:00+08:00."""
+    spec = "milliseconds" if t.microsecond else "seconds"
+    return t.astimezone(tz).isoformat(timespec=spec)
 
 
 def num(x: float | None) -> float | None:

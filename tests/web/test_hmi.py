@@ -18,7 +18,7 @@ from server.audit import AuditLog
 from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_config
-from tests.web.test_api import T0, alarm_event, minute_result, source_minute
+from tests.web.test_api import HOUR0, T0, alarm_event, minute_result, source_minute, stored_hour
 from tests.web.test_auth import at, plant
 from web.app import WebSink
 
@@ -65,6 +65,9 @@ async def test_hmi_shows_live_values_and_connection_state(port: int, page: Page)
         # Before the first minute the configured source is listed with no values.
         await expect(page.locator('[data-source="S1"][data-field="co2_kg"]')).to_have_text("—")
 
+        # The allowance shown is the latest closed hour's position (0.4973296 % used), the
+        # one /allowance serves, not the minute's running figure (issue 14).
+        await sink.on_period(stored_hour(HOUR0, 196.96223))
         await sink.on_minute(minute_result())
         src = 'tr[data-source-row="S1"]'
         await expect(page.locator(f'{src} [data-field="co2_kg"]')).to_have_text("3,282.70")
@@ -86,7 +89,7 @@ async def test_hmi_shows_live_values_and_connection_state(port: int, page: Page)
         await expect(page.locator(f'{unit}[data-field="co2_today_t"]')).to_have_text("1,234.57")
         site = '[data-site="site"]'
         await expect(page.locator(f'{site}[data-field="allowance_used_pct"]')).to_have_text(
-            "11.42")
+            "0.50")
         await expect(page.locator(f'{site}[data-field="co2_ytd_t"]')).to_have_text("456,789")
 
         sink.on_alarm(alarm_event())

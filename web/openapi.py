@@ -1,0 +1,517 @@
+"""The OpenAPI 3.1 description of the web sink, served at /api/v1/openapi.json, and a page
+rendering it at /api/v1/docs.
+
+Written by hand next to the routes of web/handlers.py, web/history.py and
+web/monitoring.py; tests/web/test_openapi.py checks that every route is described and
+tests/web/test_openapi_schemathesis.py that the answers match it. The page is rendered
+on the server as plain HTML and CSS (no script, nothing from outside: the control room
+has no internet, and the CSP allows only the server itself).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Final
+
+from aiohttp import web
+
+from web.auth import COOKIE, CSRF_HEADER
+from web.history import MAX_MINUTE_ROWS, MAX_POINTS, SOURCE_MINUTE_FIELDS
+from web.serialize import SITE_FIELDS, SOURCE_FIELDS, UNIT_FIELDS, Json, dumps
+
+VERSION: Final = "1.0.0"
+
+_NUM: Final = {"type": ["number", "null"]}
+_STR_OR_NULL: Final = {"type": ["string", "null"]}
+_TIME: Final = {"type": ["string", "null"], "description": "ISO 8601"}
+_INT: Final = {"type": "integer"}
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] | None = None,
+         extra: bool = True) -> Json:
+    """An object schema; every listed property required unless `required` says otherwise."""
+    out: Json = {"type": "object", "properties": props,
+                 "required": list(props if required is None else required)}
+    if not extra:
+        out["additionalProperties"] = False
+    return out
+
+
+_ALLOWANCE_FIELDS: Final = ("annual_t", "ytd_t", "year_fraction", "days_left",
+                            "trailing_30d_t", "prorated_t", "used_pct", "headroom_t",
+                            "forecast_year_end_t", "forecast_shortfall_t",
+                            "carbon_price_cny_t", "shortfall_cost_cny")
+
+_STATS: Final = _obj({"min": _NUM, "max": _NUM, "mean": _NUM})
+
+SCHEMAS: Final[dict[str, Json]] = {
+    "Error": _obj({"error": {"type": "string"},
+                   "problems": {"type": "array", "items": _obj(
+                       {"path": {"type": "string"}, "problem": {"type": "string"}})}},
+                  required=("error",)),
+    "Source": _obj({"id": {"type": "string"}, "name": {"type": "string"},
+                    "name_zh": {"type": "string"}, "unit": {"type": "string"}, "t": _TIME,
+                    **{f: _NUM for f in SOURCE_FIELDS},
+                    "valid": {"type": ["boolean", "null"]}, "flag": _STR_OR_NULL}),
+    "Unit": _obj({"id": {"type": "string"}, "name": {"type": "string"},
+                  "name_zh": {"type": "string"},
+                  "sources": {"type": "array", "items": {"type": "string"}}, "t": _TIME,
+                  **{f: _NUM for f in UNIT_FIELDS},
+                  "valid": {"type": ["boolean", "null"]}, "flag": _STR_OR_NULL}),
+    "Allowance": {**_obj({"t": _TIME, **{f: _NUM for f in _ALLOWANCE_FIELDS}},
+                         required=("t",)),
+                  "description": "Year-to-date emissions against the annual allowance at "
+                                 "the end of the latest closed hour; only t (null) before "
+                                 "the first closed hour."},
+    "Site": _obj({"id": {"type": "string"}, "name": {"type": "string"},
+                  "name_zh": {"type": "string"}, "timezone": {"type": "string"},
+                  "minute_seconds": {"type": "number"}, "t": _TIME,
+                  **{f: _NUM for f in SITE_FIELDS}, "allowance": _ref("Allowance")}),
+    "Alarm": _obj({"rule": {"type": "string"}, "t": _TIME, "state": {"type": "string"},
+                   "previous": {"type": "string"}, "value": _NUM, "limit": _NUM,
+                   "target": {"type": "string"}, "message": {"type": "string"},
+                   "message_zh": {"type": "string"}, "ack_state": {"type": "string"},
+                   "previous_ack_state": {"type": "string"}, "cause": {"type": "string"},
+                   "kind": {"type": "string"}, "area": {"type": "string"},
+                   "user": {"type": "string"}, "comment": {"type": "string"},
+                   "shelved_until": _TIME}),
+    "Devices": _obj({"buses": {"type": "array", "items": {"type": "object"}}}),
+    "PeriodRow": {**_obj({"t": {"type": "string"}, "valid": {"type": "boolean"},
+                          "flag": {"type": "string"}}),
+                  "description": "A stored hour or day: the historian's columns, times in "
+                                 "UTC, null for missing numbers."},
+    "Minute": _obj({"t": {"type": "string"}, "t_end": {"type": "string"},
+                    "flag": {"type": "string"}, "valid": {"type": "boolean"},
+                    "substitution": {"type": "string"}, "count": _INT,
+                    "mean": _NUM, "min": _NUM, "max": _NUM,
+                    **{f: _NUM for f in SOURCE_MINUTE_FIELDS}, "output_mwh": _NUM,
+                    "intensity_t_mwh": _NUM},
+                   required=("t", "t_end", "flag")),
+    "Bucket": {**_obj({"t": {"type": "string"}, "t_end": {"type": "string"}, "n": _INT,
+                       "n_valid": _INT, "count": _INT,
+                       "flags": {"type": "object",
+                                 "additionalProperties": {"type": "integer"}},
+                       "min": {"oneOf": [_NUM, _STATS]}, "max": {"oneOf": [_NUM, _STATS]},
+                       "mean": {"oneOf": [_NUM, _STATS]},
+                       **{f: _STATS for f in SOURCE_MINUTE_FIELDS}, "output_mwh": _STATS,
+                       "intensity_t_mwh": _STATS},
+                      required=("t", "t_end", "n", "flags")),
+               "description": "Minutes t ≤ minute < t_end: per value of a source or unit "
+                              "its min, max and mean; of a tag the min of the minute "
+                              "minimums, the max of the maximums, the mean weighted by "
+                              "the sample counts and the summed count."},
+    "MinuteSeries": _obj({
+        "kind": {"enum": ["source", "unit", "tag"]}, "id": {"type": "string"},
+        "from": {"type": "string"}, "to": {"type": "string"},
+        "timezone": {"type": "string"}, "minute_seconds": {"type": "number"},
+        "fields": {"type": "array", "items": {"type": "string"}},
+        "points": {"type": ["integer", "null"]}, "bucket_seconds": {"type": "number"},
+        "minutes": {"type": "array", "items": _ref("Minute")},
+        "buckets": {"type": "array", "items": _ref("Bucket")}},
+        required=("kind", "id", "from", "to", "timezone", "minute_seconds", "fields",
+                  "points")),
+    "Month": _obj({"month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                   "t": {"type": "string"}, "t_end": {"type": "string"}, "days": _INT,
+                   "valid_days": _INT, "co2_t": _NUM, "co2_measured_t": _NUM,
+                   "n_valid": _INT, "n_substituted": _INT, "n_missing": _INT,
+                   "substituted_days": _INT, "co2_cems_t": _NUM, "co2_factor_t": _NUM,
+                   "output_mwh": _NUM, "intensity_t_mwh": _NUM,
+                   "reconciliation_exceeded_days": _INT},
+                  required=("month", "t", "t_end", "days", "valid_days")),
+    "Session": _obj({"user": {"type": "string"}, "role": {"type": "string"},
+                     "csrf_token": {"type": "string"}, "expires": {"type": "string"},
+                     "idle_timeout_s": {"type": "number"}}),
+    "LoggedOut": _obj({"user": {"type": "null"}}),
+    "AuditRecord": _obj({"t": _TIME, "user": {"type": "string"},
+                         "action": {"type": "string"}, "rule": {"type": "string"},
+                         "comment": {"type": "string"}, "until": _TIME}),
+    "AlarmActionResult": _obj({"audit": _ref("AuditRecord"),
+                               "alarm": {"oneOf": [_ref("Alarm"), {"type": "null"}]}}),
+    "Delivery": _obj({"t": _TIME, "channel": {"type": "string"}, "rule": {"type": "string"},
+                      "state": {"type": "string"}, "kind": {"type": "string"},
+                      "outcome": {"type": "string"}, "attempt": _INT,
+                      "error": {"type": "string"}}),
+    "AuditEntry": _obj({"seq": _INT, "t": _TIME, "user": {"type": "string"},
+                        "action": {"type": "string"}, "target": {"type": "string"},
+                        "detail": {"type": ["object", "null"]},
+                        "prev_hash": {"type": "string"}, "hash": {"type": "string"}}),
+    "AlarmRule": {"type": "object", "description": "An alarm rule as configured "
+                                                   "(alarms/config.py)."},
+}
+
+
+def _json_response(description: str, schema: Json) -> Json:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> Json:
+    return _json_response(description, _ref("Error"))
+
+
+def _text(description: str, content_type: str = "text/plain") -> Json:
+    return {"description": description,
+            "content": {content_type: {"schema": {"type": "string"}}}}
+
+
+def _array(name: str) -> Json:
+    return {"type": "array", "items": _ref(name)}
+
+
+def _id(example: str) -> Json:
+    return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+            "example": example}
+
+
+# Examples of ids, per kind (those of the demo plant).
+_EXAMPLE_ID: Final = {"source": "S1", "unit": "U1", "stream": "U1_coal", "tag": "s1_co2"}
+_ID: Final = _id("S1")
+_RULE: Final = {"name": "rule", "in": "path", "required": True,
+                "schema": {"type": "string"}}
+
+
+def _time_query(name: str, what: str, example: str) -> Json:
+    return {"name": name, "in": "query", "required": True, "example": example,
+            "description": f"{what}: ISO 8601 with a UTC offset, e.g. "
+                           "2026-11-21T00:00:00+08:00, from 1970-01-01T00:00:00Z to "
+                           "2200-01-01T00:00:00Z",
+            "schema": {"type": "string", "format": "date-time"}}
+
+
+_RANGE: Final = [_time_query("from", "start (included)", "2026-01-01T08:00:00+08:00"),
+                 _time_query("to", "end (excluded)", "2026-01-01T10:00:00+08:00")]
+_NOT_FOUND: Final = {"404": _error("no such id")}
+_BAD: Final = {"400": _error("a parameter is missing or wrong; the message names it")}
+_NO_HISTORIAN: Final = {"503": _error("the server runs without a historian")}
+_LOGIN: Final = {"401": _error("not logged in"),
+                 "403": _error("the role is too low (or, for a change, the CSRF token is "
+                               "missing or wrong)")}
+_COOKIE: Final[list[dict[str, list[str]]]] = [{"session": []}]
+_COMMENT_BODY: Final = {"required": True, "content": {"application/json": {"schema": _obj(
+    {"comment": {"type": "string", "minLength": 1, "maxLength": 1000}})}}}
+
+
+def _get(summary: str, ok: Json, *, params: list[Json] | None = None,
+         errors: dict[str, Json] | None = None, tags: tuple[str, ...] = (),
+         auth: bool = False) -> Json:
+    op: Json = {"summary": summary, "tags": list(tags),
+                "responses": {"200": ok, **(errors or {})}}
+    if params:
+        op["parameters"] = params
+    if auth:
+        op["security"] = _COOKIE
+    return op
+
+
+def _change(summary: str, ok: Json, body: Json | None, *, errors: dict[str, Json],
+            tags: tuple[str, ...], status: str = "200", auth: bool = True) -> Json:
+    op: Json = {"summary": summary, "tags": list(tags), "responses": {status: ok, **errors}}
+    if body is not None:
+        op["requestBody"] = body
+    if auth:
+        op["security"] = [{"session": [], "csrf": []}]
+    return op
+
+
+def _periods(kind: str, level: str) -> Json:
+    return _get(f"Stored {level} of one {kind}, oldest first (times UTC)",
+                _json_response(f"the {level}", _array("PeriodRow")),
+                params=[_id(_EXAMPLE_ID[kind]), *_RANGE],
+                errors={**_BAD, **_NOT_FOUND, **_NO_HISTORIAN}, tags=("history",))
+
+
+def _minutes(kind: str) -> Json:
+    what = {"source": "the minute results incl. flags and substitution",
+            "unit": "the unit's minute values (output, CO₂, intensity)",
+            "tag": "the minute statistics (min, max, mean, count) of the raw tag"}[kind]
+    points = {"name": "points", "in": "query", "required": False,
+              "description": f"cut the range into at most this many buckets of whole minutes "
+                             f"(1 to {MAX_POINTS}), keeping min, max and mean; without it at "
+                             f"most {MAX_MINUTE_ROWS} minutes are answered one by one",
+              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_POINTS},
+              "example": 4}
+    return _get(f"Stored minutes of one {kind} over a range (at most 31 days): {what}; "
+                "times in plant local time with the offset",
+                _json_response("the minutes, or the buckets with points", _ref("MinuteSeries")),
+                params=[_id(_EXAMPLE_ID[kind]), *_RANGE, points],
+                errors={**_BAD, **_NOT_FOUND, **_NO_HISTORIAN}, tags=("history",))
+
+
+def _months(kind: str) -> Json:
+    return _get(f"Stored days of one {kind} summed by plant-local calendar month "
+                "(at most 3660 days)",
+                _json_response("the months, oldest first", _array("Month")),
+                params=[_id(_EXAMPLE_ID[kind]), *_RANGE],
+                errors={**_BAD, **_NOT_FOUND, **_NO_HISTORIAN}, tags=("history",))
+
+
+def _paths() -> dict[str, Json]:
+    api = "/api/v1"
+    paths: dict[str, Json] = {
+        "/": {"get": _get("The control-room HMI page", _text("HTML page", "text/html"),
+                          tags=("page",))},
+        "/static/{filename}": {"get": _get(
+            "Files of the HMI page (scripts, styles, fonts)",
+            {"description": "the file", "content": {"*/*": {"schema": {}}}},
+            params=[{"name": "filename", "in": "path", "required": True,
+                     "schema": {"type": "string"}}],
+            # aiohttp's static files answer these with an empty body, not the error shape.
+            errors={"403": {"description": "refused (empty body)"},
+                    "404": {"description": "no such file (empty body)"}},
+            tags=("page",))},
+        "/ws": {"get": {
+            "summary": "WebSocket of live values: a snapshot on connect, then every minute "
+                       "and alarm as JSON messages; what the client sends is ignored",
+            "tags": ["live"],
+            "responses": {"101": {"description": "switching to the WebSocket protocol"},
+                          "400": {"description": "not a WebSocket upgrade request"}}}},
+        f"{api}/sources": {"get": _get("Latest minute of every source",
+                                       _json_response("the sources", _array("Source")),
+                                       tags=("live",))},
+        f"{api}/sources/{{id}}": {"get": _get(
+            "Latest minute of one source", _json_response("the source", _ref("Source")),
+            params=[_ID], errors=_NOT_FOUND, tags=("live",))},
+        f"{api}/units": {"get": _get("Latest minute of every unit",
+                                     _json_response("the units", _array("Unit")),
+                                     tags=("live",))},
+        f"{api}/site": {"get": _get(
+            "Site identity, time zone, latest totals and the allowance position (the same "
+            "object as /allowance)", _json_response("the site", _ref("Site")),
+            tags=("live",))},
+        f"{api}/alarms": {"get": _get("Listed alarms: alarms, then warnings, then the rest; "
+                                      "newest first in each",
+                                      _json_response("the alarms", _array("Alarm")),
+                                      tags=("alarms",))},
+        f"{api}/allowance": {"get": _get(
+            "The allowance position at the end of the latest closed hour",
+            _json_response("the position", _ref("Allowance")), tags=("live",))},
+        f"{api}/devices": {"get": _get("Every bus and its devices: state, errors, latency",
+                                       _json_response("the buses", _ref("Devices")),
+                                       tags=("live",))},
+        f"{api}/openapi.json": {"get": _get(
+            "This description", _json_response("OpenAPI 3.1", {"type": "object"}),
+            tags=("docs",))},
+        f"{api}/docs": {"get": _get("This description as a page",
+                                    _text("HTML page", "text/html"), tags=("docs",))},
+        f"{api}/docs.css": {"get": _get("The style of the description page",
+                                        _text("CSS", "text/css"), tags=("docs",))},
+        f"{api}/login": {"post": _change(
+            "Log in; sets the session cookie and answers the CSRF token",
+            _json_response("logged in", _ref("Session")),
+            {"required": True, "content": {"application/json": {"schema": _obj(
+                {"user": {"type": "string"}, "password": {"type": "string"}})}}},
+            errors={**_BAD, "401": _error("wrong user name or password"),
+                    "429": _error("too many failed logins; see Retry-After"),
+                    "503": _error("no user store")}, tags=("session",), auth=False)},
+        f"{api}/logout": {"post": _change(
+            "Log out (ends the session if there is one)",
+            _json_response("logged out", _ref("LoggedOut")), None,
+            errors={"403": _error("CSRF token missing or wrong")}, tags=("session",))},
+        f"{api}/session": {"get": _get("The current session",
+                                       _json_response("the session", _ref("Session")),
+                                       errors={"401": _error("not logged in")},
+                                       tags=("session",), auth=True)},
+        f"{api}/alarms/journal": {"get": _get(
+            "Journaled alarm transitions, oldest first (at most 366 days, 10 000 rows)",
+            _json_response("the events", _array("Alarm")),
+            params=[*_RANGE, {"name": "rule", "in": "query", "required": False,
+                              "schema": {"type": "string"}}],
+            errors={**_BAD, **_NO_HISTORIAN}, tags=("alarms",))},
+        f"{api}/alarm-rules": {
+            "get": _get("The alarm rules in force (viewer or higher)",
+                        _json_response("the rules", _array("AlarmRule")),
+                        errors={**_LOGIN, "503": _error("no alarm engine")},
+                        tags=("alarms",), auth=True),
+            "put": _change("Replace every alarm rule (engineer)",
+                           _json_response("the rules now", _array("AlarmRule")),
+                           {"required": True, "content": {"application/json": {
+                               "schema": _obj({"rules": _array("AlarmRule"),
+                                               "comment": {"type": "string"}})}}},
+                           errors={**_BAD, **_LOGIN, "409": _error("refused now")},
+                           tags=("alarms",)),
+            "post": _change("Add an alarm rule (engineer)",
+                            _json_response("the rules now", _array("AlarmRule")),
+                            {"required": True, "content": {"application/json": {
+                                "schema": _obj({"rule": _ref("AlarmRule"),
+                                                "comment": {"type": "string"}})}}},
+                            errors={**_BAD, **_LOGIN, "409": _error("exists already")},
+                            tags=("alarms",), status="201")},
+        f"{api}/alarm-rules/{{id}}": {
+            "parameters": [_id("s1_rate_high")],
+            "put": _change("Change one alarm rule (engineer)",
+                           _json_response("the rules now", _array("AlarmRule")),
+                           {"required": True, "content": {"application/json": {
+                               "schema": _obj({"rule": _ref("AlarmRule"),
+                                               "comment": {"type": "string"}})}}},
+                           errors={**_BAD, **_LOGIN, **_NOT_FOUND,
+                                   "409": _error("refused now")}, tags=("alarms",)),
+            "delete": _change("Delete one alarm rule (engineer)",
+                              _json_response("the rules now", _array("AlarmRule")),
+                              _COMMENT_BODY, errors={**_BAD, **_LOGIN, **_NOT_FOUND,
+                                                     "409": _error("refused now")},
+                              tags=("alarms",))},
+        f"{api}/deliveries": {"get": _get(
+            "Notification delivery log, oldest first (operator or higher)",
+            _json_response("the deliveries", _array("Delivery")), params=_RANGE,
+            errors={**_BAD, **_LOGIN, **_NO_HISTORIAN}, tags=("alarms",), auth=True)},
+        f"{api}/audit": {"get": _get(
+            "The audit log, oldest first (engineer or higher)",
+            _json_response("the entries", _array("AuditEntry")), params=_RANGE,
+            errors={**_BAD, **_LOGIN, "503": _error("no audit log")}, tags=("admin",),
+            auth=True)},
+        "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
+                                 _text("metrics"), errors={"404": _text("no monitor")},
+                                 tags=("monitoring",))},
+        "/health": {"get": _get("Liveness: ok while the server runs",
+                                _text("ok"), errors={"503": _text("what stopped")},
+                                tags=("monitoring",))},
+        "/ready": {"get": _get("Readiness: ready once the server serves everything",
+                               _text("ready"), errors={"503": _text("what it waits for")},
+                               tags=("monitoring",))},
+    }
+    for kind in ("source", "unit", "stream"):
+        for level in ("hours", "days"):
+            paths[f"{api}/{kind}s/{{id}}/{level}"] = {"get": _periods(kind, level)}
+    for kind in ("source", "unit", "tag"):
+        paths[f"{api}/{kind}s/{{id}}/minutes"] = {"get": _minutes(kind)}
+    for kind in ("source", "unit"):
+        paths[f"{api}/{kind}s/{{id}}/months"] = {"get": _months(kind)}
+    actions = {"acknowledge": ("operator", None),
+               "shelve": ("operator", {"minutes": {"type": "number", "exclusiveMinimum": 0},
+                                       "until": {"type": "string", "format": "date-time"}}),
+               "unshelve": ("operator", None), "out-of-service": ("engineer", None),
+               "return-to-service": ("engineer", None)}
+    for action, (role, more) in actions.items():
+        schema = _obj({"comment": {"type": "string", "minLength": 1, "maxLength": 1000},
+                       **(more or {})}, required=("comment",))
+        paths[f"{api}/alarms/{{rule}}/{action}"] = {"post": {
+            **_change(f"{action.replace('-', ' ').capitalize()} an alarm ({role} or higher)",
+                      _json_response("the audit record and the alarm as listed now",
+                                     _ref("AlarmActionResult")),
+                      {"required": True, "content": {"application/json": {"schema": schema}}},
+                      errors={**_BAD, **_LOGIN, "404": _error("unknown alarm rule"),
+                              "409": _error("not possible in the alarm's state"),
+                              "503": _error("no alarm engine")}, tags=("alarms",)),
+            "parameters": [_RULE]}}
+    return paths
+
+
+def description() -> Json:
+    """The OpenAPI 3.1 description of every route of the web sink."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "carbonscada web API", "version": VERSION,
+                 "description": "Live values, stored minutes, hours, days and months, "
+                                "alarms and their actions, the audit log and monitoring "
+                                "of a carbon-emission monitoring server. Reading needs no "
+                                "login; errors are {\"error\": message}."},
+        "servers": [{"url": "/"}],
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": COOKIE,
+                            "description": "set by POST /api/v1/login"},
+                "csrf": {"type": "apiKey", "in": "header", "name": CSRF_HEADER,
+                         "description": "the csrf_token of the session, on every change"}},
+        },
+    }
+
+
+# ------------------------------------------------------------------ the page
+
+_CSS: Final = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#10161d;color:#dde3ea}
+main{max-width:1100px;margin:auto;padding:1rem 1.5rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #2c3a48}
+section.op{background:#18212b;border-radius:6px;padding:.6rem 1rem;margin:.7rem 0}
+.m{display:inline-block;min-width:4.2rem;font-weight:600;text-transform:uppercase}
+.get{color:#5fd38d}.post{color:#f0b64a}.put{color:#64a8ff}.delete{color:#ff6b6b}
+code,pre{font:13px ui-monospace,monospace}pre{white-space:pre-wrap;background:#0c1117;
+padding:.5rem;border-radius:4px;overflow-x:auto}
+table{border-collapse:collapse;margin:.3rem 0}td,th{padding:.15rem .6rem;text-align:left;
+border-bottom:1px solid #2c3a48;vertical-align:top}
+a{color:#7cc4ff}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _schema_text(schema: Json) -> str:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        return f'<a href="#schema-{_e(name)}">{_e(name)}</a>'
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        return f"array of {_schema_text(schema['items'])}"
+    return f"<code>{_e(dumps(schema))}</code>"
+
+
+def _operation_html(path: str, method: str, op: Json, shared: list[Json]) -> str:
+    rows = []
+    for p in [*shared, *op.get("parameters", [])]:
+        rows.append(f"<tr><td><code>{_e(p['name'])}</code></td><td>{_e(p['in'])}</td>"
+                    f"<td>{'required' if p.get('required') else 'optional'}</td>"
+                    f"<td>{_e(p.get('description', ''))}</td></tr>")
+    params = f"<table><tr><th>parameter</th><th>in</th><th></th><th></th></tr>" \
+             f"{''.join(rows)}</table>" if rows else ""
+    body = ""
+    if "requestBody" in op:
+        schema = next(iter(op["requestBody"]["content"].values()))["schema"]
+        body = f"<p>body: {_schema_text(schema)}</p>"
+    answers = []
+    for status, resp in op["responses"].items():
+        content = resp.get("content", {})
+        shown = ", ".join(f"{_e(ct)} {_schema_text(c.get('schema', {}))}"
+                          for ct, c in content.items())
+        answers.append(f"<tr><td>{_e(status)}</td><td>{_e(resp['description'])}</td>"
+                       f"<td>{shown}</td></tr>")
+    auth = " · needs a session" if "security" in op else ""
+    return (f'<section class="op"><div><span class="m {method}">{method}</span> '
+            f"<code>{_e(path)}</code></div><p>{_e(op['summary'])}{auth}</p>{params}{body}"
+            f"<table><tr><th>status</th><th>answer</th><th>body</th></tr>"
+            f"{''.join(answers)}</table></section>")
+
+
+def render_html(spec: Json) -> str:
+    """The description as a self-contained page: every operation, then every schema."""
+    ops = [_operation_html(path, method, op, item.get("parameters", []))
+           for path, item in spec["paths"].items()
+           for method, op in item.items() if method in ("get", "post", "put", "delete")]
+    schemas = [f'<h3 id="schema-{_e(name)}">{_e(name)}</h3><pre>{_e(dumps(s))}</pre>'
+               for name, s in spec["components"]["schemas"].items()]
+    info = spec["info"]
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>{_e(info['title'])} {_e(info['version'])}</title>"
+            "<link rel=\"stylesheet\" href=\"docs.css\"></head><body><main>"
+            f"<h1>{_e(info['title'])} <small>{_e(info['version'])}</small></h1>"
+            f"<p>{_e(info['description'])}</p>"
+            "<p>Machine-readable: <a href=\"openapi.json\">openapi.json</a> (OpenAPI "
+            f"{_e(spec['openapi'])})</p><h2>Operations</h2>{''.join(ops)}"
+            f"<h2>Schemas</h2>{''.join(schemas)}</main></body></html>")
+
+
+def add_openapi_routes(app: web.Application, prefix: str) -> None:
+    """Add GET `prefix`/openapi.json, `prefix`/docs and its stylesheet `prefix`/docs.css."""
+    spec = description()
+    spec_text = dumps(spec)
+    page = render_html(spec)
+
+    async def spec_handler(_request: web.Request) -> web.Response:
+        return web.Response(text=spec_text, content_type="application/json")
+
+    async def docs_handler(_request: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    async def css_handler(_request: web.Request) -> web.Response:
+        return web.Response(text=_CSS, content_type="text/css")
+
+    app.router.add_get(f"{prefix}/openapi.json", spec_handler)
+    app.router.add_get(f"{prefix}/docs", docs_handler)
+    app.router.add_get(f"{prefix}/docs.css", css_handler)
