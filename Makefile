@@ -13,7 +13,13 @@ APT_TEST_PACKAGES := victoria-metrics mosquitto chromium fonts-wqy-microhei
 NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 
-.PHONY: run test lint bench system-deps node-deps clean
+.PHONY: run test lint bench system-deps node-deps web-vendor clean
+
+# The HMI's chart library (uPlot, MIT) from npm, pinned by web/vendor/package-lock.json. Its
+# built files are committed under web/static/vendor/, so `make run` needs neither npm nor
+# internet (the control room has none); run this target only to update them.
+VENDOR_DIR    := web/vendor
+VENDOR_STATIC := web/static/vendor
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +48,17 @@ $(NODE_STAMP): $(NODE_DIR)/package-lock.json | system-deps
 
 node-deps: $(NODE_STAMP)
 
+web-vendor:
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	cd $(VENDOR_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR_STATIC)
+	cp $(VENDOR_DIR)/node_modules/uplot/dist/uPlot.iife.min.js \
+	   $(VENDOR_DIR)/node_modules/uplot/dist/uPlot.min.css $(VENDOR_STATIC)/
+	cp $(VENDOR_DIR)/node_modules/uplot/LICENSE $(VENDOR_STATIC)/uPlot.LICENSE
+	node -p '"uplot " + require("./$(VENDOR_DIR)/node_modules/uplot/package.json").version' \
+	  > $(VENDOR_STATIC)/uPlot.VERSION
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -54,4 +71,5 @@ bench: $(STAMP)
 	$(BIN)/pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .benchmarks $(NODE_DIR)/node_modules
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .benchmarks $(NODE_DIR)/node_modules \
+	  $(VENDOR_DIR)/node_modules

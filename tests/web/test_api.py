@@ -232,11 +232,16 @@ async def test_static_page_is_served_without_external_resources(
         html = await r.text()
         assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
+        if ref.startswith("#/"):  # a view of the page itself (hash route)
+            continue
         assert ref.startswith("/static/"), ref
         async with http.get(f"{base(sink)}{ref}") as r:
             assert r.status == 200, ref
-    for path in STATIC_DIR.iterdir():
-        text = path.read_text(encoding="utf-8")
+    for path in STATIC_DIR.rglob("*"):
+        if not path.is_file():
+            continue
+        # The chart library's licence banner names its home page; nothing else may.
+        text = re.sub(r"^/\*!?.*?\*/", "", path.read_text(encoding="utf-8"), flags=re.S)
         assert not re.search(r"https?://|url\(\s*['\"]?//", text), path.name
 
 

@@ -73,6 +73,25 @@
       states: ["out-of-service"] },
   ];
   const MAX_SHELVE_MIN = 24 * 60;
+  // Fields an alarm rule may watch: zh, en, unit.
+  const ALARM_FIELDS = {
+    co2_rate_t_h: ["CO₂ 排放速率", "CO₂ rate", "t/h"],
+    co2_kg: ["本分钟排放", "CO₂ per minute", "kg"],
+    co2_hour_t: ["本小时排放", "CO₂ this hour", "t"],
+    co2_today_t: ["今日排放", "CO₂ today", "t"],
+    co2_dry_pct: ["CO₂ 浓度（干基）", "CO₂ dry", "%"],
+    co2_mg_m3: ["CO₂ 质量浓度", "CO₂ conc.", "mg/m³"],
+    flow_std_dry_m3_h: ["标干流量", "Flow std dry", "m³/h"],
+    output_mwh: ["本分钟发电量", "Output per minute", "MWh"],
+    intensity_t_mwh: ["排放强度", "Intensity", "t/MWh"],
+    allowance_used_pct: ["配额使用", "Allowance used", "%"],
+  };
+  // Who did what, by the event's cause.
+  const ACTION_NAMES = {
+    acknowledge: ["确认人", "acknowledged by"], shelve: ["搁置人", "shelved by"],
+    unshelve: ["解除人", "unshelved by"], "out-of-service": ["停用人", "out of service by"],
+    "return-to-service": ["恢复人", "returned to service by"],
+  };
 
   const state = {
     timezone: "Asia/Shanghai",
@@ -80,6 +99,7 @@
     clockOffsetMs: 0, // server time − browser time, so the clock shows plant time
     lastT: null,
     alarms: new Map(),
+    alarmSince: new Map(), // rule → when its condition began (ISO), kept over ack/shelve
     ws: null,
     attempt: 0,
     retryAt: 0,
@@ -266,6 +286,19 @@
     return ACTIONS.filter((act) => hasRole(act.role) && act.states.includes(ack));
   }
 
+  // What the rule watches, "source S1 co2_rate_t_h", as names and a unit.
+  function alarmTarget(target) {
+    const m = /^(source|unit|site)\s+(\S+)\s+(\S+)$/.exec(target || "");
+    if (!m) return { zh: "", en: "", unit: "" };
+    const [, kind, id, field] = m;
+    const list = kind === "source" ? hmi.sources : kind === "unit" ? hmi.units : [];
+    const item = list.find((x) => x.id === id) || {};
+    const info = ALARM_FIELDS[field] || [field, field, ""];
+    const zhName = item.name_zh || item.name || id;
+    const enName = item.name || id;
+    return { zh: `${zhName} ${info[0]}`, en: `${enName} ${info[1]}`, unit: info[2] };
+  }
+
   function buildAlarmRow(rule) {
     return el("li", { "data-rule": rule },
       el("span", { class: "sev" }),
@@ -288,7 +321,6 @@
     const severity = a.state === "alarm" ? ["报警", "Alarm"]
       : a.state === "warning" ? ["预警", "Warning"] : ["已恢复", "Returned"];
     part("sev").replaceChildren(severity[0], el("span", { class: "en" }, severity[1]));
-    setText(part("when"), fmtTime(a.t, false));
     const label = ACK_STATES[ack];
     part("ack").replaceChildren(...(label ? [label[0], el("span", { class: "en" }, label[1])] : []));
     if (ack === "shelved" && a.shelved_until) {
@@ -296,12 +328,23 @@
     }
     part("msg").replaceChildren(a.message_zh || a.message || a.rule,
       el("span", { class: "en" }, a.message_zh ? a.message : ""));
+    // The time shown is when the condition began, not when someone acted on it.
+    const since = state.alarmSince.get(a.rule) || a.t;
+    setText(part("when"), fmtTime(since, false));
+    part("when").dataset.t = since || "";
+    const target = alarmTarget(a.target);
+    const u = target.unit ? ` ${target.unit}` : "";
     const detail = [];
-    if (a.value !== null && a.value !== undefined) detail.push(`值 value ${fmt(a.value, 2)}`);
-    if (a.limit !== null && a.limit !== undefined) detail.push(`限值 limit ${fmt(a.limit, 2)}`);
-    if (a.user) detail.push(`${a.user}：${a.comment || ""}`);
+    if (a.value !== null && a.value !== undefined) detail.push(`值 value ${fmt(a.value, 2)}${u}`);
+    if (a.limit !== null && a.limit !== undefined) detail.push(`限值 limit ${fmt(a.limit, 2)}${u}`);
+    if (a.user) {
+      const did = ACTION_NAMES[a.cause] || ["操作", "by"];
+      detail.push(`${did[0]} ${did[1]} ${a.user}：${a.comment || ""} (${fmtTime(a.t, false)})`);
+    }
     setText(part("detail"), detail.join(" · "));
-    setText(part("target"), a.target || "");
+    part("target").replaceChildren(...(target.zh
+      ? [target.zh, el("span", { class: "en" }, target.en)] : [a.target || ""]));
+    part("target").title = a.target || "";
 
     const acts = availableActions(a);
     const key = acts.map((act) => act.id).join(",");
@@ -524,16 +567,20 @@
       if (Number.isFinite(server)) state.clockOffsetMs = server - Date.now();
     }
     renderSite(msg.site);
+    hmi.units = msg.units || [];
+    hmi.sources = msg.sources || [];
+    for (const hook of hmi.snapshotHooks) hook(msg);
     buildUnits(msg.units || []);
     for (const u of msg.units || []) updateUnit(u);
     buildSources(msg.sources || []);
     for (const s of msg.sources || []) updateSource(s);
-    state.alarms = new Map((msg.alarms || []).map((a) => [a.rule, a]));
+    setAlarms(msg.alarms || []);
     renderAlarms();
     setLastMinute(msg.t);
   }
 
   function applyMinute(msg) {
+    for (const hook of hmi.minuteHooks) hook(msg);
     renderSite(msg.site);
     let unknown = false;
     for (const u of msg.units || []) unknown = !updateUnit(u) || unknown;
@@ -551,7 +598,26 @@
     return a.ack_state ? a.ack_state !== "normal" : a.state !== "normal";
   }
 
+  // An operator's action keeps the time the condition began; a new condition restarts it.
+  function noteSince(a) {
+    const known = state.alarms.get(a.rule);
+    const acted = a.cause && a.cause !== "condition";
+    const rose = !acted && known && known.state === "normal" && a.state !== "normal";
+    if (!state.alarmSince.has(a.rule) || rose) state.alarmSince.set(a.rule, a.t);
+  }
+
+  function setAlarms(list) {
+    const rules = new Set(list.map((a) => a.rule));
+    for (const rule of [...state.alarmSince.keys()]) {
+      if (!rules.has(rule)) state.alarmSince.delete(rule);
+    }
+    for (const a of list) if (!state.alarmSince.has(a.rule)) state.alarmSince.set(a.rule, a.t);
+    state.alarms = new Map(list.map((a) => [a.rule, a]));
+  }
+
   function applyAlarm(msg) {
+    if (isListed(msg)) noteSince(msg);
+    else state.alarmSince.delete(msg.rule);
     if (isListed(msg)) state.alarms.set(msg.rule, msg);
     else state.alarms.delete(msg.rule);
     renderAlarms();
@@ -595,7 +661,7 @@
         case "minute": applyMinute(msg); break;
         case "alarm": applyAlarm(msg); break;
         case "alarms":
-          state.alarms = new Map((msg.alarms || []).map((a) => [a.rule, a]));
+          setAlarms(msg.alarms || []);
           renderAlarms();
           break;
         default: break;
@@ -645,6 +711,15 @@
       cell.closest("tr").classList.toggle("stale", stale);
     }
   }
+
+  // What the views of web/static/views.js share with this page: its state, formatting,
+  // the API helper and hooks on the WebSocket messages; window.hmi.charts holds the
+  // uPlot charts (the tests read their data from there).
+  const hmi = {
+    state, fmt, fmtTime, localParts, el, bilingual, setText, setFlag, api, FLAGS,
+    units: [], sources: [], minuteHooks: [], snapshotHooks: [], charts: {},
+  };
+  window.hmi = hmi;
 
   document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("login-form").addEventListener("submit", login);

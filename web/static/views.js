@@ -1,0 +1,669 @@
+// carbonscada HMI views beyond the overview: hash routes, language switch, trends (uPlot),
+// hours and days, devices. Everything from the server itself (the control room has no internet).
+"use strict";
+
+(() => {
+  const hmi = window.hmi;
+  const { el, fmt, fmtTime, localParts, api, state } = hmi;
+  const DASH = "—";
+  const VIEWS = ["overview", "trends", "periods", "alarms", "devices"];
+  const LANG_KEY = "carbonscada.lang";
+  const COLORS = ["#58a6ff", "#3fb950", "#d2a8ff", "#f0a020", "#39c5cf", "#ff7b72"];
+  const BAD = "#f04848";
+  // Values a chart can show, per kind: field, zh, en, unit.
+  const FIELDS = {
+    source: [
+      ["co2_kg", "本分钟排放", "CO₂ per minute", "kg"],
+      ["co2_rate_kg_h", "CO₂ 排放速率", "CO₂ rate", "kg/h"],
+      ["co2_dry_pct", "CO₂ 浓度（干基）", "CO₂ dry", "%"],
+      ["co2_mg_m3", "CO₂ 质量浓度", "CO₂ conc.", "mg/m³"],
+      ["flow_std_dry_m3_h", "标干流量", "Flow std dry", "m³/h"],
+      ["flow_act_m3_h", "工况流量", "Flow actual", "m³/h"],
+    ],
+    unit: [
+      ["output_mwh", "本分钟发电量", "Output per minute", "MWh"],
+      ["co2_kg", "本分钟排放", "CO₂ per minute", "kg"],
+      ["intensity_t_mwh", "排放强度", "Intensity", "t/MWh"],
+    ],
+    tag: [["mean", "平均值", "mean", ""]],
+  };
+
+  // ------------------------------------------------------------ language
+
+  // The page is written as "中文<span class=en>English</span>"; the Chinese text nodes are
+  // wrapped in span.zh (also those added later) so that English alone can be shown.
+  function wrapZh(root) {
+    for (const en of root.querySelectorAll(".en")) {
+      const parent = en.parentNode;
+      if (!parent || parent.classList.contains("zh")) continue;
+      for (const node of [...parent.childNodes]) {
+        if (node.nodeType === Node.TEXT_NODE && node.nodeValue.trim()) {
+          const span = document.createElement("span");
+          span.className = "zh";
+          parent.replaceChild(span, node);
+          span.append(node);
+        }
+      }
+    }
+  }
+
+  function setLang(lang) {
+    const en = lang === "en";
+    document.documentElement.lang = en ? "en" : "zh-CN";
+    const button = document.getElementById("lang-switch");
+    button.textContent = en ? "中文" : "English";
+    button.dataset.lang = en ? "en" : "zh-CN";
+    try {
+      localStorage.setItem(LANG_KEY, en ? "en" : "zh-CN");
+    } catch (e) { /* private mode: the choice lasts for this page only */ }
+  }
+
+  function lang() {
+    return document.documentElement.lang === "en" ? "en" : "zh-CN";
+  }
+
+  // "中文 English" in zh-CN, "English" alone in English (for text outside the markup).
+  function label(zh, en) {
+    return lang() === "en" ? en : `${zh} ${en}`;
+  }
+
+  // ------------------------------------------------------------ plant time
+
+  const partFormats = new Map();
+  function parts(ms) {
+    let f = partFormats.get(state.timezone);
+    if (!f) {
+      f = new Intl.DateTimeFormat("en-CA", {
+        timeZone: state.timezone, year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+      });
+      partFormats.set(state.timezone, f);
+    }
+    const p = {};
+    for (const x of f.formatToParts(new Date(ms))) p[x.type] = x.value;
+    return p;
+  }
+
+  // Plant-zone offset from UTC at the instant ms.
+  function offsetMs(ms) {
+    const p = parts(ms);
+    const asUtc = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second);
+    return asUtc - Math.floor(ms / 1000) * 1000;
+  }
+
+  // "YYYY-MM-DDTHH:MM" read as plant local time → epoch ms.
+  function localToEpoch(text) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}))?/.exec(text || "");
+    if (!m) return NaN;
+    const guess = Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0));
+    const first = guess - offsetMs(guess);
+    return guess - offsetMs(first);
+  }
+
+  function epochToLocal(ms, withTime) {
+    const p = parts(ms);
+    const date = `${p.year}-${p.month}-${p.day}`;
+    return withTime ? `${date}T${p.hour}:${p.minute}` : date;
+  }
+
+  function isoUtc(ms) {
+    return new Date(ms).toISOString().replace(/\.000Z$/, "Z");
+  }
+
+  // ------------------------------------------------------------ routes
+
+  const shown = { view: null };
+  function route() {
+    const m = /^#\/([a-z]+)/.exec(location.hash);
+    const view = m && VIEWS.includes(m[1]) ? m[1] : "overview";
+    document.body.dataset.view = view;
+    for (const node of document.querySelectorAll("main > .view")) {
+      node.hidden = node.dataset.view !== view;
+    }
+    // The alarm list is on the overview and is the alarm view; other views leave it out
+    // unless an alarm is active (then it stays above them, never hidden from the operator).
+    for (const a of document.querySelectorAll("#nav a")) {
+      a.classList.toggle("active", a.dataset.view === view);
+      if (a.dataset.view === view) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    }
+    const previous = shown.view;
+    shown.view = view;
+    if (previous === "devices" && view !== "devices") stopDevices();
+    if (view === "trends") showTrends();
+    if (view === "periods") showPeriods();
+    if (view === "devices") startDevices();
+  }
+
+  // ------------------------------------------------------------ items
+
+  function items(kind) {
+    const list = kind === "unit" ? hmi.units : kind === "source" ? hmi.sources : [];
+    return list.map((x) => ({ id: x.id, name: x.name_zh && lang() !== "en" ? x.name_zh : x.name || x.id }));
+  }
+
+  function fillSelect(select, options, keep) {
+    const old = keep ? select.value : "";
+    select.replaceChildren(...options.map(([value, text]) => el("option", { value }, text)));
+    if (old && options.some(([v]) => v === old)) select.value = old;
+  }
+
+  // ------------------------------------------------------------ trends
+
+  const trend = {
+    series: [], // {kind, id, field, zh, en, unit, color}
+    range: { rolling: 3600, from: 0, to: 0 }, // rolling seconds, or a fixed from/to (ms)
+    data: null, // uPlot data: [xs, per series mean, min, max, flagged]
+    loaded: false,
+    seq: 0,
+    maxPoints: 5000, // the API's limit
+  };
+
+  function fieldInfo(kind, field) {
+    return (FIELDS[kind] || []).find((f) => f[0] === field) || [field, field, field, ""];
+  }
+
+  function fillTrendForm() {
+    const kind = document.getElementById("trend-kind").value;
+    const isTag = kind === "tag";
+    document.getElementById("trend-id").hidden = isTag;
+    document.getElementById("trend-tag").hidden = !isTag;
+    fillSelect(document.getElementById("trend-id"),
+      items(kind).map((x) => [x.id, `${x.id} · ${x.name}`]), true);
+    fillSelect(document.getElementById("trend-field"),
+      FIELDS[kind].map(([f, zh, en, u]) => [f, `${label(zh, en)}${u ? ` (${u})` : ""}`]), true);
+  }
+
+  function addSeries(kind, id, field) {
+    if (!id || trend.series.some((s) => s.kind === kind && s.id === id && s.field === field)) return;
+    const [, zh, en, unit] = fieldInfo(kind, field);
+    const used = new Set(trend.series.map((s) => s.color));
+    const color = COLORS.find((c) => !used.has(c)) || COLORS[trend.series.length % COLORS.length];
+    trend.series.push({ kind, id, field, zh, en, unit, color });
+  }
+
+  function renderSeriesList() {
+    const list = document.getElementById("trend-series");
+    list.replaceChildren(...trend.series.map((s, i) => {
+      const remove = el("button", { type: "button", class: "remove", "aria-label": "移除 / remove" }, "×");
+      remove.addEventListener("click", () => {
+        trend.series.splice(i, 1);
+        renderSeriesList();
+        loadTrend();
+      });
+      return el("li", { "data-series": `${s.kind}:${s.id}:${s.field}` },
+        el("span", { class: "swatch", "data-color": s.color }),
+        `${s.id} ${label(s.zh, s.en)}${s.unit ? ` [${s.unit}]` : ""}`, remove);
+    }));
+    for (const sw of list.querySelectorAll(".swatch")) sw.style.background = sw.dataset.color;
+  }
+
+  function rangeMs() {
+    if (trend.range.rolling) {
+      const to = Date.now() + state.clockOffsetMs;
+      return [to - trend.range.rolling * 1000, to];
+    }
+    return [trend.range.from, trend.range.to];
+  }
+
+  function chartWidth() {
+    const box = document.getElementById("trend-chart");
+    return Math.max(300, box.clientWidth || 800);
+  }
+
+  function chartHeight() {
+    return window.innerWidth <= 900 ? 320 : Math.max(320, Math.min(520, window.innerHeight - 420));
+  }
+
+  // One series' answer as columns keyed by x (epoch seconds of the bucket or minute start).
+  function columns(s, body) {
+    const out = new Map();
+    const rows = body.buckets || body.minutes || [];
+    for (const b of rows) {
+      const x = Date.parse(b.t) / 1000;
+      let v;
+      let flagged;
+      if (s.kind === "tag") v = { mean: b.mean, min: b.min, max: b.max };
+      else if (body.buckets) v = b[s.field] || { mean: null, min: null, max: null };
+      else v = { mean: b[s.field], min: b[s.field], max: b[s.field] };
+      if (b.flags) {
+        flagged = Object.keys(b.flags).some((f) => f !== "N") || (b.n_valid !== undefined && b.n_valid < b.n);
+      } else {
+        flagged = b.flag !== "N" || b.valid === false;
+      }
+      out.set(x, { ...v, flagged, flags: b.flags || (b.flag ? { [b.flag]: 1 } : {}) });
+    }
+    return out;
+  }
+
+  function buildData(cols) {
+    const xs = [...new Set(cols.flatMap((c) => [...c.keys()]))].sort((a, b) => a - b);
+    const data = [xs];
+    for (const c of cols) {
+      const mean = [];
+      const min = [];
+      const max = [];
+      const flagged = [];
+      for (const x of xs) {
+        const v = c.get(x);
+        mean.push(v && Number.isFinite(v.mean) ? v.mean : null);
+        min.push(v && Number.isFinite(v.min) ? v.min : null);
+        max.push(v && Number.isFinite(v.max) ? v.max : null);
+        flagged.push(v && v.flagged ? (Number.isFinite(v.mean) ? v.mean : null) : null);
+      }
+      data.push(mean, min, max, flagged);
+    }
+    return data;
+  }
+
+  function alpha(hex, a) {
+    const n = parseInt(hex.slice(1), 16);
+    return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
+  }
+
+  function chartOptions() {
+    const units = [...new Set(trend.series.map((s) => s.unit || "value"))];
+    const axisStyle = { stroke: "#9aa4af", grid: { stroke: "#343a42", width: 1 },
+      ticks: { stroke: "#343a42", width: 1 } };
+    const series = [{ label: label("时间", "Time") }];
+    const bands = [];
+    trend.series.forEach((s) => {
+      const scale = s.unit || "value";
+      const name = `${s.id} ${label(s.zh, s.en)}`;
+      const base = series.length;
+      series.push({ label: `${name} [${s.unit}]`, scale, stroke: s.color, width: 2 });
+      series.push({ label: `${label("最小", "min")}`, scale, stroke: alpha(s.color, 0.5), width: 1 });
+      series.push({ label: `${label("最大", "max")}`, scale, stroke: alpha(s.color, 0.5), width: 1 });
+      series.push({ label: label("无效/标记", "invalid/flagged"), scale, stroke: BAD, width: 0,
+        paths: () => null, points: { show: true, size: 10, fill: BAD, stroke: BAD } });
+      bands.push({ series: [base + 2, base + 1], fill: alpha(s.color, 0.18) });
+    });
+    // Time ticks in plant local time, 24 h, the date where it changes (not uPlot's US style).
+    const xValues = (u, splits) => {
+      let lastDate = "";
+      return splits.map((ts) => {
+        const p = parts(ts * 1000);
+        const date = `${p.month}-${p.day}`;
+        const hm = `${p.hour}:${p.minute}`;
+        const text = date !== lastDate ? `${hm}\n${date}` : hm;
+        lastDate = date;
+        return text;
+      });
+    };
+    const axes = [{ ...axisStyle, values: xValues, size: 52 }];
+    units.forEach((u, i) => {
+      axes.push({ ...axisStyle, scale: u, label: u === "value" ? "" : u, side: i % 2 ? 1 : 3,
+        size: 70, grid: { ...axisStyle.grid, show: i === 0 } });
+    });
+    const scales = { x: { time: true } };
+    for (const u of units) scales[u] = { auto: true };
+    return {
+      width: chartWidth(), height: chartHeight(), series, bands, axes, scales,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), state.timezone),
+      cursor: { drag: { x: true, y: false, setScale: true } },
+      legend: { live: true },
+    };
+  }
+
+  function drawChart() {
+    const box = document.getElementById("trend-chart");
+    if (hmi.charts.trend) {
+      hmi.charts.trend.destroy();
+      delete hmi.charts.trend;
+    }
+    box.replaceChildren();
+    if (!trend.series.length || !trend.data) return;
+    hmi.charts.trend = new uPlot(chartOptions(), trend.data, box);
+  }
+
+  function setStatus(id, text, bad) {
+    const node = document.getElementById(id);
+    node.textContent = text || "";
+    node.classList.toggle("bad", !!bad);
+  }
+
+  async function loadTrend() {
+    const seq = ++trend.seq;
+    trend.loaded = true;
+    if (!trend.series.length) {
+      trend.data = null;
+      drawChart();
+      setStatus("trend-status", label("请添加曲线", "Add a series"));
+      return;
+    }
+    const [from, to] = rangeMs();
+    // About one point per pixel of the chart; trend.maxPoints lowers it (a coarser view).
+    const points = Math.max(1, Math.min(trend.maxPoints, Math.round(chartWidth())));
+    setStatus("trend-status", label("加载中…", "loading…"));
+    const answers = await Promise.all(trend.series.map((s) => api("GET",
+      `/api/v1/${s.kind}s/${encodeURIComponent(s.id)}/minutes?from=${encodeURIComponent(isoUtc(from))}` +
+      `&to=${encodeURIComponent(isoUtc(to))}&points=${points}`)));
+    if (seq !== trend.seq) return; // a newer request replaced this one
+    const bad = answers.find((a) => !a.ok);
+    if (bad) {
+      setStatus("trend-status", bad.message, true);
+      trend.data = null;
+      drawChart();
+      return;
+    }
+    trend.data = buildData(answers.map((a, i) => columns(trend.series[i], a.body)));
+    const n = trend.data[0].length;
+    setStatus("trend-status", `${fmtTime(isoUtc(from), true)} – ${fmtTime(isoUtc(to), true)} ` +
+      `${state.timezone} · ${n} ${label("点", "points")}`);
+    drawChart();
+  }
+
+  // A minute pushed over the WebSocket extends a rolling range.
+  const LIVE_FIELD = { co2_rate_kg_h: ["co2_rate_t_h", 1000] };
+  function extendTrend(msg) {
+    if (!trend.data || !trend.range.rolling || !hmi.charts.trend) return;
+    const x = Date.parse(msg.t) / 1000;
+    const xs = trend.data[0];
+    if (!Number.isFinite(x) || (xs.length && x <= xs[xs.length - 1])) return;
+    let any = false;
+    const values = trend.series.map((s) => {
+      const list = s.kind === "source" ? msg.sources : s.kind === "unit" ? msg.units : null;
+      const item = (list || []).find((it) => it.id === s.id);
+      if (!item) return null;
+      const [name, factor] = LIVE_FIELD[s.field] || [s.field, 1];
+      const v = item[name];
+      if (v === undefined) return null;
+      any = true;
+      return { v: Number.isFinite(v) ? v * factor : null, flagged: item.valid === false || (item.flag && item.flag !== "N") };
+    });
+    if (!any) return;
+    xs.push(x);
+    values.forEach((val, i) => {
+      const base = 1 + 4 * i;
+      const v = val ? val.v : null;
+      trend.data[base].push(v);
+      trend.data[base + 1].push(v);
+      trend.data[base + 2].push(v);
+      trend.data[base + 3].push(val && val.flagged ? v : null);
+    });
+    hmi.charts.trend.setData(trend.data);
+  }
+
+  // CSV of what the chart shows (the zoomed range), times in plant local time.
+  function trendCsv() {
+    const chart = hmi.charts.trend;
+    if (!chart || !trend.data) return "";
+    const lo = chart.scales.x.min;
+    const hi = chart.scales.x.max;
+    const head = [`time (${state.timezone})`];
+    for (const s of trend.series) {
+      const n = `${s.id} ${s.field}${s.unit ? ` [${s.unit}]` : ""}`;
+      head.push(`${n} mean`, `${n} min`, `${n} max`, `${n} flagged`);
+    }
+    const lines = [head.map(csvCell).join(",")];
+    const xs = trend.data[0];
+    for (let j = 0; j < xs.length; j++) {
+      if (xs[j] < lo || xs[j] > hi) continue;
+      const p = parts(xs[j] * 1000);
+      const row = [`${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`];
+      trend.series.forEach((s, i) => {
+        const base = 1 + 4 * i;
+        for (let k = 0; k < 3; k++) row.push(trend.data[base + k][j] ?? "");
+        row.push(trend.data[base + 3][j] !== null ? "1" : "0");
+      });
+      lines.push(row.map(csvCell).join(","));
+    }
+    return lines.join("\r\n") + "\r\n";
+  }
+
+  function csvCell(v) {
+    const text = String(v);
+    return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  }
+
+  function downloadCsv() {
+    const text = trendCsv();
+    if (!text) return;
+    const url = URL.createObjectURL(new Blob(["\ufeff", text], { type: "text/csv" }));
+    const a = el("a", { href: url, download: `trend-${epochToLocal(Date.now(), true).replace(":", "")}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  }
+
+  function markRange() {
+    for (const b of document.querySelectorAll("#trend-ranges button")) {
+      b.classList.toggle("active", Number(b.dataset.range) === trend.range.rolling);
+    }
+    const [from, to] = rangeMs();
+    document.getElementById("trend-from").value = epochToLocal(from, true);
+    document.getElementById("trend-to").value = epochToLocal(to, true);
+  }
+
+  function showTrends() {
+    fillTrendForm();
+    if (!trend.series.length && hmi.sources.length) addSeries("source", hmi.sources[0].id, "co2_kg");
+    renderSeriesList();
+    markRange();
+    loadTrend();
+  }
+
+  function initTrends() {
+    document.getElementById("trend-kind").addEventListener("change", fillTrendForm);
+    document.getElementById("trend-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const kind = document.getElementById("trend-kind").value;
+      const id = kind === "tag" ? document.getElementById("trend-tag").value.trim()
+        : document.getElementById("trend-id").value;
+      addSeries(kind, id, document.getElementById("trend-field").value);
+      renderSeriesList();
+      loadTrend();
+    });
+    for (const b of document.querySelectorAll("#trend-ranges button")) {
+      b.addEventListener("click", () => {
+        trend.range = { rolling: Number(b.dataset.range), from: 0, to: 0 };
+        markRange();
+        loadTrend();
+      });
+    }
+    document.getElementById("trend-custom").addEventListener("click", () => {
+      const from = localToEpoch(document.getElementById("trend-from").value);
+      const to = localToEpoch(document.getElementById("trend-to").value);
+      if (!(from < to)) {
+        setStatus("trend-status", label("时间范围无效", "invalid range"), true);
+        return;
+      }
+      trend.range = { rolling: 0, from, to };
+      markRange();
+      loadTrend();
+    });
+    document.getElementById("trend-csv").addEventListener("click", downloadCsv);
+    hmi.minuteHooks.push(extendTrend);
+    let timer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (hmi.charts.trend) hmi.charts.trend.setSize({ width: chartWidth(), height: chartHeight() });
+      }, 150);
+    });
+  }
+
+  // ------------------------------------------------------------ hours and days
+
+  // Columns per kind: field, zh, en, unit, decimals.
+  const PERIOD_COLUMNS = {
+    source: [
+      ["co2_t", "CO₂ 排放量", "CO₂", "t", 3], ["co2_measured_t", "实测排放量", "CO₂ measured", "t", 3],
+      ["co2_dry_pct", "CO₂ 浓度", "CO₂ dry", "%", 2], ["flow_std_dry_m3_h", "标干流量", "Flow std dry", "m³/h", 0],
+      ["n_valid", "有效分钟", "Valid minutes", "", 0],
+    ],
+    unit: [
+      ["co2_cems_t", "CEMS 排放量", "CO₂ CEMS", "t", 3], ["co2_factor_t", "核算排放量", "CO₂ by factors", "t", 3],
+      ["output_mwh", "发电量", "Output", "MWh", 1], ["intensity_t_mwh", "排放强度", "Intensity", "t/MWh", 4],
+      ["reconciliation_pct", "对比偏差", "Reconciliation", "%", 2],
+    ],
+  };
+
+  function periodDefaults(force) {
+    const level = document.getElementById("period-level").value;
+    const fromBox = document.getElementById("period-from");
+    const toBox = document.getElementById("period-to");
+    if (fromBox.value && toBox.value && !force) return;
+    const now = Date.now() + state.clockOffsetMs;
+    toBox.value = epochToLocal(now + 86_400_000, false);
+    fromBox.value = epochToLocal(now - (level === "days" ? 31 : 1) * 86_400_000, false);
+  }
+
+  function showPeriods() {
+    const options = [
+      ...items("source").map((x) => [`source:${x.id}`, `${label("排放源", "source")} ${x.id} · ${x.name}`]),
+      ...items("unit").map((x) => [`unit:${x.id}`, `${label("机组", "unit")} ${x.id} · ${x.name}`]),
+    ];
+    fillSelect(document.getElementById("period-item"), options, true);
+    periodDefaults(false);
+    loadPeriods();
+  }
+
+  function th(zh, en, unit, cls) {
+    return el("th", cls ? { class: cls } : {}, zh, el("span", { class: "en" }, en), ...(unit ? [el("span", { class: "u" }, unit)] : []));
+  }
+
+  async function loadPeriods() {
+    const [kind, id] = (document.getElementById("period-item").value || ":").split(":");
+    if (!id) return;
+    const level = document.getElementById("period-level").value;
+    const from = localToEpoch(document.getElementById("period-from").value);
+    const to = localToEpoch(document.getElementById("period-to").value);
+    if (!(from < to)) {
+      setStatus("period-status", label("时间范围无效", "invalid range"), true);
+      return;
+    }
+    setStatus("period-status", label("加载中…", "loading…"));
+    const res = await api("GET", `/api/v1/${kind}s/${encodeURIComponent(id)}/${level}` +
+      `?from=${encodeURIComponent(isoUtc(from))}&to=${encodeURIComponent(isoUtc(to))}`);
+    const table = document.getElementById("period-table");
+    if (!res.ok) {
+      setStatus("period-status", res.message, true);
+      table.replaceChildren();
+      return;
+    }
+    const rows = res.body || [];
+    const cols = PERIOD_COLUMNS[kind].filter(([f], i) => i < 4 || rows.some((r) => f in r));
+    const head = el("tr", {}, th(level === "days" ? "日期" : "小时", level === "days" ? "Day" : "Hour",
+      state.timezone));
+    for (const [, zh, en, u] of cols) head.append(th(zh, en, u));
+    head.append(th("有效", "Valid", "", "left"), th("标记", "Flag", "", "center"),
+      th("替代规则", "Substitution", "", "left"), th("缺失原因", "Missing reason", "", "left"));
+    const body = el("tbody", {});
+    for (const r of rows) {
+      const substituted = !!r.substituted;
+      const tr = el("tr", { "data-t": r.t, class: [r.valid === false ? "invalid" : "", substituted ? "substituted" : ""].join(" ").trim() });
+      const when = fmtTime(r.t, true);
+      tr.append(el("th", { class: "when num", scope: "row" }, level === "days" ? when.slice(0, 10) : when.slice(0, 16)));
+      for (const [f, , , , d] of cols) tr.append(el("td", { class: "num", "data-field": f }, fmt(r[f], d)));
+      tr.append(el("td", { "data-field": "valid", class: "state" },
+        ...(r.valid === false ? ["无效", el("span", { class: "en" }, "invalid")] : ["有效", el("span", { class: "en" }, "valid")])));
+      const flag = el("span", { "data-field": "flag" });
+      hmi.setFlag(flag, r.flag);
+      tr.append(el("td", { class: "flag-col" }, flag));
+      tr.append(el("td", { "data-field": "substitution_rule" }, substituted ? `${r.substitution_rule || "?"}` : DASH));
+      tr.append(el("td", { "data-field": "missing_reason" }, r.missing_reason || DASH));
+      body.append(tr);
+    }
+    table.replaceChildren(el("thead", {}, head), body);
+    const invalid = rows.filter((r) => r.valid === false).length;
+    const subst = rows.filter((r) => r.substituted).length;
+    setStatus("period-status", `${rows.length} ${label("条", "rows")} · ${invalid} ${label("无效", "invalid")} · ` +
+      `${subst} ${label("替代", "substituted")}`, false);
+  }
+
+  function initPeriods() {
+    document.getElementById("period-load").addEventListener("click", loadPeriods);
+    document.getElementById("period-item").addEventListener("change", loadPeriods);
+    document.getElementById("period-level").addEventListener("change", () => {
+      periodDefaults(true);
+      loadPeriods();
+    });
+  }
+
+  // ------------------------------------------------------------ devices
+
+  const devices = { timer: null };
+
+  async function loadDevices() {
+    const res = await api("GET", "/api/v1/devices");
+    const table = document.getElementById("devices-table");
+    if (!res.ok) {
+      setStatus("devices-status", res.message, true);
+      return;
+    }
+    const buses = res.body.buses || [];
+    setStatus("devices-status", buses.length ? "" : label("无设备", "no devices"));
+    const head = el("tr", {}, th("总线 / 设备", "Bus / device"), th("状态", "State", "", "left"),
+      th("最后错误", "Last error", "", "left"), th("延迟", "Latency", "ms"), th("轮询", "Polls"),
+      th("请求", "Requests"), th("错误", "Errors"));
+    const body = el("tbody", {});
+    for (const b of buses) {
+      const up = !!b.connected;
+      body.append(el("tr", { class: `bus ${up ? "online" : "offline"}`, "data-bus": b.bus },
+        el("th", { scope: "row" }, b.bus),
+        el("td", { "data-field": "state" }, el("span", { class: `pill ${up ? "ok" : "bad"}` },
+          ...(up ? ["已连接", el("span", { class: "en" }, "connected")] : ["未连接", el("span", { class: "en" }, "disconnected")]))),
+        el("td", {}, ""), el("td", {}, ""), el("td", {}, ""),
+        el("td", { class: "num" }, fmt(b.requests, 0)), el("td", { class: "num" }, fmt(b.errors, 0))));
+      for (const d of b.devices || []) {
+        const on = !!d.online;
+        body.append(el("tr", { class: `device ${on ? "online" : "offline"}`, "data-device": d.device },
+          el("th", { scope: "row", class: "device-name" }, d.device),
+          el("td", { "data-field": "state" }, el("span", { class: `pill ${on ? "ok" : "bad"}` },
+            ...(on ? ["在线", el("span", { class: "en" }, "online")] : ["离线", el("span", { class: "en" }, "offline")]))),
+          el("td", { "data-field": "last_error", class: "error" }, d.last_error || DASH),
+          el("td", { "data-field": "latency_ms", class: "num" },
+            d.polls ? fmt((d.last_latency_s || 0) * 1000, 1) : DASH),
+          el("td", { class: "num", "data-field": "polls" }, fmt(d.polls, 0)),
+          el("td", { class: "num", "data-field": "requests" }, fmt(d.requests, 0)),
+          el("td", { class: "num", "data-field": "errors" }, fmt(d.errors, 0))));
+      }
+    }
+    table.replaceChildren(el("thead", {}, head), body);
+    hmi.setText(document.getElementById("devices-time"), fmtTime(isoUtc(Date.now() + state.clockOffsetMs), false));
+  }
+
+  function startDevices() {
+    stopDevices();
+    loadDevices();
+    devices.timer = setInterval(loadDevices, 5000);
+  }
+
+  function stopDevices() {
+    if (devices.timer) clearInterval(devices.timer);
+    devices.timer = null;
+  }
+
+  // ------------------------------------------------------------ start
+
+  document.addEventListener("DOMContentLoaded", () => {
+    let saved = null;
+    try {
+      saved = localStorage.getItem(LANG_KEY);
+    } catch (e) { saved = null; }
+    wrapZh(document.body);
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.target.nodeType === Node.ELEMENT_NODE && r.target.querySelector(".en")) wrapZh(r.target);
+      }
+    }).observe(document.body, { childList: true, subtree: true });
+    setLang(saved === "en" ? "en" : "zh-CN");
+    document.getElementById("lang-switch").addEventListener("click", () => {
+      setLang(lang() === "en" ? "zh-CN" : "en");
+      if (shown.view === "trends") showTrends();
+      if (shown.view === "periods") showPeriods();
+    });
+    initTrends();
+    initPeriods();
+    hmi.snapshotHooks.push(() => {
+      if (shown.view === "trends" && !trend.series.length) showTrends();
+      if (shown.view === "periods" && !document.getElementById("period-item").value) showPeriods();
+    });
+    hmi.trendCsv = trendCsv;
+    hmi.trend = trend;
+    window.addEventListener("hashchange", route);
+    route();
+  });
+})();
