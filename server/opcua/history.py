@@ -9,13 +9,17 @@ see tag_series); not the running totals (today, year to date), which the histori
 not keep per minute.
 
 Served (OPC UA Part 11): ReadRawModifiedDetails (raw only, NumValuesPerNode and
-continuation points, both time directions; ReturnBounds is not applied),
+continuation points, both time directions; ReturnBounds: the bounding values at StartTime
+and EndTime, the value at or before the start and at or after the end in the direction of
+reading, BadBoundNotFound stamped with that time where the historian has none; they count
+towards NumValuesPerNode and a pending end bound comes with the next page),
 ReadAtTimeDetails (stepped: a minute's value holds for its minute) and ReadProcessedDetails
 with the Part 13 aggregates Average, Minimum, Maximum, Count and Total;
 ReadEventDetails on the Server object and the site (the alarm journal, as the
-AlarmConditionType events the live server sends; forward in time only, the WhereClause is
-not applied). Each value carries the minute start (period start; the allowance: the end of
-its hour) as source timestamp and the StatusCode the live value had (from the row's HJ 212
+AlarmConditionType events the live server sends; forward in time only; the EventFilter's
+WhereClause selects the events, see where.py, and NumValuesPerNode counts those returned).
+Each value carries the minute start (period start; the allowance: the end of its hour) as
+source timestamp and the StatusCode the live value had (from the row's HJ 212
 flag).
 """
 
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from asyncua import ua
+from asyncua.common.events import Event
 from asyncua.server.history import HistoryManager
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
@@ -59,6 +64,7 @@ from server.opcua.layout import (
     status_of,
     total_status_of,
 )
+from server.opcua.where import FilterUnsupported, WhereClause
 
 if TYPE_CHECKING:
     from asyncua.server.internal_server import InternalServer
@@ -70,6 +76,7 @@ _FAR_PAST, _FAR_FUTURE = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, 
 _CP_PREFIX = b"csh1"  # our continuation points: prefix, kind byte, int64 ms (stateless)
 _CP = struct.Struct("<4scq")
 _EVENT_CP = struct.Struct("<4scqi")  # …and how many events at that ms were already sent
+_HAS_SUBTYPE = _ns0(ObjectIds.HasSubtype)
 _EVENT_HISTORY = 0x4  # EventNotifier bit HistoryRead (Part 3, 5.4)
 _HISTORIAN_CALCULATED = 0x1  # StatusCode info bits (Part 4, 7.39; Part 11, 6.3)
 _HISTORIAN_INTERPOLATED = 0x2
@@ -335,11 +342,41 @@ class HistorianHistoryManager(HistoryManager):
             lo = end + _MS if start is not None and end is not None else _FAR_PAST
             rows = await series.rows(self.historian, lo, hi, limit=page + 1,
                                      newest_first=True)
-        result = ua.HistoryReadResult(HistoryData=ua.HistoryData(
-            DataValues=[self._value(row, series) for row in rows[:page]]))
-        if len(rows) > page:
-            result.ContinuationPoint = cast("ua.ByteString", _pack_cp(b"r", rows[page]["t"]))
+        values: list[ua.DataValue] = []
+        bounds = details.ReturnBounds
+        # The time the reading begins at: its first bound (Part 11, 4.4), sent with the
+        # first page only; a row at that time is the bound itself.
+        begin = cast(datetime, start if start is not None else end)
+        if bounds and resume is None and (not rows or rows[0]["t"] != begin):
+            values.append(await self._bound(series, begin, older=forward))
+        budget = page - len(values)  # the bounds count towards NumValuesPerNode
+        values += [self._value(row, series) for row in rows[:budget]]
+        result = ua.HistoryReadResult(HistoryData=ua.HistoryData(DataValues=values))
+        if len(rows) > budget:
+            result.ContinuationPoint = cast("ua.ByteString", _pack_cp(b"r", rows[budget]["t"]))
+        elif bounds and start is not None and end is not None:
+            # The far bound; a row at EndTime already sent (StartTime = EndTime) is it.
+            sent = rows[:budget]
+            if sent and sent[-1]["t"] == end:
+                pass
+            elif len(values) < page:
+                values.append(await self._bound(series, end, older=not forward))
+            else:  # no room left: the end bound alone comes with the next call
+                result.ContinuationPoint = cast("ua.ByteString", _pack_cp(b"r", end))
         return result
+
+    async def _bound(self, series: Series, at: datetime, *, older: bool) -> ua.DataValue:
+        """A bounding value (Part 11, 4.4): the newest value at or before `at` (`older`)
+        or the oldest at or after it; BadBoundNotFound stamped `at` when there is none."""
+        if older:
+            rows = await series.rows(self.historian, _FAR_PAST, at + _MS, limit=1,
+                                     newest_first=True)
+        else:
+            rows = await series.rows(self.historian, at, _FAR_FUTURE, limit=1)
+        if rows:
+            return self._value(rows[0], series)
+        return ua.DataValue(ua.Variant(), _status(StatusCodes.BadBoundNotFound),
+                            SourceTimestamp=_ts(at))
 
     async def _events(self, details: ua.ReadEventDetails,
                       rv: ua.HistoryReadValueId) -> ua.HistoryReadResult:
@@ -366,36 +403,75 @@ class HistorianHistoryManager(HistoryManager):
             if prefix != _CP_PREFIX or kind != b"e" or skip < 0:
                 return _bad(StatusCodes.BadContinuationPointInvalid)
             lo = datetime.fromtimestamp(ms / 1000, UTC)
+        try:
+            where = WhereClause(details.Filter.WhereClause if details.Filter else None,
+                                self._is_subtype)
+        except FilterUnsupported as exc:
+            return _bad(exc.code)
         page = min(wanted or self.max_values, self.max_values)
         hi = (start + _MS if end == start
               else end or datetime(9999, 1, 1, tzinfo=UTC))
-        journal = (await self.historian.alarm_journal(lo, hi, limit=skip + page + 1))[skip:]
         conditions: dict[str, _Condition] = {}
-        fields = []
-        for ev in journal[:page]:
-            cond = conditions.get(ev.rule)
-            if cond is None:
-                nid = layout.conditions.get(ev.rule) or ua.NodeId(
-                    cast("ua.String", f"Alarms.{ev.rule}"), cast("ua.Int16", layout.ns))
-                cond = conditions[ev.rule] = _Condition(ev.rule, nid, set())
-                # A first transition that is an action: the alarm's text from before it.
-                await restore_messages(conditions, [ev], self.historian)
-            cond.advance(ev)
-            # The journal keeps no EventId: one derived from the row, the same on every read.
-            event_id = hashlib.sha256(
-                f"{ev.rule}|{ev.t.isoformat()}|{ev.cause}|{ev.state}|{ev.ack_state}".encode()
-            ).digest()[:16]
-            event = _new_event(rv.NodeId, _event_fields(cond, layout.site, self.site_id,
-                                                        self.zone, event_id, ev.t))
-            fields.append(ua.HistoryEventFieldList(
-                EventFields=event.to_event_fields(details.Filter.SelectClauses)))
+        fields: list[ua.HistoryEventFieldList] = []
+        # Where the reading stands: the time of the last transition consumed and how many
+        # at that time were (the journal has equal times; the continuation point says both).
+        at, done = lo, skip
+        nxt: AlarmEvent | None = None
+        chunk = page + 1
+        while nxt is None:
+            journal = (await self.historian.alarm_journal(at, hi, limit=done + chunk))[done:]
+            for ev in journal:
+                if len(fields) == page:
+                    nxt = ev  # more to read: it starts the next page
+                    break
+                at, done = (at, done + 1) if ev.t == at else (ev.t, 1)
+                event = await self._event(conditions, ev, rv.NodeId, layout)
+                if where.matches(event):  # every transition advances its condition
+                    fields.append(ua.HistoryEventFieldList(
+                        EventFields=event.to_event_fields(details.Filter.SelectClauses)))
+            if len(journal) < chunk:
+                break  # the journal is read to the end of the range
+            chunk = max(chunk, 1000)  # a selective clause: read on in larger steps
         result = ua.HistoryReadResult(HistoryData=ua.HistoryEvent(Events=fields))
-        if len(journal) > page:
-            nxt = journal[page].t
-            done = sum(1 for ev in journal[:page] if ev.t == nxt) + (skip if nxt == lo else 0)
+        if nxt is not None:
             result.ContinuationPoint = cast("ua.ByteString", _EVENT_CP.pack(
-                _CP_PREFIX, b"e", round(nxt.timestamp() * 1000), done))
+                _CP_PREFIX, b"e", round(nxt.t.timestamp() * 1000), done if nxt.t == at else 0))
         return result
+
+    async def _event(self, conditions: dict[str, _Condition], ev: AlarmEvent,
+                     notifier: ua.NodeId, layout: _Layout) -> Event:
+        """The transition as the event the live server sent; its rule's condition state is
+        rebuilt from the transitions read, the first from its own row (as after a restart)."""
+        cond = conditions.get(ev.rule)
+        if cond is None:
+            nid = layout.conditions.get(ev.rule) or ua.NodeId(
+                cast("ua.String", f"Alarms.{ev.rule}"), cast("ua.Int16", layout.ns))
+            cond = conditions[ev.rule] = _Condition(ev.rule, nid, set())
+            # A first transition that is an action: the alarm's text from before it.
+            await restore_messages(conditions, [ev], self.historian)
+        cond.advance(ev)
+        # The journal keeps no EventId: one derived from the row, the same on every read.
+        event_id = hashlib.sha256(
+            f"{ev.rule}|{ev.t.isoformat()}|{ev.cause}|{ev.state}|{ev.ack_state}".encode()
+        ).digest()[:16]
+        return _new_event(notifier, _event_fields(cond, layout.site, self.site_id,
+                                                  self.zone, event_id, ev.t))
+
+    def _is_subtype(self, etype: ua.NodeId, wanted: ua.NodeId) -> bool:
+        """Whether `etype` is `wanted` or below it in the HasSubtype hierarchy."""
+        seen: set[ua.NodeId] = set()
+        current: ua.NodeId | None = etype
+        while current is not None and current not in seen:
+            if current == wanted:
+                return True
+            seen.add(current)
+            node = self.iserver.aspace.get(current)
+            current = None
+            for ref in node.references if node is not None else []:
+                if (not ref.IsForward and ref.ReferenceTypeId == _HAS_SUBTYPE):
+                    current = ref.NodeId
+                    break
+        return False
 
     async def _at_time(self, details: ua.ReadAtTimeDetails,
                        series: Series) -> ua.HistoryReadResult:

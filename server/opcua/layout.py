@@ -21,7 +21,9 @@ each session in the language of its LocaleIds.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -432,6 +434,25 @@ class _Builder:
 
 def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
     """The address space of `cfg` with NodeIds in namespace index `ns`."""
+    # A plant of 100 000 raw tags makes millions of small asyncua objects here, none of
+    # them garbage: the cyclic collector, walking the growing heap again and again, took
+    # more than half the time. Collect once, after.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_layout(cfg, ns)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def build_layout_async(cfg: PlantConfig, ns: int) -> _Layout:
+    """build_layout in a worker thread: seconds for a plant of 100 000 raw tags, during
+    which the event loop keeps running."""
+    return await asyncio.to_thread(build_layout, cfg, ns)
+
+
+def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
     b = _Builder(ns, site_namespace(cfg))
     out = _Layout(ns)
     root = b.obj(_OBJECTS_FOLDER, "CarbonSCADA", "CarbonSCADA", "CarbonSCADA", "碳排放监测",

@@ -32,6 +32,7 @@ from model.records import (
 )
 from model.states import AckState
 from server.config import PlantConfig
+from server.opcua.bulk import add_nodes_bulk, write_initial
 from server.opcua.conditions import (
     _ACKNOWLEDGE,
     _ALARM_CONDITION_TYPE,
@@ -67,6 +68,7 @@ from server.opcua.layout import (
     _status,
     _ts,
     build_layout,
+    build_layout_async,
     hour_status,
     site_namespace,
     status_of,
@@ -175,20 +177,19 @@ class OpcUaSink:
         server.set_server_name(f"carbonscada {self.config.site.name}")
         await server.set_application_uri(self.application_uri)
         await self._configure_security(server)
-        layout = build_layout(self.config, await server.register_namespace(self.namespace_uri))
+        layout = await build_layout_async(
+            self.config, await server.register_namespace(self.namespace_uri))
         if self.history is not None:
             mark_historized(layout, historized_series(layout).keys())
             mark_event_history(layout)
         iserver.texts = layout.texts  # DisplayName and Description in the session's language
-        results = await server.iserver.isession.add_nodes(layout.items)
+        results = await add_nodes_bulk(server.iserver, layout.items)  # linear, yields
         for item, res in zip(layout.items, results, strict=True):
             if not res.StatusCode.is_good():
                 raise SinkError(f"OPC UA: cannot add node {item.RequestedNewNodeId.to_string()}: "
                                 f"{res.StatusCode.name}")
         now = _ts(datetime.now(UTC))
-        for nid, initial in layout.initial:
-            await server.write_attribute_value(nid, ua.DataValue(initial, _WAITING,
-                                                                 ServerTimestamp=now))
+        await write_initial(server.iserver, layout.initial, _WAITING, now)
         if self.history is not None:
             await install(server.iserver, layout, self.history, self.config.site.id, self._zone)
         await self._start_alarms(server, layout)

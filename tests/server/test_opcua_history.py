@@ -161,6 +161,11 @@ async def test_raw_history_equals_the_historian_rows(
     _sink, client, ns = running
     values = await client.get_node(nid(ns, "CO2Minute")).read_raw_history(
         T0, T0 + timedelta(hours=1))
+    # asyncua asks for bounds by default: the row at T0 is the start bound; nothing at or
+    # after the end, so the end bound is BadBoundNotFound stamped with the end (Part 11, 4.4).
+    *values, after = values
+    assert after.SourceTimestamp == T0 + timedelta(hours=1)
+    assert code(after) == StatusCodes.BadBoundNotFound
     assert [v.SourceTimestamp for v in values] == [T0 + timedelta(minutes=i) for i in range(5)]
     got = [val(v) for v in values]
     assert got[:2] == KG[:2] and got[3:] == KG[3:] and got[2] is None
@@ -168,7 +173,7 @@ async def test_raw_history_equals_the_historian_rows(
         StatusCodes.Good, StatusCodes.Good, StatusCodes.BadCommunicationError,
         StatusCodes.UncertainSubstituteValue, StatusCodes.Good]
     flows = await client.get_node(nid(ns, "FlowStdDry")).read_raw_history(
-        T0, T0 + timedelta(hours=1))
+        T0, T0 + timedelta(hours=1), return_bounds=False)
     assert [val(v) for v in flows] == [835_718.9 + i for i in range(5)]
     rates = await client.get_node(nid(ns, "CO2Rate")).read_raw_history(
         T0, T0 + timedelta(minutes=1))
@@ -320,7 +325,12 @@ async def test_hour_day_unit_and_allowance_history(
 
     async def raw(ident: str) -> list[ua.DataValue]:
         node = client.get_node(ua.NodeId(cast("ua.String", ident), cast("ua.Int16", ns)))
-        return await node.read_raw_history(DAY - timedelta(days=1), T0 + timedelta(days=1))
+        start, end = DAY - timedelta(days=1), T0 + timedelta(days=1)
+        first, *values, last = await node.read_raw_history(start, end)
+        # asyncua asks for bounds by default: nothing before the start nor after the end.
+        assert (first.SourceTimestamp, last.SourceTimestamp) == (start, end)
+        assert code(first) == code(last) == StatusCodes.BadBoundNotFound
+        return values
 
     hours = await raw("U1.S1.CO2Hour")
     assert [(val(v), code(v), v.SourceTimestamp) for v in hours] == [
