@@ -1,5 +1,5 @@
 """The `carbonscada` command: run, check-config, recalc, export-samples, probe, user,
-audit."""
+audit, opcua, backup, restore, storage."""
 
 from __future__ import annotations
 
@@ -396,6 +396,64 @@ def _add_user_audit(sub: Any) -> None:
     ls.set_defaults(func=_cmd_audit_list)
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from server.audit import AuditLog
+    from server.backup import BackupError, make_backup
+
+    path, config = _historian_file(args)
+    if args.to is None and config.backup is None:
+        raise BackupError(f"{args.config}: no backup.dir configured: give --to DIR")
+    if not path.is_file():
+        raise BackupError(f"historian {path}: no such file")
+    cfg = config.backup
+    dest = Path(args.to if args.to is not None else cfg.dir if cfg is not None else ".")
+    # The configured directory keeps its generations; a --to elsewhere keeps everything.
+    keep = (cfg.keep if cfg is not None and dest.resolve() == Path(cfg.dir).resolve()
+            else None)
+    result = make_backup(path, dest, AuditLog(path), _cli_user(), keep=keep,
+                         pages_per_step=cfg.pages_per_step if cfg else 1024,
+                         step_sleep_s=cfg.step_sleep_s if cfg else 0.005)
+    print(f"{result.path}: verified backup of {path} as of {result.t.isoformat()} "
+          f"({result.bytes} bytes, {sum(result.counts.values())} rows in "
+          f"{len(result.counts)} tables, integrity ok, {result.duration_s:.2f} s)")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from server.backup import restore
+
+    path, _ = _historian_file(args)
+    kept = restore(path, Path(args.file), _cli_user())
+    print(f"{path}: restored from {args.file} (integrity ok, audit chain ok)"
+          + (f"; the replaced file is kept as {kept}" if kept is not None else ""))
+    return 0
+
+
+def _cmd_storage(args: argparse.Namespace) -> int:
+    from server.retention import storage_report
+
+    path, config = _historian_file(args)
+    print(storage_report(path, config.retention))
+    return 0
+
+
+def _add_backup(sub: Any) -> None:
+    bk = sub.add_parser("backup", help="make a verified online backup of the historian "
+                                       "(safe while the server runs)")
+    bk.add_argument("-c", "--config", required=True, help="plant configuration")
+    bk.add_argument("--to", metavar="DIR", help="directory (default: backup.dir)")
+    bk.set_defaults(func=_cmd_backup)
+    rs = sub.add_parser("restore", help="replace the historian by a verified backup "
+                                        "(the server must be stopped)")
+    rs.add_argument("-c", "--config", required=True, help="plant configuration")
+    rs.add_argument("file", help="a backup file made by `carbonscada backup`")
+    rs.set_defaults(func=_cmd_restore)
+    st = sub.add_parser("storage", help="sizes of the historian's tables and the projected "
+                                        "size at 5 years")
+    st.add_argument("-c", "--config", required=True, help="plant configuration")
+    st.set_defaults(func=_cmd_storage)
+
+
 def _cmd_opcua_trust(args: argparse.Namespace) -> int:
     from server.opcua.pki import Pki, common_name, read_certificate
 
@@ -457,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe(sub)
     _add_user_audit(sub)
     _add_opcua(sub)
+    _add_backup(sub)
     return p
 
 

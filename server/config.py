@@ -29,6 +29,7 @@ from compute.plan import CalculationPlan, build_plan
 from drivers.config import DevicesConfig, device_problems
 from model.errors import ConfigError
 from model.schema import Problems, validation_problems
+from server.backupconfig import BACKUP_DEVICE, BackupConfig, RetentionConfig
 from server.historian import HistorianConfig
 from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
@@ -41,10 +42,13 @@ class PlantConfig(WebPlantConfig):
     opcua: OpcUaConfig = OpcUaConfig()
     historian: HistorianConfig = HistorianConfig()
     influx: InfluxConfig | None = None
+    backup: BackupConfig | None = None  # none: no scheduled backups (a warning at start)
+    retention: RetentionConfig = RetentionConfig()
 
     def system_device_ids(self) -> tuple[str, ...]:
-        """The InfluxDB outbox, when there is one, reports its alarm as a device."""
-        return (OUTBOX_DEVICE,) if self.influx is not None else ()
+        """The InfluxDB outbox and the backups, when there are, report alarms as devices."""
+        return (*((OUTBOX_DEVICE,) if self.influx is not None else ()),
+                *((BACKUP_DEVICE,) if self.backup is not None else ()))
 
 
 class Plant(NamedTuple):
@@ -62,7 +66,8 @@ def _cross_stage_problems(cfg: PlantConfig, tag_paths: dict[str, str]) -> Proble
     """Checks that span stages; the stages' own checks run in their schemas' modules."""
     problems: Problems = [(path, f"unknown tag {tag!r}") for path, tag in cfg.input_tags()
                           if tag not in tag_paths]
-    problems += [(f"devices[{i}].id", f"{OUTBOX_DEVICE!r} is the InfluxDB outbox's id in "
+    owner = {OUTBOX_DEVICE: "the InfluxDB outbox's", BACKUP_DEVICE: "the backups'"}
+    problems += [(f"devices[{i}].id", f"{d.id!r} is {owner[d.id]} id in "
                   "alarm rules: name the device otherwise")
                  for i, d in enumerate(cfg.devices) if d.id in cfg.system_device_ids()]
     real = [d.id for d in cfg.devices if not d.simulate]

@@ -31,6 +31,7 @@ from model.records import (
 )
 from server.audit import AuditLog
 from server.config import Plant, PlantConfig
+from server.filelock import HistorianLock
 from server.historian import Historian
 from server.metrics import Monitor
 from server.sinks import AlarmListener, QueuedSink, Sink
@@ -38,6 +39,7 @@ from server.users import UserStore
 
 if TYPE_CHECKING:
     from alarms.engine import AlarmSink
+    from server.backup import BackupScheduler
 
 log = logging.getLogger("carbonscada")
 
@@ -117,9 +119,11 @@ def preflight(cfg: PlantConfig) -> None:
     """Every check `run` makes before it starts anything, beyond the schema's: the alarm
     channels' secrets and rule bank, the OPC UA node ids, the TLS files. No I/O but reads."""
     from alarms.engine import AlarmSink
+    from server.backupconfig import with_backup_alarm
     from server.influx.config import with_outbox_alarm
 
     cfg = with_outbox_alarm(cfg, cfg.influx)  # as _prepare_records adds it
+    cfg = with_backup_alarm(cfg, cfg.backup)
     AlarmSink(cfg)
     for entry in SINKS:
         if entry.wanted(cfg):
@@ -157,6 +161,7 @@ class Runtime:
         self._sinks: list[QueuedSink] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
+        self.backups: BackupScheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -192,9 +197,11 @@ class Runtime:
         # A plant with an outbox always has its alarm (server/influx/alarm.py), added here,
         # not to the file's rules: the configuration's and the file rules' hashes stay as
         # they were, so rules saved through the API still apply (and get it added too).
+        from server.backupconfig import with_backup_alarm
         from server.influx.config import with_outbox_alarm
 
-        return with_outbox_alarm(in_force, cfg.influx)
+        # The backups' alarm likewise (server/backup.py), when backups are configured.
+        return with_backup_alarm(with_outbox_alarm(in_force, cfg.influx), cfg.backup)
 
     def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
         from alarms.engine import AlarmSink
@@ -264,6 +271,10 @@ class Runtime:
             await asyncio.to_thread(kernels.warm_up)
             await asyncio.to_thread(periods.warm_up)
             await asyncio.to_thread(tagstore.warm_up)
+            # Held while running: `carbonscada restore` refuses a running server's file,
+            # and a second server started on the same historian refuses to start.
+            lock = await asyncio.to_thread(HistorianLock, self.historian.path)
+            self._on_stop("historian lock", lambda: asyncio.to_thread(lock.release))
             historian = QueuedSink(self.historian)
             await historian.start()
             self._sinks.append(historian)
@@ -280,6 +291,7 @@ class Runtime:
                 await queued.start()
                 self._sinks.append(queued)
                 self._on_stop(f"sink {sink.name}", queued.stop)
+            await self._start_backups()
             await self._seed_totals()
             await self._restore_periods()
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
@@ -297,6 +309,21 @@ class Runtime:
                 await self.stop()
             raise
         self.ready.set()
+
+    async def _start_backups(self) -> None:
+        """The backup schedule (and pruning after each backup), once the alarms exist."""
+        cfg = self.config
+        if cfg.backup is None:
+            log.warning("no backup configured (backup.dir): the historian %s is not backed "
+                        "up; the standard asks for a backup at least every 7 days",
+                        cfg.historian.path)
+            return
+        from server.backup import BackupScheduler
+
+        self.backups = BackupScheduler(cfg.backup, cfg.retention, self.historian.path,
+                                       self.audit, self._on_device_event)
+        await self.backups.start()
+        self._on_stop("backup scheduler", self.backups.stop)
 
     async def _seed_totals(self, totals: Totals | None = None, at: datetime | None = None,
                            ) -> None:
