@@ -29,6 +29,7 @@ from model.records import (
     SampleBlock,
     TagTable,
 )
+from server import heap
 from server.audit import AuditLog
 from server.config import Plant, PlantConfig
 from server.filelock import HistorianLock
@@ -299,6 +300,9 @@ class Runtime:
                 self._on_stop("simulator", sim.stop)
             self._drivers = create_drivers(self.config.devices, self._on_device_event,
                                            self.table)
+            # What lives as long as the server is built: out of the collector's way.
+            heap.freeze_heap()
+            self._on_stop("heap", lambda: asyncio.to_thread(heap.thaw_heap))
             self._on_stop("drivers and the minute cycle", self._cancel_tasks)
             for driver in self._drivers:
                 self._tasks.append(asyncio.create_task(driver.run(self._ingest),

@@ -19,6 +19,21 @@ so that no subscriber can mutate a notification into the server's state.
 Callbacks that are not asyncua's own `MonitoredItemService.datachange_callback` (a
 subclass, anything registered with `add_datachange_callback`) are awaited as asyncua
 does, so the fast path never changes what they see.
+
+Once the writes were cheap, the limit (cProfile of the server's loop in
+bench/test_opcua_throughput.py, 10 000 items over 4 sessions) was asyncua's generic
+encoder of the PublishResponse: about 28 µs (profiled) per MonitoredItemNotification, more
+than the write itself. `EncodedSubscription` encodes a subscription's data changes for
+the wire in one pass (`encode_data_changes`, the same bytes), and `double_variant` skips
+Variant's type guessing. The next stall was the garbage collector: every full collection
+walked the whole address space (0.6-1.2 s with 10 000 variables); server/heap.py's
+`freeze_heap` (the runtime's, once every sink started) moves it out of the collector's way
+and raises the collector's thresholds so that the values of one publishing interval die
+young.
+
+What is not coalesced: every value written reaches each monitored item's queue, as with
+asyncua (so a client's queue size decides what it keeps); a SampleBlock already carries
+only the latest reading of each tag, and a block is written as one pass.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -37,6 +53,8 @@ from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.monitored_item_service import MonitoredItemService
 from asyncua.server.server import Server
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.ua_binary import create_dataclass_serializer
 
 from model.errors import SinkError
 from model.flags import DataFlag
@@ -51,9 +69,71 @@ _STATUS_VALUE = ua.DataChangeTrigger.StatusValue
 _NULL = ua.Variant(None, ua.VariantType.Null)
 _DOUBLE = ua.VariantType.Double
 _ASYNCUA_CALLBACK = MonitoredItemService.datachange_callback
-# Writes between two yields to the event loop: about 10 ms of work with a few monitored
-# items per node, so that a block of 100k values never stalls other tasks for long.
-_YIELD_EVERY = 2_000
+# Writes between two yields to the event loop: 2 000 took 40-70 ms on the loop when the two
+# cores were shared (asyncio debug, bench/test_opcua_throughput.py); 500 stay well inside
+# the 20 ms a task may hold the loop, and a block of 100k values never stalls other tasks.
+_YIELD_EVERY = 500
+
+
+_DATA_CHANGE_BINARY = ua.NodeId(ua.Int32(ObjectIds.DataChangeNotification_Encoding_DefaultBinary))
+# A MonitoredItemNotification of a scalar Double with status and both timestamps: client
+# handle, DataValue mask (Value|StatusCode|SourceTimestamp|ServerTimestamp), variant type
+# 11, the double, the status code, the two timestamps (100 ns since 1601).
+_DOUBLE_NOTE = struct.Struct("<IBBdIqq").pack
+_UINT32 = struct.Struct("<I").pack
+_INT32 = struct.Struct("<i").pack
+_DATA_VALUE_BINARY = create_dataclass_serializer(ua.DataValue)
+
+
+def encode_data_changes(items: Sequence[ua.MonitoredItemNotification]) -> bytes:
+    """The binary body of DataChangeNotification(MonitoredItems=items), byte for byte what
+    asyncua's struct_to_binary makes, with a fast path for the scalar Doubles the writer
+    builds (about 1 µs a notification instead of 10)."""
+    epochs: dict[int, int] = {}  # id(datetime) -> win epoch: a block shares a few datetimes
+    to_epoch = ua.datetime_to_win_epoch
+    parts = [_INT32(len(items))]
+    append = parts.append
+    for item in items:
+        dv = item.Value
+        var = dv.Value
+        src, srv, status = dv.SourceTimestamp, dv.ServerTimestamp, dv.StatusCode
+        if (var is not None and var.VariantType is _DOUBLE and not var.is_array
+                and type(var.Value) is float and status is not None and src is not None
+                and srv is not None and dv.SourcePicoseconds is None
+                and dv.ServerPicoseconds is None):
+            s_epoch = epochs.get(id(src))
+            if s_epoch is None:
+                s_epoch = epochs[id(src)] = to_epoch(src)
+            v_epoch = epochs.get(id(srv))
+            if v_epoch is None:
+                v_epoch = epochs[id(srv)] = to_epoch(srv)
+            append(_DOUBLE_NOTE(item.ClientHandle, 0x0F, 11, var.Value, status.value,
+                                s_epoch, v_epoch))
+        else:
+            append(_UINT32(item.ClientHandle))
+            append(_DATA_VALUE_BINARY(dv))
+    append(_INT32(0))  # DiagnosticInfos: none (asyncua's subscription never sets any)
+    return b"".join(parts)
+
+
+class EncodedSubscription(InternalSubscription):
+    """asyncua's subscription of a client session, with its data changes encoded by
+    `encode_data_changes` when they are taken for a PublishResponse.
+
+    The notification goes out as an ExtensionObject holding the encoded body (asyncua
+    serialises that as it is), so the bytes on the wire are the same; only the encoding
+    is faster. Everything else (queues, acknowledgements, republish, keep-alive) is
+    asyncua's own. `ValueWriter` gives this class to client subscriptions it writes to.
+    """
+
+    def _pop_triggered_datachanges(self, result: ua.PublishResult) -> None:
+        if not self._triggered_datachanges:
+            return
+        items = [item for queued in self._triggered_datachanges.values() for item in queued]
+        self._triggered_datachanges = {}
+        result.NotificationMessage.NotificationData.append(
+            ua.ExtensionObject(TypeId=_DATA_CHANGE_BINARY,
+                               Body=ua.ByteString(encode_data_changes(items))))
 
 
 class _Slot:
@@ -124,9 +204,9 @@ class ValueWriter:
                             server_time: ua.DateTime) -> None:
         """Double values from columns: slots[i] gets values[i] with statuses[i] and
         source_times[i]; one server timestamp for the block."""
-        variant, data_value = ua.Variant, ua.DataValue
+        data_value = ua.DataValue
         await self.write_many(
-            (slot, data_value(variant(value, _DOUBLE), status, SourceTimestamp=t,
+            (slot, data_value(double_variant(value), status, SourceTimestamp=t,
                               ServerTimestamp=server_time))
             for slot, value, status, t in zip(slots, values, statuses, source_times,
                                               strict=True))
@@ -180,10 +260,16 @@ class ValueWriter:
         if not passed:
             return
         isub = srv.isub
-        # An in-process subscriber would hold the very object: it gets its own copy.
-        note = ua.MonitoredItemNotification(
-            ClientHandle=mdata.client_handle,
-            Value=value if isub.pub_request_callback is not None else copy.deepcopy(value))
+        if isub.pub_request_callback is not None:
+            if type(isub) is InternalSubscription:
+                # A client's subscription: the same object, with the fast encoder of its
+                # notifications (EncodedSubscription adds no state, only that method).
+                isub.__class__ = EncodedSubscription
+            note = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
+        else:
+            # An in-process subscriber would hold the very object: it gets its own copy.
+            note = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle,
+                                                Value=copy.deepcopy(value))
         queue = isub._triggered_datachanges
         items = queue.get(mid)
         if items is None:
@@ -235,31 +321,69 @@ class SampleWriter:
         return slots
 
     async def write(self, block: SampleBlock, server_time: ua.DateTime) -> None:
-        """The last reading of each tag in the block; tags without a variable are ignored."""
+        """The last reading of each tag in the block; tags without a variable are ignored.
+
+        The event loop is held for one chunk of _YIELD_EVERY values at a time (building
+        their DataValues and notifying), and a big block's numpy selection runs in a thread.
+        """
         if len(block) == 0:
             return
         row_slots = self.row_slots(block.table)
-        # The last reading of each tag: first occurrences in the reversed block.
-        _, last = np.unique(block.rows[::-1], return_index=True)
-        at = len(block.rows) - 1 - last
+        if len(block) > _THREAD_ROWS:
+            columns = await asyncio.to_thread(_latest, block)
+        else:
+            columns = _latest(block)
+        rows, times, values, flags = columns
         stamps: dict[float, ua.DateTime] = {}
         statuses: dict[int, ua.StatusCode] = {}
-        variant, data_value = ua.Variant, ua.DataValue
-        items: list[tuple[_Slot, ua.DataValue]] = []
-        for row, t, value, flag in zip(block.rows[at].tolist(), block.times[at].tolist(),
-                                       block.values[at].tolist(), block.flags[at].tolist(),
-                                       strict=True):
-            slot = row_slots[row]
-            if slot is None:
-                continue
-            stamp = stamps.get(t)
-            if stamp is None:
-                stamp = stamps[t] = cast("ua.DateTime", datetime.fromtimestamp(t, UTC))
-            status = statuses.get(flag)
-            if status is None:
-                status = statuses[flag] = status_of(DataFlag(flag))
-            if value != value:  # NaN: no value, never Good (layout.value_status)
-                status = value_status(value, status)
-            items.append((slot, data_value(variant(value, _DOUBLE), status,
-                                           SourceTimestamp=stamp, ServerTimestamp=server_time)))
-        await self._writer.write_many(items)
+        data_value = ua.DataValue
+        writer = self._writer
+        for start in range(0, len(rows), _YIELD_EVERY):
+            end = start + _YIELD_EVERY
+            if start:
+                await asyncio.sleep(0)  # other tasks run between two chunks
+            items: list[tuple[_Slot, ua.DataValue]] = []
+            for row, t, value, flag in zip(rows[start:end], times[start:end],
+                                           values[start:end], flags[start:end], strict=True):
+                slot = row_slots[row]
+                if slot is None:
+                    continue
+                stamp = stamps.get(t)
+                if stamp is None:
+                    stamp = stamps[t] = cast("ua.DateTime", datetime.fromtimestamp(t, UTC))
+                status = statuses.get(flag)
+                if status is None:
+                    status = statuses[flag] = status_of(DataFlag(flag))
+                if value != value:  # NaN: no value, never Good (layout.value_status)
+                    status = value_status(value, status)
+                items.append((slot, data_value(double_variant(value), status,
+                                               SourceTimestamp=stamp,
+                                               ServerTimestamp=server_time)))
+            await writer.write_many(items)
+
+
+# Above this many readings, the selection of each tag's latest reading runs in a thread.
+_THREAD_ROWS = 50_000
+
+
+def _latest(block: SampleBlock) -> tuple[list[int], list[float], list[float], list[int]]:
+    """Row, time, value and flag of the last reading of each tag of the block, as lists."""
+    # The last reading of each tag: first occurrences in the reversed block.
+    _, last = np.unique(block.rows[::-1], return_index=True)
+    at = len(block.rows) - 1 - last
+    return (block.rows[at].tolist(), block.times[at].tolist(), block.values[at].tolist(),
+            block.flags[at].tolist())
+
+
+_new_variant = object.__new__
+
+
+def double_variant(value: float) -> ua.Variant:
+    """ua.Variant(value, VariantType.Double) for a float, without its __post_init__ checks
+    (type guessing, array detection: a fifth of a value write's time)."""
+    var = _new_variant(ua.Variant)
+    var.Value = value
+    var.VariantType = _DOUBLE
+    var.Dimensions = None
+    var.is_array = False
+    return var
