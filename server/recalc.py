@@ -449,8 +449,8 @@ class _Minutes:
 
 
 def recalculate(plan: CalculationPlan, samples: Path) -> Iterator[RecalcBatch]:
-    """Every minute from the first sample's to the last one's, calculated as the live
-    server calculates it, in batches of consecutive minutes."""
+    """Every minute from the first sample's to the last one's that has a reading, calculated
+    as the live server calculates it, in batches of minutes in time order."""
     config = plan.config
     calc = MinuteCalculator(plan)
     clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
@@ -512,12 +512,19 @@ def _calculate(calc: MinuteCalculator, minutes: _Minutes,
         flags = np.zeros((b - a, n_tags, width), np.uint8)
         values[m, tg, pos] = value[lo:hi]
         flags[m, tg, pos] = flag[lo:hi]
+        per_minute = counts.reshape(b - a, n_tags)
+        # A minute without a single reading (not even a failed poll's, which the live
+        # server stores flagged) is one the server did not run for: it never calculated
+        # it, so neither does recalc, and its hour reads "not running" alike.
+        ran = per_minute.sum(axis=1) > 0
+        if not ran.any():
+            continue
         readings = []
         for c in counter_idx:
             sel = tg == c
             readings.append(Readings(t_s[lo:hi][sel], value[lo:hi][sel], flag[lo:hi][sel]))
-        arrays = calc.compute_batch(values, flags, counts.reshape(b - a, n_tags))
-        yield RecalcBatch(minutes.edge(np.arange(a, b, dtype=np.int64)), arrays,
+        arrays = calc.compute_batch(values[ran], flags[ran], per_minute[ran])
+        yield RecalcBatch(minutes.edge(np.arange(a, b, dtype=np.int64)[ran]), arrays,
                           tuple(readings))
 
 
