@@ -92,7 +92,11 @@ def minute_index(t: datetime, minute_seconds: float) -> int:
 def stopped_units(result: MinuteResult) -> set[str]:
     """Units stopped this minute: their unit record or one of their sources carries flag F."""
     out = {u.unit for u in result.units if u.flag is DataFlag.F}
-    out.update(s.unit for s in result.sources if s.flag is DataFlag.F)
+    cols = result.source_columns
+    if cols is not None:  # no record per source for this
+        out.update(cols.units[i] for i in np.flatnonzero(cols.flag == DataFlag.F).tolist())
+    else:
+        out.update(s.unit for s in result.sources if s.flag is DataFlag.F)
     return out
 
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from alarms.config import with_alarm_rules
@@ -40,7 +42,9 @@ from model.records import (
     PeriodRecords,
     PeriodResult,
     SiteMinute,
+    SourceColumns,
     SourceMinute,
+    TagColumns,
     TagMinute,
     UnitMinute,
     UnitPeriod,
@@ -139,6 +143,30 @@ def random_minute(t: datetime, rng: random.Random) -> MinuteResult:
     return MinuteResult(t, tuple(sources), tuple(units), site, tags)
 
 
+def as_columns(res: MinuteResult) -> MinuteResult:
+    """The same minute as the minute cycle hands it over: sources and tags as columns."""
+    src = res.sources
+
+    def col(name: str) -> npt.NDArray[np.float64]:
+        return np.array([getattr(s, name) for s in src], np.float64)
+
+    cols = SourceColumns(
+        sources=tuple(s.source for s in src), units=tuple(s.unit for s in src),
+        flow_act_m3_h=col("flow_act_m3_h"), flow_std_dry_m3_h=col("flow_std_dry_m3_h"),
+        co2_dry_pct=col("co2_dry_pct"), co2_mg_m3=col("co2_mg_m3"),
+        co2_rate_kg_h=col("co2_rate_kg_h"), co2_kg=col("co2_kg"),
+        flag=np.array([int(s.flag) for s in src], np.uint8),
+        substitution=np.zeros(len(src), np.int64), rules=("",), co2_hour_t=col("co2_hour_t"),
+        co2_today_t=col("co2_today_t"), co2_ytd_t=col("co2_ytd_t"))
+    tags = TagColumns(
+        tags=tuple(g.tag for g in res.tags), mean=np.array([g.mean for g in res.tags]),
+        min=np.array([g.min for g in res.tags]), max=np.array([g.max for g in res.tags]),
+        count=np.array([g.count for g in res.tags], np.int64),
+        flag=np.array([int(g.flag) for g in res.tags], np.uint8))
+    return MinuteResult(res.t, units=res.units, site=res.site, source_columns=cols,
+                        tag_columns=tags)
+
+
 def key(e: AlarmEvent) -> tuple[Any, ...]:
     v = round(e.value, 6) if math.isfinite(e.value) else None
     return (e.rule, e.t, e.state, e.previous, e.ack_state, e.cause, v, e.message,
@@ -151,6 +179,7 @@ def test_bank_matches_scalar_rules() -> None:
     rng = random.Random(3)
     cfg = two_unit_plant(random_rules(rng, 96))
     engine = AlarmEngine(cfg)
+    columnar = AlarmEngine(cfg)  # fed the same minutes as columns, as the runtime does
     scalar = scalar_rules(cfg)
     clock = PlantClock(60.0, "Asia/Shanghai")
     start = datetime(2024, 3, 31, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai, an hour to April
@@ -158,6 +187,7 @@ def test_bank_matches_scalar_rules() -> None:
     seen: Counter[tuple[str, str]] = Counter()
 
     def both(events: list[AlarmEvent], method: str, *args: Any) -> list[AlarmEvent]:
+        assert list(map(key, getattr(columnar, method)(*args))) == list(map(key, events))
         out = []
         for r in scalar:
             fn = getattr(r, method, None)
@@ -171,6 +201,7 @@ def test_bank_matches_scalar_rules() -> None:
         t = start + timedelta(minutes=k if k < 400 else k + 7)  # a 7-minute gap
         res = random_minute(t, rng)
         ev = engine.on_minute(res)
+        assert list(map(key, columnar.on_minute(as_columns(res)))) == list(map(key, ev))
         ctx = MinuteContext(res, clock, cfg.allowance, trailing)
         want = [e for r in scalar for e in r.step(ctx)]
         assert sorted(map(key, ev)) == sorted(map(key, want)), f"minute {k}"
