@@ -107,9 +107,16 @@ def minute_batch(result: MinuteResult, counter_tags: Sequence[str]) -> MinuteBat
     raw = result.raw
     readings = [_tag_samples(raw, tag) if raw is not None else Readings.empty()
                 for tag in counter_tags]
+    t_s = np.array([result.t.timestamp()])
+    cols, tags = result.source_columns, result.tag_columns
+    if cols is not None and tags is not None:  # the live minute: no record per source or tag
+        return MinuteBatch(t_s, cols.co2_dry_pct[None, :].copy(),
+                           cols.flow_std_dry_m3_h[None, :].copy(), cols.flag[None, :].copy(),
+                           tags.mean[None, :].copy(), tags.flag[None, :].copy(),
+                           tuple(readings))
     src = result.sources
     return MinuteBatch(
-        np.array([result.t.timestamp()]),
+        t_s,
         np.array([[s.co2_dry_pct for s in src]], np.float64).reshape(1, len(src)),
         np.array([[s.flow_std_dry_m3_h for s in src]], np.float64).reshape(1, len(src)),
         np.array([[int(s.flag) for s in src]], np.uint8).reshape(1, len(src)),

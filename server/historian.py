@@ -11,13 +11,15 @@ import dataclasses
 import json
 import math
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from model.errors import InvalidValueError, SinkError
 from model.flags import DataFlag
@@ -166,6 +168,43 @@ def _nan_to_null(x: float) -> float | None:
     return None if x != x else x
 
 
+_FLAG_NAMES = tuple(DataFlag(i).name for i in range(len(DataFlag)))  # by flag value
+
+
+def _nullable(column: npt.NDArray[np.float64]) -> list[float | None]:
+    """The column as Python values, None for NaN (SQL NULL)."""
+    out = column.astype(object)
+    out[np.isnan(column)] = None
+    values: list[float | None] = out.tolist()
+    return values
+
+
+def _source_rows(r: MinuteResult) -> Iterable[tuple[object, ...]]:
+    """source_minute rows of a minute: from its columns when it has them (16 700 sources:
+    no record each, which cost the event loop its share of the GIL), else its records."""
+    cols = r.source_columns
+    if cols is None:
+        return [(s.source, s.unit, to_ms(s.t),
+                 *(_nan_to_null(getattr(s, f)) for f in _SOURCE_FIELDS),
+                 int(s.valid), s.flag.name, s.substitution) for s in r.sources]
+    flags = cols.flag.tolist()
+    return zip(cols.sources, cols.units, repeat(to_ms(r.t)),
+               *(_nullable(getattr(cols, f)) for f in _SOURCE_FIELDS),
+               [int(f == 0) for f in flags], [_FLAG_NAMES[f] for f in flags],
+               [cols.rules[i] for i in cols.substitution.tolist()], strict=False)
+
+
+def _tag_rows(r: MinuteResult) -> Iterable[tuple[object, ...]]:
+    """tag_minute rows of a minute, from its columns when it has them (see _source_rows)."""
+    cols = r.tag_columns
+    if cols is None:
+        return [(g.tag, to_ms(g.t), _nan_to_null(g.mean), _nan_to_null(g.min),
+                 _nan_to_null(g.max), g.count, g.flag.name) for g in r.tags]
+    return zip(cols.tags, repeat(to_ms(r.t)), _nullable(cols.mean), _nullable(cols.min),
+               _nullable(cols.max), cols.count.tolist(),
+               [_FLAG_NAMES[f] for f in cols.flag.tolist()], strict=False)
+
+
 def _null_to_nan(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
@@ -266,9 +305,7 @@ class Historian:
         with db:
             db.executemany(
                 "INSERT OR REPLACE INTO source_minute VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(s.source, s.unit, to_ms(s.t),
-                  *(_nan_to_null(getattr(s, f)) for f in _SOURCE_FIELDS),
-                  int(s.valid), s.flag.name, s.substitution) for s in r.sources])
+                _source_rows(r))
             db.executemany(
                 "INSERT OR REPLACE INTO unit_minute VALUES (?,?,?,?,?,?,?)",
                 [(u.unit, to_ms(u.t), _nan_to_null(u.output_mwh), _nan_to_null(u.co2_kg),
@@ -278,10 +315,8 @@ class Historian:
                 w = r.raw
                 db.execute("INSERT OR REPLACE INTO raw_window VALUES (?,?,?,?,?,?)",
                            (to_ms(r.t), *rawcodec.encode_row(w)))
-            db.executemany(
-                "INSERT OR REPLACE INTO tag_minute VALUES (?,?,?,?,?,?,?)",
-                [(g.tag, to_ms(g.t), _nan_to_null(g.mean), _nan_to_null(g.min),
-                  _nan_to_null(g.max), g.count, g.flag.name) for g in r.tags])
+            db.executemany("INSERT OR REPLACE INTO tag_minute VALUES (?,?,?,?,?,?,?)",
+                           _tag_rows(r))
 
     async def on_period(self, rec: PeriodRecords) -> None:
         """Store one closed hour or day (its sources, streams, units, allowance position)."""

@@ -16,10 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from compute.periods import MinuteBatch, PeriodCycle, Readings
+from compute.periods import MinuteBatch, PeriodCycle, Readings, minute_batch
 from compute.plan import CalculationPlan
 from model.flags import DataFlag
-from model.records import PeriodRecords
+from model.records import (
+    MinuteResult,
+    PeriodRecords,
+    SiteMinute,
+    SourceColumns,
+    TagColumns,
+)
 from server.config import parse_plant
 from tests.fixtures.plant import plant_dict
 
@@ -466,3 +472,28 @@ def test_a_25_hour_day_closes_with_25_hours() -> None:
     s = next(r for r in out if r.level == "day").sources[0]
     assert (s.n_valid, s.n_substituted + s.n_missing, s.valid, s.missing_reason) == (
         23, 2, True, "")
+
+
+def test_minute_batch_from_columns_is_the_batch_of_records() -> None:
+    # The live minute comes as columns (no record per source or tag): the same batch.
+    t = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
+    cols = SourceColumns(
+        sources=("S1", "S2"), units=("U1", "U1"), flow_act_m3_h=np.array([1.0, 2.0]),
+        flow_std_dry_m3_h=np.array([835_718.9, math.nan]), co2_dry_pct=np.array([12.0, 11.5]),
+        co2_mg_m3=np.array([1.0, 2.0]), co2_rate_kg_h=np.array([1.0, 2.0]),
+        co2_kg=np.array([3282.7, math.nan]), flag=np.array([0, 3], np.uint8),
+        substitution=np.zeros(2, np.int64), rules=("",), co2_hour_t=np.zeros(2),
+        co2_today_t=np.zeros(2), co2_ytd_t=np.zeros(2))
+    tags = TagColumns(tags=("a", "b", "c"), mean=np.array([1.5, math.nan, 7.0]),
+                      min=np.zeros(3), max=np.zeros(3), count=np.array([60, 0, 59]),
+                      flag=np.array([0, 3, 4], np.uint8))
+    site = SiteMinute(t, 0, 0, 0, 0, 0, 0)
+    live = MinuteResult(t, site=site, source_columns=cols, tag_columns=tags)
+    as_records = MinuteResult(t, live.sources, (), site, live.tags)
+    a, b = minute_batch(live, ()), minute_batch(as_records, ())
+    for name in ("t_s", "co2_dry_pct", "flow_std_dry_m3_h", "source_flag", "tag_mean",
+                 "tag_flag"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    np.testing.assert_array_equal(a.co2_dry_pct, [[12.0, 11.5]])
+    np.testing.assert_array_equal(a.tag_flag, [[0, 3, 4]])

@@ -20,8 +20,10 @@ from model.records import (
     PeriodResult,
     RawWindow,
     SiteMinute,
+    SourceColumns,
     SourceMinute,
     StreamPeriod,
+    TagColumns,
     TagMinute,
     UnitMinute,
     UnitPeriod,
@@ -64,6 +66,56 @@ async def test_minutes_are_stored_and_summed(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "var" / "h.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT mean, count FROM tag_minute").fetchall()[0] == (12.0, 60)
+
+
+async def test_minutes_from_columns_are_the_rows_of_records(tmp_path: Path) -> None:
+    # The runtime hands minutes over as columns: stored row for row as their records.
+    def src(name: str, co2_kg: float, flag: DataFlag, rule: str = "") -> SourceMinute:
+        return SourceMinute(name, "U1", T0, 1_080_000.0, math.nan, 12.0, 235_680.0,
+                            co2_kg * 60, co2_kg, flag is DataFlag.N, flag, rule)
+
+    sources = (src("S1", 3282.70, DataFlag.N), src("S2", math.nan, DataFlag.B),
+               src("S3", 3000.0, DataFlag.S, "f_factor_o2"))
+    tags = (TagMinute("a", T0, 12.0, 11.9, 12.1, 60, DataFlag.N),
+            TagMinute("b", T0, math.nan, math.nan, math.nan, 0, DataFlag.B))
+    base = minute(T0, 1.0)
+    records = MinuteResult(t=T0, sources=sources, units=base.units, site=base.site, tags=tags)
+
+    def floats(name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.array([getattr(x, name) for x in sources])
+
+    columns = MinuteResult(
+        t=T0, units=base.units, site=base.site,
+        source_columns=SourceColumns(
+            sources=("S1", "S2", "S3"), units=("U1",) * 3, flow_act_m3_h=floats("flow_act_m3_h"),
+            flow_std_dry_m3_h=floats("flow_std_dry_m3_h"), co2_dry_pct=floats("co2_dry_pct"),
+            co2_mg_m3=floats("co2_mg_m3"), co2_rate_kg_h=floats("co2_rate_kg_h"),
+            co2_kg=floats("co2_kg"), flag=np.array([0, 3, 1], np.uint8),
+            substitution=np.array([0, 0, 1]), rules=("", "f_factor_o2"),
+            co2_hour_t=floats("co2_hour_t"), co2_today_t=floats("co2_today_t"),
+            co2_ytd_t=floats("co2_ytd_t")),
+        tag_columns=TagColumns(tags=("a", "b"), mean=np.array([12.0, math.nan]),
+                               min=np.array([11.9, math.nan]), max=np.array([12.1, math.nan]),
+                               count=np.array([60, 0]), flag=np.array([0, 3], np.uint8)))
+    assert [int(f) for f in (DataFlag.N, DataFlag.B, DataFlag.S)] == [0, 3, 1]
+    dumps = []
+    for name, result in (("records", records), ("columns", columns)):
+        h = Historian(tmp_path / f"{name}.sqlite")
+        await h.start()
+        try:
+            await h.on_minute(result)
+        finally:
+            await h.stop()
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as db:
+            dumps.append([db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                          for table in ("source_minute", "tag_minute")])
+    assert dumps[0] == dumps[1]
+    t_ms = int(T0.timestamp() * 1000)
+    assert dumps[1][0][1] == ("S2", "U1", t_ms, 1_080_000.0, None, 12.0, 235_680.0, None, None,
+                              0, "B", "")
+    assert dumps[1][0][2][-3:] == (0, "S", "f_factor_o2")
+    assert dumps[1][1] == [("a", t_ms, 12.0, 11.9, 12.1, 60, "N"),
+                           ("b", t_ms, None, None, None, 0, "B")]
 
 
 async def test_rewriting_a_minute_replaces_it(tmp_path: Path) -> None:
