@@ -229,6 +229,11 @@ class SourceColumns:
     co2_today_t: npt.NDArray[np.float64]
     co2_ytd_t: npt.NDArray[np.float64]
 
+    @property
+    def co2_rate_t_h(self) -> npt.NDArray[np.float64]:
+        """CO2 mass rate in t/h (SourceMinute.co2_rate_t_h of every row)."""
+        return self.co2_rate_kg_h / 1000.0
+
     def records(self, t: datetime) -> tuple[SourceMinute, ...]:
         """One SourceMinute per source (for sinks that want records)."""
         flags = [DataFlag(f) for f in range(len(DataFlag))]

@@ -269,6 +269,10 @@ class Runtime:
             # First, so that it measures everything after, and stops last.
             self.monitor.probe.start()
             self._on_stop("event-loop probe", self.monitor.probe.stop)
+            # Thawed last, once every stage stopped: thawed earlier, the stages still
+            # running would set off full collections of the whole heap (23.7 s measured
+            # with 100k tags). Harmless when nothing was frozen.
+            self._on_stop("heap", lambda: asyncio.to_thread(heap.thaw_heap))
             await asyncio.to_thread(kernels.warm_up)
             await asyncio.to_thread(periods.warm_up)
             await asyncio.to_thread(tagstore.warm_up)
@@ -302,7 +306,6 @@ class Runtime:
                                            self.table)
             # What lives as long as the server is built: out of the collector's way.
             heap.freeze_heap()
-            self._on_stop("heap", lambda: asyncio.to_thread(heap.thaw_heap))
             self._on_stop("drivers and the minute cycle", self._cancel_tasks)
             for driver in self._drivers:
                 self._tasks.append(asyncio.create_task(driver.run(self._ingest),

@@ -25,6 +25,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from server.heap import collection_paused
+
 if TYPE_CHECKING:
     from asyncua.server.address_space import AddressSpace, NodeManagementService
     from asyncua.server.internal_server import InternalServer
@@ -219,22 +221,15 @@ async def add_nodes_bulk(iserver: InternalServer, items: list[ua.AddNodesItem], 
     results: list[ua.AddNodesResult] = []
     # The cyclic collector would walk the whole address space (the standard nodes and every
     # node added so far) again and again while millions of small objects are made: most of
-    # the time, and quadratic. None of them is garbage, and they live as long as the server:
-    # they are frozen after (gc.freeze: never scanned again; reference counting still frees
-    # what is dropped), so that no full collection walks them later either. The runtime's
-    # thaw_heap (server/heap.py) unfreezes at stop.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # the time, and quadratic. None of them is garbage, and they live as long as the server
+    # (server/heap.py; freeze_heap puts them out of every later collection at start).
+    with collection_paused():
         for i in range(0, len(items), chunk):
             adder.now = datetime.now(UTC)  # the initial values' timestamps (asyncua's "now")
             results += [adder.add(item) for item in items[i:i + chunk]]
             if i + chunk < len(items):
                 await asyncio.sleep(0)  # let the drivers and the loop run between chunks
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
+    gc.freeze()  # out of the collections until the runtime's freeze_heap (thawed at stop)
     return results
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from model.records import (
     UnitPeriod,
 )
 from server.config import PlantConfig
+from server.heap import collection_paused
 
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
@@ -434,16 +434,10 @@ class _Builder:
 
 def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
     """The address space of `cfg` with NodeIds in namespace index `ns`."""
-    # A plant of 100 000 raw tags makes millions of small asyncua objects here, none of
-    # them garbage: the cyclic collector, walking the growing heap again and again, took
-    # more than half the time. Collect once, after.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # Millions of small asyncua objects for 100 000 raw tags, none of them garbage: the
+    # cyclic collector took more than half the time (server/heap.py).
+    with collection_paused():
         return _build_layout(cfg, ns)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 async def build_layout_async(cfg: PlantConfig, ns: int) -> _Layout:

@@ -55,10 +55,8 @@ from server.opcua.conditions import (
 )
 from server.opcua.history import (
     MinuteHistory,
-    historized_series,
+    historize,
     install,
-    mark_event_history,
-    mark_historized,
 )
 from server.opcua.layout import (
     _GOOD,
@@ -76,6 +74,7 @@ from server.opcua.layout import (
     value_status,
 )
 from server.opcua.locales import _LocaleInternalServer, set_build_info
+from server.opcua.minutes import SourceColumnWriter
 from server.opcua.pki import ClientValidator, Pki, host_names
 from server.opcua.users import (
     _Server,
@@ -146,6 +145,7 @@ class OpcUaSink:
         # Value writes without asyncua's per-write deepcopy (writer.py); set by start().
         self._writer: ValueWriter | None = None
         self._samples: SampleWriter | None = None
+        self._minute_sources: SourceColumnWriter | None = None
         self._zone = ZoneInfo(config.site.timezone)
         self._conditions: dict[str, _Condition] = {}
         self._by_node: dict[ua.NodeId, _Condition] = {}
@@ -179,9 +179,7 @@ class OpcUaSink:
         await self._configure_security(server)
         layout = await build_layout_async(
             self.config, await server.register_namespace(self.namespace_uri))
-        if self.history is not None:
-            mark_historized(layout, historized_series(layout).keys())
-            mark_event_history(layout)
+        series = await historize(layout) if self.history is not None else {}
         iserver.texts = layout.texts  # DisplayName and Description in the session's language
         results = await add_nodes_bulk(server.iserver, layout.items)  # linear, yields
         for item, res in zip(layout.items, results, strict=True):
@@ -191,7 +189,8 @@ class OpcUaSink:
         now = _ts(datetime.now(UTC))
         await write_initial(server.iserver, layout.initial, _WAITING, now)
         if self.history is not None:
-            await install(server.iserver, layout, self.history, self.config.site.id, self._zone)
+            await install(server.iserver, layout, self.history, series, self.config.site.id,
+                          self._zone)
         await self._start_alarms(server, layout)
         try:
             with _quiet_start_failure():
@@ -204,6 +203,7 @@ class OpcUaSink:
         self._server = server
         self._writer = ValueWriter(server)
         self._samples = SampleWriter(self._writer, layout.tags)
+        self._minute_sources = SourceColumnWriter(self._writer, layout)
 
     async def _configure_security(self, server: Server) -> None:
         """Endpoints, the server certificate, the client trust list and the identities.
@@ -268,11 +268,15 @@ class OpcUaSink:
                 items.append((nid, dv(get(record), total if is_total else status)))
             items.append((flag_node, flag_dv(record.flag)))
 
-        for src in result.sources:
-            write(layout.sources.get(src.source), src)
+        cols = result.source_columns
+        if cols is not None:  # the minute cycle's columns: no record per source
+            assert self._minute_sources is not None  # set with the writer
+            await self._minute_sources.write(cols, t, now)
+        else:
+            for src in result.sources:
+                write(layout.sources.get(src.source), src)
         for unit in result.units:
             write(layout.units.get(unit.unit), unit)
-        # One block: the monitored items see the whole minute in the same publish.
         await writer.write_nodes(items)
 
     async def on_period(self, records: PeriodRecords) -> None:

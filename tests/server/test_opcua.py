@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from asyncua import ua
@@ -28,6 +29,7 @@ from model.records import (
     Sample,
     SampleBlock,
     SiteMinute,
+    SourceColumns,
     SourceMinute,
     TagTable,
     UnitMinute,
@@ -205,6 +207,60 @@ async def test_flags_map_to_status_codes(client: Client, sink: OpcUaSink) -> Non
     # A stopped unit's totals are complete.
     today = await read(await by_id(client, "U1.S1.CO2Today"))
     assert (today.value, today.status) == (1520.25, StatusCodes.Good)
+
+
+def columns(*sources: SourceMinute) -> SourceColumns:
+    """The sources as the minute cycle hands them over: columns, no records."""
+    def col(name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.array([getattr(s, name) for s in sources], np.float64)
+
+    return SourceColumns(
+        sources=tuple(s.source for s in sources), units=tuple(s.unit for s in sources),
+        flow_act_m3_h=col("flow_act_m3_h"), flow_std_dry_m3_h=col("flow_std_dry_m3_h"),
+        co2_dry_pct=col("co2_dry_pct"), co2_mg_m3=col("co2_mg_m3"),
+        co2_rate_kg_h=col("co2_rate_kg_h"), co2_kg=col("co2_kg"),
+        flag=np.array([int(s.flag) for s in sources], np.uint8),
+        substitution=np.zeros(len(sources), np.int64), rules=("",),
+        co2_hour_t=col("co2_hour_t"), co2_today_t=col("co2_today_t"),
+        co2_ytd_t=col("co2_ytd_t"))
+
+
+async def test_minute_from_columns_reads_as_from_records(client: Client,
+                                                         sink: OpcUaSink) -> None:
+    # The runtime's minutes come as columns (server/opcua/minutes.py): the same values,
+    # statuses and timestamps as the records path above. A source unknown to this server
+    # (S9) is skipped.
+    other = dataclasses.replace(SOURCE, source="S9", co2_kg=1.0)
+    await sink.on_minute(MinuteResult(t=T, units=(UNIT,), site=SITE,
+                                      source_columns=columns(other, SOURCE)))
+    expected = {"CO2Minute": 3282.70, "CO2Dry": 12.0, "CO2MgM3": 235_680.0,
+                "FlowActual": 1_080_000.0, "FlowStdDry": 835_718.9, "CO2Today": 1520.25,
+                "CO2YTD": 250_000.5}
+    for name, value in expected.items():
+        r = await read(await by_id(client, f"U1.S1.{name}"))
+        assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, T), name
+    rate = await read(await by_id(client, "U1.S1.CO2Rate"))
+    assert rate.value == pytest.approx(196.9622, rel=1e-12)  # t/h from 196 962.2 kg/h
+    flag = await read(await by_id(client, "U1.S1.DataFlag"))
+    assert (flag.value, flag.status, flag.source_t) == ("N", StatusCodes.Good, T)
+
+    bad = dataclasses.replace(SOURCE, valid=False, flag=DataFlag.B, co2_mg_m3=math.nan)
+    await sink.on_minute(MinuteResult(t=T, units=(UNIT,), site=SITE,
+                                      source_columns=columns(bad)))
+    minute = await read(await by_id(client, "U1.S1.CO2Minute"))
+    assert (minute.value, minute.status) == (None, StatusCodes.BadCommunicationError)
+    today = await read(await by_id(client, "U1.S1.CO2Today"))
+    assert (today.value, today.status) == (1520.25, StatusCodes.UncertainSubNormal)
+    assert (await read(await by_id(client, "U1.S1.DataFlag"))).value == "B"
+    substitute = dataclasses.replace(SOURCE, valid=False, flag=DataFlag.S, co2_mg_m3=math.nan)
+    await sink.on_minute(MinuteResult(t=T, units=(UNIT,), site=SITE,
+                                      source_columns=columns(substitute)))
+    assert (await read(await by_id(client, "U1.S1.CO2Dry"))).status == (
+        StatusCodes.UncertainSubstituteValue)
+    # A NaN is no value, never Uncertain or Good.
+    assert (await read(await by_id(client, "U1.S1.CO2MgM3"))).status == (
+        StatusCodes.BadWaitingForInitialData)
+    await sink.on_minute(RESULT)  # as the other tests expect to find it
 
 
 async def test_raw_sample_updates_tag(client: Client, sink: OpcUaSink) -> None:
