@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import functools
 import logging
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 from asyncua.server.internal_subscription import InternalSubscription
@@ -297,28 +299,63 @@ class ValueWriter:
             log.exception("Error calling datachange callback %s, %s, %s", handle, callback, ex)
 
 
+class _Latest:
+    """The latest reading of every row of one tag table, and which rows' variables are
+    read from it (their Value attribute's read callback is installed)."""
+
+    def __init__(self, n: int) -> None:
+        self.values = np.full(n, np.nan)
+        self.times = np.zeros(n)
+        self.flags = np.zeros(n, np.uint8)
+        self.server_s = np.zeros(n)
+        self.served = bytearray(n)  # 1: reads of the row's variable come from these arrays
+
+    def read(self, row: int, _nid: ua.NodeId, _attr: object) -> ua.DataValue:
+        """The row's variable as a Read (or a new monitored item's first value) sees it."""
+        value = float(self.values[row])
+        status = value_status(value, status_of(DataFlag(int(self.flags[row]))))
+        # Part 4, 7.7.1: a Bad value is null (as ValueWriter writes it).
+        return ua.DataValue(
+            _NULL if status.is_bad() else double_variant(value), status,
+            SourceTimestamp=cast("ua.DateTime", datetime.fromtimestamp(self.times[row], UTC)),
+            ServerTimestamp=cast("ua.DateTime",
+                                 datetime.fromtimestamp(self.server_s[row], UTC)))
+
+
 class SampleWriter:
     """Writes the latest reading of each raw tag of a SampleBlock through a ValueWriter.
 
     The slot of each row of a tag table is resolved once per table (None for a tag with
     no variable in this server), so that a block costs a numpy pass and one DataValue per
-    tag, with one datetime per distinct poll time.
+    watched tag, with one datetime per distinct poll time.
+
+    Only the variables some monitored item watches are written (and notified) per block.
+    The others, most of 100 000 raw tags, keep their latest reading in numpy arrays
+    (_Latest), and their Value attribute answers a Read, or a new monitored item's first
+    value, from there through asyncua's read callback: a DataValue per reading for every
+    tag cost the event loop most of a core at 100 000 readings/s (bench/test_whole_path.py),
+    for values nobody was looking at. A variable that gets a monitored item is written from
+    the next block on (which drops the callback); one that loses it is served again.
     """
 
     def __init__(self, writer: ValueWriter, tags: Mapping[str, ua.NodeId]) -> None:
         self._writer = writer
         self._tags = tags
-        self._tables: dict[int, tuple[TagTable, list[_Slot | None]]] = {}
+        self._tables: dict[int, tuple[TagTable, list[_Slot | None], _Latest]] = {}
+
+    def _table(self, table: TagTable) -> tuple[list[_Slot | None], _Latest]:
+        cached = self._tables.get(id(table))
+        if cached is not None and cached[0] is table:
+            return cached[1], cached[2]
+        slots = [self._writer.slot(nid) if (nid := self._tags.get(tag)) is not None else None
+                 for tag in table.ids]
+        latest = _Latest(len(slots))
+        self._tables[id(table)] = (table, slots, latest)
+        return slots, latest
 
     def row_slots(self, table: TagTable) -> list[_Slot | None]:
         """The slot of every row of `table` (cached for the table's life)."""
-        cached = self._tables.get(id(table))
-        if cached is not None and cached[0] is table:
-            return cached[1]
-        slots = [self._writer.slot(nid) if (nid := self._tags.get(tag)) is not None else None
-                 for tag in table.ids]
-        self._tables[id(table)] = (table, slots)
-        return slots
+        return self._table(table)[0]
 
     async def write(self, block: SampleBlock, server_time: ua.DateTime) -> None:
         """The last reading of each tag in the block; tags without a variable are ignored.
@@ -328,12 +365,36 @@ class SampleWriter:
         """
         if len(block) == 0:
             return
-        row_slots = self.row_slots(block.table)
+        row_slots, latest = self._table(block.table)
         if len(block) > _THREAD_ROWS:
-            columns = await asyncio.to_thread(_latest, block)
+            at = await asyncio.to_thread(_latest, block)
         else:
-            columns = _latest(block)
-        rows, times, values, flags = columns
+            at = _latest(block)
+        r = block.rows[at]
+        latest.values[r] = block.values[at]
+        latest.times[r] = block.times[at]
+        latest.flags[r] = block.flags[at]
+        latest.server_s[r] = server_time.timestamp()
+        # Which of them are watched: a dict's truth per row, far cheaper than a DataValue.
+        served = latest.served
+        watched: list[int] = []
+        for i, row in enumerate(r.tolist()):
+            if i and i % _CLASSIFY_EVERY == 0:
+                await asyncio.sleep(0)  # a block of 100 000 rows does not hold the loop
+            slot = row_slots[row]
+            if slot is None:
+                continue
+            if slot.attval.datachange_callbacks:
+                watched.append(i)
+                served[row] = 0  # the write below drops the read callback
+            elif not served[row]:
+                slot.attval.value_callback = functools.partial(latest.read, row)
+                served[row] = 1
+        if not watched:
+            return
+        w = at[watched]
+        rows, times = block.rows[w].tolist(), block.times[w].tolist()
+        values, flags = block.values[w].tolist(), block.flags[w].tolist()
         stamps: dict[float, ua.DateTime] = {}
         statuses: dict[int, ua.StatusCode] = {}
         data_value = ua.DataValue
@@ -346,8 +407,7 @@ class SampleWriter:
             for row, t, value, flag in zip(rows[start:end], times[start:end],
                                            values[start:end], flags[start:end], strict=True):
                 slot = row_slots[row]
-                if slot is None:
-                    continue
+                assert slot is not None  # watched rows have one
                 stamp = stamps.get(t)
                 if stamp is None:
                     stamp = stamps[t] = cast("ua.DateTime", datetime.fromtimestamp(t, UTC))
@@ -362,17 +422,18 @@ class SampleWriter:
             await writer.write_many(items)
 
 
+# Rows looked at between two yields to the event loop (about 0.3 µs each when not watched).
+_CLASSIFY_EVERY = 5_000
 # Above this many readings, the selection of each tag's latest reading runs in a thread.
 _THREAD_ROWS = 50_000
 
 
-def _latest(block: SampleBlock) -> tuple[list[int], list[float], list[float], list[int]]:
-    """Row, time, value and flag of the last reading of each tag of the block, as lists."""
+def _latest(block: SampleBlock) -> npt.NDArray[np.intp]:
+    """Where in the block the last reading of each of its tags is."""
     # The last reading of each tag: first occurrences in the reversed block.
     _, last = np.unique(block.rows[::-1], return_index=True)
-    at = len(block.rows) - 1 - last
-    return (block.rows[at].tolist(), block.times[at].tolist(), block.values[at].tolist(),
-            block.flags[at].tolist())
+    at: npt.NDArray[np.intp] = len(block.rows) - 1 - last
+    return at
 
 
 _new_variant = object.__new__

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -258,7 +259,7 @@ def _win(dt: datetime) -> int:
 
 
 async def test_a_big_block_yields_to_the_loop_between_chunks(env: _Env) -> None:
-    n = 10_000
+    n = 20_000
     server = env.server
     ns = env.nids["a"].NamespaceIndex
     folder = server.get_node(ua.NodeId("f", ns))
@@ -284,9 +285,75 @@ async def test_a_big_block_yields_to_the_loop_between_chunks(env: _Env) -> None:
                                             np.zeros(n, np.uint8)), SERVER_T)
     during = ticks - before
     task.cancel()
-    assert during >= 19  # 10 000 rows in chunks of 500: the loop ran between them
-    held = server.read_attribute_value(nids["x9999"])
-    assert held.Value.Value == 4999.5
+    assert during >= 3  # 20 000 rows looked at 5 000 at a time: the loop ran between
+    held = server.read_attribute_value(nids["x19999"])  # not watched: served on read
+    assert (held.Value.Value, held.SourceTimestamp) == (9999.5, T0_UTC)
+
+
+async def test_watched_rows_are_written_in_chunks(env: _Env) -> None:
+    n = 1_200
+    ns = env.nids["a"].NamespaceIndex
+    folder = env.server.get_node(ua.NodeId("f", ns))
+    tags = tuple(f"w{i}" for i in range(n))
+    for t in tags:
+        env.nids[t] = (await folder.add_variable(ua.NodeId(t, ns), t, 0.0,
+                                                 ua.VariantType.Double)).nodeid
+    got = await env.subscribe(list(tags), interval_ms=50)
+    samples = SampleWriter(env.writer, {t: env.nids[t] for t in tags})
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    rows = np.arange(n, dtype=np.int32)
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    await samples.write(SampleBlock.of_poll(TagTable(tags), T0, rows, rows * 2.0 + 1.0,
+                                            np.zeros(n, np.uint8)), SERVER_T)
+    during = ticks - before
+    task.cancel()
+    assert during >= 2  # 1 200 DataValues in chunks of 500
+    values = {name: dv.Value.Value for name, dv in await got.take(n)}
+    assert values == {t: 2.0 * i + 1.0 for i, t in enumerate(tags)}
+
+
+async def test_unwatched_tags_are_read_as_latest_then_notified_once_watched(
+        env: _Env) -> None:
+    # Nobody watches "a": a block updates only the store the reads are answered from.
+    t1 = TagTable(TAGS)
+
+    def block(t_s: float, value: float, flag: int = 0) -> SampleBlock:
+        return SampleBlock.of_poll(t1, t_s, np.array([0], np.int32), np.array([value]),
+                                   np.array([flag], np.uint8))
+
+    await env.samples.write(block(T0, 41.5), SERVER_T)
+    await env.samples.write(block(T0 + 1, 42.5), SERVER_T)
+    node = env.client.get_node(env.nids["a"])
+    dv = await node.read_data_value()
+    assert (dv.Value.Value, dv.StatusCode.value, dv.SourceTimestamp, dv.ServerTimestamp) == (
+        42.5, StatusCodes.Good, T0_UTC + timedelta(seconds=1), SERVER_T)
+    await env.samples.write(block(T0 + 2, math.nan, int(DataFlag.D)), SERVER_T)
+    dv = await node.read_data_value(raise_on_bad_status=False)
+    assert (dv.Value.Value, dv.StatusCode.value) == (None, StatusCodes.BadSensorFailure)
+    await env.samples.write(block(T0 + 3, 43.5), SERVER_T)
+    # A new monitored item's first value is the latest; from then on every block notifies.
+    handler = _Collect()
+    sub = await env.client.create_subscription(50, handler)
+    await sub.subscribe_data_change(node)
+    (_, first), = await handler.take(1)
+    assert (first.Value.Value, first.SourceTimestamp) == (43.5, T0_UTC + timedelta(seconds=3))
+    await env.samples.write(block(T0 + 4, 44.5), SERVER_T)
+    (_, second), = await handler.take(1)
+    assert (second.Value.Value, second.SourceTimestamp) == (44.5,
+                                                           T0_UTC + timedelta(seconds=4))
+    await sub.delete()
+    await asyncio.sleep(0.1)
+    await env.samples.write(block(T0 + 5, 45.5), SERVER_T)  # unwatched again: served
+    assert (await node.read_value()) == 45.5
 
 
 def test_freeze_heap_is_undone_by_thaw_heap() -> None:
