@@ -28,7 +28,7 @@ from web.handlers import build_app
 from web.hub import Hub
 from web.live import LiveState
 from web.monitoring import MONITOR, Monitor
-from web.serialize import alarm_json, dumps
+from web.serialize import dumps
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class WebSink:
     def on_alarm(self, event: AlarmEvent) -> None:
         """Record an alarm transition and push it as {"type": "alarm", ...} (never blocks)."""
         shown = self.live.apply_alarm(event)
-        self._hub.broadcast(dumps({"type": "alarm", **alarm_json(shown)}))
+        self._hub.broadcast(dumps({"type": "alarm", **self.live.alarm_row_json(shown)}))
 
     def set_active_alarms(self, events: Iterable[AlarmEvent]) -> None:
         """Replace the active alarms and push them as {"type": "alarms", "alarms": [...]}."""

@@ -379,7 +379,7 @@ def _alarm_action_handler(needed: str, act: AlarmAction) -> Handler:
                 raise
         now = next((e for e in control.alarm_list() if e.rule == rule), None)
         return _json({"audit": audit_record_json(rec),
-                      "alarm": alarm_json(request.app[LIVE].display(now))
+                      "alarm": request.app[LIVE].alarm_row_json(request.app[LIVE].display(now))
                       if now is not None else None})
     return handler
 

@@ -61,6 +61,10 @@ class LiveState:
         self._site: SiteMinute | None = None
         self._alarms: dict[str, AlarmEvent] = {}
         self._condition_text: dict[str, tuple[str, str]] = {}  # rule → what is wrong (en, zh)
+        # Kept on the server (issue 14) so that a reloaded page still shows when the
+        # condition began and who acknowledged it, not the time of the latest action.
+        self._raised_at: dict[str, datetime] = {}  # rule → when its condition began
+        self._acked: dict[str, tuple[str, datetime]] = {}  # rule → (user, when)
         self.t: datetime | None = None
         self.streams = {s.id for _, s in config.streams()}
         self.allowance: tuple[datetime, AllowancePosition] | None = None  # at an hour's end
@@ -85,6 +89,27 @@ class LiveState:
     def set_alarms(self, events: Iterable[AlarmEvent]) -> None:
         """Replace the listed alarms (events whose ISA-18.2 state is not normal)."""
         self._alarms = {e.rule: e for e in events if listed(e)}
+        for store in (self._raised_at, self._acked):
+            for rule in list(store):
+                if rule not in self._alarms:
+                    del store[rule]
+        for e in self._alarms.values():
+            self._note_times(e)
+
+    def _note_times(self, event: AlarmEvent) -> None:
+        """Track when the rule's condition began and who acknowledged it.
+
+        A rise from normal starts a new alarm (a new raise time, no acknowledgement yet);
+        warning → alarm keeps the first raise. An event that is not a condition change of
+        an unknown rule (a list taken over after a restart) leaves the raise time unknown.
+        """
+        rule = event.rule
+        if event.cause == "condition" and event.state != "normal" and (
+                event.previous == "normal" or rule not in self._raised_at):
+            self._raised_at[rule] = event.t
+            self._acked.pop(rule, None)
+        if event.cause == "acknowledge" and event.user:
+            self._acked[rule] = (event.user, event.t)
 
     def display(self, event: AlarmEvent) -> AlarmEvent:
         """The event as its row shows it: after an operator's action (acknowledge,
@@ -102,10 +127,24 @@ class LiveState:
         event = self.display(event)
         if listed(event):
             self._alarms[event.rule] = event
+            self._note_times(event)
         else:
             self._condition_text.pop(event.rule, None)
             self._alarms.pop(event.rule, None)
+            self._raised_at.pop(event.rule, None)
+            self._acked.pop(event.rule, None)
         return event
+
+    def alarm_row_json(self, event: AlarmEvent) -> Json:
+        """An alarm as its row shows it: the event, when the condition began (raised_at,
+        ISO UTC) and who acknowledged it when (null if unknown or not acknowledged)."""
+        out = alarm_json(event)
+        raised = self._raised_at.get(event.rule)
+        acked = self._acked.get(event.rule)
+        out["raised_at"] = iso_utc(raised)
+        out["acknowledged_by"] = acked[0] if acked else None
+        out["acknowledged_at"] = iso_utc(acked[1]) if acked else None
+        return out
 
     # -- views
 
@@ -182,7 +221,7 @@ class LiveState:
         """Listed alarms: alarms, then warnings, then returned ones; newest first in each."""
         events = sorted(self._alarms.values(), key=lambda e: e.t, reverse=True)
         events.sort(key=lambda e: _SEVERITY.get(e.state, 2))
-        return [alarm_json(e) for e in events]
+        return [self.alarm_row_json(e) for e in events]
 
     def snapshot(self) -> Json:
         """Everything a newly connected HMI needs."""

@@ -79,6 +79,12 @@ SCHEMAS: Final[dict[str, Json]] = {
                    "kind": {"type": "string"}, "area": {"type": "string"},
                    "user": {"type": "string"}, "comment": {"type": "string"},
                    "shelved_until": _TIME}),
+    # An alarm as the HMI lists it (GET /alarms, WebSocket "alarm" messages, the result
+    # of an action): the event, when its condition began and who acknowledged it.
+    "ActiveAlarm": {"allOf": [_ref("Alarm"), _obj({
+        "raised_at": {**_TIME, "description": "ISO 8601 UTC: when the condition began "
+                                                "(null if unknown, e.g. after a restart)"},
+        "acknowledged_by": _STR_OR_NULL, "acknowledged_at": _TIME})]},
     "Devices": _obj({"buses": {"type": "array", "items": {"type": "object"}}}),
     "PeriodRow": {**_obj({"t": {"type": "string"}, "valid": {"type": "boolean"},
                           "flag": {"type": "string"}}),
@@ -130,7 +136,8 @@ SCHEMAS: Final[dict[str, Json]] = {
                          "action": {"type": "string"}, "rule": {"type": "string"},
                          "comment": {"type": "string"}, "until": _TIME}),
     "AlarmActionResult": _obj({"audit": _ref("AuditRecord"),
-                               "alarm": {"oneOf": [_ref("Alarm"), {"type": "null"}]}}),
+                               "alarm": {"oneOf": [_ref("ActiveAlarm"),
+                                                             {"type": "null"}]}}),
     "Delivery": _obj({"t": _TIME, "channel": {"type": "string"}, "rule": {"type": "string"},
                       "state": {"type": "string"}, "kind": {"type": "string"},
                       "outcome": {"type": "string"}, "attempt": _INT,
@@ -283,7 +290,7 @@ def _paths() -> dict[str, Json]:
             tags=("live",))},
         f"{api}/alarms": {"get": _get("Listed alarms: alarms, then warnings, then the rest; "
                                       "newest first in each",
-                                      _json_response("the alarms", _array("Alarm")),
+                                      _json_response("the alarms", _array("ActiveAlarm")),
                                       tags=("alarms",))},
         f"{api}/allowance": {"get": _get(
             "The allowance position at the end of the latest closed hour",

@@ -3,11 +3,13 @@ logins and alarm actions."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -27,6 +29,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SCREENSHOT = "/tmp/hmi.png"
+
+
+async def eventually(get: Callable[[], list[Any]], timeout_s: float = 5.0) -> list[Any]:
+    """get() once it is not empty (written by another thread), at most timeout_s."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not (got := get()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return got
 
 
 @pytest.fixture
@@ -238,7 +248,9 @@ async def test_operator_acknowledges_and_shelves(port: int, page: Page, tmp_path
         await form.locator('button[type="submit"]').click()
         await expect(state).to_contain_text("已搁置shelved")
         await expect(row.locator('button[data-action="unshelve"]')).to_have_count(1)
-        shelf = [e for e in room.audit.entries() if e.action == "shelve"]
+        # The audit entry is written in a thread: it may land just after the push.
+        shelf = await eventually(
+            lambda: [e for e in room.audit.entries() if e.action == "shelve"])
         assert [e.detail["comment"] for e in shelf] == ["analyser drift"]
 
         await page.locator("#logout").click()
@@ -246,6 +258,7 @@ async def test_operator_acknowledges_and_shelves(port: int, page: Page, tmp_path
         await expect(row.locator(".actions button")).to_have_count(0)
         # The failed login is summed up per address and window (issue 11): its entry is
         # written when the window ends or the server stops, not yet here.
+        await eventually(lambda: [e for e in room.audit.entries() if e.action == "logout"])
         assert [e.action for e in room.audit.entries()] == [
             "login", "acknowledge", "login", "shelve", "logout"]
     assert errors == []

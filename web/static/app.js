@@ -99,7 +99,6 @@
     clockOffsetMs: 0, // server time − browser time, so the clock shows plant time
     lastT: null,
     alarms: new Map(),
-    alarmSince: new Map(), // rule → when its condition began (ISO), kept over ack/shelve
     ws: null,
     attempt: 0,
     retryAt: 0,
@@ -328,8 +327,9 @@
     }
     part("msg").replaceChildren(a.message_zh || a.message || a.rule,
       el("span", { class: "en" }, a.message_zh ? a.message : ""));
-    // The time shown is when the condition began, not when someone acted on it.
-    const since = state.alarmSince.get(a.rule) || a.t;
+    // The time shown is when the condition began (the server's raised_at, kept over
+    // acknowledge and shelve and over a page reload), not when someone acted on it.
+    const since = a.raised_at || a.t;
     setText(part("when"), fmtTime(since, false));
     part("when").dataset.t = since || "";
     const target = alarmTarget(a.target);
@@ -337,6 +337,9 @@
     const detail = [];
     if (a.value !== null && a.value !== undefined) detail.push(`值 value ${fmt(a.value, 2)}${u}`);
     if (a.limit !== null && a.limit !== undefined) detail.push(`限值 limit ${fmt(a.limit, 2)}${u}`);
+    if (a.acknowledged_by && a.cause !== "acknowledge") {
+      detail.push(`确认 acknowledged by ${a.acknowledged_by} (${fmtTime(a.acknowledged_at, false)})`);
+    }
     if (a.user) {
       const did = ACTION_NAMES[a.cause] || ["操作", "by"];
       detail.push(`${did[0]} ${did[1]} ${a.user}：${a.comment || ""} (${fmtTime(a.t, false)})`);
@@ -450,6 +453,7 @@
     section.dataset.level = nAlarm ? "alarm" : nWarn ? "warning" : "normal";
     setText(document.getElementById("alarm-count"), String(items.length));
     document.getElementById("alarm-empty").hidden = items.length > 0;
+    for (const hook of hmi.alarmListHooks) hook(items);
   }
 
   // ------------------------------------------------------------------ login
@@ -598,29 +602,19 @@
     return a.ack_state ? a.ack_state !== "normal" : a.state !== "normal";
   }
 
-  // An operator's action keeps the time the condition began; a new condition restarts it.
-  function noteSince(a) {
-    const known = state.alarms.get(a.rule);
-    const acted = a.cause && a.cause !== "condition";
-    const rose = !acted && known && known.state === "normal" && a.state !== "normal";
-    if (!state.alarmSince.has(a.rule) || rose) state.alarmSince.set(a.rule, a.t);
-  }
-
   function setAlarms(list) {
-    const rules = new Set(list.map((a) => a.rule));
-    for (const rule of [...state.alarmSince.keys()]) {
-      if (!rules.has(rule)) state.alarmSince.delete(rule);
-    }
-    for (const a of list) if (!state.alarmSince.has(a.rule)) state.alarmSince.set(a.rule, a.t);
     state.alarms = new Map(list.map((a) => [a.rule, a]));
   }
 
+  // A condition rising from normal is a new alarm: the views' hooks sound and show it.
   function applyAlarm(msg) {
-    if (isListed(msg)) noteSince(msg);
-    else state.alarmSince.delete(msg.rule);
+    const known = state.alarms.get(msg.rule);
+    const rose = (!msg.cause || msg.cause === "condition") && msg.state !== "normal" &&
+      (msg.previous === "normal" || !known);
     if (isListed(msg)) state.alarms.set(msg.rule, msg);
     else state.alarms.delete(msg.rule);
     renderAlarms();
+    if (rose) for (const hook of hmi.alarmHooks) hook(msg);
   }
 
   // --------------------------------------------------------------- connection
@@ -717,7 +711,8 @@
   // uPlot charts (the tests read their data from there).
   const hmi = {
     state, fmt, fmtTime, localParts, el, bilingual, setText, setFlag, api, FLAGS,
-    units: [], sources: [], minuteHooks: [], snapshotHooks: [], charts: {},
+    units: [], sources: [], minuteHooks: [], snapshotHooks: [], alarmHooks: [], alarmListHooks: [],
+    charts: {},
   };
   window.hmi = hmi;
 

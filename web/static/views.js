@@ -6,7 +6,7 @@
   const hmi = window.hmi;
   const { el, fmt, fmtTime, localParts, api, state } = hmi;
   const DASH = "—";
-  const VIEWS = ["overview", "trends", "periods", "alarms", "devices"];
+  const VIEWS = ["overview", "trends", "periods", "alarms", "devices", "allowance"];
   const LANG_KEY = "carbonscada.lang";
   const COLORS = ["#58a6ff", "#3fb950", "#d2a8ff", "#f0a020", "#39c5cf", "#ff7b72"];
   const BAD = "#f04848";
@@ -133,6 +133,7 @@
     if (view === "trends") showTrends();
     if (view === "periods") showPeriods();
     if (view === "devices") startDevices();
+    if (hmi.viewHooks[view]) hmi.viewHooks[view]();
   }
 
   // ------------------------------------------------------------ items
@@ -635,6 +636,14 @@
     if (devices.timer) clearInterval(devices.timer);
     devices.timer = null;
   }
+
+  // ------------------------------------------------------------ shared
+
+  // For the views in web/static/alarmview.js and allowance.js (loaded after this file):
+  // they register what to do when their view is shown in hmi.viewHooks.
+  hmi.viewHooks = {};
+  hmi.views = { label, setStatus, localToEpoch, epochToLocal, isoUtc, parts, th, alpha,
+    items, COLORS, DASH };
 
   // ------------------------------------------------------------ start
 
