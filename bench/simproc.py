@@ -13,6 +13,15 @@ from typing import Any
 SIM = Path(__file__).with_name("fast_modbus_sim.py")
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds process `pid` used so far (user + system, from /proc); NaN off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class SimProcess:
     """The fast Modbus TCP simulator serving `spec` ({"endpoints": n, "tables": [...]})."""
 
@@ -30,11 +39,7 @@ class SimProcess:
 
     def cpu_s(self) -> float:
         """CPU seconds the simulator used so far (user + system); NaN off Linux."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         """Close its stdin (it stops and reports what it served), kill it if it does not."""

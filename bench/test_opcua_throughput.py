@@ -62,6 +62,7 @@ from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from bench.simproc import process_cpu_s
 from model.flags import DataFlag
 from model.records import SampleBlock, TagTable
 from server.heap import freeze_heap, thaw_heap
@@ -132,8 +133,7 @@ class _Session:
 
     def cpu_s(self) -> float:
         """CPU seconds the client process used so far (user + system)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         """Close stdin (the session disconnects), kill it if it does not end."""

@@ -165,12 +165,18 @@ def downsample(kind: str, rows: Sequence[dict[str, Any]], start: datetime, end: 
     return out
 
 
+def _item(request: web.Request, kind: str) -> tuple[HistoryContext, str]:
+    """The history context and the {id} of the path, 404 naming it if it is not configured."""
+    ctx = request.app[HISTORY_CONTEXT]
+    ident = request.match_info["id"]
+    if not ctx.known(kind, ident):
+        raise ApiError(404, f"unknown {kind} {ident!r}")
+    return ctx, ident
+
+
 def _minutes_handler(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        ctx = request.app[HISTORY_CONTEXT]
-        ident = request.match_info["id"]
-        if not ctx.known(kind, ident):
-            raise ApiError(404, f"unknown {kind} {ident!r}")
+        ctx, ident = _item(request, kind)
         start, end = span(request, MAX_MINUTE_SPAN, "minutes")
         points = count_param(request, "points", MAX_POINTS)
         if ctx.minutes is None:
@@ -250,10 +256,7 @@ def months(kind: str, days: Sequence[dict[str, Any]], tz: tzinfo) -> list[Json]:
 
 def _months_handler(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        ctx = request.app[HISTORY_CONTEXT]
-        ident = request.match_info["id"]
-        if not ctx.known(kind, ident):
-            raise ApiError(404, f"unknown {kind} {ident!r}")
+        ctx, ident = _item(request, kind)
         start, end = span(request, MAX_MONTH_SPAN, "months")
         if ctx.periods is None:
             raise ApiError(503, "no historian: stored days are not available")
