@@ -172,7 +172,7 @@ async def test_alarm_view_ack_reload_journal_and_roles(
             "warning", "alarm"]
         await page.locator("#journal-state").select_option("alarm")
         await expect(rows).to_have_count(1)
-        await expect(rows.locator('[data-field="value"]')).to_have_text("5,200.00")
+        await expect(rows.locator('[data-field="value"]')).to_have_text("5,200.00 kg")
         await expect(rows.locator("th")).to_have_text("2024-05-01 08:00:00")
 
         # Shelved: U1's alarm on the shelf for 30 minutes shows in the shelved list.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,16 @@ async def served(port: int, tmp_path: Path) -> AsyncIterator[tuple[WebSink, Hist
     for i, (co2, sub) in enumerate([(196.96223, False), (221.58251, True),
                                     (196.96223, False)]):
         await h.on_period(stored_hour(HOUR0 + timedelta(hours=i), co2, substituted=sub))
-    s = WebSink(plant_config(web_port=port), history=h, devices=_devices)
+    # The journal: S1's rate alarm (10:03 local), acknowledged with a comment, returned.
+    raised = alarm_event()
+    for e in (raised,
+              replace(raised, t=raised.t + timedelta(minutes=4), previous="alarm",
+                      ack_state="active-acknowledged", previous_ack_state="active-unacknowledged",
+                      cause="acknowledge", user="operator", comment="负荷升高，已通知运行值班"),
+              replace(raised, t=raised.t + timedelta(minutes=9), state="normal", previous="alarm",
+                      value=180.2, ack_state="normal", previous_ack_state="active-acknowledged")):
+        await h.record_alarm(e)
+    s = WebSink(plant_config(web_port=port), history=h, journal=h, devices=_devices)
     await s.start()
     await s.on_minute(minute_result())
     yield s, h
@@ -160,6 +169,54 @@ async def test_trend_draws_the_stored_minutes(browser: Browser,  # noqa: F811
     await page.wait_for_function("window.hmi.charts.trend.data[0].length === 1")
     live = await page.evaluate("Array.from(window.hmi.charts.trend.data[1])")
     assert live == [4321.5]
+    assert errors == []
+
+
+async def test_trend_draws_stored_hours_as_bars(browser: Browser,  # noqa: F811
+                                               served: tuple[WebSink, Historian]) -> None:
+    sink, _ = served
+    page = await _page(browser, 1600, 900)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await _open(page, sink, "trends")
+    await page.locator("#trend-level").select_option("hours")
+    # Raw tags have no hours; the minute series gave way to the source's CO2 of the hour.
+    assert await page.locator('#trend-kind option[value="tag"]').is_disabled()
+    await expect(page.locator('#trend-series li[data-series="source:S1:co2_t"]')).to_have_count(1)
+    await page.locator("#trend-from").fill("2026-01-01T08:00")
+    await page.locator("#trend-to").fill("2026-01-01T11:00")
+    await page.locator("#trend-custom").click()
+    await expect(page.locator("#trend-status")).to_contain_text(" 3 ")
+    xs, mean, _lo, _hi, flagged = await page.evaluate(
+        "window.hmi.charts.trend.data.map((s) => Array.from(s))")
+    # The three stored hours (08:00, 09:00, 10:00 local), each bar centred on its hour.
+    assert xs == [T_EPOCH_S + 3600 * i + 1800 for i in range(3)]
+    assert mean == [196.96223, 221.58251, 196.96223]
+    assert flagged == [None, 221.58251, None]  # the substituted hour, marked at its value
+    # A bar, not a line: half-way up the middle hour the canvas is painted; between two
+    # bars (7.5 minutes into the hour, off the grid lines) it is not.
+    info = await page.evaluate("""() => { const c = window.hmi.charts.trend;
+        const px = (x, y) => Array.from(c.ctx.getImageData(
+            Math.round(c.valToPos(x, "x", true)), Math.round(c.valToPos(y, "t", true)), 1, 1).data);
+        const x1 = c.data[0][1];
+        return {inside: px(x1, 110), gap: px(x1 - 1350, 110), label: c.series[1].label,
+                hour: c.series[0].value(c, x1), y: [c.scales.t.min, c.scales.t.max]}; }""")
+    assert info["inside"][3] > 0 and info["gap"][3] == 0, info
+    assert info["label"].endswith("[t]")
+    assert info["hour"] == "2026-01-01 09:00"  # the legend names the hour by its start
+    assert info["y"][0] == 0  # bars stand on zero
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "trends-hours-1600x900.png"), full_page=True)
+    csv = (await page.evaluate("window.hmi.trendCsv()")).split("\r\n")
+    assert csv[0].startswith("hour start (Asia/Shanghai),S1 co2_t [t] mean")
+    assert csv[2] == "2026-01-01 09:00:00,221.58251,221.58251,221.58251,1"
+
+    # Days of the unit: one stored day is not there (the fixture closes hours only).
+    await page.locator("#trend-level").select_option("days")
+    await expect(page.locator("#trend-status")).to_contain_text(" 0 ")
+    await page.locator("#trend-level").select_option("minutes")
+    await expect(page.locator('#trend-series li[data-series="source:S1:co2_kg"]')).to_have_count(1)
+    assert not await page.locator('#trend-kind option[value="tag"]').is_disabled()
     assert errors == []
 
 
@@ -282,6 +339,18 @@ async def test_every_view_fits_and_is_saved(browser: Browser,  # noqa: F811
             await page.locator("#period-to").fill("2026-01-02")
             await page.locator("#period-load").click()
             await expect(page.locator("#period-table tbody tr")).to_have_count(3)
+        if view == "alarms":
+            await page.locator("#journal-from").fill("2024-05-01T10:00")
+            await page.locator("#journal-to").fill("2024-05-01T11:00")
+            await page.locator("#journal-load").click()
+            await expect(page.locator("#journal-table tbody tr")).to_have_count(3)
+            acked = page.locator('#journal-table tr[data-cause="acknowledge"]')
+            await expect(acked.locator('[data-field="value"]')).to_have_text("196.96 t/h")
+            await expect(acked.locator('[data-field="comment"]')).to_be_visible()
+            # Every column is on screen: the journal does not hide in a scrolled table.
+            inner, outer = await page.evaluate("""() => { const w = document.querySelector(
+                '#journal-table').parentElement; return [w.scrollWidth, w.clientWidth]; }""")
+            assert inner <= outer, f"journal at {width} px scrolls: {inner} > {outer}"
         if view == "devices":
             await expect(page.locator("#devices-table tr.device")).to_have_count(2)
         await page.screenshot(path=str(SHOTS / f"{view}-{width}x{height}.png"), full_page=True)

@@ -89,19 +89,24 @@
       v.th("内容", "Message", "", "left"), v.th("值", "Value"), v.th("限值", "Limit"),
       v.th("操作人", "User", "", "left"), v.th("说明", "Comment", "", "left"));
     const body = el("tbody", {});
+    // data-label names each cell where a narrow screen lays the rows out as cards.
+    const cell = (attrs, zh, en, ...content) => el("td", { ...attrs, "data-label": `${zh} / ${en}` }, ...content);
     for (const r of rows) {
+      const unit = hmi.alarmTarget(r.target).unit;
+      const withUnit = (x) => (x === null || x === undefined ? v.DASH : `${fmt(x, 2)}${unit ? ` ${unit}` : ""}`);
       body.append(el("tr", { class: `journal ${r.state}`, "data-rule": r.rule, "data-state": r.state,
         "data-cause": r.cause },
       el("th", { scope: "row", class: "when num", "data-t": r.t || "" }, fmtTime(r.t, true)),
-      el("td", { "data-field": "rule", class: "state" }, r.rule),
-      el("td", { "data-field": "state", class: `state sev-${r.state}` }, ...bi(SEVERITY[r.state] || [r.state, ""])),
-      el("td", { "data-field": "cause", class: "state" }, ...bi(CAUSES[r.cause] || [r.cause, ""])),
-      el("td", { "data-field": "message", class: "state msg" }, r.message_zh || r.message,
+      cell({ "data-field": "rule", class: "state" }, "规则", "Rule", r.rule),
+      cell({ "data-field": "state", class: `state sev-${r.state}` }, "状态", "State",
+        ...bi(SEVERITY[r.state] || [r.state, ""])),
+      cell({ "data-field": "cause", class: "state" }, "原因", "Cause", ...bi(CAUSES[r.cause] || [r.cause, ""])),
+      cell({ "data-field": "message", class: "state msg" }, "内容", "Message", r.message_zh || r.message,
         el("span", { class: "en" }, r.message_zh ? r.message : "")),
-      el("td", { class: "num", "data-field": "value" }, fmt(r.value, 2)),
-      el("td", { class: "num", "data-field": "limit" }, fmt(r.limit, 2)),
-      el("td", { "data-field": "user", class: "state" }, r.user || v.DASH),
-      el("td", { "data-field": "comment", class: "state" }, r.comment || v.DASH)));
+      cell({ class: "num", "data-field": "value" }, "值", "Value", withUnit(r.value)),
+      cell({ class: "num", "data-field": "limit" }, "限值", "Limit", withUnit(r.limit)),
+      cell({ "data-field": "user", class: "state" }, "操作人", "User", r.user || v.DASH),
+      cell({ "data-field": "comment", class: "state" }, "说明", "Comment", r.comment || v.DASH)));
     }
     document.getElementById("journal-table").replaceChildren(el("thead", {}, head), body);
     v.setStatus("journal-status", `${rows.length} ${v.label("条", "rows")}` +

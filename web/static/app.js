@@ -710,7 +710,7 @@
   // the API helper and hooks on the WebSocket messages; window.hmi.charts holds the
   // uPlot charts (the tests read their data from there).
   const hmi = {
-    state, fmt, fmtTime, localParts, el, bilingual, setText, setFlag, api, FLAGS,
+    state, fmt, fmtTime, localParts, el, bilingual, setText, setFlag, api, FLAGS, alarmTarget,
     units: [], sources: [], minuteHooks: [], snapshotHooks: [], alarmHooks: [], alarmListHooks: [],
     charts: {},
   };

@@ -158,21 +158,48 @@
     loaded: false,
     seq: 0,
     maxPoints: 5000, // the API's limit
+    level: "minutes", // or "hours" / "days": closed periods, drawn as bars
   };
+  const LEVEL_MS = { hours: 3_600_000, days: 86_400_000 };
+
+  // The values a kind offers at a level: minutes have their own; hours and days are the
+  // stored periods' columns (raw tags have no periods).
+  function levelFields(kind, level) {
+    if (level === "minutes") return FIELDS[kind] || [];
+    return (PERIOD_COLUMNS[kind] || []).filter(([f]) => f !== "n_valid")
+      .map(([f, zh, en, u]) => [f, zh, en, u]);
+  }
 
   function fieldInfo(kind, field) {
-    return (FIELDS[kind] || []).find((f) => f[0] === field) || [field, field, field, ""];
+    return levelFields(kind, trend.level).find((f) => f[0] === field) || [field, field, field, ""];
   }
 
   function fillTrendForm() {
-    const kind = document.getElementById("trend-kind").value;
+    const kindBox = document.getElementById("trend-kind");
+    const tagOption = kindBox.querySelector('option[value="tag"]');
+    tagOption.disabled = trend.level !== "minutes";
+    if (tagOption.disabled && kindBox.value === "tag") kindBox.value = "source";
+    const kind = kindBox.value;
     const isTag = kind === "tag";
     document.getElementById("trend-id").hidden = isTag;
     document.getElementById("trend-tag").hidden = !isTag;
     fillSelect(document.getElementById("trend-id"),
       items(kind).map((x) => [x.id, `${x.id} · ${x.name}`]), true);
     fillSelect(document.getElementById("trend-field"),
-      FIELDS[kind].map(([f, zh, en, u]) => [f, `${label(zh, en)}${u ? ` (${u})` : ""}`]), true);
+      levelFields(kind, trend.level).map(([f, zh, en, u]) => [f, `${label(zh, en)}${u ? ` (${u})` : ""}`]), true);
+  }
+
+  // Series carry over to another level only where it has the same value; else the first
+  // source's CO2 is shown, so the chart is never silently empty.
+  function setLevel(level) {
+    trend.level = level;
+    trend.series = trend.series.filter((s) => s.kind !== "tag" &&
+      levelFields(s.kind, level).some(([f]) => f === s.field));
+    if (!trend.series.length && hmi.sources.length) {
+      addSeries("source", hmi.sources[0].id, level === "minutes" ? "co2_kg" : "co2_t");
+    }
+    fillTrendForm();
+    renderSeriesList();
   }
 
   function addSeries(kind, id, field) {
@@ -216,9 +243,20 @@
     return window.innerWidth <= 900 ? 320 : Math.max(320, Math.min(520, window.innerHeight - 420));
   }
 
-  // One series' answer as columns keyed by x (epoch seconds of the bucket or minute start).
+  // One series' answer as columns keyed by x (epoch seconds of the bucket or minute start;
+  // of an hour's or day's middle, where its bar is centred).
   function columns(s, body) {
     const out = new Map();
+    if (trend.level !== "minutes") {
+      const half = LEVEL_MS[trend.level] / 2000;
+      for (const r of body || []) {
+        const v = Number.isFinite(r[s.field]) ? r[s.field] : null;
+        const flagged = r.valid === false || !!r.substituted || (r.flag && r.flag !== "N");
+        out.set(Date.parse(r.t) / 1000 + half, { mean: v, min: v, max: v, flagged,
+          flags: r.flag ? { [r.flag]: 1 } : {} });
+      }
+      return out;
+    }
     const rows = body.buckets || body.minutes || [];
     for (const b of rows) {
       const x = Date.parse(b.t) / 1000;
@@ -268,16 +306,31 @@
       ticks: { stroke: "#343a42", width: 1 } };
     const series = [{ label: label("时间", "Time") }];
     const bands = [];
+    const periods = trend.level !== "minutes";
+    if (periods) {
+      // x is the period's middle: the legend names the period by its start.
+      const half = LEVEL_MS[trend.level] / 2000;
+      series[0].value = (u, ts) => (ts === null ? DASH
+        : fmtTime(isoUtc((ts - half) * 1000), true).slice(0, trend.level === "days" ? 10 : 16));
+    }
     trend.series.forEach((s) => {
       const scale = s.unit || "value";
       const name = `${s.id} ${label(s.zh, s.en)}`;
       const base = series.length;
-      series.push({ label: `${name} [${s.unit}]`, scale, stroke: s.color, width: 2 });
-      series.push({ label: `${label("最小", "min")}`, scale, stroke: alpha(s.color, 0.5), width: 1 });
-      series.push({ label: `${label("最大", "max")}`, scale, stroke: alpha(s.color, 0.5), width: 1 });
-      series.push({ label: label("无效/标记", "invalid/flagged"), scale, stroke: BAD, width: 0,
-        paths: () => null, points: { show: true, size: 10, fill: BAD, stroke: BAD } });
-      bands.push({ series: [base + 2, base + 1], fill: alpha(s.color, 0.18) });
+      if (periods) {
+        series.push({ label: `${name} [${s.unit}]`, scale, stroke: s.color, width: 1,
+          fill: alpha(s.color, 0.45), paths: uPlot.paths.bars({ size: [0.6, 80], align: 0 }),
+          points: { show: false } });
+        series.push({ label: "", scale, show: false });
+        series.push({ label: "", scale, show: false });
+      } else {
+        series.push({ label: `${name} [${s.unit}]`, scale, stroke: s.color, width: 2 });
+        series.push({ label: `${label("最小", "min")}`, scale, stroke: alpha(s.color, 0.5), width: 1 });
+        series.push({ label: `${label("最大", "max")}`, scale, stroke: alpha(s.color, 0.5), width: 1 });
+        bands.push({ series: [base + 2, base + 1], fill: alpha(s.color, 0.18) });
+      }
+      series.push({ label: label("无效/替代/标记", "invalid/substituted/flagged"), scale, stroke: BAD,
+        width: 0, paths: () => null, points: { show: true, size: 10, fill: BAD, stroke: BAD } });
     });
     // Time ticks in plant local time, 24 h, the date where it changes (not uPlot's US style).
     const xValues = (u, splits) => {
@@ -296,8 +349,14 @@
       axes.push({ ...axisStyle, scale: u, label: u === "value" ? "" : u, side: i % 2 ? 1 : 3,
         size: 70, grid: { ...axisStyle.grid, show: i === 0 } });
     });
-    const scales = { x: { time: true } };
-    for (const u of units) scales[u] = { auto: true };
+    // Periods: the asked range is shown whole, so the first and last bars are not cut in half.
+    const [from, to] = rangeMs();
+    const scales = { x: periods ? { time: true, range: () => [from / 1000, to / 1000] } : { time: true } };
+    // Bars stand on zero; lines scale to their values.
+    for (const u of units) {
+      scales[u] = periods ? { auto: true, range: (u2, lo, hi) => [Math.min(0, lo), Math.max(0, hi) * 1.05 || 1] }
+        : { auto: true };
+    }
     return {
       width: chartWidth(), height: chartHeight(), series, bands, axes, scales,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), state.timezone),
@@ -315,6 +374,13 @@
     box.replaceChildren();
     if (!trend.series.length || !trend.data) return;
     hmi.charts.trend = new uPlot(chartOptions(), trend.data, box);
+    if (trend.level !== "minutes") {
+      // Bars have no min/max: their placeholder series stay out of the legend.
+      const rows = box.querySelectorAll(".u-legend .u-series");
+      trend.series.forEach((s, i) => {
+        for (const k of [2, 3]) if (rows[1 + 4 * i + k - 1]) rows[1 + 4 * i + k - 1].hidden = true;
+      });
+    }
   }
 
   function setStatus(id, text, bad) {
@@ -336,9 +402,10 @@
     // About one point per pixel of the chart; trend.maxPoints lowers it (a coarser view).
     const points = Math.max(1, Math.min(trend.maxPoints, Math.round(chartWidth())));
     setStatus("trend-status", label("加载中…", "loading…"));
+    const span = `from=${encodeURIComponent(isoUtc(from))}&to=${encodeURIComponent(isoUtc(to))}`;
     const answers = await Promise.all(trend.series.map((s) => api("GET",
-      `/api/v1/${s.kind}s/${encodeURIComponent(s.id)}/minutes?from=${encodeURIComponent(isoUtc(from))}` +
-      `&to=${encodeURIComponent(isoUtc(to))}&points=${points}`)));
+      `/api/v1/${s.kind}s/${encodeURIComponent(s.id)}/${trend.level}?${span}` +
+      (trend.level === "minutes" ? `&points=${points}` : ""))));
     if (seq !== trend.seq) return; // a newer request replaced this one
     const bad = answers.find((a) => !a.ok);
     if (bad) {
@@ -357,7 +424,7 @@
   // A minute pushed over the WebSocket extends a rolling range.
   const LIVE_FIELD = { co2_rate_kg_h: ["co2_rate_t_h", 1000] };
   function extendTrend(msg) {
-    if (!trend.data || !trend.range.rolling || !hmi.charts.trend) return;
+    if (!trend.data || !trend.range.rolling || !hmi.charts.trend || trend.level !== "minutes") return;
     const x = Date.parse(msg.t) / 1000;
     const xs = trend.data[0];
     if (!Number.isFinite(x) || (xs.length && x <= xs[xs.length - 1])) return;
@@ -391,7 +458,9 @@
     if (!chart || !trend.data) return "";
     const lo = chart.scales.x.min;
     const hi = chart.scales.x.max;
-    const head = [`time (${state.timezone})`];
+    const periods = trend.level !== "minutes";
+    const half = periods ? LEVEL_MS[trend.level] / 2000 : 0;
+    const head = [`${periods ? `${trend.level.slice(0, -1)} start` : "time"} (${state.timezone})`];
     for (const s of trend.series) {
       const n = `${s.id} ${s.field}${s.unit ? ` [${s.unit}]` : ""}`;
       head.push(`${n} mean`, `${n} min`, `${n} max`, `${n} flagged`);
@@ -400,7 +469,7 @@
     const xs = trend.data[0];
     for (let j = 0; j < xs.length; j++) {
       if (xs[j] < lo || xs[j] > hi) continue;
-      const p = parts(xs[j] * 1000);
+      const p = parts((xs[j] - half) * 1000);
       const row = [`${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`];
       trend.series.forEach((s, i) => {
         const base = 1 + 4 * i;
@@ -447,6 +516,10 @@
 
   function initTrends() {
     document.getElementById("trend-kind").addEventListener("change", fillTrendForm);
+    document.getElementById("trend-level").addEventListener("change", (ev) => {
+      setLevel(ev.target.value);
+      loadTrend();
+    });
     document.getElementById("trend-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const kind = document.getElementById("trend-kind").value;
