@@ -171,6 +171,18 @@ class SessionStore:
         """End a session (logout); the session, or None if there was none."""
         return self._sessions.pop(token, None)
 
+    def end_user(self, user: str, *, keep: str | None = None) -> int:
+        """End every session of `user` but the one of token `keep`; how many ended.
+
+        Names compare without regard to case, as the accounts do. Used when an admin
+        changes or removes an account: a session keeps the role it logged in with.
+        """
+        ended = [t for t, s in self._sessions.items()
+                 if s.user.lower() == user.lower() and t != keep]
+        for token in ended:
+            del self._sessions[token]
+        return len(ended)
+
     def expires(self, session: Session) -> datetime:
         """The latest the session can last (wall clock, UTC); unused for `idle_s` it ends
         sooner."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from model.accounts import User
 from model.records import AlarmEvent, DeliveryRecord
 
 
@@ -47,3 +49,36 @@ class AlarmHistory(Protocol):
 
 # The bus status of the drivers, one dict per bus.
 DeviceStatus = Callable[[], list[dict[str, Any]]]
+
+
+@runtime_checkable
+class UserAccounts(Protocol):
+    """Where an admin manages the login accounts (server.users.UserStore fits it).
+
+    Synchronous and slow (SQLite, and scrypt when a password is set): call it in a worker
+    thread. Each call raises model.errors.UserError naming the user and what is wrong.
+    """
+
+    def add(self, name: str, role: str, password: str) -> User:
+        """Create an account (refuses a bad name, unknown role, short password, duplicate)."""
+        ...
+
+    def set_password(self, name: str, password: str) -> None:
+        """Replace an account's password."""
+        ...
+
+    def set_role(self, name: str, role: str) -> None:
+        """Change an account's role."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Delete an account."""
+        ...
+
+    def get(self, name: str) -> User | None:
+        """The account of that name (without regard to case), None if there is none."""
+        ...
+
+    def list(self) -> builtins.list[User]:
+        """Every account, by name."""
+        ...

@@ -8,7 +8,6 @@ enough role (web/auth.py), and every login, logout and alarm action is audited.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from model.errors import AlarmActionError, ConfigError, UnknownRuleError
 from model.protocols import AlarmControl, Authenticator
 from model.records import AuditRecord
 from model.times import TimeRangeError, later_by
+from web.admin import add_admin_routes
 from web.auth import (
     SECURE_COOKIES,
     SESSIONS,
@@ -42,6 +42,7 @@ from web.hub import Client, Hub
 from web.live import LiveState
 from web.monitoring import add_monitoring_routes
 from web.openapi import add_openapi_routes
+from web.params import json_body, text_field
 from web.params import parse_user_time as _parse_time
 from web.params import span as _span
 from web.serialize import (
@@ -130,36 +131,6 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
 
 
 # -- request parsing
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def _body(request: web.Request) -> Json:
-    """The request's JSON object (400 if it is not one)."""
-    try:
-        body = json.loads(await request.text(), parse_constant=_refuse_constant)
-    except ValueError:  # also bad UTF-8
-        raise ApiError(400, "request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return body
-
-
-def _text(body: Json, name: str, *, max_len: int, blank_ok: bool = False) -> str:
-    """A string field of a request body (400 naming it if missing, not a string, blank or
-    too long)."""
-    value = body.get(name)
-    if value is None:
-        raise ApiError(400, f"'{name}' is required")
-    if not isinstance(value, str):
-        raise ApiError(400, f"'{name}' must be a string")
-    if not blank_ok and not value.strip():
-        raise ApiError(400, f"'{name}' must not be empty")
-    if len(value) > max_len:
-        raise ApiError(400, f"'{name}' is longer than {max_len} characters")
-    return value if blank_ok else value.strip()
 
 
 def _object(body: Json, name: str) -> Json:
@@ -257,9 +228,9 @@ async def _login(request: web.Request) -> web.Response:
     users = request.app[USERS]
     if users is None:
         raise ApiError(503, "no user store")
-    body = await _body(request)
-    name = _text(body, "user", max_len=MAX_NAME, blank_ok=True)
-    password = _text(body, "password", max_len=1024, blank_ok=True)
+    body = await json_body(request)
+    name = text_field(body, "user", max_len=MAX_NAME, blank_ok=True)
+    password = text_field(body, "password", max_len=1024, blank_ok=True)
     throttle, audit = request.app[THROTTLE], request.app[AUDIT]
     remote = request.remote or ""
     # Throttled per address and name; the password is checked in a worker thread.
@@ -362,8 +333,8 @@ def _alarm_action_handler(needed: str, act: AlarmAction) -> Handler:
         session = require(request, needed)
         control = _alarm_control(request)
         rule = request.match_info["rule"]
-        body = await _body(request)
-        comment = _text(body, "comment", max_len=MAX_COMMENT)
+        body = await json_body(request)
+        comment = text_field(body, "comment", max_len=MAX_COMMENT)
         try:
             rec = act(control, rule, session.user, comment, body)
         except UnknownRuleError:
@@ -412,7 +383,7 @@ async def _get_rules(request: web.Request) -> web.Response:
 async def _put_rules(request: web.Request) -> web.Response:
     session = require(request, "engineer")
     control = _alarm_control(request)
-    body = await _body(request)
+    body = await json_body(request)
     rules = body.get("rules")
     if rules is None:
         raise ApiError(400, "'rules' is required")
@@ -421,7 +392,7 @@ async def _put_rules(request: web.Request) -> web.Response:
     for i, r in enumerate(rules):
         if not isinstance(r, dict):
             raise ApiError(400, f"'rules[{i}]' must be an object")
-    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    comment = text_field(body, "comment", max_len=MAX_COMMENT)
     return _json(_change_rules(request, control, rules, session, comment))
 
 
@@ -429,9 +400,9 @@ async def _put_rule(request: web.Request) -> web.Response:
     session = require(request, "engineer")
     control = _alarm_control(request)
     rule_id = request.match_info["id"]
-    body = await _body(request)
+    body = await json_body(request)
     rule = _object(body, "rule")
-    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    comment = text_field(body, "comment", max_len=MAX_COMMENT)
     if rule.setdefault("id", rule_id) != rule_id:
         raise ApiError(400, f"'rule.id' is {rule['id']!r} but the address names {rule_id!r}")
     # No await from reading the rules to changing them: no other change comes between.
@@ -443,9 +414,9 @@ async def _put_rule(request: web.Request) -> web.Response:
 async def _post_rule(request: web.Request) -> web.Response:
     session = require(request, "engineer")
     control = _alarm_control(request)
-    body = await _body(request)
+    body = await json_body(request)
     rule = _object(body, "rule")
-    comment = _text(body, "comment", max_len=MAX_COMMENT)
+    comment = text_field(body, "comment", max_len=MAX_COMMENT)
     rule_id = rule.get("id")
     if not isinstance(rule_id, str) or not rule_id.strip():
         raise ApiError(400, "'rule.id' is required (a string)")
@@ -459,7 +430,7 @@ async def _delete_rule(request: web.Request) -> web.Response:
     session = require(request, "engineer")
     control = _alarm_control(request)
     rule_id = request.match_info["id"]
-    comment = _text(await _body(request), "comment", max_len=MAX_COMMENT)
+    comment = text_field(await json_body(request), "comment", max_len=MAX_COMMENT)
     rules = list(control.rules_config())
     del rules[_rule_index(rules, rule_id)]
     return _json(_change_rules(request, control, rules, session, comment))
@@ -584,6 +555,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     app.router.add_delete(f"{api}/alarm-rules/{{id}}", _delete_rule)
     app.router.add_get(f"{api}/deliveries", _get_deliveries)
     app.router.add_get(f"{api}/audit", _get_audit)
+    add_admin_routes(app, api, USERS, AUDIT)  # /api/v1/users: accounts, for admins
     app.router.add_get("/ws", _websocket)
     add_monitoring_routes(app)  # /metrics, /health, /ready
     app.router.add_static("/static/", STATIC_DIR)

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from model.accounts import ROLES
+from web.admin import MAX_NAME, MAX_PASSWORD
 from web.auth import COOKIE, CSRF_HEADER
 from web.history import MAX_MINUTE_ROWS, MAX_POINTS, SOURCE_MINUTE_FIELDS
 from web.serialize import SITE_FIELDS, SOURCE_FIELDS, UNIT_FIELDS, Json, dumps
@@ -148,6 +150,12 @@ SCHEMAS: Final[dict[str, Json]] = {
                         "prev_hash": {"type": "string"}, "hash": {"type": "string"}}),
     "AlarmRule": {"type": "object", "description": "An alarm rule as configured "
                                                    "(alarms/config.py)."},
+    "User": {**_obj({"name": {"type": "string"}, "role": {"enum": list(ROLES)},
+                     "created": {"type": "string"}, "updated": {"type": "string"}},
+                    extra=False),
+             "description": "A login account (never its password hash); times ISO 8601 "
+                            "UTC, updated = the last change of role or password."},
+    "UserRemoved": _obj({"removed": {"type": "string"}}),
 }
 
 
@@ -253,6 +261,47 @@ def _months(kind: str) -> Json:
                 _json_response("the months, oldest first", _array("Month")),
                 params=[_id(_EXAMPLE_ID[kind]), *_RANGE],
                 errors={**_BAD, **_NOT_FOUND, **_NO_HISTORIAN}, tags=("history",))
+
+
+def _user_paths(api: str) -> dict[str, Json]:
+    """The account routes of web/admin.py (admin role)."""
+    admin = {"401": _error("not logged in"),
+             "403": _error("the role is below admin (or the CSRF token is missing or wrong)"),
+             "503": _error("no user store")}
+    role = {"enum": list(ROLES)}
+    password = {"type": "string", "minLength": 1, "maxLength": MAX_PASSWORD,
+                "description": "at least as long as the user store asks (8 characters)"}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "example": "operator"}
+    refused_self = _error("an admin may not remove or demote themselves")
+    return {
+        f"{api}/users": {
+            "get": _get("Every login account, by name (admin)",
+                        _json_response("the accounts", _array("User")),
+                        errors=admin, tags=("admin",), auth=True),
+            "post": _change("Create a login account (admin); audited",
+                            _json_response("the account", _ref("User")),
+                            {"required": True, "content": {"application/json": {
+                                "schema": _obj({"user": {"type": "string", "minLength": 1,
+                                                         "maxLength": MAX_NAME},
+                                                "role": role, "password": password})}}},
+                            errors={**_BAD, **admin, "409": _error("the name exists")},
+                            tags=("admin",), status="201")},
+        f"{api}/users/{{name}}": {
+            "parameters": [name],
+            "put": _change("Change an account's role, password or both (admin); audited, and "
+                           "the account's sessions end",
+                           _json_response("the account now", _ref("User")),
+                           {"required": True, "content": {"application/json": {
+                               "schema": _obj({"role": role, "password": password},
+                                              required=())}}},
+                           errors={**_BAD, **admin, **_NOT_FOUND, "409": refused_self},
+                           tags=("admin",)),
+            "delete": _change("Remove an account (admin); audited, and its sessions end",
+                              _json_response("removed", _ref("UserRemoved")), None,
+                              errors={**admin, **_NOT_FOUND, "409": refused_self},
+                              tags=("admin",))},
+    }
 
 
 def _paths() -> dict[str, Json]:
@@ -369,6 +418,7 @@ def _paths() -> dict[str, Json]:
             _json_response("the entries", _array("AuditEntry")), params=_RANGE,
             errors={**_BAD, **_LOGIN, "503": _error("no audit log")}, tags=("admin",),
             auth=True)},
+        **_user_paths(api),
         "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
                                  _text("metrics"), errors={"404": _text("no monitor")},
                                  tags=("monitoring",))},

@@ -1,13 +1,17 @@
-"""Query parameters of the REST API: times, ranges and counts, checked (400 naming them)."""
+"""Request parsing of the REST API: query times, ranges and counts, JSON bodies and their
+fields, each checked (400 naming what is wrong)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
 from model.times import TimeRangeError, parse_time
 from web.auth import ApiError
+from web.serialize import Json
 
 TIME_HINT = "ISO 8601 with offset, e.g. 2026-11-21T00:00:00+08:00"
 
@@ -49,3 +53,33 @@ def count_param(request: web.Request, name: str, largest: int) -> int | None:
         raise ApiError(400, f"query parameter '{name}' must be a whole number from 1 to "
                             f"{largest}, not {shown!r}")
     return int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def json_body(request: web.Request) -> Json:
+    """The request's JSON object (400 if it is not one)."""
+    try:
+        body = json.loads(await request.text(), parse_constant=_refuse_constant)
+    except ValueError:  # also bad UTF-8
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def text_field(body: Json, name: str, *, max_len: int, blank_ok: bool = False) -> str:
+    """A string field of a request body (400 naming it if missing, not a string, blank or
+    too long); stripped unless `blank_ok` (passwords are kept as typed)."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string")
+    if not blank_ok and not value.strip():
+        raise ApiError(400, f"'{name}' must not be empty")
+    if len(value) > max_len:
+        raise ApiError(400, f"'{name}' is longer than {max_len} characters")
+    return value if blank_ok else value.strip()
