@@ -17,6 +17,7 @@ from playwright.async_api import Browser, Page, expect
 from drivers.bus import DeviceStats
 from drivers.link import BusStats
 from model.flags import DataFlag
+from model.records import MinuteResult, TagMinute
 from server.historian import Historian
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_config
@@ -218,6 +219,36 @@ async def test_trend_draws_stored_hours_as_bars(browser: Browser,  # noqa: F811
     await expect(page.locator('#trend-series li[data-series="source:S1:co2_kg"]')).to_have_count(1)
     assert not await page.locator('#trend-kind option[value="tag"]').is_disabled()
     assert errors == []
+
+
+async def test_a_raw_tag_trend_follows_the_minutes(browser: Browser,  # noqa: F811
+                                                  served: tuple[WebSink, Historian]) -> None:
+    sink, h = served
+    page = await _page(browser, 1600, 900)
+    await _open(page, sink, "trends")
+    await page.locator("#trend-kind").select_option("tag")
+    await page.locator("#trend-tag").fill("s1_co2")
+    await page.locator("#trend-add").click()
+    await page.locator('#trend-series li[data-series="source:S1:co2_kg"] .remove').click()
+    await expect(page.locator("#trend-series li")).to_have_count(1)
+    await page.locator('#trend-ranges button[data-range="3600"]').click()
+    await expect(page.locator("#trend-status")).to_contain_text(" 0 ")
+    # A minute closes: the historian stores the tag's statistics, the page gets the push
+    # (which carries no raw tags) and reads the tag's minute back.
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    base = minute_result(now)
+    result = MinuteResult(t=now, sources=base.sources, units=base.units, site=base.site,
+                          tags=(TagMinute("s1_co2", now, 12.34, 12.1, 12.6, 60, DataFlag.N),))
+    await h.on_minute(result)
+    await sink.on_minute(result)
+    await page.wait_for_function(
+        "() => window.hmi.charts.trend && window.hmi.charts.trend.data[0].length === 1",
+        timeout=10_000)
+    xs, mean, lo, hi, flagged = await page.evaluate(
+        "window.hmi.charts.trend.data.map((s) => Array.from(s))")
+    # One bucket (of a rolling hour, starting at its own edge) holding the minute.
+    assert len(xs) == 1 and xs[0] <= now.timestamp() and (mean, lo, hi) == ([12.34], [12.1], [12.6])
+    assert flagged == [None]
 
 
 async def test_language_switch_persists(browser: Browser,  # noqa: F811

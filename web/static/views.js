@@ -161,6 +161,7 @@
     level: "minutes", // or "hours" / "days": closed periods, drawn as bars
   };
   const LEVEL_MS = { hours: 3_600_000, days: 86_400_000 };
+  const TAG_REFETCH_MS = 1500;
 
   // The values a kind offers at a level: minutes have their own; hours and days are the
   // stored periods' columns (raw tags have no periods).
@@ -425,6 +426,13 @@
   const LIVE_FIELD = { co2_rate_kg_h: ["co2_rate_t_h", 1000] };
   function extendTrend(msg) {
     if (!trend.data || !trend.range.rolling || !hmi.charts.trend || trend.level !== "minutes") return;
+    // Raw tags are not in the minute push: their minute statistics are read back from the
+    // historian a moment later (the historian stores the minute alongside this push).
+    if (trend.series.some((s) => s.kind === "tag")) {
+      clearTimeout(trend.refetch);
+      trend.refetch = setTimeout(loadTrend, TAG_REFETCH_MS);
+      return;
+    }
     const x = Date.parse(msg.t) / 1000;
     const xs = trend.data[0];
     if (!Number.isFinite(x) || (xs.length && x <= xs[xs.length - 1])) return;
