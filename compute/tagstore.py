@@ -100,9 +100,13 @@ def _extent(state: I64, cap: int, ring_t: F64, start: float, end: float,
 
 @njit(nogil=True, cache=True)
 def _take(state: I64, cap: int, ring_t: F64, ring_v: F64, ring_f: U8, skip: I64, cut: I64,
-          values: F64, flags: U8, times: F64, counts: I64) -> int:  # pragma: no cover
+          values: F64, flags: U8, times: F64, counts: I64, now_t: F64, now_v: F64,
+          now_f: U8) -> int:  # pragma: no cover
     """Remove every slot before `cut`, filling the window with those from `skip` on;
     returns the count of samples before `skip` (late: their minute was taken already).
+
+    The last slot removed of each group is kept in (now_t, now_v, now_f): the newest
+    reading of its tags while the ring is empty (TagStore.newest).
 
     Rings are (tag, slot): a tag's samples are one or two contiguous runs, so the window
     is filled row by row, not by a transpose."""
@@ -128,6 +132,12 @@ def _take(state: I64, cap: int, ring_t: F64, ring_v: F64, ring_f: U8, skip: I64,
                 flags[r, k] = 0
                 times[r, k] = 0.0
             counts[r] = n
+        if cut[g] > 0:
+            last = (head + cut[g] - 1) % cap
+            for r in range(first, first + size):
+                now_t[r] = ring_t[g, last]
+                now_v[r] = ring_v[r, last]
+                now_f[r] = ring_f[r, last]
         late += skip[g] * size
         state[g, _HEAD] = (head + cut[g]) % cap
         state[g, _LEN] -= cut[g]
@@ -161,6 +171,10 @@ class TagStore:
         self._v = np.zeros((n, self._cap), np.float64)
         self._f = np.zeros((n, self._cap), np.uint8)
         self._last_t = np.full(g, -np.inf)
+        # The newest reading of each tag as the last take left it: -inf, NaN, B before.
+        self._now_t = np.full(n, -np.inf)
+        self._now_v = np.full(n, np.nan)
+        self._now_f = np.full(n, _B, np.uint8)
         self._lock = threading.Lock()
         self._pending: list[SampleBlock] = []  # appended while a take held the rings
         self.overflowed = 0
@@ -169,7 +183,8 @@ class TagStore:
     @property
     def nbytes(self) -> int:
         """Bytes the rings occupy."""
-        return self._t.nbytes + self._v.nbytes + self._f.nbytes + self._state.nbytes
+        return (self._t.nbytes + self._v.nbytes + self._f.nbytes + self._state.nbytes
+                + self._now_t.nbytes + self._now_v.nbytes + self._now_f.nbytes)
 
     def append(self, tag: int, t: float, value: float, flag: int) -> None:
         """Add one sample of tag index `tag` (epoch seconds, value, flag integer)."""
@@ -207,6 +222,22 @@ class TagStore:
                                    values.astype(np.float64, copy=False),
                                    flags.astype(np.uint8, copy=False))
 
+    def newest(self, start: int, stop: int) -> tuple[F64, F64, U8]:
+        """The newest time (epoch s, -inf: none yet), value and flag of rows start..stop-1
+        (a device's tags), as new arrays, without waiting for a running take."""
+        # The newest slot of each row's ring, or what the last take kept of a ring it
+        # emptied: nothing on the append path, which runs thousands of times a second.
+        # No lock (a take holds it for the whole minute's copy); the event loop, which
+        # calls this, is the only writer besides a take's flush of held-back polls.
+        g = self._group_of[start:stop]
+        length = self._state[g, _LEN]
+        slot = (self._state[g, _HEAD] + length - 1) % self._cap
+        rows = np.arange(start, stop)
+        kept = length == 0
+        return (np.where(kept, self._now_t[start:stop], self._t[g, slot]),
+                np.where(kept, self._now_v[start:stop], self._v[rows, slot]),
+                np.where(kept, self._now_f[start:stop], self._f[rows, slot]).astype(np.uint8))
+
     def polled_past(self, t: float) -> bool:
         """Whether every group has a poll stamped at or after `t` (epoch seconds)."""
         return bool(self._last_t.min(initial=np.inf) >= t)
@@ -225,7 +256,7 @@ class TagStore:
             values, flags = np.empty((n, width)), np.empty((n, width), np.uint8)
             times, counts = np.empty((n, width)), np.empty(n, np.int64)
             late = _take(self._state, self._cap, self._t, self._v, self._f, skip, cut,
-                         values, flags, times, counts)
+                         values, flags, times, counts, self._now_t, self._now_v, self._now_f)
         self.late += late
         return Window(values, flags, times, counts)
 

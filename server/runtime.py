@@ -19,7 +19,7 @@ from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from compute.totals import Totals
-from drivers.base import Driver, create_drivers, create_simulators
+from drivers.base import Driver, Simulator, create_drivers, create_simulators
 from model.errors import SinkError
 from model.records import (
     AlarmEvent,
@@ -37,6 +37,7 @@ from server.historian import Historian
 from server.metrics import Monitor
 from server.sinks import AlarmListener, QueuedSink, Sink
 from server.users import UserStore
+from web.collaborators import RawTags
 
 if TYPE_CHECKING:
     from alarms.engine import AlarmSink
@@ -92,7 +93,8 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     from web.app import WebSink
 
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
-                   audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor)
+                   audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor,
+                   device_tags=rt)
 
 
 def _no_check(cfg: PlantConfig) -> None:
@@ -152,6 +154,14 @@ class Runtime:
                               math.ceil(3 * config.clock.minute_seconds / poll_min) + 16,
                               groups=[len(d.tags) for d in config.devices if d.tags])
         self._batch: list[SampleBlock] = []  # blocks of the current interval, for the sinks
+        # Each device's tags: contiguous rows of the table (start, stop) and their names.
+        self._device_rows = {
+            d.id: (self.table.index[d.tags[0].id], self.table.index[d.tags[0].id] + len(d.tags),
+                   tuple(t.id for t in d.tags),
+                   tuple(t.description_zh or t.description for t in d.tags),
+                   tuple(t.description for t in d.tags), tuple(t.unit for t in d.tags))
+            for d in config.devices if d.tags}
+        self.simulators: list[Simulator] = []  # those of the devices marked `simulate: true`
         self.historian = Historian(config.historian.path)
         # Accounts and the audit log live in the historian's file, beside the alarm journal.
         self.users = UserStore(config.historian.path)
@@ -231,6 +241,15 @@ class Runtime:
         return [{**asdict(d.bus_stats()), "devices": [asdict(s) for s in d.stats()]}
                 for d in self._drivers]
 
+    def device_tags(self, device: str) -> RawTags | None:
+        """The newest reading of each tag of `device` (None if there is no such device)."""
+        rows = self._device_rows.get(device)
+        if rows is None:
+            return None
+        start, stop, ids, names, names_en, units = rows
+        times_s, values, flags = self.store.newest(start, stop)
+        return RawTags(device, ids, names, names_en, units, times_s, values, flags)
+
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._side_tasks.add(task)
@@ -301,6 +320,7 @@ class Runtime:
             await self._restore_periods()
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
+                self.simulators.append(sim)
                 self._on_stop("simulator", sim.stop)
             self._drivers = create_drivers(self.config.devices, self._on_device_event,
                                            self.table)

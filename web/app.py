@@ -22,8 +22,15 @@ from model.errors import ConfigError, SinkError, os_error_text
 from model.protocols import AlarmControl, Authenticator
 from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
 from web.auth import AuditLogLike, LoginThrottle, SessionStore
-from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodHistory
+from web.collaborators import (
+    AlarmHistory,
+    DeviceStatus,
+    DeviceTags,
+    MinuteHistory,
+    PeriodHistory,
+)
 from web.config import WebPlantConfig
+from web.devices import DEVICE_TAGS
 from web.handlers import build_app
 from web.hub import Hub
 from web.live import LiveState
@@ -92,6 +99,7 @@ class WebSink:
                  audit: AuditLogLike | None = None, alarms: AlarmControl | None = None,
                  journal: AlarmHistory | None = None, monitor: Monitor | None = None,
                  minutes: MinuteHistory | None = None,
+                 device_tags: DeviceTags | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -104,6 +112,7 @@ class WebSink:
         self._journal = journal
         self._monitor = monitor
         self._minutes = minutes
+        self._device_tags = device_tags
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -145,6 +154,7 @@ class WebSink:
                         sessions=self.sessions, throttle=self.throttle, users=self._users,
                         audit=self._audit, alarms=self._alarms, journal=self._journal,
                         minutes=self._minutes, secure_cookies=ctx is not None)
+        app[DEVICE_TAGS] = self._device_tags  # /api/v1/devices/{id}/tags answers from it
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

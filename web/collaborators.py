@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
 
 from model.accounts import User
 from model.records import AlarmEvent, DeliveryRecord
@@ -49,6 +53,29 @@ class AlarmHistory(Protocol):
 
 # The bus status of the drivers, one dict per bus.
 DeviceStatus = Callable[[], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawTags:
+    """The newest raw reading of each tag of one device, as columns (a copy of the tag
+    store's slice of that device, not of the whole store)."""
+
+    device: str
+    ids: tuple[str, ...]
+    names: tuple[str, ...]  # description_zh, else description, else ""
+    names_en: tuple[str, ...]  # description, else ""
+    units: tuple[str, ...]
+    times_s: npt.NDArray[np.float64]  # epoch seconds, -inf: never read
+    values: npt.NDArray[np.float64]  # NaN: no value
+    flags: npt.NDArray[np.uint8]  # DataFlag integers
+
+
+class DeviceTags(Protocol):
+    """Where the newest raw reading of a device's tags comes from (the runtime's store)."""
+
+    def device_tags(self, device: str) -> RawTags | None:
+        """The device's tags and their newest readings; None for an unknown device."""
+        ...
 
 
 @runtime_checkable

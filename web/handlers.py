@@ -37,6 +37,7 @@ from web.auth import (
     set_session_cookie,
 )
 from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodHistory
+from web.devices import add_device_routes
 from web.history import HistoryContext, add_history_routes
 from web.hub import Client, Hub
 from web.live import LiveState
@@ -536,6 +537,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     app.router.add_get(f"{api}/alarms", _get_alarms)
     app.router.add_get(f"{api}/allowance", _get_allowance)
     app.router.add_get(f"{api}/devices", _get_devices)
+    add_device_routes(app, api)  # /api/v1/devices/{id}/tags: raw readings
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
             app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))

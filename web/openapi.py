@@ -88,6 +88,15 @@ SCHEMAS: Final[dict[str, Json]] = {
                                                 "(null if unknown, e.g. after a restart)"},
         "acknowledged_by": _STR_OR_NULL, "acknowledged_at": _TIME})]},
     "Devices": _obj({"buses": {"type": "array", "items": {"type": "object"}}}),
+    "DeviceTags": _obj({"device": {"type": "string"}, "t": {"type": "string"},
+                        "tags": {"type": "array", "items": _ref("RawTag")}}),
+    "RawTag": {**_obj({"tag": {"type": "string"}, "name": {"type": "string"},
+                       "name_en": {"type": "string"}, "unit": {"type": "string"},
+                       "value": _NUM, "flag": _STR_OR_NULL,
+                       "quality": {"enum": ["good", "uncertain", "bad", None]},
+                       "t": _TIME, "age_s": _NUM}),
+               "description": "The newest raw reading of one tag; flag, quality, t and age_s "
+                              "are null before its first poll, value null for no value."},
     "PeriodRow": {**_obj({"t": {"type": "string"}, "valid": {"type": "boolean"},
                           "flag": {"type": "string"}}),
                   "description": "A stored hour or day: the historian's columns, times in "
@@ -347,6 +356,10 @@ def _paths() -> dict[str, Json]:
         f"{api}/devices": {"get": _get("Every bus and its devices: state, errors, latency",
                                        _json_response("the buses", _ref("Devices")),
                                        tags=("live",))},
+        f"{api}/devices/{{id}}/tags": {"get": _get(
+            "The newest raw reading of each tag of one device: value, flag, quality, time",
+            _json_response("the tags", _ref("DeviceTags")), params=[_id("cems1")],
+            errors=_NOT_FOUND, tags=("live",))},
         f"{api}/openapi.json": {"get": _get(
             "This description", _json_response("OpenAPI 3.1", {"type": "object"}),
             tags=("docs",))},

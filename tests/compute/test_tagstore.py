@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from compute.tagstore import TagStore
@@ -98,3 +100,30 @@ def test_groups_must_partition_the_tags() -> None:
     from model.errors import InvalidValueError
     with pytest.raises(InvalidValueError, match="do not partition 3 tags"):
         TagStore(["a", "b", "c"], 8, groups=[2])
+
+
+def test_newest_reading_of_each_tag_outlives_the_take() -> None:
+    # Two devices: rows 0-1 and 2-4. The HMI reads a device's newest readings at any time,
+    # from the ring, and after a minute's take emptied the ring, from what the take kept.
+    store = TagStore(["a", "b", "c", "d", "e"], 8, groups=[2, 3])
+    t, v, f = store.newest(0, 2)
+    assert t.tolist() == [-np.inf, -np.inf] and np.isnan(v).all() and f.tolist() == [3, 3]
+    store.append(0, 10.0, 1.5, 0)
+    store.append(1, 10.0, 2.5, 0)
+    store.append(0, 11.0, 1.75, 2)  # the next poll read only "a", over range
+    store.append(3, 12.0, 42.0, 0)
+    t, v, f = store.newest(0, 2)  # from the ring
+    assert t.tolist() == [11.0, 11.0] and v[0] == 1.75 and math.isnan(v[1])
+    assert f.tolist() == [2, 3]
+    store.take(0.0, 10.5)  # the ring keeps the poll of 11 s
+    assert store.newest(0, 1)[1].tolist() == [1.75]
+    store.take(0.0, 20.0)  # every ring empty now
+    t, v, f = store.newest(0, 2)
+    assert t.tolist() == [11.0, 11.0] and v[0] == 1.75 and np.isnan(v[1])
+    assert f.tolist() == [2, 3]  # "b" was not read by the newest poll: no reading, flag B
+    t, v, f = store.newest(2, 5)
+    assert t.tolist() == [12.0, 12.0, 12.0] and v[1] == 42.0 and f.tolist() == [3, 0, 3]
+    v[1] = 0.0  # a copy: the caller cannot change the store
+    assert store.newest(3, 4)[1].tolist() == [42.0]
+    store.append(0, 13.0, 1.25, 0)  # a new poll after the take: from the ring again
+    assert store.newest(0, 1)[0].tolist() == [13.0] and store.newest(0, 1)[1][0] == 1.25

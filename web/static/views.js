@@ -666,7 +666,7 @@
 
   // ------------------------------------------------------------ devices
 
-  const devices = { timer: null };
+  const devices = { timer: null, open: null, bound: false, seq: 0 };
 
   async function loadDevices() {
     const res = await api("GET", "/api/v1/devices");
@@ -692,7 +692,10 @@
       for (const d of b.devices || []) {
         const on = !!d.online;
         body.append(el("tr", { class: `device ${on ? "online" : "offline"}`, "data-device": d.device },
-          el("th", { scope: "row", class: "device-name" }, d.device),
+          el("th", { scope: "row", class: "device-name" },
+            el("button", { type: "button", class: "device-open", "data-open": d.device,
+              "aria-expanded": devices.open === d.device ? "true" : "false",
+              title: label("查看原始数据", "show raw tags") }, d.device)),
           el("td", { "data-field": "state" }, el("span", { class: `pill ${on ? "ok" : "bad"}` },
             ...(on ? ["在线", el("span", { class: "en" }, "online")] : ["离线", el("span", { class: "en" }, "offline")]))),
           el("td", { "data-field": "last_error", class: "error" }, d.last_error || DASH),
@@ -707,10 +710,100 @@
     hmi.setText(document.getElementById("devices-time"), fmtTime(isoUtc(Date.now() + state.clockOffsetMs), false));
   }
 
+  // Raw values as read: up to 6 significant digits (float32 registers hold about 7),
+  // no padding zeros, so 230.1 V reads "230.1", not "230.100006".
+  const rawFormats = new Map();
+  function fmtRaw(v) {
+    if (v === null || v === undefined || !Number.isFinite(v)) return DASH;
+    const whole = Math.abs(v) >= 1 ? Math.floor(Math.log10(Math.abs(v))) + 1 : 1;
+    const decimals = Math.max(0, Math.min(4, 6 - whole));
+    let nf = rawFormats.get(decimals);
+    if (!nf) {
+      nf = new Intl.NumberFormat("en-US", { maximumFractionDigits: decimals });
+      rawFormats.set(decimals, nf);
+    }
+    return nf.format(Math.abs(v) < 0.5 * 10 ** -decimals ? 0 : v);
+  }
+
+  function fmtAge(s) {
+    if (s === null || s === undefined) return DASH;
+    if (s < 10) return `${fmt(s, 1)} s`;
+    if (s < 120) return `${fmt(s, 0)} s`;
+    if (s < 7200) return `${fmt(s / 60, 0)} min`;
+    return `${fmt(s / 3600, 1)} h`;
+  }
+
+  const QUALITY = { good: ["好", "good"], uncertain: ["可疑", "uncertain"], bad: ["坏", "bad"] };
+
+  async function loadDeviceTags() {
+    const id = devices.open;
+    const panel = document.getElementById("device-tags-panel");
+    if (!id) {
+      panel.hidden = true;
+      return;
+    }
+    const seq = ++devices.seq;
+    panel.hidden = false;
+    hmi.setText(document.getElementById("device-tags-name"), id);
+    const res = await api("GET", `/api/v1/devices/${encodeURIComponent(id)}/tags`);
+    if (seq !== devices.seq || devices.open !== id) return; // another device was opened
+    const table = document.getElementById("device-tags-table");
+    if (!res.ok) {
+      setStatus("device-tags-status", res.message, true);
+      table.replaceChildren();
+      return;
+    }
+    const tags = res.body.tags || [];
+    setStatus("device-tags-status", `${tags.length} ${label("个测点", "tags")}`);
+    const head = el("tr", {}, th("测点", "Tag"), th("名称", "Name", "", "left"), th("值", "Value"),
+      th("单位", "Unit", "", "left"), th("质量", "Quality", "", "left"), th("标记", "Flag", "", "center"),
+      th("时间", "Time", state.timezone), th("数据龄", "Age"));
+    const body = el("tbody", {});
+    for (const t of tags) {
+      const q = QUALITY[t.quality];
+      const flag = el("span", { "data-field": "flag" });
+      hmi.setFlag(flag, t.flag);
+      const name = lang() === "en" ? (t.name_en || t.name) : t.name;
+      body.append(el("tr", { "data-tag": t.tag, class: `raw ${t.quality || "none"}` },
+        el("th", { scope: "row", class: "tag-id" }, t.tag),
+        el("td", { "data-field": "name", class: "name" }, name || DASH),
+        el("td", { "data-field": "value", class: "num" }, fmtRaw(t.value)),
+        el("td", { "data-field": "unit", class: "unit" }, t.unit || ""),
+        el("td", { "data-field": "quality", class: "quality" }, ...(q ? [q[0], el("span", { class: "en" }, q[1])] : [DASH])),
+        el("td", { class: "flag-col" }, flag),
+        el("td", { "data-field": "t", class: "num" }, fmtTime(t.t, true)),
+        el("td", { "data-field": "age_s", class: "num" }, fmtAge(t.age_s))));
+    }
+    table.replaceChildren(el("thead", {}, head), body);
+    hmi.setText(document.getElementById("device-tags-time"), fmtTime(res.body.t, false));
+  }
+
+  function openDevice(id) {
+    devices.open = id;
+    for (const b of document.querySelectorAll("#devices-table button.device-open")) {
+      b.setAttribute("aria-expanded", b.dataset.open === id ? "true" : "false");
+    }
+    if (!id) document.getElementById("device-tags-table").replaceChildren();
+    loadDeviceTags();
+  }
+
+  function refreshDevices() {
+    loadDevices();
+    loadDeviceTags();
+  }
+
   function startDevices() {
     stopDevices();
-    loadDevices();
-    devices.timer = setInterval(loadDevices, 5000);
+    if (!devices.bound) {
+      devices.bound = true;
+      document.getElementById("devices-table").addEventListener("click", (ev) => {
+        const button = ev.target.closest("button.device-open");
+        if (button) openDevice(devices.open === button.dataset.open ? null : button.dataset.open);
+      });
+      document.getElementById("device-tags-close").addEventListener("click", () => openDevice(null));
+    }
+    refreshDevices();
+    devices.timer = setInterval(refreshDevices, 5000);
   }
 
   function stopDevices() {
