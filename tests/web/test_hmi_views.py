@@ -251,6 +251,32 @@ async def test_a_raw_tag_trend_follows_the_minutes(browser: Browser,  # noqa: F8
     assert flagged == [None]
 
 
+async def test_overview_shows_the_year_end_forecast_and_shortfall_cost(
+        browser: Browser, served: tuple[WebSink, Historian]) -> None:  # noqa: F811
+    sink, _ = served
+    page = await _page(browser, 1920, 1080)
+    await _open(page, sink, "overview")
+    await expect(page.locator("#forecast-t")).to_have_text("—")
+    # A closed hour's position (tests/web/test_api.py stored_hour): 4 973.29632 t so far,
+    # 143 290 t in the last 30 days → 4 776.333 t/day × 363.958333 days left + 4 973.29632
+    # = 1 743 359.89 t at year end, 743 359.89 t over the 1 000 000 t allowance, × 80 CNY/t
+    # = 59 468 791.2 CNY; pro-rated today 2 853.88 t = 0.29 % of the allowance.
+    await sink.on_period(stored_hour(HOUR0, 196.96223))
+    await sink.on_minute(minute_result())
+    await expect(page.locator("#forecast-t")).to_have_text("1,743,360")
+    await expect(page.locator("#forecast-pct")).to_have_text("174.3 % 配额 of allowance")
+    await expect(page.locator("#shortfall-cost")).to_have_text("59,468,791")
+    await expect(page.locator("#shortfall-text")).to_have_text(
+        "缺口 shortfall 743,360 t × 80.00 元/t")
+    await expect(page.locator("#shortfall-tile")).to_have_class("tile over")
+    await expect(page.locator("#allowance-prorated-text")).to_have_text("按时间 pro-rated 0.3 %")
+    # /site and /allowance give that same position: the overview shows what they say.
+    assert await page.evaluate("""async () => { const r = await fetch('/api/v1/allowance');
+        return (await r.json()).forecast_year_end_t; }""") == 1_743_359.890
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "overview-forecast-1920x1080.png"), full_page=True)
+
+
 async def test_language_switch_persists(browser: Browser,  # noqa: F811
                                         served: tuple[WebSink, Historian]) -> None:
     sink, _ = served

@@ -213,6 +213,31 @@
       bar.style.width = `${pct}%`;
       bar.className = used >= 100 ? "bad" : used >= 90 ? "warn" : "";
     }
+    renderForecast(site.allowance || {});
+  }
+
+  // The year-end forecast and what its shortfall would cost at the configured carbon
+  // price, from the position at the latest closed hour (the answer /allowance gives); the
+  // gauge's mark is where the year's pro-rated allowance stands today.
+  function renderForecast(pos) {
+    const has = (x) => Number.isFinite(x);
+    const annual = pos.annual_t;
+    setText(document.getElementById("forecast-t"), fmt(pos.forecast_year_end_t, 0));
+    setText(document.getElementById("forecast-pct"), has(pos.forecast_year_end_t) && annual > 0
+      ? `${fmt(pos.forecast_year_end_t / annual * 100, 1)} % 配额 of allowance` : "");
+    setText(document.getElementById("shortfall-cost"), fmt(pos.shortfall_cost_cny, 0));
+    const short = pos.forecast_shortfall_t;
+    setText(document.getElementById("shortfall-text"), !has(short) ? ""
+      : short > 0 ? `缺口 shortfall ${fmt(short, 0)} t × ${fmt(pos.carbon_price_cny_t, 2)} 元/t`
+        : "无缺口 no shortfall");
+    document.getElementById("forecast-tile").classList.toggle("over", has(short) && short > 0);
+    document.getElementById("shortfall-tile").classList.toggle("over", has(short) && short > 0);
+    const mark = document.getElementById("allowance-prorated");
+    const prorated = has(pos.prorated_t) && annual > 0 ? pos.prorated_t / annual * 100 : NaN;
+    mark.hidden = !has(prorated);
+    if (has(prorated)) mark.style.left = `${Math.max(0, Math.min(100, prorated))}%`;
+    setText(document.getElementById("allowance-prorated-text"), has(prorated)
+      ? `按时间 pro-rated ${fmt(prorated, 1)} %` : "");
   }
 
   function buildUnits(units) {
