@@ -42,6 +42,7 @@ class _Meta:
     name_zh: str
     unit: str = ""  # the unit a source belongs to
     sources: tuple[str, ...] = ()  # the sources of a unit
+    streams: tuple[Json, ...] = ()  # the fuel and energy streams of a unit: id, names, unit
 
 
 class LiveState:
@@ -53,7 +54,9 @@ class LiveState:
             s.id: _Meta(s.id, s.name, s.name_zh, unit=u.id) for u, s in config.sources()
         }
         self._unit_meta = {
-            u.id: _Meta(u.id, u.name, u.name_zh, sources=tuple(s.id for s in u.sources))
+            u.id: _Meta(u.id, u.name, u.name_zh, sources=tuple(s.id for s in u.sources),
+                        streams=tuple({"id": st.id, "name": st.name, "name_zh": st.name_zh,
+                                       "quantity_unit": st.quantity_unit} for st in u.streams))
             for u in config.units
         }
         self._sources: dict[str, SourceMinute] = {}
@@ -178,7 +181,8 @@ class LiveState:
         rec = self._units.get(unit_id)
         meta = self._unit_meta[unit_id]
         out: Json = {"id": meta.id, "name": meta.name, "name_zh": meta.name_zh,
-                     "sources": list(meta.sources), "t": iso_utc(rec.t) if rec else None}
+                     "sources": list(meta.sources), "streams": list(meta.streams),
+                     "t": iso_utc(rec.t) if rec else None}
         for name in UNIT_FIELDS:
             out[name] = num(getattr(rec, name)) if rec else None
         out["valid"] = rec.valid if rec else None

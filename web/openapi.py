@@ -61,8 +61,11 @@ SCHEMAS: Final[dict[str, Json]] = {
                     "valid": {"type": ["boolean", "null"]}, "flag": _STR_OR_NULL}),
     "Unit": _obj({"id": {"type": "string"}, "name": {"type": "string"},
                   "name_zh": {"type": "string"},
-                  "sources": {"type": "array", "items": {"type": "string"}}, "t": _TIME,
-                  **{f: _NUM for f in UNIT_FIELDS},
+                  "sources": {"type": "array", "items": {"type": "string"}},
+                  "streams": {"type": "array", "items": _obj(
+                      {"id": {"type": "string"}, "name": {"type": "string"},
+                       "name_zh": {"type": "string"}, "quantity_unit": {"type": "string"}})},
+                  "t": _TIME, **{f: _NUM for f in UNIT_FIELDS},
                   "valid": {"type": ["boolean", "null"]}, "flag": _STR_OR_NULL}),
     "Allowance": {**_obj({"t": _TIME, **{f: _NUM for f in _ALLOWANCE_FIELDS}},
                          required=("t",)),

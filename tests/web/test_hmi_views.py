@@ -17,10 +17,11 @@ from playwright.async_api import Browser, Page, expect
 from drivers.bus import DeviceStats
 from drivers.link import BusStats
 from model.flags import DataFlag
-from model.records import MinuteResult, TagMinute
+from model.records import MinuteResult, PeriodRecords, TagMinute, UnitPeriod
+from server.config import parse_config
 from server.historian import Historian
 from tests.alarms.test_rules import record
-from tests.fixtures.plant import plant_config
+from tests.fixtures.plant import plant_config, plant_dict
 from tests.web.test_api import HOUR0, alarm_event, minute_result, source_minute, stored_hour
 from tests.web.test_auth import at
 from tests.web.test_history import _minute
@@ -275,6 +276,57 @@ async def test_overview_shows_the_year_end_forecast_and_shortfall_cost(
         return (await r.json()).forecast_year_end_t; }""") == 1_743_359.890
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / "overview-forecast-1920x1080.png"), full_page=True)
+
+
+async def test_periods_of_a_fuel_stream_and_a_unit_day_reconciliation(
+        browser: Browser, port: int, tmp_path: Path) -> None:  # noqa: F811
+    h = Historian(tmp_path / "h.sqlite")
+    await h.start()
+    d = plant_dict(web_port=port)
+    d["factor_table"] = str(Path(__file__).resolve().parents[2] / "config" / "factors.yaml")
+    d["reconciliation"] = {"limit_pct": 5.0}
+    d["units"][0]["streams"] = [{"id": "U1_coal", "name": "Unit 1 coal", "name_zh": "1号机组燃煤",
+                                 "kind": "solid_fuel", "factors": "demo_coal",
+                                 "rate_per_h": {"tag": "u1_power"}}]
+    sink = WebSink(parse_config(d, "test"), history=h)
+    await sink.start()
+    try:
+        # Three stored hours: 100 t of coal each, 100 × 17.2 GJ/t × 0.03085 tC/GJ × 0.99
+        # × 44/12 = 192.61506 t CO2 by version demo-coal-2020-01 (tests/web/test_api.py).
+        for i in range(3):
+            await h.on_period(stored_hour(HOUR0 + timedelta(hours=i), 196.96223))
+        # A day whose CEMS figure is 7.5 % above the factor method's (limit 5 %).
+        day = UnitPeriod("U1", HOUR0, 215.0, 200.0, 600.0, 215.0 / 600.0, True, DataFlag.N,
+                         reconciliation_diff_pct=7.5, reconciliation_exceeded=True)
+        await h.on_period(PeriodRecords("day", HOUR0, HOUR0 + timedelta(days=1), (), (), (day,)))
+        page = await _page(browser, 1600, 900)
+        await _open(page, sink, "periods")
+        await page.locator("#period-item").select_option("stream:U1_coal")
+        await page.locator("#period-level").select_option("hours")
+        await page.locator("#period-from").fill("2026-01-01")
+        await page.locator("#period-to").fill("2026-01-02")
+        await page.locator("#period-load").click()
+        rows = page.locator("#period-table tbody tr")
+        await expect(rows).to_have_count(3)
+        await expect(page.locator("#period-table thead")).to_contain_text("消耗量Quantityt")
+        first = rows.nth(0)
+        await expect(first.locator('[data-field="quantity"]')).to_have_text("100.000")
+        await expect(first.locator('[data-field="co2_t"]')).to_have_text("192.615")
+        await expect(first.locator('[data-field="factor_version"]')).to_have_text(
+            "demo-coal-2020-01")
+        await expect(first.locator('[data-field="method"]')).to_have_text(
+            "低位发热量×单位热值含碳量×氧化率NCV × CC × OF")
+        await page.locator("#period-item").select_option("unit:U1")
+        await page.locator("#period-level").select_option("days")
+        await page.locator("#period-from").fill("2026-01-01")
+        await page.locator("#period-to").fill("2026-01-03")
+        await page.locator("#period-load").click()
+        cell = page.locator('#period-table tbody tr [data-field="reconciliation_diff_pct"]')
+        await expect(cell).to_have_text("7.50 ⚠")
+        await expect(cell).to_have_class("num exceeded")
+    finally:
+        await sink.stop()
+        await h.stop()
 
 
 async def test_language_switch_persists(browser: Browser,  # noqa: F811

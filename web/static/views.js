@@ -578,9 +578,28 @@
     unit: [
       ["co2_cems_t", "CEMS 排放量", "CO₂ CEMS", "t", 3], ["co2_factor_t", "核算排放量", "CO₂ by factors", "t", 3],
       ["output_mwh", "发电量", "Output", "MWh", 1], ["intensity_t_mwh", "排放强度", "Intensity", "t/MWh", 4],
-      ["reconciliation_pct", "对比偏差", "Reconciliation", "%", 2],
+      ["reconciliation_diff_pct", "对比偏差", "Reconciliation", "%", 2],
+    ],
+    // A stream's unit of quantity is its own (t, 10⁴ m³, MWh, GJ): taken from its rows.
+    // Decimals null: a text column.
+    stream: [
+      ["quantity", "消耗量", "Quantity", "", 3], ["co2_t", "核算排放量", "CO₂ by factors", "t", 3],
+      ["factor_version", "因子版本", "Factor version", "", null], ["method", "核算方法", "Method", "", null],
+      ["n_valid", "有效分钟", "Valid minutes", "", 0],
     ],
   };
+  const METHODS = {
+    ncv_cc_of: ["低位发热量×单位热值含碳量×氧化率", "NCV × CC × OF"],
+    measured_carbon: ["实测含碳量×氧化率", "measured carbon × OF"],
+    electricity: ["购入电力×排放因子", "MWh × EF"], heat: ["购入热力×排放因子", "GJ × EF"],
+    process: ["过程排放×排放因子", "quantity × EF"],
+  };
+
+  function streamItems() {
+    return hmi.units.flatMap((u) => (u.streams || []).map((st) => ({
+      id: st.id, unit: u.id,
+      name: st.name_zh && lang() !== "en" ? st.name_zh : st.name || st.id })));
+  }
 
   function periodDefaults(force) {
     const level = document.getElementById("period-level").value;
@@ -596,6 +615,8 @@
     const options = [
       ...items("source").map((x) => [`source:${x.id}`, `${label("排放源", "source")} ${x.id} · ${x.name}`]),
       ...items("unit").map((x) => [`unit:${x.id}`, `${label("机组", "unit")} ${x.id} · ${x.name}`]),
+      ...streamItems().map((x) => [`stream:${x.id}`,
+        `${label("燃料/能源", "stream")} ${x.unit} ${x.id} · ${x.name}`]),
     ];
     fillSelect(document.getElementById("period-item"), options, true);
     periodDefaults(false);
@@ -626,7 +647,9 @@
       return;
     }
     const rows = res.body || [];
-    const cols = PERIOD_COLUMNS[kind].filter(([f], i) => i < 4 || rows.some((r) => f in r));
+    const cols = PERIOD_COLUMNS[kind].filter(([f], i) => i < 4 || rows.some((r) => f in r))
+      .map((c) => (kind === "stream" && c[0] === "quantity" && rows.length
+        ? [c[0], c[1], c[2], rows[0].quantity_unit === "1e4m3" ? "10⁴ m³" : rows[0].quantity_unit, c[4]] : c));
     const head = el("tr", {}, th(level === "days" ? "日期" : "小时", level === "days" ? "Day" : "Hour",
       state.timezone));
     for (const [, zh, en, u] of cols) head.append(th(zh, en, u));
@@ -638,14 +661,26 @@
       const tr = el("tr", { "data-t": r.t, class: [r.valid === false ? "invalid" : "", substituted ? "substituted" : ""].join(" ").trim() });
       const when = fmtTime(r.t, true);
       tr.append(el("th", { class: "when num", scope: "row" }, level === "days" ? when.slice(0, 10) : when.slice(0, 16)));
-      for (const [f, , , , d] of cols) tr.append(el("td", { class: "num", "data-field": f }, fmt(r[f], d)));
+      for (const [f, , , , d] of cols) {
+        if (d !== null) {
+          const exceeded = f === "reconciliation_diff_pct" && r.reconciliation_exceeded;
+          tr.append(el("td", { class: exceeded ? "num exceeded" : "num", "data-field": f,
+            ...(exceeded ? { title: label("超出对比限值", "over the reconciliation limit") } : {}) },
+          fmt(r[f], d), ...(exceeded ? [" ⚠"] : [])));
+        } else if (f === "method") {
+          const m = METHODS[r.method] || [r.method || DASH, ""];
+          tr.append(el("td", { "data-field": f }, m[0], el("span", { class: "en" }, m[1])));
+        } else {
+          tr.append(el("td", { "data-field": f }, r[f] || DASH));
+        }
+      }
       tr.append(el("td", { "data-field": "valid", class: "state" },
         ...(r.valid === false ? ["无效", el("span", { class: "en" }, "invalid")] : ["有效", el("span", { class: "en" }, "valid")])));
       const flag = el("span", { "data-field": "flag" });
       hmi.setFlag(flag, r.flag);
       tr.append(el("td", { class: "flag-col" }, flag));
       tr.append(el("td", { "data-field": "substitution_rule" }, substituted ? `${r.substitution_rule || "?"}` : DASH));
-      tr.append(el("td", { "data-field": "missing_reason" }, r.missing_reason || DASH));
+      tr.append(el("td", { "data-field": "missing_reason" }, r.missing_reason || r.note || DASH));
       body.append(tr);
     }
     table.replaceChildren(el("thead", {}, head), body);
