@@ -290,7 +290,7 @@ async def test_audit_table_shows_what_the_api_answers(browser: Browser,  # noqa:
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (768, 1024)])
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (1280, 720), (768, 1024)])
 async def test_admin_view_fits_and_is_saved(browser: Browser, room: Room,  # noqa: F811
                                             width: int, height: int) -> None:
     page = await _admin_view(browser, room, "admin", "demo-admin", width, height)

@@ -190,7 +190,7 @@ async def test_device_tags_api_answers_the_newest_readings(
     assert 0 <= flow["age_s"] < 5
 
 
-@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (768, 1024)])
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (1280, 720), (768, 1024)])
 async def test_devices_view_with_a_device_opened_fits_and_is_saved(
         browser: Browser,  # noqa: F811
         running: tuple[Runtime, StreamSimulator], width: int, height: int) -> None:

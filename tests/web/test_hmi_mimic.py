@@ -191,7 +191,7 @@ async def test_mimic_draws_units_and_stacks_and_updates_in_place(
     assert errors == []
 
 
-@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (768, 1024)])
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (1280, 720), (768, 1024)])
 async def test_mimic_fits_the_screen(browser: Browser, sink: WebSink,  # noqa: F811
                                      width: int, height: int) -> None:
     page = await _page(browser, width, height)

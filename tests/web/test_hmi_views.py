@@ -428,7 +428,7 @@ async def test_alarm_row_keeps_the_alarm_time_and_names_things(
         assert cut == 0
 
 
-@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (768, 1024)])
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (1280, 720), (768, 1024)])
 async def test_every_view_fits_and_is_saved(browser: Browser,  # noqa: F811
                                             served: tuple[WebSink, Historian],
                                             width: int, height: int) -> None:
