@@ -122,6 +122,9 @@ class RuleSpec:
     notify: tuple[str, ...]
     suppress: bool  # while `area` (a unit) is stopped
     config: RuleConfig
+    # A comm_loss rule on a system device (the InfluxDB outbox, the backups, an instrument's
+    # calibration): its messages name the rule and say what happened, not "communication".
+    system: bool = False
 
     @property
     def info(self) -> RuleInfo:
@@ -146,6 +149,11 @@ class RuleSpec:
     def message(self, new: int, old: int, value: float,
                 note: str = "") -> tuple[float | None, str, str]:
         """(limit, English, Chinese) of a change of condition from `old` to `new`."""
+        if self.kind == "comm_loss" and self.system:
+            # The suffix the engine adds names the rule: "[rule id: name]".
+            if new > old:
+                return None, note or self.name, note or self.name
+            return None, "cleared", "已恢复"
         if self.kind == "comm_loss":
             what = f": {note}" if note else ""
             what_zh = f"：{note}" if note else ""
@@ -239,8 +247,9 @@ def rule_area(config: RuleConfig, plant: AlarmPlantConfig) -> str:
     return Areas(plant)(config)
 
 
-def rule_spec(config: RuleConfig, area: str = "") -> RuleSpec:
-    """The evaluation and message view of one configured rule; ValueError on a bad field."""
+def rule_spec(config: RuleConfig, area: str = "", system: bool = False) -> RuleSpec:
+    """The evaluation and message view of one configured rule (`system`: a comm_loss rule
+    on a system device); ValueError on a bad field."""
 
     def spec(target: str, subject: str, subject_zh: str, high: bool, warning: float | None,
              alarm: float | None) -> RuleSpec:
@@ -251,7 +260,8 @@ def rule_spec(config: RuleConfig, area: str = "") -> RuleSpec:
             subject_zh=subject_zh, area=area, high=high, warning=warning, alarm=alarm,
             deadband=getattr(config, "deadband", 0.0), on_delay=delays[0], off_delay=delays[1],
             notify=tuple(config.notify),
-            suppress=config.suppress_when_stopped and area not in ("", "site"), config=config)
+            suppress=config.suppress_when_stopped and area not in ("", "site"), config=config,
+            system=system)
 
     if isinstance(config, CommLossRuleConfig):
         return spec(f"device {config.device}", f"device {config.device}",
@@ -314,4 +324,6 @@ def definition(config: RuleConfig) -> tuple[object, ...]:
 def plant_specs(plant: AlarmPlantConfig) -> list[RuleSpec]:
     """The specs of every rule of a plant, in configuration order."""
     area = Areas(plant)
-    return [rule_spec(r, area(r)) for r in plant.alarms.rules]
+    system = set(plant.system_device_ids())
+    return [rule_spec(r, area(r), isinstance(r, CommLossRuleConfig) and r.device in system)
+            for r in plant.alarms.rules]
