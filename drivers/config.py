@@ -7,6 +7,7 @@ Each protocol's device model is one branch of the `DeviceConfig` union, tagged b
 from __future__ import annotations
 
 import ipaddress
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -42,6 +43,42 @@ class SimConfig(ConfigModel):
             raise ValueError("give either 'value' or both 'min' and 'max'")
 
 
+class InstrumentConfig(ConfigModel):
+    """The instrument behind a tag, for the instrument register (GB 17167, seed 004 §10.5).
+
+    `accuracy_pct`: the accuracy class as a relative bound, % of reading (e.g. 1.0 for a
+    class-1 analyser, 0.5 for a 0.5S energy meter). `calibrated_on`: plant-local date of the
+    last calibration or verification; the next is due `calibration_interval_days` later.
+    `verified_by` (the laboratory or body) and `certificate` (its reference) are for audits.
+    Ranges are checked in `device_problems`, whose messages name the device and the tag.
+    """
+
+    serial: str = Field(min_length=1)
+    model: str = ""
+    accuracy_pct: float
+    calibrated_on: date
+    calibration_interval_days: int
+    verified_by: str = ""
+    certificate: str = ""
+
+
+ACCURACY_PCT_MAX = 20.0  # a bigger "accuracy class" is a typo (a range, a unit), not a class
+
+
+def instrument_problems(path: str, dev_id: str, tag_id: str,
+                        inst: InstrumentConfig) -> Problems:
+    """Range checks of one tag's instrument block; messages name the device and the tag."""
+    who = f"instrument of tag {tag_id!r} (device {dev_id!r})"
+    out: Problems = []
+    if not 0.0 < inst.accuracy_pct <= ACCURACY_PCT_MAX:
+        out.append((f"{path}.accuracy_pct", f"{who}: accuracy_pct is % of reading, more than "
+                    f"0 and at most {ACCURACY_PCT_MAX:g}, not {inst.accuracy_pct:g}"))
+    if inst.calibration_interval_days <= 0:
+        out.append((f"{path}.calibration_interval_days", f"{who}: calibration_interval_days "
+                    f"must be more than 0, not {inst.calibration_interval_days}"))
+    return out
+
+
 class _TagBase(ConfigModel):
     """What every field value has, whatever the protocol."""
 
@@ -54,6 +91,7 @@ class _TagBase(ConfigModel):
     description: str = ""
     description_zh: str = ""
     sim: SimConfig | None = None
+    instrument: InstrumentConfig | None = None  # the instrument register's fields
 
 
 class ModbusTagConfig(_TagBase):
@@ -254,6 +292,9 @@ def device_problems(devices: list[DeviceConfig], problems: Problems) -> dict[str
                 seen_tags[tag.id] = tpath
             if dev.simulate and tag.sim is None:
                 problems.append((f"{tpath}.sim", "simulated device needs 'sim' on every tag"))
+            if tag.instrument is not None:
+                problems.extend(instrument_problems(f"{tpath}.instrument", dev.id, tag.id,
+                                                    tag.instrument))
     return seen_tags
 
 

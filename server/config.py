@@ -30,6 +30,7 @@ from drivers.config import DevicesConfig, device_problems
 from model.errors import ConfigError
 from model.schema import Problems, validation_problems
 from server.backupconfig import BACKUP_DEVICE, BackupConfig, RetentionConfig
+from server.calibration import calibration_device_ids
 from server.historian import HistorianConfig
 from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
@@ -46,9 +47,11 @@ class PlantConfig(WebPlantConfig):
     retention: RetentionConfig = RetentionConfig()
 
     def system_device_ids(self) -> tuple[str, ...]:
-        """The InfluxDB outbox and the backups, when there are, report alarms as devices."""
+        """The InfluxDB outbox and the backups, when there are, report alarms as devices;
+        so does each registered instrument's calibration (server/calibration.py)."""
         return (*((OUTBOX_DEVICE,) if self.influx is not None else ()),
-                *((BACKUP_DEVICE,) if self.backup is not None else ()))
+                *((BACKUP_DEVICE,) if self.backup is not None else ()),
+                *calibration_device_ids(self, self.instruments))
 
 
 class Plant(NamedTuple):
@@ -67,9 +70,10 @@ def _cross_stage_problems(cfg: PlantConfig, tag_paths: dict[str, str]) -> Proble
     problems: Problems = [(path, f"unknown tag {tag!r}") for path, tag in cfg.input_tags()
                           if tag not in tag_paths]
     owner = {OUTBOX_DEVICE: "the InfluxDB outbox's", BACKUP_DEVICE: "the backups'"}
+    system = set(cfg.system_device_ids())  # once: it walks every tag (the instruments)
     problems += [(f"devices[{i}].id", f"{d.id!r} is {owner[d.id]} id in "
                   "alarm rules: name the device otherwise")
-                 for i, d in enumerate(cfg.devices) if d.id in cfg.system_device_ids()]
+                 for i, d in enumerate(cfg.devices) if d.id in system]
     real = [d.id for d in cfg.devices if not d.simulate]
     if cfg.web.demo_users and (real or not cfg.devices):
         problems.append(("web.demo_users", "demo accounts have known passwords and are only "

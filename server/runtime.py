@@ -42,6 +42,7 @@ from web.collaborators import RawTags
 if TYPE_CHECKING:
     from alarms.engine import AlarmSink
     from server.backup import BackupScheduler
+    from server.calibration import CalibrationMonitor
 
 log = logging.getLogger("carbonscada")
 
@@ -123,10 +124,12 @@ def preflight(cfg: PlantConfig) -> None:
     channels' secrets and rule bank, the OPC UA node ids, the TLS files. No I/O but reads."""
     from alarms.engine import AlarmSink
     from server.backupconfig import with_backup_alarm
+    from server.calibration import with_calibration_alarm
     from server.influx.config import with_outbox_alarm
 
     cfg = with_outbox_alarm(cfg, cfg.influx)  # as _prepare_records adds it
     cfg = with_backup_alarm(cfg, cfg.backup)
+    cfg = with_calibration_alarm(cfg, cfg.instruments)
     AlarmSink(cfg)
     for entry in SINKS:
         if entry.wanted(cfg):
@@ -173,6 +176,7 @@ class Runtime:
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
         self.backups: BackupScheduler | None = None
+        self.calibration: CalibrationMonitor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -209,10 +213,13 @@ class Runtime:
         # not to the file's rules: the configuration's and the file rules' hashes stay as
         # they were, so rules saved through the API still apply (and get it added too).
         from server.backupconfig import with_backup_alarm
+        from server.calibration import with_calibration_alarm
         from server.influx.config import with_outbox_alarm
 
-        # The backups' alarm likewise (server/backup.py), when backups are configured.
-        return with_backup_alarm(with_outbox_alarm(in_force, cfg.influx), cfg.backup)
+        # The backups' alarm likewise (server/backup.py), when backups are configured, and
+        # one per registered instrument for an overdue calibration (server/calibration.py).
+        return with_calibration_alarm(with_backup_alarm(
+            with_outbox_alarm(in_force, cfg.influx), cfg.backup), cfg.instruments)
 
     def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
         from alarms.engine import AlarmSink
@@ -316,6 +323,7 @@ class Runtime:
                 self._sinks.append(queued)
                 self._on_stop(f"sink {sink.name}", queued.stop)
             await self._start_backups()
+            await self._start_calibration_monitor()
             await self._seed_totals()
             await self._restore_periods()
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
@@ -351,6 +359,17 @@ class Runtime:
                                        self.audit, self._on_device_event)
         await self.backups.start()
         self._on_stop("backup scheduler", self.backups.stop)
+
+    async def _start_calibration_monitor(self) -> None:
+        """The overdue-calibration alarms of the instrument register, once the alarms exist."""
+        from server.calibration import CalibrationMonitor
+
+        cfg = self.config
+        if not cfg.instruments.alarm:
+            return
+        self.calibration = CalibrationMonitor(cfg, cfg.instruments, self._on_device_event)
+        await self.calibration.start()
+        self._on_stop("calibration monitor", self.calibration.stop)
 
     async def _seed_totals(self, totals: Totals | None = None, at: datetime | None = None,
                            ) -> None:

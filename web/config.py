@@ -8,6 +8,7 @@ from pydantic import Field
 
 from alarms.config import AlarmPlantConfig
 from model.schema import ConfigModel
+from web.register import RegisterPlantConfig
 
 
 class WebConfig(ConfigModel):
@@ -32,7 +33,8 @@ class WebConfig(ConfigModel):
             raise ValueError("give both 'tls_cert' and 'tls_key', or neither")
 
 
-class WebPlantConfig(AlarmPlantConfig):
-    """The plant as the web stage sees it: everything below it, and its own section."""
+class WebPlantConfig(AlarmPlantConfig, RegisterPlantConfig):
+    """The plant as the web stage sees it: everything below it, and its own sections
+    (`web:`, and `instruments:` of the instrument register, web/register.py)."""
 
     web: WebConfig = WebConfig()

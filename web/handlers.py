@@ -40,6 +40,7 @@ from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodH
 from web.devices import add_device_routes
 from web.history import HistoryContext, add_history_routes
 from web.hub import Client, Hub
+from web.instruments import add_instrument_routes
 from web.live import LiveState
 from web.monitoring import add_monitoring_routes
 from web.openapi import add_openapi_routes
@@ -538,6 +539,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     app.router.add_get(f"{api}/allowance", _get_allowance)
     app.router.add_get(f"{api}/devices", _get_devices)
     add_device_routes(app, api)  # /api/v1/devices/{id}/tags: raw readings
+    add_instrument_routes(app, api, live.config)  # /api/v1/instruments: the register
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
             app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))

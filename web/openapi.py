@@ -168,6 +168,45 @@ SCHEMAS: Final[dict[str, Json]] = {
              "description": "A login account (never its password hash); times ISO 8601 "
                             "UTC, updated = the last change of role or password."},
     "UserRemoved": _obj({"removed": {"type": "string"}}),
+    # The instrument register (web/instruments.py, web/register.py).
+    "Instrument": {**_obj({
+        "tag": {"type": "string"}, "device": {"type": "string"},
+        "protocol": {"type": "string"}, "unit": {"type": "string"},
+        "description": {"type": "string"}, "description_zh": {"type": "string"},
+        "used_by": {"type": "array", "items": {"type": "string"}},
+        "serial": _STR_OR_NULL, "model": _STR_OR_NULL, "accuracy_pct": _NUM,
+        "calibrated_on": {"type": ["string", "null"], "format": "date"},
+        "calibration_interval_days": {"type": ["integer", "null"]},
+        "verified_by": _STR_OR_NULL, "certificate": _STR_OR_NULL,
+        "calibration_due": {"type": ["string", "null"], "format": "date"},
+        "days_to_due": {"type": ["integer", "null"]},
+        "state": {"enum": ["ok", "due_soon", "overdue", "unregistered"]}}),
+        "description": "One tag and its instrument; the instrument fields are null for an "
+                       "unregistered tag. Dates are plant-local; accuracy_pct is % of "
+                       "reading; days_to_due < 0 once overdue."},
+    "SourceUncertainty": {**_obj({
+        "source": {"type": "string"}, "unit": {"type": "string"},
+        "co2_rel_uncertainty_pct": _NUM, "co2_rel_expanded_uncertainty_pct": _NUM,
+        "coverage_factor": {"type": "number"},
+        "inputs": {"type": "array", "items": _obj({
+            "input": {"type": "string"}, "tag": _STR_OR_NULL, "constant": _NUM,
+            "accuracy_pct": _NUM, "rel_std_uncertainty_pct": _NUM,
+            "sensitivity": {"type": "number"},
+            "state": {"enum": ["ok", "due_soon", "overdue", "unregistered", None]}})},
+        "missing": {"type": "array", "items": {"type": "string"}},
+        "periods": {"type": "array", "items": {"type": "string"}}}),
+        "description": "Relative standard uncertainty (%) of the source's CO2 mass from its "
+                       "instruments: accuracy a → a/√3, root-sum-square of sensitivity × "
+                       "u over the inputs (IPCC 2006 Vol. 1 eq. 3.1); the same for an "
+                       "hour, a day and a year (systematic errors). Null while an input "
+                       "tag has no instrument (listed in missing)."},
+    "InstrumentRegister": _obj({
+        "t": {"type": "string"}, "date": {"type": "string", "format": "date"},
+        "timezone": {"type": "string"}, "due_soon_days": _INT,
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "instruments": {"type": "array", "items": {"$ref": "#/components/schemas/Instrument"}},
+        "sources": {"type": "array",
+                    "items": {"$ref": "#/components/schemas/SourceUncertainty"}}}),
 }
 
 
@@ -363,6 +402,10 @@ def _paths() -> dict[str, Json]:
             "The newest raw reading of each tag of one device: value, flag, quality, time",
             _json_response("the tags", _ref("DeviceTags")), params=[_id("cems1")],
             errors=_NOT_FOUND, tags=("live",))},
+        f"{api}/instruments": {"get": _get(
+            "The instrument register: every tag with its instrument, calibration due date "
+            "and state, and each source's CO2 uncertainty from its instruments",
+            _json_response("the register", _ref("InstrumentRegister")), tags=("live",))},
         f"{api}/openapi.json": {"get": _get(
             "This description", _json_response("OpenAPI 3.1", {"type": "object"}),
             tags=("docs",))},

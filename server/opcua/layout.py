@@ -45,6 +45,7 @@ from model.records import (
 )
 from server.config import PlantConfig
 from server.heap import collection_paused
+from web.register import co2_rel_uncertainties_pct
 
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
@@ -271,6 +272,11 @@ ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[AllowancePosition], float]], ...]
              "预测配额缺口成本"), attrgetter("shortfall_cost_cny")),
 )
 
+CO2_UNCERTAINTY = VarSpec(
+    "CO2RelUncertainty", "%", "Relative standard uncertainty (k = 1) of the CO2 mass of an "
+    "hour, a day or a year, from the instruments' accuracy (instrument register)",
+    "CO2排放量相对标准不确定度（k=1，由仪表准确度计算，适用于小时、日、年）")
+
 DATA_FLAG = VarSpec("DataFlag", "", "HJ 212 data flag of the last minute",
                     "数据标记（HJ 212）", text=True)
 
@@ -334,6 +340,8 @@ class _Layout:
     allowance: list[tuple[ua.NodeId, Callable[[AllowancePosition], float]]] = field(
         default_factory=list)
     hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
+    # Each source's CO2RelUncertainty and its value (None: an input has no instrument).
+    uncertainty: list[tuple[ua.NodeId, float | None]] = field(default_factory=list)
     unit_days: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float], bool]]] = field(
         default_factory=dict)  # unit → its day variables (and whether one is the reconciliation)
     tags: dict[str, ua.NodeId] = field(default_factory=dict)
@@ -464,6 +472,7 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
     out.site = site
     out.alarms = b.obj(site, "Alarms", "Alarms", "Alarms", "报警", what="the Alarms folder",
                        folder=True)
+    uncertainty = co2_rel_uncertainties_pct(cfg)  # one pass over the tags
     for i, unit in enumerate(cfg.units):
         upath = f"units[{i}]"
         unode = b.obj(units, unit.id, unit.id, unit.name, unit.name_zh, what=f"{upath}.id",
@@ -493,6 +502,9 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                 for spec, get in SOURCE_VARS]
             out.hours[src.id] = b.variable(snode, f"{prefix}.{CO2_HOUR.name}", CO2_HOUR,
                                            what=spath)
+            out.uncertainty.append((b.variable(
+                snode, f"{prefix}.{CO2_UNCERTAINTY.name}", CO2_UNCERTAINTY, what=spath),
+                uncertainty[src.id]))
             sflag = b.variable(snode, f"{prefix}.{DATA_FLAG.name}", DATA_FLAG, what=spath)
             out.sources[src.id] = (swrites, sflag)
     for i, dev in enumerate(cfg.devices):

@@ -188,6 +188,13 @@ class OpcUaSink:
                                 f"{res.StatusCode.name}")
         now = _ts(datetime.now(UTC))
         await write_initial(server.iserver, layout.initial, _WAITING, now)
+        # An input tag with no instrument registered: the uncertainty is not known.
+        no_instrument = _status(StatusCodes.BadConfigurationError)
+        for nid, u_pct in layout.uncertainty:  # constant while the configuration is
+            await server.iserver.write_attribute_value(nid, ua.DataValue(
+                ua.Variant(math.nan if u_pct is None else u_pct, ua.VariantType.Double),
+                no_instrument if u_pct is None else _GOOD, ServerTimestamp=now,
+                SourceTimestamp=now))
         if self.history is not None:
             await install(server.iserver, layout, self.history, series, self.config.site.id,
                           self._zone)

@@ -146,7 +146,7 @@ async def test_browse_source_and_read_minute_values(client: Client, sink: OpcUaS
     s1 = await child(client, SOURCE_PATH)
     names = {(await n.read_browse_name()).Name for n in await s1.get_children()}
     assert names == {"CO2Dry", "CO2MgM3", "FlowActual", "FlowStdDry", "CO2Rate", "CO2Minute",
-                     "CO2Hour", "CO2Today", "CO2YTD", "DataFlag"}
+                     "CO2Hour", "CO2Today", "CO2YTD", "CO2RelUncertainty", "DataFlag"}
 
     await sink.on_minute(RESULT)
 
