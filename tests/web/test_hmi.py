@@ -17,6 +17,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from alarms.engine import AlarmSink
 from model.flags import DataFlag
 from server.audit import AuditLog
+from server.config import PlantConfig
 from server.users import UserStore
 from tests.alarms.test_rules import record
 from tests.fixtures.plant import plant_config
@@ -140,8 +141,8 @@ async def test_hmi_shows_live_values_and_connection_state(port: int, page: Page)
 class ControlRoom:
     """A web sink with real users, audit log and alarm sink, wired as the runtime does."""
 
-    def __init__(self, port: int, tmp_path: Path) -> None:
-        cfg = plant(port)
+    def __init__(self, port: int, tmp_path: Path, cfg: PlantConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else plant(port)
         self.users = UserStore(tmp_path / "h.sqlite")
         self.users.ensure_demo_users()
         self.audit = AuditLog(tmp_path / "h.sqlite")

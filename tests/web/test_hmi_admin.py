@@ -17,17 +17,14 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from alarms.engine import AlarmSink
-from server.audit import AuditLog
 from server.config import parse_config
-from server.users import UserStore
 from tests.fixtures.plant import plant_dict
 from tests.web.test_auth import S1_RATE
 from tests.web.test_hmi import (
+    ControlRoom,
     browser,  # noqa: F401  (the fixture)
     log_in,
 )
-from web.app import WebSink
 
 SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 PLANT_TZ = ZoneInfo("Asia/Shanghai")
@@ -35,28 +32,13 @@ U1_KG = {"id": "u1_kg", "name": "U1 CO2", "target": {"unit": "U1", "field": "co2
          "warning": 9000.0, "alarm": 10000.0}
 
 
-class Room:
-    """Web sink with users, audit log and alarm sink, wired as server/runtime.py does."""
+class Room(ControlRoom):
+    """The control room with two rules (a source's and a unit's) to administer."""
 
     def __init__(self, port: int, tmp_path: Path) -> None:
         d = plant_dict(web_port=port)
         d["alarms"] = {"rules": [dict(S1_RATE), dict(U1_KG)], "channels": []}
-        cfg = parse_config(d, "test_hmi_admin")
-        self.users = UserStore(tmp_path / "users.sqlite")
-        self.users.ensure_demo_users()
-        self.audit = AuditLog(tmp_path / "audit.sqlite")
-        self.alarms = AlarmSink(cfg)
-        self.sink = WebSink(cfg, users=self.users, audit=self.audit, alarms=self.alarms)
-        self.url = f"http://127.0.0.1:{port}/"
-
-    async def __aenter__(self) -> Room:
-        await self.alarms.start()
-        await self.sink.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.sink.stop()
-        await self.alarms.stop()
+        super().__init__(port, tmp_path, parse_config(d, "test_hmi_admin"))
 
     async def api(self, role: str, path: str) -> Any:
         """GET path as a fresh session of the demo account of `role`."""
