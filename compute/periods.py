@@ -27,6 +27,11 @@ Rules (CEMS details in compute/rollup.py and compute/substitute.py):
   an hour (a day) invalid only for such minutes (hours) gets `missing_reason`
   "not_running". Its flag stays B — HJ 212 has no letter for "not running", and B (no
   data reached the record) keeps it invalid and substituted like any missing hour.
+- Entries (compute/entries.py, the plan's `records`): minutes of an out-of-control
+  analyser are invalid (D); a value set by hand (a minute's concentration or flow, an
+  hour's or day's CO2, a stream's quantity, a unit's output) counts as valid and its
+  record carries flag S. The hour a set minute falls in is S when valid; a day with a set
+  or corrected hour likewise. Lab factor versions are in the plan's factor table.
 - Allowance position at the end of every hour: year to date = the plant year's closed days
   + the current day's closed hours (CEMS, substitutes included); year-end forecast from
   the mean of the last ≤ 30 closed days (NaN before the first closed day).
@@ -46,6 +51,7 @@ import numpy.typing as npt
 from compute import counters, cycle, derived, factors, kernels, rollup, substitute
 from compute.clock import PlantClock
 from compute.config import Input, StreamConfig, UnitConfig
+from compute.entries import MANUAL_FLAG
 from compute.kernels import period_flag
 from compute.minute import MinuteArrays, MinuteCalculator
 from compute.plan import CalculationPlan
@@ -69,6 +75,7 @@ MINUTES_PER_HOUR = 60
 NOT_RUNNING = "not_running"  # PeriodResult.missing_reason: minutes the server did not run for
 _B = int(DataFlag.B)
 _N = int(DataFlag.N)
+_S = DataFlag.S
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -253,6 +260,7 @@ class PeriodCycle:
         self._min_hours = c.min_valid_hours_per_day
         self._rho = config.constants.co2_density_kg_m3
         self._table = plan.factors
+        self._records = plan.records
         tag_pos = {t: i for i, t in enumerate(plan.tag_ids)}
 
         pairs = config.sources()
@@ -283,6 +291,7 @@ class PeriodCycle:
         self._conc = np.full((n_src, MINUTES_PER_HOUR), np.nan)
         self._flow = np.full((n_src, MINUTES_PER_HOUR), np.nan)
         self._sflag = np.zeros((n_src, MINUTES_PER_HOUR), np.uint8)
+        self._set = np.zeros((n_src, MINUTES_PER_HOUR), np.bool_)  # minutes set by hand
         self._rate = np.full((n_rate, MINUTES_PER_HOUR), np.nan)
         self._rflag = np.zeros((n_rate, MINUTES_PER_HOUR), np.uint8)
         self._power = np.full((n_unit, MINUTES_PER_HOUR), np.nan)
@@ -301,6 +310,38 @@ class PeriodCycle:
         self._year_days_t = 0.0  # Σ of the site CO2 of that year's closed days
         self._recent_days: deque[float] = deque(maxlen=30)  # site CO2 of the last closed days
 
+    def use(self, plan: CalculationPlan) -> None:
+        """Take another plan's entries and factor table (an entry was made) from now on."""
+        self._table, self._records = plan.factors, plan.records
+
+    @property
+    def open_hour(self) -> datetime | None:
+        """Start of the hour minutes are being taken for (None before the first minute)."""
+        return self._hour
+
+    def close_before(self, t: datetime) -> list[PeriodRecords]:
+        """Close the open hours that end by `t` although not every minute of them came (a
+        recalculation stopping where the live cycle's open hour begins)."""
+        out: list[PeriodRecords] = []
+        while self._hour is not None and self.clock.next_hour(self._hour) <= t:
+            out.extend(self._close_hour())
+        return out
+
+    def adopt_closed(self, other: PeriodCycle) -> None:
+        """Take what `other` knows of the closed hours and days, and its entries and factors.
+
+        `other` recalculated the closed periods (an entry was made) up to this cycle's open
+        hour; this cycle keeps the open hour's minutes and its meter registers.
+        """
+        if other.open_hour != self._hour:
+            raise InvalidValueError(f"a recalculation up to {other.open_hour} cannot continue "
+                                    f"the open hour {self._hour}")
+        self._hist_conc, self._hist_flow = other._hist_conc, other._hist_flow
+        self._hist_valid, self._day_hours = other._hist_valid, other._day_hours
+        self._year, self._year_days_t = other._year, other._year_days_t
+        self._recent_days = other._recent_days
+        self._table, self._records = other._table, other._records
+
     # ------------------------------------------------------------------ feeding
 
     def add(self, batch: MinuteBatch) -> list[PeriodRecords]:
@@ -311,6 +352,9 @@ class PeriodCycle:
         if t_s[0] <= self._last_t_s or (t_s.size > 1 and not (np.diff(t_s) > 0).all()):
             raise InvalidValueError("minutes must come in time order, each once")
         out: list[PeriodRecords] = []
+        conc, flow, sflag, set_mask = self._records.apply_minutes(
+            t_s, self.source_ids, batch.co2_dry_pct, batch.flow_std_dry_m3_h,
+            batch.source_flag)
         rows = [self._counter_rows(i, r) for i, r in enumerate(batch.counters)]
         cursor = [0] * len(rows)
         j = 0
@@ -325,9 +369,11 @@ class PeriodCycle:
             end = int(np.searchsorted(t_s, h1.timestamp(), side="left"))
             seg = slice(j, end)
             k = np.rint((t_s[seg] - h0.timestamp()) / self._minute_s).astype(np.int64)
-            self._conc[:, k] = batch.co2_dry_pct[seg].T
-            self._flow[:, k] = batch.flow_std_dry_m3_h[seg].T
-            self._sflag[:, k] = batch.source_flag[seg].T
+            self._conc[:, k] = conc[seg].T
+            self._flow[:, k] = flow[seg].T
+            self._sflag[:, k] = sflag[seg].T
+            if set_mask is not None:
+                self._set[:, k] = set_mask[seg].T
             self._fill(self._rate, self._rflag, self._rate_tag, self._rate_const, batch, seg, k)
             self._fill(self._power, self._pflag, self._power_tag, self._power_const, batch,
                        seg, k)
@@ -435,6 +481,7 @@ class PeriodCycle:
         h1 = self.clock.next_hour(h0)
         hours = rollup.rollup_hour(self._conc, self._flow, self._sflag,
                                    min_valid=self._min_minutes, rho_kg_m3=self._rho)
+        manual = self._set_hours(hours, h0)
         streams = self._stream_hours(h0, h1)
         unit_factor = [self._factor_sum([streams[r].co2_t for r in rs]) for rs in self._direct]
         sub_co2, notes = self._substitutes(hours, unit_factor)
@@ -444,7 +491,14 @@ class PeriodCycle:
         not_running = self._not_running(self._sflag, hours.flag)
         sources = tuple(replace(s, missing_reason=NOT_RUNNING) if not_running[i] else s
                         for i, s in enumerate(sources))
+        sources = tuple(replace(s, flag=MANUAL_FLAG) if manual[i] and s.valid else s
+                        for i, s in enumerate(sources))
         power, n_power, power_flag = _hour_means(self._power, self._pflag, self._min_minutes)
+        set_output = [self._records.values("unit", "hour", u.id, h0).get("output_mwh")
+                      for u in self.config.units]
+        for u, v in enumerate(set_output):
+            if v is not None:
+                power[u], power_flag[u] = v, 0
         units = []
         for u, unit in enumerate(self.config.units):
             own = [sources[i] for i in self._unit_sources[u]]
@@ -455,11 +509,13 @@ class PeriodCycle:
             units.append(UnitPeriod(
                 unit.id, h0, cems, unit_factor[u], out_mwh,
                 cems / out_mwh if i_flag == 0 and out_mwh > 0 else math.nan, flag == 0,
-                DataFlag(flag), intensity_flag=DataFlag(i_flag),
-                intensity_n_valid=int(n_power[u])))
+                _S if flag == 0 and set_output[u] is not None else DataFlag(flag),
+                intensity_flag=DataFlag(i_flag), intensity_n_valid=int(n_power[u])))
         self._hist_conc.append(hours.co2_dry_pct.copy())
         self._hist_flow.append(hours.flow_std_dry_m3_h.copy())
-        self._hist_valid.append(hours.flag == 0)
+        # A lookback hour needs its concentration and flow: one set by its CO2 alone is none.
+        self._hist_valid.append((hours.flag == 0) & np.isfinite(hours.co2_dry_pct)
+                                & np.isfinite(hours.flow_std_dry_m3_h))
         rec = PeriodRecords("hour", h0, h1, sources, tuple(streams), tuple(units))
         self._day_hours.append(rec)
         rec = replace(rec, allowance=self._allowance(h0, h1))
@@ -486,11 +542,39 @@ class PeriodCycle:
                                                           == 0)
         return out
 
+    def _set_hours(self, hours: rollup.HourArrays, h0: datetime) -> npt.NDArray[np.bool_]:
+        """Apply the hour's values set by hand to `hours` (in place); which sources have some.
+
+        An hour set by hand is valid (flag 0 in the arrays, so the day and the substitution
+        lookback take it as measured); its concentration and flow give its rate and CO2 by
+        the hour formula (G = C·ρ·Q/100 kg/h over 1 h) unless its CO2 is set itself.
+        """
+        manual: npt.NDArray[np.bool_] = self._set.any(axis=1) & (hours.flag == 0)
+        if not self._records.overrides:
+            return manual
+        for i, sid in enumerate(self.source_ids):
+            v = self._records.values("source", "hour", sid, h0)
+            if not v:
+                continue
+            c = v.get("co2_dry_pct", float(hours.co2_dry_pct[i]))
+            q = v.get("flow_std_dry_m3_h", float(hours.flow_std_dry_m3_h[i]))
+            hours.co2_dry_pct[i], hours.flow_std_dry_m3_h[i] = c, q
+            if "co2_t" in v:
+                hours.co2_t[i] = v["co2_t"]
+                hours.co2_rate_kg_h[i] = v["co2_t"] * 1000.0
+            else:
+                hours.co2_rate_kg_h[i] = c * self._rho * q / 100.0
+                hours.co2_t[i] = hours.co2_rate_kg_h[i] / 1000.0
+            hours.flag[i] = 0
+            manual[i] = True
+        return manual
+
     def _reset_hour(self, h1: datetime) -> None:
         for a in (self._conc, self._flow, self._rate, self._power):
             a.fill(np.nan)
         for f in (self._sflag, self._rflag, self._pflag):
             f.fill(0)
+        self._set.fill(False)
         for st in self._counters:
             st.deltas, st.worst, st.bad, st.reasons, st.n_valid = [], 0, 0, 0, 0
         self._taken.fill(False)
@@ -559,12 +643,15 @@ class PeriodCycle:
         out = []
         for r, (unit, s) in enumerate(self.streams):
             quantity, n, f, note = found[r]
+            set_q = self._records.values("stream", "hour", s.id, h0).get("quantity")
+            if set_q is not None:
+                quantity, f = set_q, int(_S)
             if quantity < 0:  # noise of a rate meter around zero: over range, no CO2
                 f = max(f, int(DataFlag.T))
                 note = note or "negative quantity"
             co2, version, why = self._co2(s, quantity, h0, h1)
             out.append(StreamPeriod(s.id, unit.id, h0, h1, quantity, s.quantity_unit, co2,
-                                    version, s.calc_method, f == 0, DataFlag(f), n,
+                                    version, s.calc_method, f in (0, _S), DataFlag(f), n,
                                     note or why))
         return out
 
@@ -607,14 +694,18 @@ class PeriodCycle:
             "co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_measured_t", "sub")}
         n_valid = np.zeros((n_src, n_h), np.int64)
         flag = np.zeros((n_src, n_h), np.uint8)
+        manual = np.zeros(n_src, np.bool_)  # sources with an hour set by hand
         for k, h in zip(idx, hours, strict=True):
             for i, x in enumerate(h.sources):
-                for name in ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h",
-                             "co2_measured_t"):
+                for name in ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h"):
                     cols[name][i, k] = getattr(x, name)
+                # A valid hour counts with its CO2: the measured one, or the one set by
+                # hand (flag S, valid), which the day takes as measured.
+                cols["co2_measured_t"][i, k] = x.co2_t if x.valid else x.co2_measured_t
                 cols["sub"][i, k] = x.co2_t if x.substituted else math.nan
                 n_valid[i, k] = x.n_valid
-                flag[i, k] = int(x.flag)
+                flag[i, k] = 0 if x.valid else int(x.flag)
+                manual[i] |= x.valid and x.flag is _S
         day = rollup.rollup_day(
             rollup.HourArrays(cols["co2_dry_pct"], cols["flow_std_dry_m3_h"],
                               cols["co2_rate_kg_h"], cols["co2_measured_t"], n_valid, flag),
@@ -624,6 +715,7 @@ class PeriodCycle:
             replace(x, missing_reason=NOT_RUNNING)
             if _day_not_running(x, [h.sources[i] for h in hours], len(hours) < n_h) else x
             for i, x in enumerate(sources))
+        sources = tuple(self._set_day(x, d0, bool(manual[i])) for i, x in enumerate(sources))
         streams: list[StreamPeriod] = []
         stream_co2: list[list[float]] = []
         for r, (unit, s) in enumerate(self.streams):
@@ -636,15 +728,24 @@ class PeriodCycle:
             cems = _fsum_finite([x.co2_t for x in own])
             factor = self._factor_sum([c for r in self._direct[u] for c in stream_co2[r]])
             out_mwh = _fsum_finite([h.units[u].output_mwh for h in hours])
+            set_out = self._records.values("unit", "day", unit.id, d0).get("output_mwh")
             diff, exceeded = math.nan, False
             if self.config.reconciliation is not None and self._direct[u]:
                 rec = derived.reconcile(cems, factor, self.config.reconciliation.limit_pct)
                 diff, exceeded = float(rec.diff_pct), bool(rec.exceeds)
-            f = max(int(x.flag) for x in own)
-            intensity, i_flag, i_n = self._day_intensity([h.units[u] for h in hours], cems,
-                                                         out_mwh)
+            f = max(0 if x.valid else int(x.flag) for x in own)
+            if set_out is not None:  # the day's output entered (e.g. from the sales meter)
+                out_mwh = set_out
+                intensity = cems / out_mwh if out_mwh > 0 and math.isfinite(cems) else math.nan
+                i_flag, i_n = (_N if math.isfinite(intensity) else _B), len(hours)
+            else:
+                intensity, i_flag, i_n = self._day_intensity([h.units[u] for h in hours],
+                                                             cems, out_mwh)
+            manual_unit = set_out is not None or any(x.flag is _S for x in own) or any(
+                h.units[u].flag is _S for h in hours)
             units.append(UnitPeriod(unit.id, d0, cems, factor, out_mwh, intensity, f == 0,
-                                    DataFlag(f), diff, exceeded, DataFlag(i_flag), i_n))
+                                    _S if f == 0 and manual_unit else DataFlag(f), diff,
+                                    exceeded, DataFlag(i_flag), i_n))
         site = _fsum_finite([x.co2_t for x in sources])
         if self._year != self.clock.year_bounds(d0)[0]:
             self._year, self._year_days_t = self.clock.year_bounds(d0)[0], 0.0
@@ -653,6 +754,13 @@ class PeriodCycle:
             self._recent_days.append(site)
         self._day_hours = []
         return PeriodRecords("day", d0, d1, sources, tuple(streams), tuple(units))
+
+    def _set_day(self, x: PeriodResult, d0: datetime, manual: bool) -> PeriodResult:
+        """A source's day with its CO2 set by hand, or flagged S for an hour set by hand."""
+        v = self._records.values("source", "day", x.source, d0).get("co2_t")
+        if v is not None:
+            return replace(x, co2_t=v, valid=True, flag=_S)
+        return replace(x, flag=_S) if manual and x.valid else x
 
     def _day_intensity(self, hours: Sequence[UnitPeriod], cems_t: float,
                        out_mwh: float) -> tuple[float, int, int]:
@@ -680,9 +788,21 @@ class PeriodCycle:
                     hours: Sequence[StreamPeriod]) -> list[StreamPeriod]:
         """A stream's day, one record per factor version in force (period_emissions)."""
         n_valid = sum(h.valid for h in hours)
-        worst = max((int(h.flag) for h in hours), default=0)
+        worst = max((int(h.flag) for h in hours if not h.valid), default=0)
         f = DataFlag(int(period_flag(n_valid, self._min_hours, worst)))
         note = ",".join(sorted({p for h in hours for p in h.note.split(",") if p}))
+        set_q = self._records.values("stream", "day", s.id, d0).get("quantity")
+        if set_q is not None:  # the day's quantity entered (a weighbridge, a delivery note)
+            try:
+                res = factors.result(self._table.at(s.factors, d0), s.calc_method, set_q,
+                                     s.quantity_unit, d0, d1)
+            except FactorVersionNotFound as exc:
+                return [StreamPeriod(s.id, unit.id, d0, d1, set_q, s.quantity_unit, math.nan,
+                                     "", s.calc_method, False, _S, n_valid, str(exc))]
+            return [StreamPeriod(s.id, unit.id, d0, d1, set_q, s.quantity_unit, res.co2_t,
+                                 res.factor_version, s.calc_method, True, _S, n_valid, note)]
+        if f is DataFlag.N and any(h.flag is _S for h in hours):
+            f = _S
         use = [h for h in hours if math.isfinite(h.quantity) and h.quantity >= 0]
         if not use:
             return [StreamPeriod(s.id, unit.id, d0, d1, math.nan, s.quantity_unit, math.nan, "",
@@ -698,7 +818,7 @@ class PeriodCycle:
                                  n_valid, str(exc))]
         return [StreamPeriod(s.id, unit.id, res.period_start, res.period_end, res.quantity,
                              s.quantity_unit, res.co2_t, res.factor_version, s.calc_method,
-                             f is DataFlag.N, f, n_valid, note) for res in results]
+                             f in (DataFlag.N, _S), f, n_valid, note) for res in results]
 
     # ------------------------------------------------------------------ restart
 
