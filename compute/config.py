@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AwareDatetime, Field, field_validator
 
 from compute.factors import FactorTable, FactorVersion, Method, QuantityUnit
+from compute.qa import QaConfig
 from compute.substitute import FACTOR_METHOD, MAX_PREVIOUS_N, MRR_MEAN_2SIGMA, SubstitutionRule
 from model.errors import ConfigError, FactorVersionNotFound
 from model.schema import ConfigModel, Identifier, Problems
@@ -201,6 +202,8 @@ class SourceConfig(ConfigModel):
     co2_from_o2: FFactorConfig | None = None
     inputs: CemsInputs
     substitution: SubstitutionConfig = NoSubstitution(rule="none")
+    # CEMS quality assurance (HJ 75-2017): calibration status tag, drift and RA limits.
+    qa: QaConfig | None = None
 
 
 class UnitOutputConfig(ConfigModel):
@@ -337,6 +340,9 @@ class CalculationConfig(ConfigModel):
                     inp = getattr(src.inputs, name)
                     if isinstance(inp, Input):
                         add(f"{upath}.sources[{j}].inputs.{name}", inp)
+                if src.qa is not None and src.qa.calibration_tag is not None:
+                    out.append((f"{upath}.sources[{j}].qa.calibration_tag",
+                                src.qa.calibration_tag))
             for j, stream in enumerate(unit.streams):
                 tpath = f"{upath}.streams[{j}]"
                 add(f"{tpath}.rate_per_h", stream.rate_per_h)

@@ -6,13 +6,16 @@ the server saw gives the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from compute import kernels
 from compute.clock import PlantClock
+from compute.entries import OUT_OF_CONTROL_FLAG, Records
 from compute.minute import MinuteArrays, MinuteCalculator
 from compute.plan import CalculationPlan
 from compute.tagstore import Window
@@ -27,6 +30,7 @@ from model.records import (
     UnitMinute,
 )
 
+F64 = npt.NDArray[np.float64]
 _FLAGS = {int(f): f for f in DataFlag}
 _RULES = tuple(kernels.SUBSTITUTION_RULES)
 
@@ -61,6 +65,10 @@ def padded(raw: RawWindow) -> Window:
     return Window(values, flags, times, raw.counts.astype(np.int64))
 
 
+def _no_intervals() -> tuple[npt.NDArray[np.int64], F64, F64]:
+    return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+
+
 class MinuteCycle:
     """Calculates minutes in order and keeps the hour / day / year totals running."""
 
@@ -74,11 +82,47 @@ class MinuteCycle:
         self._source_ids = tuple(src.id for _, src in pairs)
         self._source_units = tuple(unit.id for unit, _ in pairs)
         self._source_keys = tuple(f"{src.id}.co2_kg" for _, src in pairs)
+        unit_pos = {u.id: i for i, u in enumerate(config.units)}
+        self._unit_of_source = np.array([unit_pos[u.id] for u, _ in pairs], np.int64)
+        self._qa: tuple[npt.NDArray[np.int64], F64, F64] = _no_intervals()
+        self.use_records(plan.records)
+
+    def use_records(self, records: Records) -> None:
+        """Apply these entries' out-of-control intervals to the minutes calculated from now.
+
+        The record keeper calls it when a QA check is entered; a minute being calculated
+        in a worker thread meanwhile sees either the old intervals or the new ones.
+        """
+        pos = {s: i for i, s in enumerate(self._source_ids)}
+        rows = [(pos[s], t0, t1) for s, spans in records.out_of_control.items()
+                if s in pos for t0, t1 in spans]
+        self._qa = (np.array([r[0] for r in rows], np.int64),
+                    np.array([r[1] for r in rows], np.float64),
+                    np.array([r[2] for r in rows], np.float64)) if rows else _no_intervals()
 
     def run(self, t: datetime, window: Window) -> MinuteResult:
         """The records of the minute starting at `t` calculated from `window`."""
-        arrays = self.calc.compute(window)
+        arrays = self._out_of_control(t, self.calc.compute(window))
         return self._records(t, arrays, raw_window(self._tag_ids, window))
+
+    def _out_of_control(self, t: datetime, a: MinuteArrays) -> MinuteArrays:
+        """`a` with flag D on the sources whose analyser is out of control at `t` (an
+        interval [t0, t1) of compute.entries.Records holds it), and on their units: the
+        minute counts as one whose analyser failed (HJ 75-2017: invalid, substituted)."""
+        src, t0, t1 = self._qa
+        if not src.size:
+            return a
+        t_s = t.timestamp()
+        hit = src[(t0 <= t_s) & (t_s < t1)]
+        if not hit.size:
+            return a
+        flag = np.uint8(OUT_OF_CONTROL_FLAG)
+        sflag = a.source_flag.copy()
+        sflag[hit] = np.maximum(sflag[hit], flag)
+        uflag = a.unit_flag.copy()
+        units = self._unit_of_source[hit]
+        uflag[units] = np.maximum(uflag[units], flag)
+        return dataclasses.replace(a, source_flag=sflag, unit_flag=uflag)
 
     def _records(self, t: datetime, a: MinuteArrays, raw: RawWindow) -> MinuteResult:
         # Sources and tags stay columns (a sink that wants records builds them once);

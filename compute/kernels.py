@@ -250,6 +250,25 @@ def cems_minute(inputs: F64, input_flags: U8, params: F64, t0_k: float, p0_pa: f
         out_sub[s] = sub
 
 
+@njit(cache=True, parallel=True, nogil=True)
+def any_nonzero(values: F64, flags: U8, counts: I64, rows: I64,
+                out: B1) -> None:  # pragma: no cover - compiled
+    """Per entry of `rows`: whether a valid (flag 0, finite) sample of that row is non-zero.
+
+    A status tag's minute, e.g. an analyser's calibration-in-progress signal
+    (compute.minute flags such minutes C). Stops at the first such sample.
+    """
+    for j in prange(rows.shape[0]):
+        r = rows[j]
+        hit = False
+        for i in range(counts[r]):
+            v = values[r, i]
+            if flags[r, i] == 0 and math.isfinite(v) and v != 0.0:
+                hit = True
+                break
+        out[j] = hit
+
+
 def warm_up() -> None:
     """Compile (or load from the on-disk cache) every kernel on tiny inputs.
 
@@ -262,6 +281,7 @@ def warm_up() -> None:
     m, lo, hi = np.empty(1), np.empty(1), np.empty(1)
     tflag = np.zeros(1, np.uint8)
     tag_minute_stats(vals, flags, counts, 1, m, lo, hi, np.empty(1, np.int64), tflag)
+    any_nonzero(vals, flags, counts, np.zeros(1, np.int64), np.empty(1, np.bool_))
     inputs = np.empty((1, N_INPUTS))
     input_flags = np.empty((1, N_INPUTS), np.uint8)
     # numba types read-only arrays apart: the calculator freezes its per-source scales and

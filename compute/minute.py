@@ -14,6 +14,7 @@ from compute import kernels as k
 from compute.config import CemsInputs, Input, SourceConfig
 from compute.plan import CalculationPlan
 from compute.tagstore import Window
+from model.flags import DataFlag
 
 _INPUT_COLUMNS = {
     "co2_pct": k.CO2, "temp_c": k.TEMP, "static_pa": k.STATIC, "baro_pa": k.BARO,
@@ -21,6 +22,7 @@ _INPUT_COLUMNS = {
 }
 _FLOW_MODES = {"velocity_m_s": k.FLOW_VELOCITY, "flow_act_m3_h": k.FLOW_ACTUAL,
                "dynamic_pressure_pa": k.FLOW_PITOT}
+CALIBRATION_FLAG = np.uint8(DataFlag.C)  # HJ 212-2017 "C": the analyser was calibrating
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,13 @@ class MinuteCalculator:
                 self._unit_power_tag[i] = tag_pos[p.tag]
             else:
                 self._unit_power_const[i] = float(p.value or 0.0)
+        # Sources with an analyser calibration status tag (compute.qa), and that tag's row:
+        # a minute in which it reads non-zero is flagged C on the source (HJ 75-2017: data
+        # during calibration are not measurements of the flue gas and are excluded).
+        cal = [(s, tag_pos[src.qa.calibration_tag]) for s, (_, src) in enumerate(config.sources())
+               if src.qa is not None and src.qa.calibration_tag is not None]
+        self._cal_src = np.array([s for s, _ in cal], np.int64)
+        self._cal_tag = np.array([t for _, t in cal], np.int64)
         # A calculation minute is a minute of plant time even when minute_seconds is short.
         self.minute_h = 1.0 / 60.0
 
@@ -158,6 +167,20 @@ class MinuteCalculator:
             self._src_tag[s, col] = tag_pos[inp.tag]
         else:
             self._src_const[s, col] = float(inp.value or 0.0)
+
+    def calibrating(self, values: npt.NDArray[np.float64], flags: npt.NDArray[np.uint8],
+                    counts: npt.NDArray[np.int64], n_min: int) -> npt.NDArray[np.bool_]:
+        """(minutes, sources with a calibration tag): whether any valid sample of the tag
+        in the minute reads non-zero. Inputs (minutes · tags, samples) as run_kernels's.
+
+        A sample flagged invalid (e.g. B, a failed poll) is not a reading of the status.
+        """
+        n_tags = counts.shape[0] // n_min
+        rows = (np.arange(n_min, dtype=np.int64)[:, None] * n_tags
+                + self._cal_tag[None, :]).reshape(-1)
+        on = np.empty(rows.shape[0], np.bool_)
+        k.any_nonzero(values, flags, counts, rows, on)
+        return on.reshape(n_min, self._cal_tag.shape[0])
 
     def compute(self, window: Window) -> MinuteArrays:
         """Run one minute's calculation on the samples of `window`."""
@@ -181,10 +204,11 @@ class MinuteCalculator:
         # Minute m's tags are rows m·n_tags …: shift the sources' tag indices accordingly.
         shift = (np.arange(n_min, dtype=np.int64) * n_tags)[:, None, None]
         src_tag = np.where(self._src_tag[None] >= 0, self._src_tag[None] + shift, -1)
+        rows_values = np.ascontiguousarray(values.reshape(n_min * n_tags, width))
+        rows_flags = np.ascontiguousarray(flags.reshape(n_min * n_tags, width))
+        rows_counts = np.ascontiguousarray(counts.reshape(n_min * n_tags))
         (mean, lo, hi, count, flag), src = run_kernels(
-            np.ascontiguousarray(values.reshape(n_min * n_tags, width)),
-            np.ascontiguousarray(flags.reshape(n_min * n_tags, width)),
-            np.ascontiguousarray(counts.reshape(n_min * n_tags)), self._min_valid,
+            rows_values, rows_flags, rows_counts, self._min_valid,
             src_tag.reshape(n_min * n_src, k.N_INPUTS),
             np.ascontiguousarray(np.broadcast_to(
                 self._src_const, (n_min, n_src, k.N_INPUTS)).reshape(n_min * n_src, k.N_INPUTS)),
@@ -195,6 +219,10 @@ class MinuteCalculator:
         count, flag = count.reshape(n_min, n_tags), flag.reshape(n_min, n_tags)
         cems = src.cems.reshape(n_min, n_src, k.N_OUT)
         sflag = src.flag.reshape(n_min, n_src)
+        if self._cal_src.size and n_min:
+            on = self.calibrating(rows_values, rows_flags, rows_counts, n_min)
+            cur = sflag[:, self._cal_src]
+            sflag[:, self._cal_src] = np.where(on, np.maximum(cur, CALIBRATION_FLAG), cur)
         rows = np.repeat(np.arange(n_min), n_src)
         cols = np.tile(self._unit_of_source, n_min)
         co2 = np.zeros((n_min, n_units))
