@@ -481,6 +481,7 @@ class PeriodCycle:
         h1 = self.clock.next_hour(h0)
         hours = rollup.rollup_hour(self._conc, self._flow, self._sflag,
                                    min_valid=self._min_minutes, rho_kg_m3=self._rho)
+        measured_t = hours.co2_t.copy()  # an hour set by hand keeps its measured mass apart
         manual = self._set_hours(hours, h0)
         streams = self._stream_hours(h0, h1)
         unit_factor = [self._factor_sum([streams[r].co2_t for r in rs]) for rs in self._direct]
@@ -491,8 +492,8 @@ class PeriodCycle:
         not_running = self._not_running(self._sflag, hours.flag)
         sources = tuple(replace(s, missing_reason=NOT_RUNNING) if not_running[i] else s
                         for i, s in enumerate(sources))
-        sources = tuple(replace(s, flag=MANUAL_FLAG) if manual[i] and s.valid else s
-                        for i, s in enumerate(sources))
+        sources = tuple(replace(s, flag=MANUAL_FLAG, co2_measured_t=float(measured_t[i]))
+                        if manual[i] and s.valid else s for i, s in enumerate(sources))
         power, n_power, power_flag = _hour_means(self._power, self._pflag, self._min_minutes)
         set_output = [self._records.values("unit", "hour", u.id, h0).get("output_mwh")
                       for u in self.config.units]

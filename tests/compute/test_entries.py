@@ -91,6 +91,7 @@ def test_correcting_an_hours_co2_makes_it_valid_and_s_and_changes_the_day() -> N
     out = day_of(Records(overrides=(fix,)))
     h3 = hours(out)[3].sources[0]
     assert (h3.co2_t, h3.valid, h3.flag, h3.substituted) == (200.0, True, DataFlag.S, False)
+    assert math.isnan(h3.co2_measured_t)  # nothing was measured in the faulty hour
     d = day(out).sources[0]
     assert d.co2_t == printed(4754.75158, 5)
     assert (d.valid, d.flag, d.n_valid, d.n_substituted) == (True, DataFlag.S, 24, 0)
