@@ -59,6 +59,10 @@ class InvalidValueError(CarbonScadaError, ValueError):
     """
 
 
+class LockedPeriodError(InvalidValueError):
+    """An entry would change a locked period (a reported month); names the lock."""
+
+
 class NotFoundError(CarbonScadaError, LookupError):
     """Something asked for by name (a rule, a factor version, a row) does not exist."""
 

@@ -81,6 +81,12 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
 
     plant = load_plant(args.config)
     plan = plant.plan()
+    if args.entries:  # the ledger's entries, as `carbonscada entries` exported them
+        from server.ledger import read_entries_csv
+        from server.records import qa_limits, records_of
+
+        records = records_of(read_entries_csv(Path(args.entries)), qa_limits(plant.config))
+        plan = plant.plan(records)
     with _open_out(args.out) as out:
         batches = recalculate(plan, Path(args.samples))
         rows = (write_minute_results(out, plant.config, batches) if args.level == "minute"
@@ -108,6 +114,19 @@ def _cmd_export_samples(args: argparse.Namespace) -> int:
     with _open_out(args.out) as out:
         n = write_samples(out, asyncio.run(windows()))
     log.info("%d samples written to %s", n, args.out)
+    return 0
+
+
+def _cmd_entries(args: argparse.Namespace) -> int:
+    from server.ledger import Ledger, write_entries_csv
+
+    config = load_config(args.config)
+    if not Path(config.historian.path).exists():
+        raise CarbonScadaError(f"{config.historian.path}: no historian file here")
+    entries = Ledger(config.historian.path).entries()
+    with _open_out(args.out) as out:
+        n = write_entries_csv(out, entries)
+    log.info("%d entries written to %s", n, args.out)
     return 0
 
 
@@ -504,7 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--out", required=True, help="results CSV ('-' for standard output)")
     rc.add_argument("--level", choices=["minute", "hour", "day", "month", "year"],
                     default="minute", help="period of the result rows (default minute)")
+    rc.add_argument("--entries", help="entries CSV (carbonscada entries): lab factors, "
+                    "quantities, corrections and QA checks applied as the server applied them")
     rc.set_defaults(func=_cmd_recalc)
+    en = sub.add_parser("entries", help="write the ledger of entries (lab data, corrections, "
+                        "QA checks, locks) as CSV, for recalc --entries")
+    en.add_argument("-c", "--config", required=True, help="plant configuration")
+    en.add_argument("--out", required=True, help="entries CSV ('-' for standard output)")
+    en.set_defaults(func=_cmd_entries)
     ex = sub.add_parser("export-samples",
                         help="write the raw samples the server calculated from, as CSV")
     ex.add_argument("-c", "--config", required=True, help="plant configuration")

@@ -24,6 +24,7 @@ from compute.config import (
     factor_table,
     stream_factor_problems,
 )
+from compute.entries import Records
 from compute.factors import FactorTable
 from compute.plan import CalculationPlan, build_plan
 from drivers.config import DevicesConfig, device_problems
@@ -60,9 +61,10 @@ class Plant(NamedTuple):
     config: PlantConfig
     factors: FactorTable
 
-    def plan(self) -> CalculationPlan:
-        """The calculation's plan: what compute/ takes, built once from the configuration."""
-        return build_plan(self.config, self.config.tag_ids(), self.factors)
+    def plan(self, records: Records | None = None) -> CalculationPlan:
+        """The calculation's plan: what compute/ takes, built from the configuration (and
+        the entries people made, server/records.py)."""
+        return build_plan(self.config, self.config.tag_ids(), self.factors, records)
 
 
 def _cross_stage_problems(cfg: PlantConfig, tag_paths: dict[str, str]) -> Problems:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import repeat
@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS delivery_log (
   t_ms INTEGER NOT NULL, channel TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL,
   kind TEXT NOT NULL, outcome TEXT NOT NULL, attempt INTEGER NOT NULL, error TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS delivery_log_t ON delivery_log (t_ms);
+CREATE TABLE IF NOT EXISTS revision (
+  tbl TEXT NOT NULL, ident TEXT NOT NULL, t_ms INTEGER NOT NULL, rev INTEGER NOT NULL,
+  entry INTEGER NOT NULL, replaced_ms INTEGER NOT NULL, row TEXT NOT NULL,
+  PRIMARY KEY (tbl, ident, t_ms, rev)) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS revision_no_update BEFORE UPDATE ON revision
+BEGIN SELECT RAISE(ABORT, 'revisions are kept as they were'); END;
+CREATE TRIGGER IF NOT EXISTS revision_no_delete BEFORE DELETE ON revision
+BEGIN SELECT RAISE(ABORT, 'revisions are kept as they were'); END;
 CREATE TABLE IF NOT EXISTS alarm_rule_set (
   id INTEGER PRIMARY KEY AUTOINCREMENT, t_ms INTEGER NOT NULL, user TEXT NOT NULL,
   comment TEXT NOT NULL, config_hash TEXT NOT NULL, rules_json TEXT NOT NULL);
@@ -324,25 +332,97 @@ class Historian:
 
     def _write_period(self, rec: PeriodRecords) -> None:
         db = self._conn()
-        level, t_ms = rec.level, to_ms(rec.t)
-        a = rec.allowance
         with db:
-            db.execute(f"INSERT OR REPLACE INTO period VALUES ({','.join('?' * 15)})",
-                       (level, t_ms, to_ms(rec.t_end),
-                        *(_nan_to_null(getattr(a, f)) if a is not None else None
-                          for f in _ALLOWANCE)))
-            db.executemany(
-                f"INSERT OR REPLACE INTO source_{level} VALUES ({','.join('?' * 16)})",
-                [(s.source, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_SOURCE))
-                 for s in rec.sources])
-            db.executemany(
-                f"INSERT OR REPLACE INTO stream_{level} VALUES ({','.join('?' * 13)})",
-                [(s.stream, s.unit, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_STREAM[1:]))
-                 for s in rec.streams])
-            db.executemany(
-                f"INSERT OR REPLACE INTO unit_{level} VALUES ({','.join('?' * 12)})",
-                [(u.unit, to_ms(u.t), *(_cell(u, f) for f in _PERIOD_UNIT))
-                 for u in rec.units])
+            for table, rows in _period_rows(rec).items():
+                db.executemany(
+                    f"INSERT OR REPLACE INTO {table} VALUES ({','.join('?' * len(rows[0]))})",
+                    rows)
+
+    async def write_revised(self, records: Sequence[PeriodRecords], entry: int,
+                            minutes: Sequence[tuple[str, datetime, Mapping[str, Any]]] = (),
+                            ) -> int:
+        """Store recalculated hours and days (and minutes set by hand) over the stored ones,
+        keeping every row that changes or goes in `revision`, naming the ledger `entry` that
+        caused it. Returns how many stored rows were replaced or removed.
+
+        `minutes`: (source, minute start, {column: value}) to set in source_minute rows.
+        """
+        def write() -> int:
+            db = self._conn()
+            now = to_ms(datetime.now(UTC))
+            changed = 0
+            with db:
+                for rec in records:
+                    t0, t1 = to_ms(rec.t), to_ms(rec.t_end)
+                    for table, rows in _period_rows(rec).items():
+                        if table == "period":
+                            old = db.execute("SELECT * FROM period WHERE level = ? AND t_ms = ?",
+                                             (rec.level, t0))
+                        else:
+                            old = db.execute(f"SELECT * FROM {table} WHERE t_ms >= ? AND t_ms < ?",
+                                             (t0, t1))
+                        at = 2 if table.startswith("stream_") else 1
+                        names = [d[0] for d in old.description]
+                        new = {(r[0], r[at]): r for r in rows}
+                        gone = []
+                        for row in old.fetchall():
+                            key = (row[0], row[at])
+                            if new.get(key) == tuple(row):
+                                continue
+                            changed += 1
+                            _keep_revision(db, table, key, dict(zip(names, row, strict=True)),
+                                           entry, now)
+                            if key not in new:
+                                gone.append(key)
+                        id_col = names[0]
+                        db.executemany(f"DELETE FROM {table} WHERE {id_col} = ? AND t_ms = ?",
+                                       gone)
+                        marks = ",".join("?" * len(rows[0]))
+                        db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+                for source, t, values in minutes:
+                    cur = db.execute("SELECT * FROM source_minute WHERE source = ? AND t_ms = ?",
+                                     (source, to_ms(t)))
+                    names = [d[0] for d in cur.description]
+                    row = cur.fetchone()
+                    if row is None:
+                        continue
+                    old_row = dict(zip(names, row, strict=True))
+                    merged = {**old_row, **values}
+                    if merged == old_row:
+                        continue
+                    changed += 1
+                    _keep_revision(db, "source_minute", (source, to_ms(t)), old_row, entry, now)
+                    db.execute(f"INSERT OR REPLACE INTO source_minute VALUES "
+                               f"({','.join('?' * len(names))})", [merged[n] for n in names])
+            return changed
+        n: int = await self._run(write)
+        return n
+
+    async def revisions(self, table: str, ident: str, t: datetime) -> list[dict[str, Any]]:
+        """Earlier versions of one stored row, oldest first: rev, entry, replaced time, row."""
+        def query() -> list[dict[str, Any]]:
+            rows = self._conn().execute(
+                "SELECT rev, entry, replaced_ms, row FROM revision WHERE tbl = ? AND ident = ?"
+                " AND t_ms = ? ORDER BY rev", (table, ident, to_ms(t))).fetchall()
+            return [{"rev": r[0], "entry": r[1], "replaced": from_ms(r[2]),
+                     "row": json.loads(r[3])} for r in rows]
+        out: list[dict[str, Any]] = await self._run(query)
+        return out
+
+    async def current_row(self, table: str, ident: str, t: datetime) -> dict[str, Any] | None:
+        """The stored row of a result table by identifier and start, None if none."""
+        column = {"period": "level"}.get(table, table.split("_")[0])
+        if table not in _REVISED_TABLES:
+            raise InvalidValueError(f"no rows of {table!r}")
+
+        def query() -> dict[str, Any] | None:
+            cur = self._conn().execute(
+                f"SELECT * FROM {table} WHERE {column} = ? AND t_ms = ?", (ident, to_ms(t)))
+            row = cur.fetchone()
+            return None if row is None else dict(
+                zip([d[0] for d in cur.description], row, strict=True))
+        out: dict[str, Any] | None = await self._run(query)
+        return out
 
     async def period_rows(self, kind: str, level: str, ident: str, start: datetime,
                           end: datetime) -> list[dict[str, Any]]:
@@ -597,6 +677,14 @@ class Historian:
         result: dict[str, tuple[float, ...]] = await self._run(query)
         return result
 
+    async def first_raw_window(self) -> datetime | None:
+        """Start of the oldest stored raw window; None when none is stored."""
+        def query() -> int | None:
+            row = self._conn().execute("SELECT MIN(t_ms) FROM raw_window").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+        t_ms: int | None = await self._run(query)
+        return None if t_ms is None else from_ms(t_ms)
+
     async def minute_bounds(self) -> tuple[datetime, datetime] | None:
         """Start of the first and of the last stored minute (results or raw window); None
         when no minute is stored."""
@@ -696,6 +784,38 @@ class Historian:
             return rows
         rows: list[dict[str, Any]] = await self._run(query)
         return rows
+
+
+_REVISED_TABLES = ("source_minute", *(f"{k}_{lv}" for k in ("source", "stream", "unit")
+                                       for lv in ("hour", "day")), "period")
+
+
+def _period_rows(rec: PeriodRecords) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows one closed hour or day stores, by table (the period row always, the others
+    when the record has any)."""
+    level, a = rec.level, rec.allowance
+    out: dict[str, list[tuple[Any, ...]]] = {"period": [
+        (level, to_ms(rec.t), to_ms(rec.t_end),
+         *(_nan_to_null(getattr(a, f)) if a is not None else None for f in _ALLOWANCE))]}
+    parts = {
+        f"source_{level}": [(s.source, to_ms(s.t), *(_cell(s, f) for f in _PERIOD_SOURCE))
+                            for s in rec.sources],
+        f"stream_{level}": [(s.stream, s.unit, to_ms(s.t),
+                             *(_cell(s, f) for f in _PERIOD_STREAM[1:])) for s in rec.streams],
+        f"unit_{level}": [(u.unit, to_ms(u.t), *(_cell(u, f) for f in _PERIOD_UNIT))
+                          for u in rec.units]}
+    out.update({table: rows for table, rows in parts.items() if rows})
+    return out
+
+
+def _keep_revision(db: sqlite3.Connection, table: str, key: tuple[Any, Any],
+                   row: dict[str, Any], entry: int, now_ms: int) -> None:
+    """Keep a stored row as the next revision of its (table, identifier, start)."""
+    ident, t_ms = key
+    rev = db.execute("SELECT COALESCE(MAX(rev), 0) + 1 FROM revision WHERE tbl = ? AND"
+                     " ident = ? AND t_ms = ?", (table, ident, t_ms)).fetchone()[0]
+    db.execute("INSERT INTO revision VALUES (?,?,?,?,?,?,?)",
+               (table, ident, t_ms, rev, entry, now_ms, json.dumps(row, allow_nan=False)))
 
 
 def _alarm_event(row: Any) -> AlarmEvent:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from alarms.persistence import RulePersistence
 from compute import kernels, periods, tagstore
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
+from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from compute.totals import Totals
@@ -35,6 +36,7 @@ from server.config import Plant, PlantConfig
 from server.filelock import HistorianLock
 from server.historian import Historian
 from server.metrics import Monitor
+from server.records import RecordKeeper
 from server.sinks import AlarmListener, QueuedSink, Sink
 from server.users import UserStore
 from web.collaborators import RawTags
@@ -95,7 +97,7 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
 
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
                    audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor,
-                   device_tags=rt)
+                   device_tags=rt, records=rt.records)
 
 
 def _no_check(cfg: PlantConfig) -> None:
@@ -172,6 +174,12 @@ class Runtime:
         self.rules = RulePersistence([r.model_dump(mode="json") for r in config.alarms.rules],
                                      self.historian, self.audit, self._spawn, asyncio.to_thread)
         self.periods = PeriodCycle(plan)
+        # Entries people make (lab data, corrections, QA checks, locks): kept, applied, and
+        # the closed periods they change recalculated (server/records.py).
+        self.records = RecordKeeper(plant, self.historian, self.audit, self.periods,
+                                    MinuteCalculator(plan),
+                                    lambda rec: self._publish_period(rec, stored=True),
+                                    self.cycle)
         self._sinks: list[QueuedSink] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
@@ -325,6 +333,7 @@ class Runtime:
             await self._start_backups()
             await self._start_calibration_monitor()
             await self._seed_totals()
+            await self.records.load()  # before the open hour is read back: entries apply
             await self._restore_periods()
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
@@ -356,7 +365,8 @@ class Runtime:
         from server.backup import BackupScheduler
 
         self.backups = BackupScheduler(cfg.backup, cfg.retention, self.historian.path,
-                                       self.audit, self._on_device_event)
+                                       self.audit, self._on_device_event,
+                                       locked=self.records.locked_ranges)
         await self.backups.start()
         self._on_stop("backup scheduler", self.backups.stop)
 

@@ -1,0 +1,203 @@
+"""Entries on the running server (server/records.py): a correction and a lab entry change
+the stored hours, keep the originals, are audited, move the allowance by the right amount,
+and `recalc --entries` reproduces every stored hour; locks refuse changes.
+
+Hours of 30 s (0.5 s minutes), the fixture plant with a coal feeder and a power meter, as
+test_recalc.py's restart test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import math
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from model.flags import DataFlag
+from model.records import PeriodRecords
+from server.audit import AuditLog
+from server.config import parse_plant
+from server.historian import Historian
+from server.records import LockedError, RecordsError
+from server.runtime import Runtime
+from tests.conftest import free_port
+from tests.fixtures.plant import plant_dict
+
+REPO = Path(__file__).resolve().parents[2]
+CARBONSCADA = str(Path(sys.executable).parent / "carbonscada")
+MINUTE_S = 0.5
+HOUR_S = 60 * MINUTE_S
+
+
+def plant(tmp: Path) -> dict[str, Any]:
+    d = plant_dict(free_port(), var_dir=str(tmp / "var"), minute_seconds=MINUTE_S)
+    d["clock"]["min_samples_per_minute"] = 3
+    d["opcua"]["enabled"] = False
+    d["web"]["enabled"] = False
+    dev = d["devices"][0]
+    dev["poll_interval_s"] = 0.04
+    for tag in dev["tags"]:  # noisy, load-following values: nothing trivial
+        v = tag["sim"]["value"]
+        tag["sim"] = {"min": v * 0.9, "max": v * 1.1, "noise": abs(v) * 0.01}
+    dev["tags"].append({"id": "u1_coal", "register": 30, "unit": "t/h",
+                        "sim": {"min": 90.0, "max": 110.0, "noise": 1.0}})
+    d["factor_table"] = str(REPO / "config" / "factors.yaml")
+    d["reconciliation"] = {"limit_pct": 5.0}
+    d["allowance"] = {"annual_t": 1_000_000.0, "carbon_price_cny_t": 80.0}
+    d["units"][0]["sources"][0]["substitution"] = {"rule": "mrr_mean_2sigma", "lookback_h": 3}
+    d["units"][0]["streams"] = [{"id": "U1_coal", "kind": "solid_fuel", "factors": "demo_coal",
+                                 "rate_per_h": {"tag": "u1_coal"}}]
+    return d
+
+
+async def stored_hours(rt: Runtime) -> list[PeriodRecords]:
+    far = timedelta(days=30)
+    now = datetime.now(UTC)
+    return await rt.historian.periods("hour", now - far, now + far)
+
+
+async def wait_hours(rt: Runtime, n: int, timeout_s: float) -> list[PeriodRecords]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        hours = await stored_hours(rt)
+        if len(hours) >= n or asyncio.get_running_loop().time() > deadline:
+            return hours
+        await asyncio.sleep(0.2)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CARBONSCADA, *args], capture_output=True, text=True, timeout=180,
+                          check=False)
+
+
+async def test_a_correction_and_a_lab_entry_on_the_running_server(tmp_path: Path) -> None:
+    d = plant(tmp_path)
+    loaded = parse_plant(d, "test")
+    begin = datetime.now(UTC) - timedelta(seconds=30)
+    rt = Runtime(loaded)
+    await rt.start()
+    try:
+        hours = await wait_hours(rt, 3, 130.0)
+        assert len(hours) >= 3, "the server closed fewer than 3 hours in 130 s"
+        target = hours[1]  # a whole hour (the first may be partial)
+        s1 = target.sources[0]
+        assert s1.valid and s1.flag is DataFlag.N
+        later_before = {h.t: h.allowance for h in hours if h.t > target.t}
+
+        # --- a correction of the hour's CO2: +10 t
+        fix = await rt.records.enter("engineer", {
+            "kind": "correction", "target": "source:S1", "level": "hour",
+            "t": target.t.isoformat(), "values": {"co2_t": s1.co2_t + 10.0},
+            "reason": "analyser drift found at the monthly check"})
+        assert fix["hours"] >= 2 and fix["rows_revised"] >= 1
+        after = {h.t: h for h in await stored_hours(rt)}
+        now_s1 = after[target.t].sources[0]
+        assert now_s1.co2_t == s1.co2_t + 10.0
+        assert (now_s1.valid, now_s1.flag) == (True, DataFlag.S)
+        assert now_s1.co2_measured_t == s1.co2_measured_t  # the measurement stays
+        # every later hour's year to date moved by exactly the 10 t
+        for t, a in later_before.items():
+            b = after[t].allowance
+            assert a is not None and b is not None
+            assert b.ytd_t - a.ytd_t == pytest.approx(10.0, abs=1e-6), t
+        # the original row is kept, naming the entry
+        history = await rt.records.history("source_hour", "S1", target.t)
+        (orig,) = history["versions"]
+        assert orig["row"]["co2_t"] == s1.co2_t and orig["row"]["flag"] == "N"
+        assert orig["replaced_by"]["id"] == fix["entry"]["id"]
+        assert orig["replaced_by"]["reason"] == "analyser drift found at the monthly check"
+        assert history["current"]["co2_t"] == s1.co2_t + 10.0
+
+        # --- a lab entry: the coal's NCV of this month, in force from the first hour
+        lab = await rt.records.enter("engineer", {
+            "kind": "factor", "factors": "demo_coal", "effective_from": hours[0].t.isoformat(),
+            "values": {"ncv_gj_t": 18.5, "cc_tc_gj": 0.0290}, "units": {"ncv_gj_t": "GJ/t"},
+            "document": "LAB-2026-12-001"})
+        version = lab["entry"]["factor_version"]
+        for h in (await stored_hours(rt))[:3]:
+            coal = h.streams[0]
+            assert coal.factor_version == version
+            # quantity · 18.5 GJ/t · 0.0290 tC/GJ · 0.99 (OF of the version before) · 44/12
+            assert coal.co2_t == pytest.approx(
+                coal.quantity * 18.5 * 0.0290 * 0.99 * 44.0 / 12.0, rel=1e-12)
+
+        # --- refused entries name what is wrong
+        with pytest.raises(RecordsError, match="not the start of a plant hour"):
+            await rt.records.enter("engineer", {
+                "kind": "correction", "target": "source:S1", "level": "hour",
+                "t": (target.t + timedelta(seconds=1)).isoformat(), "values": {"co2_t": 1.0},
+                "reason": "x"})
+        with pytest.raises(RecordsError, match="source 'S9' is not configured"):
+            await rt.records.enter("engineer", {
+                "kind": "correction", "target": "source:S9", "level": "hour",
+                "t": target.t.isoformat(), "values": {"co2_t": 1.0}, "reason": "x"})
+        with pytest.raises(RecordsError, match="reason"):
+            await rt.records.enter("engineer", {
+                "kind": "correction", "target": "source:S1", "level": "hour",
+                "t": target.t.isoformat(), "values": {"co2_t": 1.0}})
+        with pytest.raises(RecordsError, match="quantity is in t, not 'kg'"):
+            await rt.records.enter("engineer", {
+                "kind": "quantity", "target": "stream:U1_coal", "level": "hour",
+                "t": target.t.isoformat(), "value": 1.0, "unit": "kg", "document": "W-1"})
+
+        # --- a lock refuses corrections until it is unlocked
+        lock = await rt.records.enter("admin", {
+            "kind": "lock", "start": hours[0].t.isoformat(),
+            "end": (target.t + timedelta(seconds=HOUR_S)).isoformat(), "reason": "reported"})
+        with pytest.raises(LockedError, match="is locked"):
+            await rt.records.enter("engineer", {
+                "kind": "correction", "target": "source:S1", "level": "hour",
+                "t": target.t.isoformat(), "values": {"co2_t": 1.0}, "reason": "again"})
+        assert [x["id"] for x in rt.records.locks()] == [lock["entry"]["id"]]
+        assert rt.records.locked_ranges() == [(hours[0].t, target.t + timedelta(
+            seconds=HOUR_S))]
+        await rt.records.enter("admin", {"kind": "unlock", "lock": lock["entry"]["id"],
+                                         "reason": "resubmission asked by the regulator"})
+        assert rt.records.locks() == []
+
+        n_before = len(await stored_hours(rt))
+        await wait_hours(rt, n_before + 1, 35.0)  # the live hours go on after the entries
+    finally:
+        await rt.stop()
+    end = datetime.now(UTC) + timedelta(seconds=5)
+
+    # The audit log has every entry, and its chain verifies.
+    log = AuditLog(loaded.config.historian.path)
+    actions = [e.action for e in log.entries()]
+    assert {"entry_correction", "entry_factor", "entry_lock", "entry_unlock"} <= set(actions)
+
+    # recalc with the exported entries reproduces every stored hour, bit for bit.
+    cfg_file = tmp_path / "plant.yaml"
+    cfg_file.write_text(yaml.safe_dump(d, allow_unicode=True), encoding="utf-8")
+    samples, entries, out = tmp_path / "s.csv", tmp_path / "e.csv", tmp_path / "h.csv"
+    r = cli("export-samples", "-c", str(cfg_file), "--from", begin.isoformat(), "--to",
+            end.isoformat(), "--out", str(samples))
+    assert r.returncode == 0, r.stderr
+    r = cli("entries", "-c", str(cfg_file), "--out", str(entries))
+    assert r.returncode == 0, r.stderr
+    r = cli("recalc", "-c", str(cfg_file), "--samples", str(samples), "--entries",
+            str(entries), "--out", str(out), "--level", "hour")
+    assert r.returncode == 0, r.stderr
+    rows = {row["period_start"]: row for row in csv.DictReader(out.open(encoding="utf-8"))}
+    h = Historian(loaded.config.historian.path)
+    await h.start()
+    try:
+        stored = await h.periods("hour", begin, end)
+    finally:
+        await h.stop()
+    assert len(stored) >= 3
+    for rec in stored:
+        (s,) = rec.sources
+        row = rows[s.t.isoformat(timespec="microseconds").replace("+00:00", "Z")]
+        for f in ("co2_t", "co2_measured_t", "co2_dry_pct", "flow_std_dry_m3_h"):
+            value = getattr(s, f)
+            assert row[f] == ("" if math.isnan(value) else repr(value)), (s.t, f)
+        assert (row["valid"], row["flag"]) == (str(int(s.valid)), s.flag.name)
+    assert any(row["flag"] == "S" for row in rows.values())
