@@ -28,6 +28,7 @@ from web.collaborators import (
     DeviceTags,
     MinuteHistory,
     PeriodHistory,
+    RecordKeeping,
 )
 from web.config import WebPlantConfig
 from web.devices import DEVICE_TAGS
@@ -35,6 +36,7 @@ from web.handlers import build_app
 from web.hub import Hub
 from web.live import LiveState
 from web.monitoring import MONITOR, Monitor
+from web.records import RECORDS
 from web.serialize import dumps
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class WebSink:
                  journal: AlarmHistory | None = None, monitor: Monitor | None = None,
                  minutes: MinuteHistory | None = None,
                  device_tags: DeviceTags | None = None,
+                 records: RecordKeeping | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -113,6 +116,7 @@ class WebSink:
         self._monitor = monitor
         self._minutes = minutes
         self._device_tags = device_tags
+        self._records = records
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -155,6 +159,7 @@ class WebSink:
                         audit=self._audit, alarms=self._alarms, journal=self._journal,
                         minutes=self._minutes, secure_cookies=ctx is not None)
         app[DEVICE_TAGS] = self._device_tags  # /api/v1/devices/{id}/tags answers from it
+        app[RECORDS] = self._records  # /api/v1/entries, /locks, /qa, /revisions
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

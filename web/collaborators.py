@@ -109,3 +109,29 @@ class UserAccounts(Protocol):
     def list(self) -> builtins.list[User]:
         """Every account, by name."""
         ...
+
+
+class RecordKeeping(Protocol):
+    """The record keeper (server/records.py): entries people make, and the versions of
+    stored values they changed."""
+
+    async def enter(self, user: str, body: Any) -> dict[str, Any]:
+        """Check, keep, audit and apply one entry; InvalidValueError (LockedPeriodError)
+        naming what is wrong."""
+        ...
+
+    def entries(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every entry (of one kind), oldest first."""
+        ...
+
+    def locks(self) -> list[dict[str, Any]]:
+        """The locks in force."""
+        ...
+
+    def out_of_control(self) -> dict[str, list[dict[str, str | None]]]:
+        """Per source, the intervals its analyser was out of control."""
+        ...
+
+    async def history(self, table: str, ident: str, t: datetime) -> dict[str, Any]:
+        """Every version of one stored row."""
+        ...

@@ -47,6 +47,7 @@ from web.openapi import add_openapi_routes
 from web.params import json_body, text_field
 from web.params import parse_user_time as _parse_time
 from web.params import span as _span
+from web.records import add_record_routes
 from web.serialize import (
     Json,
     alarm_json,
@@ -540,6 +541,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     app.router.add_get(f"{api}/devices", _get_devices)
     add_device_routes(app, api)  # /api/v1/devices/{id}/tags: raw readings
     add_instrument_routes(app, api, live.config)  # /api/v1/instruments: the register
+    add_record_routes(app, api)  # /api/v1/entries, locks, qa, revisions
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
             app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))

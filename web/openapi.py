@@ -19,6 +19,7 @@ from model.accounts import ROLES
 from web.admin import MAX_NAME, MAX_PASSWORD
 from web.auth import COOKIE, CSRF_HEADER
 from web.history import MAX_MINUTE_ROWS, MAX_POINTS, SOURCE_MINUTE_FIELDS
+from web.records import CSV_COLUMNS, REVISED_TABLES, ROLE_OF_KIND
 from web.serialize import SITE_FIELDS, SOURCE_FIELDS, UNIT_FIELDS, Json, dumps
 
 VERSION: Final = "1.0.0"
@@ -314,6 +315,82 @@ def _months(kind: str) -> Json:
                 errors={**_BAD, **_NOT_FOUND, **_NO_HISTORIAN}, tags=("history",))
 
 
+_ENTRY: Final = _obj({
+    "id": _INT, "entered": {"type": "string"}, "user": {"type": "string"},
+    "kind": {"enum": list(ROLE_OF_KIND)}, "target": {"type": "string"},
+    "level": {"type": "string"}, "t": {"type": "string"}, "t_end": _STR_OR_NULL,
+    "fields": {"type": "object"}, "unit": {"type": "string"}, "document": {"type": "string"},
+    "reason": {"type": "string"}}, required=("id", "entered", "user", "kind", "t", "fields"))
+_APPLIED: Final = _obj({"entry": _ENTRY, "recalculated_from": _STR_OR_NULL,
+                        "hours": _INT, "days": _INT, "rows_revised": _INT})
+_ENTRY_BODY: Final = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["kind"], "properties": {"kind": {"enum": list(ROLE_OF_KIND)}},
+    "description": (
+        "One entry; by kind: factor {factors, effective_from, values {ncv_gj_t …}, units?, "
+        "document, reason?} · quantity {target stream:ID|unit:ID, level hour|day, t, value, "
+        "unit, document} · correction {target source:ID|stream:ID|unit:ID, level "
+        "minute|hour|day, t, values, reason} · qa_check {source, t, check zero|span, "
+        "parameter co2|o2|flow, reference_value, measured_value, full_scale, unit} · ra_test "
+        "{source, t, parameter, reference [], cems [], unit, document} · lock {start, end, "
+        "reason} (admin) · unlock {lock, reason} (admin). Times ISO 8601 with offset; a "
+        "period's t is its start in plant time.")}}}}
+_CSV_BODY: Final = {"required": True, "content": {"text/csv": {"schema": {
+    "type": "string", "description": "header " + ",".join(CSV_COLUMNS) + "; one value a row"}}}}
+
+
+def _record_paths(api: str) -> dict[str, Json]:
+    """The entries routes of web/records.py."""
+    keeper = {"503": _error("this server keeps no entries")}
+    write = {**_BAD, **_LOGIN, **keeper,
+             "409": _error("the entry would change a locked period")}
+    return {
+        f"{api}/entries": {
+            "get": _get("Every entry people made (lab data, quantities, corrections, QA, "
+                        "locks), oldest first",
+                        _json_response("the entries", {"type": "array", "items": _ENTRY}),
+                        params=[{"name": "kind", "in": "query", "required": False,
+                                 "schema": {"enum": list(ROLE_OF_KIND)}}],
+                        errors={**_BAD, **keeper}, tags=("records",)),
+            "post": _change("Make one entry (engineer; locks admin): checked, kept in the "
+                            "append-only ledger, audited, and the closed periods it changes "
+                            "recalculated", _json_response("the entry and what it changed",
+                                                           _APPLIED),
+                            _ENTRY_BODY, errors=write, tags=("records",), status="201")},
+        f"{api}/entries/import": {"post": _change(
+            "Lab and manual data as CSV (engineer): rows of one kind, target, period, "
+            "document and reason make one entry",
+            _json_response("the entries made", _obj({"entries": {
+                "type": "array", "items": _APPLIED}})),
+            _CSV_BODY, errors={**write, "413": _error("too large")}, tags=("records",),
+            status="201")},
+        f"{api}/locks": {"get": _get("The locked periods in force",
+                                     _json_response("the locks", {"type": "array",
+                                                                  "items": _ENTRY}),
+                                     errors=keeper, tags=("records",))},
+        f"{api}/qa": {"get": _get(
+            "CEMS quality assurance: out-of-control intervals per source, the latest zero / "
+            "span checks and comparison tests with their verdicts",
+            _json_response("the QA state", _obj({
+                "out_of_control": {"type": "object"},
+                "checks": {"type": "array", "items": _ENTRY},
+                "comparison_tests": {"type": "array", "items": _ENTRY}})),
+            errors=keeper, tags=("records",))},
+        f"{api}/revisions": {"get": _get(
+            "Every version of one stored value: the earlier rows, each with the entry that "
+            "replaced it, and the current row",
+            _json_response("the versions", _obj({
+                "table": {"type": "string"}, "id": {"type": "string"},
+                "t": {"type": "string"}, "versions": {"type": "array"},
+                "current": {"type": ["object", "null"]}})),
+            params=[{"name": "table", "in": "query", "required": True,
+                     "schema": {"enum": list(REVISED_TABLES)}, "example": "source_hour"},
+                    {"name": "id", "in": "query", "required": True,
+                     "schema": {"type": "string"}, "example": "S1"},
+                    _time_query("t", "start of the period", "2026-01-01T08:00:00+08:00")],
+            errors={**_BAD, **keeper}, tags=("records",))},
+    }
+
+
 def _user_paths(api: str) -> dict[str, Json]:
     """The account routes of web/admin.py (admin role)."""
     admin = {"401": _error("not logged in"),
@@ -478,6 +555,7 @@ def _paths() -> dict[str, Json]:
             errors={**_BAD, **_LOGIN, "503": _error("no audit log")}, tags=("admin",),
             auth=True)},
         **_user_paths(api),
+        **_record_paths(api),
         "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
                                  _text("metrics"), errors={"404": _text("no monitor")},
                                  tags=("monitoring",))},

@@ -24,10 +24,14 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from alarms.engine import AlarmSink
+from compute.minute import MinuteCalculator
+from compute.periods import PeriodCycle
 from model.flags import DataFlag
 from model.records import DeliveryRecord, MinuteResult, SiteMinute, TagMinute, UnitMinute
 from server.audit import AuditLog
-from server.historian import Historian
+from server.config import Plant, load_plant
+from server.historian import Historian, HistorianConfig
+from server.records import RecordKeeper
 from server.users import UserStore
 from tests.conftest import free_port
 from tests.web.test_api import alarm_event, source_minute, stored_hour
@@ -37,6 +41,7 @@ from web.app import WebSink
 from web.openapi import description
 from web.serialize import dumps
 
+REPO = Path(__file__).resolve().parents[2]
 T = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)  # 08:00 local, the description's example
 EXAMPLES = 12  # per operation: ~30 GET operations in well under a minute
 
@@ -86,17 +91,33 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     users.ensure_demo_users()
     lt = LoopThread()
     port = free_port()
-    cfg = plant(port)
+    loaded = Plant(plant(port).model_copy(update={"historian": HistorianConfig(
+        path=str(tmp / "h.sqlite"))}),
+                   load_plant(REPO / "config" / "demo-plant.yaml").factors)
+    cfg = loaded.config
     historian = Historian(tmp / "h.sqlite")
     alarms = AlarmSink(cfg)
-    sink = WebSink(cfg, history=historian, users=users, audit=AuditLog(tmp / "h.sqlite"),
-                   alarms=alarms, journal=historian)
+    audit = AuditLog(tmp / "h.sqlite")
+    plan = loaded.plan()
+    keeper = RecordKeeper(loaded, historian, audit, PeriodCycle(plan), MinuteCalculator(plan),
+                          lambda rec: None)
+    sink = WebSink(cfg, history=historian, users=users, audit=audit, alarms=alarms,
+                   journal=historian, records=keeper)
 
     async def start() -> None:
         await historian.start()
         await alarms.start()
         await sink.start()
         await _seed(sink, historian)
+        await keeper.load()
+        # an entry of each kind that has no period to recalculate here
+        await keeper.enter("engineer", {
+            "kind": "qa_check", "source": "S1", "t": T.isoformat(), "check": "span",
+            "parameter": "co2", "reference_value": 10.0, "measured_value": 10.3,
+            "full_scale": 20.0, "unit": "%"})
+        await keeper.enter("admin", {"kind": "lock", "start": T.isoformat(),
+                                     "end": (T + timedelta(days=1)).isoformat(),
+                                     "reason": "reported"})
 
     async def stop() -> None:
         await sink.stop()
