@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Literal
 
@@ -37,6 +37,7 @@ import numpy.typing as npt
 from compute.factors import FactorTable, FactorVersion
 from model.errors import InvalidValueError
 from model.flags import DataFlag
+from model.times import as_utc
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
@@ -60,11 +61,6 @@ OUT_OF_CONTROL_FLAG = DataFlag.D  # HJ 212 has no letter of its own; D: instrume
 MANUAL_FLAG = DataFlag.S
 
 
-def _utc(t: datetime, what: str) -> datetime:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise InvalidValueError(f"{what}: {t.isoformat()} has no time zone")
-    return t.astimezone(UTC)
-
 
 @dataclass(frozen=True, slots=True)
 class Override:
@@ -83,7 +79,7 @@ class Override:
         if allowed is None:
             raise InvalidValueError(f"{where}: a {self.kind} {self.level} cannot be set "
                                     f"(settable: {', '.join(f'{k} {lv}' for k, lv in SETTABLE)})")
-        object.__setattr__(self, "t", _utc(self.t, where))
+        object.__setattr__(self, "t", as_utc(self.t, where))
         if not self.values:
             raise InvalidValueError(f"{where}: no value given")
         checked: dict[str, float] = {}
@@ -123,13 +119,16 @@ class Records:
     # source id → [t0, t1) epoch-second intervals its analyser was out of control
     out_of_control: Mapping[str, tuple[tuple[float, float], ...]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False)
-    _index: dict[tuple[str, str, str, float], dict[str, float]] = field(
+    # (kind, level, period start in epoch seconds) → ident → the values set, latest entry
+    # winning: the live stage looks up one minute or hour without scanning the ledger.
+    _index: dict[tuple[str, str, float], dict[str, dict[str, float]]] = field(
         init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        index: dict[tuple[str, str, str, float], dict[str, float]] = {}
+        index: dict[tuple[str, str, float], dict[str, dict[str, float]]] = {}
         for o in sorted(self.overrides, key=lambda o: o.entry):
-            index.setdefault((o.kind, o.level, o.ident, o.t.timestamp()), {}).update(o.values)
+            period = index.setdefault((o.kind, o.level, o.t.timestamp()), {})
+            period.setdefault(o.ident, {}).update(o.values)
         object.__setattr__(self, "_index", index)
 
     @property
@@ -139,7 +138,13 @@ class Records:
 
     def values(self, kind: Kind, level: Level, ident: str, t: datetime) -> Mapping[str, float]:
         """The values set for one period ({} when none)."""
-        return self._index.get((kind, level, ident, t.timestamp()), {})
+        return self.at(kind, level, t).get(ident, {})
+
+    def at(self, kind: Kind, level: Level, t: datetime | float
+           ) -> Mapping[str, Mapping[str, float]]:
+        """Every ident with values set for the period starting at `t` (UTC or epoch s)."""
+        t_s = t if isinstance(t, float) else t.timestamp()
+        return self._index.get((kind, level, t_s), {})
 
     def factor_table(self, base: FactorTable) -> FactorTable:
         """The configured factor versions with the lab entries' versions added."""
@@ -148,7 +153,7 @@ class Records:
         by_set: dict[str, list[FactorVersion]] = {s: list(base.versions(s)) for s in base.streams}
         for lab in sorted(self.lab_factors, key=lambda x: x.entry):
             vs = by_set.setdefault(lab.factors, [])
-            t = _utc(lab.effective_from, f"lab factors of {lab.factors!r}")
+            t = as_utc(lab.effective_from, f"lab factors of {lab.factors!r}")
             before = [v for v in vs if v.effective_from <= t]
             inherit = dict(max(before, key=lambda v: v.effective_from).values) if before else {}
             inherit.update(lab.values)
@@ -165,45 +170,35 @@ class Records:
         Returns new arrays when anything applies (the inputs are left alone) and the mask
         of the minutes set by hand (None when none): those enter the hour as valid.
         """
-        if not self.out_of_control and not any(o.level == "minute" for o in self.overrides):
+        hits = [(k, ident, v) for k, t in enumerate(t_s.tolist())
+                for ident, v in self.at("source", "minute", float(t)).items()]
+        # Only the intervals that overlap these minutes: the ledger keeps years of them.
+        first, last = (float(t_s[0]), float(t_s[-1])) if t_s.size else (0.0, -1.0)
+        spans = [(source, t0, t1) for source, sp in self.out_of_control.items()
+                 for t0, t1 in sp if t0 <= last and t1 > first]
+        if not spans and not hits:
             return co2_dry_pct, flow_std_dry_m3_h, flag, None
         flag = flag.copy()
         pos = {s: i for i, s in enumerate(source_ids)}
-        for source, spans in self.out_of_control.items():
+        for source, t0, t1 in spans:
             i = pos.get(source)
             if i is None:
                 continue
-            for t0, t1 in spans:
-                inside = (t_s >= t0) & (t_s < t1)
-                flag[inside, i] = np.maximum(flag[inside, i], np.uint8(OUT_OF_CONTROL_FLAG))
-        minute = [o for o in self.overrides if o.level == "minute" and o.kind == "source"]
-        if not minute:
+            inside = (t_s >= t0) & (t_s < t1)
+            flag[inside, i] = np.maximum(flag[inside, i], np.uint8(OUT_OF_CONTROL_FLAG))
+        if not hits:
             return co2_dry_pct, flow_std_dry_m3_h, flag, None
         co2, flow = co2_dry_pct.copy(), flow_std_dry_m3_h.copy()
         mask = np.zeros(flag.shape, np.bool_)
-        row = {float(t): k for k, t in enumerate(t_s.tolist())}
-        for o in minute:
-            i, k = pos.get(o.ident), row.get(o.t.timestamp())
-            if i is None or k is None:
+        for k, ident, v in hits:
+            i = pos.get(ident)
+            if i is None:
                 continue
-            v = self.values("source", "minute", o.ident, o.t)
             co2[k, i] = v.get("co2_dry_pct", co2[k, i])
             flow[k, i] = v.get("flow_std_dry_m3_h", flow[k, i])
             flag[k, i] = 0
             mask[k, i] = True
         return co2, flow, flag, mask
-
-
-def out_of_control_flags(records: Records, t_s: float, source_ids: Sequence[str]) -> U8:
-    """Per source, the flag the QA intervals force on the minute starting at `t_s` (0: none)."""
-    out = np.zeros(len(source_ids), np.uint8)
-    if not records.out_of_control:
-        return out
-    for i, s in enumerate(source_ids):
-        for t0, t1 in records.out_of_control.get(s, ()):
-            if t0 <= t_s < t1:
-                out[i] = np.uint8(OUT_OF_CONTROL_FLAG)
-    return out
 
 
 def merge(records: Records, *, overrides: Iterable[Override] = (),

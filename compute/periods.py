@@ -265,6 +265,7 @@ class PeriodCycle:
 
         pairs = config.sources()
         self.source_ids = tuple(s.id for _, s in pairs)
+        self._source_pos = {sid: i for i, sid in enumerate(self.source_ids)}
         self._unit_sources = [[i for i, (su, _) in enumerate(pairs) if su.id == u.id]
                               for u in config.units]
         rules = list(plan.substitution)
@@ -551,11 +552,9 @@ class PeriodCycle:
         the hour formula (G = C·ρ·Q/100 kg/h over 1 h) unless its CO2 is set itself.
         """
         manual: npt.NDArray[np.bool_] = self._set.any(axis=1) & (hours.flag == 0)
-        if not self._records.overrides:
-            return manual
-        for i, sid in enumerate(self.source_ids):
-            v = self._records.values("source", "hour", sid, h0)
-            if not v:
+        for sid, v in self._records.at("source", "hour", h0).items():
+            i = self._source_pos.get(sid)
+            if i is None:
                 continue
             c = v.get("co2_dry_pct", float(hours.co2_dry_pct[i]))
             q = v.get("flow_std_dry_m3_h", float(hours.flow_std_dry_m3_h[i]))
