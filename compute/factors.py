@@ -27,6 +27,7 @@ import numpy.typing as npt
 from numba import njit
 
 from model.errors import FactorVersionNotFound, InvalidValueError
+from model.times import as_utc
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -132,11 +133,6 @@ def process_co2_t(quantity_t: float, ef_tco2_t: float, *, stream: str | None = N
             * check_factor("ef_tco2_t", ef_tco2_t, stream=stream))
 
 
-def _utc(t: datetime, what: str) -> datetime:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise InvalidValueError(f"{what} {t.isoformat()} has no time zone; give UTC")
-    return t.astimezone(UTC)
-
 
 @dataclass(frozen=True, slots=True)
 class FactorVersion:
@@ -153,8 +149,8 @@ class FactorVersion:
             raise InvalidValueError(f"factor version {self.id!r} of stream {self.stream!r}: "
                                     "id and stream must not be empty")
         object.__setattr__(self, "effective_from",
-                           _utc(self.effective_from,
-                                f"{_where(self.stream, self.id)}: effective_from"))
+                           as_utc(self.effective_from,
+                                  f"{_where(self.stream, self.id)}: effective_from"))
         checked: dict[str, float] = {}
         for name, value in self.values.items():
             if name not in FACTOR_UNITS:
@@ -220,8 +216,8 @@ def result(version: FactorVersion, method: Method, quantity: float,
            quantity_unit: QuantityUnit, period_start: datetime,
            period_end: datetime) -> FactorResult:
     """Emissions of `quantity` of `version`'s stream by `method` with `version`'s factors."""
-    start = _utc(period_start, f"{_where(version.stream)}: period_start")
-    end = _utc(period_end, f"{_where(version.stream)}: period_end")
+    start = as_utc(period_start, f"{_where(version.stream)}: period_start")
+    end = as_utc(period_end, f"{_where(version.stream)}: period_end")
     if end <= start:
         raise InvalidValueError(f"{_where(version.stream)}: period_end {end.isoformat()} is not "
                                 f"after period_start {start.isoformat()}")
@@ -268,7 +264,7 @@ class FactorTable:
 
     def at(self, stream: str, t: datetime) -> FactorVersion:
         """The version of `stream` in force at `t`: the latest with effective_from ≤ t."""
-        t = _utc(t, f"{_where(stream)}: time")
+        t = as_utc(t, f"{_where(stream)}: time")
         vs = self.versions(stream)
         found: FactorVersion | None = None
         for v in vs:
@@ -299,8 +295,8 @@ class FactorTable:
     def in_force_indices(self, stream: str, period_start: datetime,
                          period_end: datetime) -> range:
         """Indices into versions(stream) of the versions in force during [start, end)."""
-        start = _utc(period_start, f"{_where(stream)}: period_start")
-        end = _utc(period_end, f"{_where(stream)}: period_end")
+        start = as_utc(period_start, f"{_where(stream)}: period_start")
+        end = as_utc(period_end, f"{_where(stream)}: period_end")
         self.at(stream, start)  # raises if nothing is in force at the start
         from_s = self._from_s[stream]
         first = int(np.searchsorted(from_s, start.timestamp(), side="right")) - 1
@@ -382,8 +378,8 @@ def period_emissions(table: FactorTable, stream: str, method: Method,
     co2_t the formula applied to that sum. A version in force with no quantities gives a
     zero result, so the results always tile the period.
     """
-    start = _utc(period_start, f"{_where(stream)}: period_start")
-    end = _utc(period_end, f"{_where(stream)}: period_end")
+    start = as_utc(period_start, f"{_where(stream)}: period_start")
+    end = as_utc(period_end, f"{_where(stream)}: period_end")
     if end <= start:
         raise InvalidValueError(f"{_where(stream)}: period_end {end.isoformat()} is not after "
                                 f"period_start {start.isoformat()}")

@@ -36,13 +36,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from model.errors import InvalidValueError
 from model.schema import ConfigModel
+from model.times import as_utc
 
 CheckKind = Literal["zero", "span"]
 Parameter = Literal["co2", "o2", "flow"]
@@ -144,11 +145,6 @@ DEFAULT_QA = QaConfig()
 # ---------------------------------------------------------------------------- checks
 
 
-def _utc(t: datetime, what: str) -> datetime:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise InvalidValueError(f"{what}: {t.isoformat()} has no time zone")
-    return t.astimezone(UTC)
-
 
 def _finite(v: float, what: str) -> float:
     x = float(v)
@@ -188,7 +184,7 @@ class QaCheck:
             raise InvalidValueError(f"{where}: parameter is not one of {', '.join(PARAMETERS)}")
         if not self.unit:
             raise InvalidValueError(f"{where}: name the unit of its values")
-        object.__setattr__(self, "t", _utc(self.t, where))
+        object.__setattr__(self, "t", as_utc(self.t, where))
         object.__setattr__(self, "reference_value",
                            _finite(self.reference_value, f"{where}: reference_value"))
         object.__setattr__(self, "measured_value",
@@ -302,7 +298,7 @@ class RaTest:
             raise InvalidValueError(f"{where}: parameter is not one of {', '.join(PARAMETERS)}")
         if not self.unit:
             raise InvalidValueError(f"{where}: name the unit of its values")
-        object.__setattr__(self, "t", _utc(self.t, where))
+        object.__setattr__(self, "t", as_utc(self.t, where))
         ref = tuple(_finite(v, f"{where}: reference[{i}]") for i, v in enumerate(self.reference))
         cems = tuple(_finite(v, f"{where}: cems[{i}]") for i, v in enumerate(self.cems))
         if len(ref) != len(cems):

@@ -47,6 +47,15 @@ def in_range(t: datetime, what: str, shown: str | None = None) -> datetime:
     return t.astimezone(UTC)
 
 
+def as_utc(t: datetime, what: str) -> datetime:
+    """`t` in UTC; InvalidValueError naming `what` when it is naive (a time without a zone
+    is ambiguous by up to a day: the plant's local time or UTC)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise InvalidValueError(f"{what}: {t.isoformat()} has no time zone; give UTC or "
+                                "an offset")
+    return t.astimezone(UTC)
+
+
 def parse_time(text: str, what: str) -> datetime:
     """An ISO 8601 time with a UTC offset, as UTC, inside the allowed range; else
     TimeRangeError naming `what` (e.g. "query parameter 'from'" or "--from")."""
