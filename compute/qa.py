@@ -145,7 +145,6 @@ DEFAULT_QA = QaConfig()
 # ---------------------------------------------------------------------------- checks
 
 
-
 def _finite(v: float, what: str) -> float:
     x = float(v)
     if not math.isfinite(x):
