@@ -238,7 +238,8 @@ def active_locks(entries: Iterable[Entry]) -> list[Lock]:
 # ------------------------------------------------------------------ the keeper
 
 
-Publish = Callable[[PeriodRecords], None]
+# The recalculated hours and days, oldest first, for the sinks (the runtime decides which).
+Publish = Callable[[Sequence[PeriodRecords]], None]
 
 
 class RecordKeeper:
@@ -504,8 +505,7 @@ class RecordKeeper:
             self.live.adopt_closed(cycle)
         minutes = await self._set_minutes(e)
         revised = await self.historian.write_revised(closed, e.id, minutes)
-        for rec in closed:
-            self._publish(rec)
+        self._publish(closed)
         n_h = sum(r.level == "hour" for r in closed)
         log.info("entry %d (%s %s): %d hours and %d days recalculated from %s, %d stored rows "
                  "revised", e.id, e.kind, e.target, n_h, len(closed) - n_h, d0.isoformat(),

@@ -8,7 +8,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -178,7 +178,7 @@ class Runtime:
         # the closed periods they change recalculated (server/records.py).
         self.records = RecordKeeper(plant, self.historian, self.audit, self.periods,
                                     MinuteCalculator(plan),
-                                    lambda rec: self._publish_period(rec, stored=True),
+                                    self._publish_revised,
                                     self.cycle)
         self._sinks: list[QueuedSink] = []
         self._drivers: list[Driver] = []
@@ -448,6 +448,19 @@ class Runtime:
     def _publish_period(self, rec: PeriodRecords, *, stored: bool = False) -> None:
         for sink in self._sinks:
             if sink.takes_periods and not (stored and sink.sink is self.historian):
+                sink.submit_period(rec)
+
+    def _publish_revised(self, closed: Sequence[PeriodRecords]) -> None:
+        """Hours and days recalculated after an entry (already stored): to every other sink,
+        but to the alarm rules only the latest hour and day. An old hour evaluated again
+        would raise, clear and notify alarms about a past the operators already saw."""
+        latest = {rec.level: rec for rec in closed}
+        for rec in closed:
+            for sink in self._sinks:
+                if not sink.takes_periods or sink.sink is self.historian:
+                    continue
+                if sink.sink is self._alarms and latest[rec.level] is not rec:
+                    continue
                 sink.submit_period(rec)
 
     def _close_periods(self, result: MinuteResult) -> None:

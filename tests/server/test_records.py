@@ -121,8 +121,8 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(tmp_path: Path
             "values": {"ncv_gj_t": 18.5, "cc_tc_gj": 0.0290}, "units": {"ncv_gj_t": "GJ/t"},
             "document": "LAB-2026-12-001"})
         version = lab["entry"]["factor_version"]
-        for h in (await stored_hours(rt))[:3]:
-            coal = h.streams[0]
+        for hour in (await stored_hours(rt))[:3]:
+            coal = hour.streams[0]
             assert coal.factor_version == version
             # quantity · 18.5 GJ/t · 0.0290 tC/GJ · 0.99 (OF of the version before) · 44/12
             assert coal.co2_t == pytest.approx(
@@ -201,3 +201,50 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(tmp_path: Path
             assert row[f] == ("" if math.isnan(value) else repr(value)), (s.t, f)
         assert (row["valid"], row["flag"]) == (str(int(s.valid)), s.flag.name)
     assert any(row["flag"] == "S" for row in rows.values())
+
+
+class _Taken:
+    """A period sink that keeps what it is given (the interface, nothing else)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.periods: list[tuple[str, datetime]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def on_samples(self, block: Any) -> None:
+        pass
+
+    async def on_minute(self, result: Any) -> None:
+        pass
+
+    async def on_period(self, records: PeriodRecords) -> None:
+        self.periods.append((records.level, records.t))
+
+
+async def test_recalculated_periods_reach_the_alarm_rules_only_as_the_latest(
+        tmp_path: Path) -> None:
+    # A correction recalculates many hours; the alarm rules must see only the latest hour
+    # and day again (the capture-rate window would count an old hour twice, and an alarm
+    # would be raised and notified about a past already seen), every other sink all.
+    from server.sinks import QueuedSink
+    rt = Runtime(parse_plant(plant(tmp_path), "test"))
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    hours = [PeriodRecords("hour", t0 + timedelta(hours=i), t0 + timedelta(hours=i + 1),
+                           (), (), ()) for i in range(30)]
+    day = PeriodRecords("day", t0, t0 + timedelta(days=1), (), (), ())
+    closed = [*hours[:24], day, *hours[24:]]
+    other, alarms = _Taken("opcua"), _Taken("alarms")
+    rt._sinks = [QueuedSink(other), QueuedSink(alarms)]
+    rt._alarms = alarms  # type: ignore[assignment]
+    for s in rt._sinks:
+        await s.start()
+    rt._publish_revised(closed)
+    for s in rt._sinks:
+        await s.stop()
+    assert other.periods == [(r.level, r.t) for r in closed]
+    assert alarms.periods == [("day", t0), ("hour", hours[-1].t)]
