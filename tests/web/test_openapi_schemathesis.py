@@ -176,3 +176,14 @@ def test_the_examples_hit_stored_data(live: Live) -> None:
     assert site["allowance"] == live.session.get(f"{live.base}/api/v1/allowance",
                                                  timeout=10).json()
     assert site["allowance_used_pct"] == 0.4973296  # not the minute's 0.0021
+
+
+def test_posting_an_entry_without_a_session_is_401_whatever_the_body(live: Live) -> None:
+    # Who may post is checked before the body is read: not a lesson on JSON syntax (or a
+    # parse of a large body) for a visitor without a session.
+    for body in (b"{not json", b'{"kind": "correction"}', b"[]"):
+        r = requests.post(f"{live.base}/api/v1/entries", data=body, timeout=10,
+                          headers={"Content-Type": "application/json",
+                                   "Origin": live.base})
+        assert r.status_code == 401, (body, r.status_code, r.text)
+        assert r.json()["error"] == "not logged in"
