@@ -8,6 +8,7 @@ array additions for the whole group, not three time-zone conversions per entity.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +59,9 @@ class Totals:
     _groups: dict[tuple[str, ...], _Group] = field(default_factory=dict)
     _in_group: dict[str, tuple[_Group, int]] = field(default_factory=dict)
     _bounds_of: tuple[datetime, tuple[datetime, datetime, datetime]] | None = None
+    # Corrections of stored minutes, made on the event loop, applied by whichever thread
+    # adds the next minute: the sums are never written by two threads at once.
+    _pending: deque[tuple[str, datetime, float]] = field(default_factory=deque)
 
     def _bounds(self, t: datetime) -> tuple[datetime, datetime, datetime]:
         """Hour, day and year start of `t`: worked out once per minute, shared by all keys."""
@@ -77,8 +81,35 @@ class Totals:
             return
         self._sums[key] = Running(h, d, y, hour, day, year)
 
+    def correct(self, key: str, t: datetime, delta: float) -> None:
+        """Change the sums of the hour, day and year holding the minute `t` by `delta`
+        (a stored minute corrected), those still running; applied with the next minute."""
+        if math.isfinite(delta) and delta != 0.0:
+            self._pending.append((key, t, delta))
+
+    def _apply_corrections(self) -> None:
+        while self._pending:
+            key, t, delta = self._pending.popleft()
+            c = self.clock
+            starts = np.array([c.hour_start(t).timestamp(), c.day_start(t).timestamp(),
+                               c.year_start(t).timestamp()])
+            member = self._in_group.get(key)
+            if member is not None:
+                g, i = member
+                g.sums[:, i] += np.where(g.starts[:, i] == starts, delta, 0.0)
+                continue
+            r = self._sums.get(key)
+            if r is None:
+                continue
+            for j, (start, name) in enumerate(((r.hour_start, "hour"),
+                                               (r.day_start, "day"), (r.year_start, "year"))):
+                if start is not None and start.timestamp() == starts[j]:
+                    setattr(r, name, getattr(r, name) + delta)
+
     def add(self, key: str, t: datetime, amount: float) -> Running:
         """Add `amount` for the minute starting at `t`; NaN adds nothing."""
+        if self._pending:
+            self._apply_corrections()
         r = self._sums.setdefault(key, Running())
         h, d, y = self._bounds(t)
         if r.year_start != y:
@@ -99,6 +130,8 @@ class Totals:
         The same sums as `add` key by key (the same additions in the same order, so
         bit for bit), as arrays. Returns copies of the sums after the addition.
         """
+        if self._pending:
+            self._apply_corrections()
         group = self._group(tuple(keys))
         h, d, y = self._bounds(t)
         now = np.array([h.timestamp(), d.timestamp(), y.timestamp()])[:, None]

@@ -125,6 +125,8 @@ SCHEMA += "".join(f"CREATE TABLE IF NOT EXISTS {kind}_{level} ({cols}) WITHOUT R
                   for kind, cols in _PERIOD_COLUMNS.items() for level in ("hour", "day"))
 
 # The alarm journal's columns after the nine it was first shipped with, in table order.
+# A stored minute row set by hand: (table, source or unit id, minute start, {column: value}).
+MinuteRevision = tuple[str, str, datetime, Mapping[str, Any]]
 _JOURNAL_TEXT = ("message_zh", "ack_state", "previous_ack_state", "cause", "kind", "area",
                  "user", "comment")
 # Columns added after a table was first shipped: (table, column, definition).
@@ -339,13 +341,14 @@ class Historian:
                     rows)
 
     async def write_revised(self, records: Sequence[PeriodRecords], entry: int,
-                            minutes: Sequence[tuple[str, datetime, Mapping[str, Any]]] = (),
+                            minutes: Sequence[MinuteRevision] = (),
                             ) -> int:
         """Store recalculated hours and days (and minutes set by hand) over the stored ones,
         keeping every row that changes or goes in `revision`, naming the ledger `entry` that
         caused it. Returns how many stored rows were replaced or removed.
 
-        `minutes`: (source, minute start, {column: value}) to set in source_minute rows.
+        `minutes`: (table, source or unit, minute start, {column: value}) to set in
+        source_minute and unit_minute rows.
         """
         def write() -> int:
             db = self._conn()
@@ -379,9 +382,10 @@ class Historian:
                                        gone)
                         marks = ",".join("?" * len(rows[0]))
                         db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
-                for source, t, values in minutes:
-                    cur = db.execute("SELECT * FROM source_minute WHERE source = ? AND t_ms = ?",
-                                     (source, to_ms(t)))
+                for table, ident, t, values in minutes:
+                    column = table.split("_")[0]
+                    cur = db.execute(f"SELECT * FROM {table} WHERE {column} = ? AND t_ms = ?",
+                                     (ident, to_ms(t)))
                     names = [d[0] for d in cur.description]
                     row = cur.fetchone()
                     if row is None:
@@ -391,8 +395,8 @@ class Historian:
                     if merged == old_row:
                         continue
                     changed += 1
-                    _keep_revision(db, "source_minute", (source, to_ms(t)), old_row, entry, now)
-                    db.execute(f"INSERT OR REPLACE INTO source_minute VALUES "
+                    _keep_revision(db, table, (ident, to_ms(t)), old_row, entry, now)
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES "
                                f"({','.join('?' * len(names))})", [merged[n] for n in names])
             return changed
         n: int = await self._run(write)
@@ -786,8 +790,9 @@ class Historian:
         return rows
 
 
-_REVISED_TABLES = ("source_minute", *(f"{k}_{lv}" for k in ("source", "stream", "unit")
-                                       for lv in ("hour", "day")), "period")
+_REVISED_TABLES = ("source_minute", "unit_minute",
+                   *(f"{k}_{lv}" for k in ("source", "stream", "unit") for lv in ("hour", "day")),
+                   "period")
 
 
 def _period_rows(rec: PeriodRecords) -> dict[str, list[tuple[Any, ...]]]:

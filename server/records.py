@@ -36,17 +36,18 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from compute import qa
-from compute.cycle import MinuteCycle
+from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.entries import LabFactor, Override, Records
 from compute.factors import FACTOR_UNITS, FactorTable
 from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle, windows_batch
 from compute.plan import CalculationPlan, build_plan
 from model.errors import CarbonScadaError, InvalidValueError, LockedPeriodError
+from model.flags import DataFlag
 from model.records import PeriodRecords
 from server.audit import AuditLog
 from server.config import Plant
-from server.historian import Historian
+from server.historian import Historian, MinuteRevision
 from server.ledger import Entry, Ledger
 
 log = logging.getLogger("carbonscada")
@@ -239,6 +240,11 @@ def active_locks(entries: Iterable[Entry]) -> list[Lock]:
 
 
 # The recalculated hours and days, oldest first, for the sinks (the runtime decides which).
+def _kg(x: float | None) -> float:
+    """A stored amount as the running sums count it: none (NULL, NaN) adds nothing."""
+    return 0.0 if x is None or not math.isfinite(x) else float(x)
+
+
 Publish = Callable[[Sequence[PeriodRecords]], None]
 
 
@@ -262,6 +268,7 @@ class RecordKeeper:
         self.plan: CalculationPlan = plant.plan()
         self._qa_limits = qa_limits(self.config)
         self._sources = {s.id: u.id for u, s in self.config.sources()}
+        self._unit_sources = {u.id: [s.id for s in u.sources] for u in self.config.units}
         self._streams = {s.id: s for _, s in self.config.streams()}
         self._units = {u.id for u in self.config.units}
 
@@ -350,6 +357,8 @@ class RecordKeeper:
         item = parse_entry(body)
         async with self._lock:
             kind, target, level, t, t_end, fields, unit, since = self._check(item)
+            if kind == "correction" and level == "minute":
+                await self._check_minute_row(target, t, fields)
             e = await asyncio.to_thread(
                 self.ledger.append, user, kind, target, level, t, fields, t_end=t_end,
                 unit=unit, document=getattr(item, "document", ""), reason=item.reason)
@@ -503,8 +512,11 @@ class RecordKeeper:
         cycle, closed = await self._recalculate(plan, d0)
         if cycle is not None:
             self.live.adopt_closed(cycle)
-        minutes = await self._set_minutes(e)
+        minutes, deltas = await self._set_minutes(e)
         revised = await self.historian.write_revised(closed, e.id, minutes)
+        if self.minutes is not None:  # today's and the year's running sums, as stored now
+            for key, delta in deltas:
+                self.minutes.totals.correct(key, e.t, delta)
         self._publish(closed)
         n_h = sum(r.level == "hour" for r in closed)
         log.info("entry %d (%s %s): %d hours and %d days recalculated from %s, %d stored rows "
@@ -513,27 +525,79 @@ class RecordKeeper:
         return {"recalculated_from": d0.isoformat(), "hours": n_h, "days": len(closed) - n_h,
                 "rows_revised": revised}
 
-    async def _set_minutes(self, e: Entry) -> list[tuple[str, datetime, dict[str, Any]]]:
-        """A minute correction's source_minute columns: the values set, the concentration,
-        rate and mass they give by the minute formulas (compute/kernels.py), flag S."""
+    async def _set_minutes(self, e: Entry) -> tuple[list[MinuteRevision],
+                                                    list[tuple[str, float]]]:
+        """A minute correction's stored rows and what it moves the running totals by.
+
+        The source_minute row gets the values set, the concentration, rate and mass they
+        give by the minute formulas (compute/kernels.py), flag S; its unit_minute row the
+        unit's mass again as the sum of its sources' (NaN if one has none, as the kernel
+        sums) and the worst of their flags, unless the unit's own output meter flagged it
+        worse. The deltas are (totals key, kg or MWh) of compute/cycle.py's running sums.
+        """
         kind, ident = _target(e.target)
         if e.level != "minute" or kind != "source":
-            return []
-        row = await self.historian.current_row("source_minute", ident, e.t)
+            return [], []
+        h = self.historian
+        row = await h.current_row("source_minute", ident, e.t)
         if row is None:
-            return []
+            return [], []
         v = self.plan.records.values("source", "minute", ident, e.t)
         rho = self.config.constants.co2_density_kg_m3
-        c = v.get("co2_dry_pct", row["co2_dry_pct"])
-        q = v.get("flow_std_dry_m3_h", row["flow_std_dry_m3_h"])
-        if c is None or q is None:
-            raise RecordsError(f"correction of source:{ident} minute {e.t.isoformat()}: the "
-                               "minute has no measured concentration or flow to keep; set both")
+        c = float(v.get("co2_dry_pct", row["co2_dry_pct"]))
+        q = float(v.get("flow_std_dry_m3_h", row["flow_std_dry_m3_h"]))
         rate = c / 100.0 * rho * q
-        return [(ident, e.t, {"co2_dry_pct": c, "flow_std_dry_m3_h": q,
-                              "co2_mg_m3": c * rho * 1e4, "co2_rate_kg_h": rate,
-                              "co2_kg": rate * self.config.clock.minute_seconds / 3600.0,
-                              "valid": 1, "flag": "S"})]
+        kg = rate * self.config.clock.minute_seconds / 3600.0
+        out: list[MinuteRevision] = [("source_minute", ident, e.t, {
+            "co2_dry_pct": c, "flow_std_dry_m3_h": q, "co2_mg_m3": c * rho * 1e4,
+            "co2_rate_kg_h": rate, "co2_kg": kg, "valid": 1, "flag": "S"})]
+        deltas = [(f"{ident}.co2_kg", kg - _kg(row["co2_kg"]))]
+        unit_id = self._sources[ident]
+        unit = await h.current_row("unit_minute", unit_id, e.t)
+        if unit is None:
+            return out, deltas
+        masses, old_worst, new_worst = [], DataFlag.N, DataFlag.N
+        for sid in self._unit_sources[unit_id]:
+            r = row if sid == ident else await h.current_row("source_minute", sid, e.t)
+            flag = DataFlag[r["flag"]] if r is not None else DataFlag.B
+            old_worst = max(old_worst, flag)
+            new_worst = max(new_worst, DataFlag.S if sid == ident else flag)
+            masses.append(kg if sid == ident else (
+                math.nan if r is None or r["co2_kg"] is None else float(r["co2_kg"])))
+        co2 = math.fsum(masses) if all(math.isfinite(m) for m in masses) else math.nan
+        was = DataFlag[unit["flag"]]
+        flag = was if was > old_worst else new_worst  # the output meter's flag stays
+        valid = flag in (DataFlag.N, DataFlag.S)
+        out_mwh = unit["output_mwh"]
+        paired = valid and math.isfinite(co2) and out_mwh is not None
+        intensity = co2 / 1000.0 / out_mwh if paired and out_mwh > 0 else None
+        out.append(("unit_minute", unit_id, e.t, {
+            "co2_kg": co2 if math.isfinite(co2) else None, "flag": flag.name,
+            "valid": int(valid), "intensity_t_mwh": intensity}))
+        was_paired = (was is DataFlag.N and unit["co2_kg"] is not None
+                      and out_mwh is not None)
+        deltas += [(f"{unit_id}.co2_kg", _kg(co2) - _kg(unit["co2_kg"])),
+                   (f"{unit_id}.{PAIRED_CO2}", (co2 if paired else 0.0)
+                    - (_kg(unit["co2_kg"]) if was_paired else 0.0)),
+                   (f"{unit_id}.{PAIRED_OUTPUT}", (_kg(out_mwh) if paired else 0.0)
+                    - (_kg(out_mwh) if was_paired else 0.0))]
+        return out, deltas
+
+    async def _check_minute_row(self, target: str, t: datetime, fields: Mapping[str, Any],
+                                ) -> None:
+        """Refuse (before it is kept) a minute correction that leaves the stored minute
+        without a concentration or a flow: its mass could not be worked out."""
+        kind, ident = _target(target)
+        row = (await self.historian.current_row("source_minute", ident, t)
+               if kind == "source" else None)
+        if row is None:
+            return
+        missing = [n for n in ("co2_dry_pct", "flow_std_dry_m3_h")
+                   if n not in fields and row[n] is None]
+        if missing:
+            raise RecordsError(f"correction of {target} minute {t.isoformat()}: the stored "
+                               f"minute has no {' and no '.join(missing)}; set "
+                               f"{' and '.join(missing)} too")
 
     async def _check_raw_kept(self, d0: datetime) -> None:
         """Refuse when results from d0 on exist whose raw samples were pruned."""

@@ -42,8 +42,8 @@ CSV_COLUMNS: Final = ("kind", "target", "level", "t", "name", "value", "unit", "
                       "reason")
 CSV_KINDS: Final = ("factor", "quantity", "correction")
 MAX_CSV_BYTES: Final = 1 << 20
-REVISED_TABLES: Final = ("source_minute", "source_hour", "source_day", "stream_hour",
-                         "stream_day", "unit_hour", "unit_day", "period")
+REVISED_TABLES: Final = ("source_minute", "unit_minute", "source_hour", "source_day",
+                         "stream_hour", "stream_day", "unit_hour", "unit_day", "period")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

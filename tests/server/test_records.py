@@ -115,6 +115,40 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(tmp_path: Path
         assert orig["replaced_by"]["reason"] == "analyser drift found at the monthly check"
         assert history["current"]["co2_t"] == s1.co2_t + 10.0
 
+        # --- a correction of one stored minute: CO2 set to 20 %
+        m_t = hours[-1].t  # the first minute of the last closed hour
+        src_before = await rt.historian.current_row("source_minute", "S1", m_t)
+        unit_before = await rt.historian.current_row("unit_minute", "U1", m_t)
+        assert src_before is not None and unit_before is not None
+        await rt.records.enter("engineer", {
+            "kind": "correction", "target": "source:S1", "level": "minute",
+            "t": m_t.isoformat(), "values": {"co2_dry_pct": 20.0},
+            "reason": "span gas left on the probe"})
+        src_after = await rt.historian.current_row("source_minute", "S1", m_t)
+        unit_after = await rt.historian.current_row("unit_minute", "U1", m_t)
+        assert src_after is not None and unit_after is not None
+        # G = C/100 · ρ · Q kg/h over the minute (ρ = 1.964 kg/m³; a minute of 0.5 s here)
+        rate = 20.0 / 100.0 * 1.964 * src_before["flow_std_dry_m3_h"]
+        assert src_after["co2_rate_kg_h"] == pytest.approx(rate, rel=1e-12)
+        assert src_after["co2_kg"] == pytest.approx(rate * MINUTE_S / 3600.0, rel=1e-12)
+        assert (src_after["flag"], src_after["valid"]) == ("S", 1)
+        # the unit's only source: the unit minute's mass is the source's, flag S
+        assert unit_after["co2_kg"] == src_after["co2_kg"]
+        assert (unit_after["flag"], unit_after["valid"]) == ("S", 1)
+        # the running year to date (CO2YearToDate) moved with it: it equals the stored
+        # minutes' sum again once the next minute was added
+        clock = rt.clock
+        for _ in range(50):
+            await asyncio.sleep(MINUTE_S / 2)
+            now = datetime.now(UTC)
+            sums = await rt.historian.period_sums("source_minute", "co2_kg", (
+                clock.hour_start(now), clock.day_start(now), clock.year_start(now)))
+            running = rt.cycle.totals.get("S1.co2_kg").year
+            if running == pytest.approx(sums["S1"][2], rel=1e-9):
+                break
+        else:
+            raise AssertionError(f"running year {running} kg, stored minutes {sums['S1'][2]}")
+
         # --- a lab entry: the coal's NCV of this month, in force from the first hour
         lab = await rt.records.enter("engineer", {
             "kind": "factor", "factors": "demo_coal", "effective_from": hours[0].t.isoformat(),
