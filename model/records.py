@@ -488,3 +488,28 @@ class PeriodRecords:
     streams: tuple[StreamPeriod, ...]
     units: tuple[UnitPeriod, ...]
     allowance: AllowancePosition | None = None  # hours: the position at t_end
+
+
+@dataclass(frozen=True, slots=True)
+class RevisedMinute:
+    """A stored source or unit minute set by hand afterwards (a correction entry).
+
+    `values` are the stored columns that changed (None: no value, NaN); `old_flag` is the
+    flag the minute was first stored with, `flag` the one it has now (S).
+    """
+
+    level: str  # "source" | "unit"
+    ident: str  # the source or unit id
+    unit: str  # the unit (a source's; a unit's own id)
+    t: datetime  # minute start, UTC
+    old_flag: DataFlag
+    flag: DataFlag
+    values: dict[str, float | None] = field(hash=False)
+    entry: int = 0  # the ledger entry that set it
+
+
+@dataclass(frozen=True, slots=True)
+class RevisedMinutes:
+    """The minutes one entry revised, for the sinks that keep minutes (InfluxDB)."""
+
+    minutes: tuple[RevisedMinute, ...]

@@ -44,7 +44,7 @@ from compute.periods import PeriodCycle, windows_batch
 from compute.plan import CalculationPlan, build_plan
 from model.errors import CarbonScadaError, InvalidValueError, LockedPeriodError
 from model.flags import DataFlag
-from model.records import PeriodRecords
+from model.records import PeriodRecords, RevisedMinute, RevisedMinutes
 from server.audit import AuditLog
 from server.config import Plant
 from server.historian import Historian, MinuteRevision
@@ -253,7 +253,8 @@ class RecordKeeper:
 
     def __init__(self, plant: Plant, historian: Historian, audit: AuditLog,
                  live: PeriodCycle, calc: MinuteCalculator, publish: Publish,
-                 minutes: MinuteCycle | None = None) -> None:
+                 minutes: MinuteCycle | None = None,
+                 publish_minutes: Callable[[RevisedMinutes], None] | None = None) -> None:
         self.plant = plant
         self.config = plant.config
         self.historian = historian
@@ -263,6 +264,7 @@ class RecordKeeper:
         self.minutes = minutes  # the live minute cycle: flags D while out of control
         self.calc = calc
         self._publish = publish
+        self._publish_minutes = publish_minutes  # corrected minutes, to InfluxDB
         self._lock = asyncio.Lock()  # one entry applied at a time
         self._entries: list[Entry] = []
         self.plan: CalculationPlan = plant.plan()
@@ -513,10 +515,18 @@ class RecordKeeper:
         if cycle is not None:
             self.live.adopt_closed(cycle)
         minutes, deltas = await self._set_minutes(e)
+        old_flags = [await self._stored_flag(table, ident, t) for table, ident, t, _ in minutes]
         revised = await self.historian.write_revised(closed, e.id, minutes)
         if self.minutes is not None:  # today's and the year's running sums, as stored now
             for key, delta in deltas:
                 self.minutes.totals.correct(key, e.t, delta)
+        if minutes and self._publish_minutes is not None:
+            self._publish_minutes(RevisedMinutes(tuple(
+                RevisedMinute(table.split("_")[0], ident, self._unit_of(table, ident), t,
+                              old, DataFlag[str(values["flag"])],
+                              {k: v for k, v in values.items() if k not in ("flag", "valid")},
+                              e.id)
+                for (table, ident, t, values), old in zip(minutes, old_flags, strict=True))))
         self._publish(closed)
         n_h = sum(r.level == "hour" for r in closed)
         log.info("entry %d (%s %s): %d hours and %d days recalculated from %s, %d stored rows "
@@ -582,6 +592,13 @@ class RecordKeeper:
                    (f"{unit_id}.{PAIRED_OUTPUT}", (_kg(out_mwh) if paired else 0.0)
                     - (_kg(out_mwh) if was_paired else 0.0))]
         return out, deltas
+
+    async def _stored_flag(self, table: str, ident: str, t: datetime) -> DataFlag:
+        row = await self.historian.current_row(table, ident, t)
+        return DataFlag.N if row is None else DataFlag[row["flag"]]
+
+    def _unit_of(self, table: str, ident: str) -> str:
+        return self._sources[ident] if table == "source_minute" else ident
 
     async def _check_minute_row(self, target: str, t: datetime, fields: Mapping[str, Any],
                                 ) -> None:

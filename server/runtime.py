@@ -27,6 +27,7 @@ from model.records import (
     DeviceEvent,
     MinuteResult,
     PeriodRecords,
+    RevisedMinutes,
     SampleBlock,
     TagTable,
 )
@@ -178,8 +179,8 @@ class Runtime:
         # the closed periods they change recalculated (server/records.py).
         self.records = RecordKeeper(plant, self.historian, self.audit, self.periods,
                                     MinuteCalculator(plan),
-                                    self._publish_revised,
-                                    self.cycle)
+                                    self._publish_revised, self.cycle,
+                                    self._publish_revised_minutes)
         self._sinks: list[QueuedSink] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
@@ -462,6 +463,12 @@ class Runtime:
                 if sink.sink is self._alarms and latest[rec.level] is not rec:
                     continue
                 sink.submit_period(rec)
+
+    def _publish_revised_minutes(self, revised: RevisedMinutes) -> None:
+        """Minutes corrected after they were sent: to the sinks that keep minutes."""
+        for sink in self._sinks:
+            if sink.takes_revisions:
+                sink.submit_revised(revised)
 
     def _close_periods(self, result: MinuteResult) -> None:
         """Hand the minute to the period stage; publish the hours and days it closes."""

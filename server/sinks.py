@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Protocol, runtime_checkable
 
-from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
+from model.records import AlarmEvent, MinuteResult, PeriodRecords, RevisedMinutes, SampleBlock
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class PeriodSink(Protocol):
 
 
 @runtime_checkable
+class RevisionSink(Protocol):
+    """A sink that keeps minutes and takes them again when a person corrected them."""
+
+    async def on_revised(self, revised: RevisedMinutes) -> None:
+        """Take the minutes one entry revised."""
+        ...
+
+
+@runtime_checkable
 class AlarmListener(Protocol):
     """A sink that shows alarm events (OPC UA conditions, the HMI's alarm list)."""
 
@@ -62,8 +71,8 @@ class QueuedSink:
 
     def __init__(self, sink: Sink, maxsize: int = 10_000) -> None:
         self.sink = sink
-        self._queue: asyncio.Queue[MinuteResult | PeriodRecords | SampleBlock] = (
-            asyncio.Queue(maxsize))
+        self._queue: asyncio.Queue[
+            MinuteResult | PeriodRecords | RevisedMinutes | SampleBlock] = asyncio.Queue(maxsize)
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
         self.dropped_sample_batches = 0
@@ -80,7 +89,7 @@ class QueuedSink:
         except asyncio.QueueFull:
             self.dropped_sample_batches += 1
 
-    def submit_minute(self, result: MinuteResult | PeriodRecords) -> None:
+    def submit_minute(self, result: MinuteResult | PeriodRecords | RevisedMinutes) -> None:
         """Queue a minute result; results are never dropped."""
         try:
             self._queue.put_nowait(result)
@@ -111,6 +120,15 @@ class QueuedSink:
         """Queue a closed hour or day; like minute results, never dropped."""
         self.submit_minute(records)
 
+    @property
+    def takes_revisions(self) -> bool:
+        """Whether the sink wants minutes corrected after they were sent."""
+        return isinstance(self.sink, RevisionSink)
+
+    def submit_revised(self, revised: RevisedMinutes) -> None:
+        """Queue corrected minutes; like minute results, never dropped."""
+        self.submit_minute(revised)
+
     async def _consume(self) -> None:
         while True:
             item = await self._queue.get()
@@ -120,6 +138,9 @@ class QueuedSink:
                 elif isinstance(item, PeriodRecords):
                     assert isinstance(self.sink, PeriodSink)
                     await self.sink.on_period(item)
+                elif isinstance(item, RevisedMinutes):
+                    assert isinstance(self.sink, RevisionSink)
+                    await self.sink.on_revised(item)
                 else:
                     await self.sink.on_samples(item)
             except asyncio.CancelledError:

@@ -21,6 +21,7 @@ float-to-string casts were slower), the prefixes and timestamps 3 %, the join th
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.flags import DataFlag
-from model.records import MinuteResult, SampleBlock, TagTable
+from model.records import MinuteResult, RevisedMinutes, SampleBlock, TagTable
 
 # Same escapes as server.influx.sink.escape_key (kept here: the sink imports this module).
 _ESCAPE_KEY = str.maketrans(
@@ -290,4 +291,29 @@ def _times(times: Any) -> list[str]:
         if text is None:
             text = cache[t] = _time_text(t)
         out.append(text)
+    return out
+
+
+def revised_lines(revised: RevisedMinutes, site: str) -> list[str]:
+    """Lines of minutes corrected after they were sent: the corrected values in the series
+    of their new flag (S), and `superseded=true,valid=false` written over the point first
+    sent, where the flag was another, so that a query of valid points counts each minute
+    once and the original values stay readable."""
+    out: list[str] = []
+    for m in revised.minutes:
+        measurement = "co2_source" if m.level == "source" else "co2_unit"
+        keys = ("site", "unit", "source", "flag") if m.level == "source" else (
+            "site", "unit", "flag")
+        ids = (site, m.unit, m.ident) if m.level == "source" else (site, m.unit)
+        names = sorted(k for k, v in m.values.items()
+                       if isinstance(v, float) and math.isfinite(v) and k != "valid")
+        fields = [f"{_escape_key(k)}={value_texts(np.array([m.values[k]]))[0]}"
+                  for k in names]
+        valid = "true" if m.flag in (DataFlag.N, DataFlag.S) else "false"
+        tail = _time_text(m.t)
+        if m.old_flag != m.flag:
+            out.append(_head(measurement, keys, (*ids, m.old_flag.name))
+                       + "superseded=true,valid=false" + tail)
+        out.append(_head(measurement, keys, (*ids, m.flag.name))
+                   + ",".join([*fields, f"valid={valid}"]) + tail)
     return out

@@ -44,10 +44,10 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
 from model.flags import DataFlag
-from model.records import MinuteResult, RawWindow, Sample, SampleBlock
+from model.records import MinuteResult, RawWindow, RevisedMinutes, Sample, SampleBlock
 from server.influx.alarm import OnDeviceEvent, OutboxAlarm
 from server.influx.config import InfluxConfig
-from server.influx.lines import block_lines, minute_lines, source_count
+from server.influx.lines import block_lines, minute_lines, revised_lines, source_count
 
 log = logging.getLogger(__name__)
 
@@ -534,6 +534,10 @@ class InfluxSink:
         else:  # ~6 µs a source
             lines = await asyncio.to_thread(minute_lines, result, self.site_id)
         await self._add(lines, _to_ms(result.t))
+
+    async def on_revised(self, revised: RevisedMinutes) -> None:
+        """Queue the lines of minutes corrected after they were sent (a correction entry)."""
+        await self._add(revised_lines(revised, self.site_id))
 
     def pending_batches(self) -> int:
         """Number of batches in the outbox that the server has not accepted yet."""

@@ -16,13 +16,27 @@ import pytest
 from aiohttp import web
 
 from model.flags import DataFlag
-from model.records import MinuteResult, Sample, SampleBlock, SourceColumns, TagTable
+from model.records import (
+    MinuteResult,
+    RevisedMinute,
+    RevisedMinutes,
+    Sample,
+    SampleBlock,
+    SourceColumns,
+    TagTable,
+)
 from server.influx.config import InfluxConfig
-from server.influx.lines import block_lines, minute_lines, timestamps_ns, value_texts
+from server.influx.lines import (
+    block_lines,
+    minute_lines,
+    revised_lines,
+    timestamps_ns,
+    value_texts,
+)
 from server.influx.sink import InfluxSink, result_lines, sample_lines
 from tests.conftest import free_port
 from tests.fixtures.victoria import VictoriaMetrics
-from tests.server.test_influx import T0, T0_MS, minute, series, wait_until
+from tests.server.test_influx import T0, T0_MS, make_config, minute, series, wait_until
 
 NAN = float("nan")
 T0_S = T0.timestamp()  # 1709280000.0
@@ -261,3 +275,44 @@ async def test_gzip_only_off_loopback(tmp_path: Path, where: str) -> None:
         assert bodies.encodings == ["gzip"]
         assert bodies.sizes[0] == len(gzip.compress(text, compresslevel=1, mtime=0))
         assert bodies.sizes[0] < len(text) / 4
+
+
+def _revised() -> RevisedMinutes:
+    return RevisedMinutes((
+        RevisedMinute("source", "S1", "U1", T0, DataFlag.N, DataFlag.S,
+                      {"co2_dry_pct": 20.0, "flow_std_dry_m3_h": 835718.9,
+                       "co2_kg": 5471.2, "co2_mg_m3": None}, entry=7),
+        RevisedMinute("unit", "U1", "U1", T0, DataFlag.S, DataFlag.S,
+                      {"co2_kg": 5471.2, "intensity_t_mwh": None}, entry=7)))
+
+
+def test_revised_minute_lines_supersede_the_point_first_sent() -> None:
+    assert revised_lines(_revised(), "site 1") == [
+        r"co2_source,site=site\ 1,unit=U1,source=S1,flag=N superseded=true,valid=false "
+        "1709280000000000000",
+        r"co2_source,site=site\ 1,unit=U1,source=S1,flag=S co2_dry_pct=20,co2_kg=5471.2,"
+        "flow_std_dry_m3_h=835718.9,valid=true 1709280000000000000",
+        # the unit was S already: its series is the same, nothing to supersede
+        r"co2_unit,site=site\ 1,unit=U1,flag=S co2_kg=5471.2,valid=true 1709280000000000000",
+    ]
+
+
+async def test_revised_minutes_reach_victoria_metrics(
+        tmp_path: Path, victoria_metrics: VictoriaMetrics) -> None:
+    sink = InfluxSink(make_config(tmp_path, victoria_metrics.url), "site 1")
+    await sink.start()
+    try:
+        await sink.on_minute(minute())
+        await sink.on_revised(_revised())
+        await sink.flush()
+        await wait_until(lambda: sink.pending_batches() == 0)
+    finally:
+        await sink.stop()
+    got = series(victoria_metrics, '{__name__=~"co2_source_.*"}')
+    src = {("site", "site 1"), ("unit", "U1"), ("source", "S1")}
+    first, now = frozenset({*src, ("flag", "N")}), frozenset({*src, ("flag", "S")})
+    assert got[("co2_source_co2_kg", first)] == [(T0_MS, 3282.70)]  # the original stays
+    assert got[("co2_source_superseded", first)] == [(T0_MS, 1.0)]
+    assert got[("co2_source_co2_kg", now)] == [(T0_MS, 5471.2)]
+    assert got[("co2_source_co2_dry_pct", now)] == [(T0_MS, 20.0)]
+    assert got[("co2_source_valid", now)] == [(T0_MS, 1.0)]
