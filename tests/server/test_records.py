@@ -29,6 +29,8 @@ from server.records import LockedError, RecordsError
 from server.runtime import Runtime
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict
+from tests.fixtures.victoria import VictoriaMetrics
+from tests.server.test_influx import series
 
 REPO = Path(__file__).resolve().parents[2]
 CARBONSCADA = str(Path(sys.executable).parent / "carbonscada")
@@ -77,8 +79,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-async def test_a_correction_and_a_lab_entry_on_the_running_server(tmp_path: Path) -> None:
+async def test_a_correction_and_a_lab_entry_on_the_running_server(
+        tmp_path: Path, victoria_metrics: VictoriaMetrics) -> None:
     d = plant(tmp_path)
+    d["influx"] = {"url": victoria_metrics.url, "outbox_path": str(tmp_path / "outbox.sqlite"),
+                   "flush_interval_s": 0.2, "raw_samples": False}
     loaded = parse_plant(d, "test")
     begin = datetime.now(UTC) - timedelta(seconds=30)
     rt = Runtime(loaded)
@@ -135,6 +140,21 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(tmp_path: Path
         # the unit's only source: the unit minute's mass is the source's, flag S
         assert unit_after["co2_kg"] == src_after["co2_kg"]
         assert (unit_after["flag"], unit_after["valid"]) == ("S", 1)
+        # InfluxDB has the corrected minute in the series of flag S, the first one marked
+        m_ms = int(m_t.timestamp() * 1000)
+        src = {("site", loaded.config.site.id), ("unit", "U1"), ("source", "S1")}
+        for _ in range(50):
+            got = series(victoria_metrics, '{__name__=~"co2_source_(co2_kg|superseded)"}')
+            if ("co2_source_co2_kg", frozenset({*src, ("flag", "S")})) in got:
+                break
+            await asyncio.sleep(0.2)
+        # (VictoriaMetrics keeps 12 significant digits)
+        now_s = dict(got[("co2_source_co2_kg", frozenset({*src, ("flag", "S")}))])
+        assert now_s[m_ms] == pytest.approx(src_after["co2_kg"], rel=1e-11)
+        first = frozenset({*src, ("flag", src_before["flag"])})
+        assert dict(got[("co2_source_co2_kg", first)])[m_ms] == pytest.approx(
+            src_before["co2_kg"], rel=1e-11)
+        assert dict(got[("co2_source_superseded", first)])[m_ms] == 1.0
         # the running year to date (CO2YearToDate) moved with it: it equals the stored
         # minutes' sum again once the next minute was added
         clock = rt.clock
