@@ -343,6 +343,11 @@ class CalculationConfig(ConfigModel):
                 if src.qa is not None and src.qa.calibration_tag is not None:
                     out.append((f"{upath}.sources[{j}].qa.calibration_tag",
                                 src.qa.calibration_tag))
+                for a, auto in enumerate(src.qa.auto if src.qa is not None else ()):
+                    apath = f"{upath}.sources[{j}].qa.auto[{a}]"
+                    out.append((f"{apath}.reading_tag", auto.reading_tag))
+                    if auto.status_tag is not None:
+                        out.append((f"{apath}.status_tag", auto.status_tag))
             for j, stream in enumerate(unit.streams):
                 tpath = f"{upath}.streams[{j}]"
                 add(f"{tpath}.rate_per_h", stream.rate_per_h)

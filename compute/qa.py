@@ -17,6 +17,10 @@ quality assurance and §11 data review; HJ 76-2017 for the test procedures):
 - Out of control: from the check that found it until a later check of the same source,
   parameter and kind meets the technical requirement again; the data between are invalid
   and substituted (compute/entries.py flags them D).
+- Automatic checks: the analyser calibrates by itself and its logger shows it on a status
+  tag (`AutoCheck`, a source's `qa.auto`); `calibration_episodes` finds the falling edge of
+  the status and the check's measured value (the mean reading over the phase's last
+  `average_s`), which server/qacapture.py enters as a zero or span check made at the edge.
 - Relative accuracy of n paired results (reference method RM_i, CEMS CEMS_i):
   d_i = RM_i − CEMS_i, d̄ = Σd_i/n, S_d = sqrt(Σ(d_i − d̄)²/(n − 1)),
   cc = t(0.975, n − 1) · S_d / √n, RA = (|d̄| + |cc|) / RM̄ · 100 %, with t the two-sided
@@ -36,9 +40,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
 from model.errors import InvalidValueError
@@ -123,20 +129,69 @@ _FLOW_QA = ParameterQa(
     comparison=ComparisonLimits(ra_pct=None, re_pct=10.0))
 
 
+class AutoCheck(ConfigModel):
+    """A zero or span check the analyser makes by itself, read from its status and reading
+    tags (as a CEMS data logger exposes an automatic calibration: a status register that
+    reads non-zero while calibrating, or a phase code, e.g. 1 zero gas on, 2 span gas on).
+
+    The check ends at the falling edge of the status: the first sample after the phase
+    (`phase_value` given: the status reading that value; else: the status non-zero). Its
+    measured value is the mean of `reading_tag` over the last `average_s` seconds of the
+    phase, once the reading settled on the gas; it takes `min_samples` valid readings there.
+    """
+
+    parameter: Parameter
+    check: CheckKind
+    reading_tag: str  # what the analyser reads on the gas: its measurement tag or a dedicated one
+    reference_value: float = Field(allow_inf_nan=False)  # the zero or span gas, in `unit`
+    full_scale: float = Field(gt=0, allow_inf_nan=False)  # the analyser's range, in `unit`
+    unit: str = Field(min_length=1)
+    status_tag: str | None = None  # default: the `qa:` block's calibration_tag
+    phase_value: int | None = None  # the status value of this gas on; None: any non-zero
+    average_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    min_samples: int = Field(3, ge=1)
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """A phase code is non-zero: 0 is the analyser measuring the flue gas."""
+        if self.phase_value == 0:
+            raise ValueError("'phase_value' 0 is the status of no calibration; give the "
+                             "code of this check's gas, or leave it out for any non-zero")
+
+
 class QaConfig(ConfigModel):
-    """A source's CEMS quality assurance: the analyser's calibration-in-progress status tag
-    and the limits of each parameter's checks and comparison tests (HJ 75-2017 defaults)."""
+    """A source's CEMS quality assurance: the analyser's calibration-in-progress status tag,
+    the checks it makes by itself (`auto`), and the limits of each parameter's checks and
+    comparison tests (HJ 75-2017 defaults)."""
 
     # A tag that reads non-zero while the analyser calibrates: those minutes get flag C.
     calibration_tag: str | None = None
+    # Zero and span checks recorded from the analyser's own calibration (server/qacapture.py).
+    auto: tuple[AutoCheck, ...] = ()
     co2: ParameterQa = ParameterQa()
     o2: ParameterQa = ParameterQa()
     flow: ParameterQa = _FLOW_QA
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Each automatic check has a status tag, and one of a parameter's kind at most."""
+        seen: set[tuple[str, str]] = set()
+        for i, a in enumerate(self.auto):
+            if a.status_tag is None and self.calibration_tag is None:
+                raise ValueError(f"auto[{i}] ({a.parameter} {a.check}) has no status tag: set "
+                                 "'calibration_tag' or the check's 'status_tag'")
+            if (a.parameter, a.check) in seen:
+                raise ValueError(f"auto[{i}]: a second automatic {a.parameter} {a.check} check")
+            seen.add((a.parameter, a.check))
 
     def limits(self, parameter: Parameter) -> ParameterQa:
         """The limits of one parameter."""
         qa: ParameterQa = getattr(self, parameter)
         return qa
+
+    def status_tag(self, auto: AutoCheck) -> str:
+        """The status tag that tells when `auto` runs."""
+        tag = auto.status_tag or self.calibration_tag
+        assert tag is not None  # model_post_init
+        return tag
 
 
 DEFAULT_QA = QaConfig()
@@ -273,6 +328,90 @@ def _merged(spans: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]
         else:
             out.append((t0, t1))
     return tuple(out)
+
+
+# ------------------------------------------------------------- automatic checks
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationEpisode:
+    """One run of an automatic check found in the status samples, epoch seconds: `t0` the
+    first sample in the phase, `t1` the first sample after it (the falling edge), and the
+    mean of the reading over the phase's last `average_s` seconds (None: fewer than
+    `min_samples` readings there)."""
+
+    t0: float
+    t1: float
+    measured_value: float | None
+    n: int  # readings averaged
+
+
+def _as_f64(x: Sequence[float] | npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(x, np.float64).reshape(-1)
+
+
+def in_phase(status_v: npt.NDArray[np.float64], phase_value: int | None
+             ) -> npt.NDArray[np.bool_]:
+    """Whether each status reading is in the phase: reads `phase_value` (rounded: a register
+    read as a float), or, without one, non-zero (as compute/minute.py's flag C). NaN: no."""
+    if phase_value is not None:
+        return np.asarray(np.rint(status_v) == phase_value)
+    return np.asarray((status_v != 0.0) & np.isfinite(status_v))
+
+
+def calibration_episodes(status_t: Sequence[float] | npt.NDArray[np.float64],
+                         status_v: Sequence[float] | npt.NDArray[np.float64],
+                         reading_t: Sequence[float] | npt.NDArray[np.float64],
+                         reading_v: Sequence[float] | npt.NDArray[np.float64], *,
+                         phase_value: int | None = None, average_s: float = 30.0,
+                         min_samples: int = 1,
+                         ) -> tuple[list[CalibrationEpisode], float | None]:
+    """The finished episodes of an automatic check in these samples, and the first sample
+    time of one still running (None: none runs at the last status sample).
+
+    Samples are valid readings in time order (epoch seconds). The status is *in the phase*
+    when it reads `phase_value` (rounded: a register read as a float), or, without one,
+    when it reads non-zero (as compute/minute.py's flag C). An episode runs from the first
+    status sample in the phase to the first one out of it, `t1`; its measured value is the
+    mean of the readings at t with max(t0, t1 − average_s) ≤ t < t1: the window never reaches
+    back before the phase, and a reading stamped with the edge belongs to after it.
+    A status that is in the phase at the first sample starts an episode there.
+    """
+    st, sv, rt, rv = (_as_f64(a) for a in (status_t, status_v, reading_t, reading_v))
+    if st.shape != sv.shape or rt.shape != rv.shape:
+        raise InvalidValueError("calibration samples: each tag needs as many times as values "
+                                f"(status {st.shape[0]}/{sv.shape[0]}, reading "
+                                f"{rt.shape[0]}/{rv.shape[0]})")
+    keep = np.isfinite(sv)  # a status that reads NaN says nothing either way
+    st, sv = st[keep], sv[keep]
+    on = in_phase(sv, phase_value)
+    if not on.size:
+        return [], None
+    step = np.diff(on.astype(np.int8), prepend=np.int8(0))
+    starts = np.flatnonzero(step == 1)
+    ends = np.flatnonzero(step == -1)
+    good = np.isfinite(rv)
+    rt, rv = rt[good], rv[good]
+    out: list[CalibrationEpisode] = []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=False):  # a start pairs its end
+        t0, t1 = float(st[a]), float(st[b])
+        sel = (rt >= max(t0, t1 - average_s)) & (rt < t1)
+        n = int(np.count_nonzero(sel))
+        mean = math.fsum(rv[sel].tolist()) / n if n >= max(min_samples, 1) else None
+        out.append(CalibrationEpisode(t0, t1, mean, n))
+    running = float(st[starts[-1]]) if on[-1] else None
+    return out, running
+
+
+def auto_check(source: str, auto: AutoCheck, episode: CalibrationEpisode) -> QaCheck:
+    """The zero or span check an episode of `auto` records, made at its falling edge."""
+    if episode.measured_value is None:
+        raise InvalidValueError(
+            f"automatic {auto.check} check of {source!r} {auto.parameter}: {episode.n} "
+            f"readings of {auto.reading_tag} in the last {auto.average_s:g} s before "
+            f"{datetime.fromtimestamp(episode.t1, UTC).isoformat()}, {auto.min_samples} needed")
+    return QaCheck(source, datetime.fromtimestamp(episode.t1, UTC), auto.check, auto.parameter,
+                   auto.reference_value, episode.measured_value, auto.full_scale, auto.unit)
 
 
 # ---------------------------------------------------------------- comparison tests

@@ -101,6 +101,12 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
                    device_tags=rt, records=rt.records)
 
 
+def _qa_capture(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from server.qacapture import QaCapture  # automatic zero / span checks, as entries
+
+    return QaCapture(cfg, rt.records.enter)
+
+
 def _no_check(cfg: PlantConfig) -> None:
     """Nothing to check before start."""
 
@@ -119,6 +125,8 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("opcua", lambda c: c.opcua.enabled, _opcua, _check_opcua),
     SinkEntry("influx", lambda c: c.influx is not None, _influx),
     SinkEntry("web", lambda c: c.web.enabled, _web, _check_web),
+    SinkEntry("qa_capture", lambda c: any(s.qa is not None and s.qa.auto
+                                          for _, s in c.sources()), _qa_capture),
 )
 
 
