@@ -34,7 +34,7 @@ from web.app import WebSink
 
 SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 T_EPOCH_S = 1_767_225_600  # 2026-01-01T00:00:00Z = 08:00 in Asia/Shanghai
-VIEWS = ("overview", "trends", "periods", "alarms", "devices")
+VIEWS = ("overview", "trends", "periods", "alarms", "devices", "records")
 SILENT_ERROR = "cems2: no reply from unit 2 (timeout 0.5 s)"
 
 
@@ -462,8 +462,12 @@ async def test_every_view_fits_and_is_saved(browser: Browser,  # noqa: F811
             assert inner <= outer, f"journal at {width} px scrolls: {inner} > {outer}"
         if view == "devices":
             await expect(page.locator("#devices-table tr.device")).to_have_count(2)
-        if view != "devices":  # saved with a device opened, from real drivers, by
-            # tests/web/test_hmi_devices.py
+        if view == "records":  # a sink without a record keeper: its answer, not a traceback
+            await expect(page.locator("#rec-entries-status")).to_have_text(
+                "this server keeps no entries (no record keeper)")
+        # devices: saved with a device opened, from real drivers, by
+        # tests/web/test_hmi_devices.py; records: with entries, by tests/web/test_hmi_records.py
+        if view not in ("devices", "records"):
             await page.screenshot(path=str(SHOTS / f"{view}-{width}x{height}.png"),
                                   full_page=True)
         scroll, client = await page.evaluate(

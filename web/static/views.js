@@ -6,7 +6,8 @@
   const hmi = window.hmi;
   const { el, fmt, fmtTime, localParts, api, state } = hmi;
   const DASH = "—";
-  const VIEWS = ["overview", "trends", "periods", "alarms", "devices", "allowance", "admin"];
+  const VIEWS = ["overview", "trends", "periods", "alarms", "devices", "allowance", "records",
+    "admin"];
   const LANG_KEY = "carbonscada.lang";
   const COLORS = ["#58a6ff", "#3fb950", "#d2a8ff", "#f0a020", "#39c5cf", "#ff7b72"];
   const BAD = "#f04848";
