@@ -24,6 +24,7 @@ Overrides of the same value apply in entry order: the latest one wins.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,30 @@ class Records:
             flag[k, i] = 0
             mask[k, i] = True
         return co2, flow, flag, mask
+
+
+def changed_intervals(old: Mapping[str, tuple[tuple[float, float], ...]],
+                      new: Mapping[str, tuple[tuple[float, float], ...]],
+                      ) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Per source, the [t0, t1) epoch-second spans inside exactly one of `old` and `new`
+    out-of-control intervals: the minutes an entry moved into or out of control."""
+    out: dict[str, tuple[tuple[float, float], ...]] = {}
+    for source in sorted(set(old) | set(new)):
+        a, b = old.get(source, ()), new.get(source, ())
+        if a == b:
+            continue
+        points = sorted({x for span in (*a, *b) for x in span})
+        diff: list[tuple[float, float]] = []
+        for p, q in itertools.pairwise(points):
+            inside_a = any(t0 <= p < t1 for t0, t1 in a)
+            if inside_a != any(t0 <= p < t1 for t0, t1 in b):
+                if diff and diff[-1][1] == p:
+                    diff[-1] = (diff[-1][0], q)
+                else:
+                    diff.append((p, q))
+        if diff:
+            out[source] = tuple(diff)
+    return out
 
 
 def merge(records: Records, *, overrides: Iterable[Override] = (),

@@ -33,11 +33,12 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from compute import qa
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
-from compute.entries import LabFactor, Override, Records
+from compute.entries import LabFactor, Override, Records, changed_intervals
 from compute.factors import FACTOR_UNITS, FactorTable
 from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle, windows_batch
@@ -240,6 +241,10 @@ def active_locks(entries: Iterable[Entry]) -> list[Lock]:
 
 
 # The recalculated hours and days, oldest first, for the sinks (the runtime decides which).
+_SOURCE_VALUES = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m3",
+                  "co2_rate_kg_h", "co2_kg")
+
+
 def _kg(x: float | None) -> float:
     """A stored amount as the running sums count it: none (NULL, NaN) adds nothing."""
     return 0.0 if x is None or not math.isfinite(x) else float(x)
@@ -503,6 +508,7 @@ class RecordKeeper:
 
     async def _apply(self, e: Entry, since: datetime) -> dict[str, Any]:
         """Recalculate what the entry changes, store it with revisions and publish it."""
+        before = self.plan.records
         plan = self._plan(self._entries)
         self.plan = plan
         self._use(plan)  # the open hour closes with the entry applied
@@ -515,6 +521,7 @@ class RecordKeeper:
         if cycle is not None:
             self.live.adopt_closed(cycle)
         minutes, deltas = await self._set_minutes(e)
+        minutes += await self._reflag(before, plan.records)
         old_flags = [await self._stored_flag(table, ident, t) for table, ident, t, _ in minutes]
         revised = await self.historian.write_revised(closed, e.id, minutes)
         if self.minutes is not None:  # today's and the year's running sums, as stored now
@@ -592,6 +599,81 @@ class RecordKeeper:
                    (f"{unit_id}.{PAIRED_OUTPUT}", (_kg(out_mwh) if paired else 0.0)
                     - (_kg(out_mwh) if was_paired else 0.0))]
         return out, deltas
+
+    async def _reflag(self, old: Records, new: Records) -> list[MinuteRevision]:
+        """The stored minutes a QA entry moved into or out of control, flagged again.
+
+        The live minute cycle flagged D only what was out of control when it ran; a check
+        entered later (a failed one found at the morning review, a pass that ends an
+        interval) changes minutes already stored. Their flags come again from their raw
+        windows (the instrument's own flags, C while calibrating) with the intervals now in
+        force; a minute set by hand keeps S; a unit minute takes the worst of its sources'
+        flags unless its output meter's was worse (as stored).
+        """
+        changed = changed_intervals(old.out_of_control, new.out_of_control)
+        bounds = await self.historian.minute_bounds()
+        if not changed or bounds is None:
+            return []
+        end_s = bounds[1].timestamp() + 1.0
+        spans = {s: [(a, min(b, end_s)) for a, b in v if a < end_s] for s, v in changed.items()
+                 if s in self._sources}
+        spans = {s: v for s, v in spans.items() if v}
+        if not spans:
+            return []
+        a0 = datetime.fromtimestamp(min(a for v in spans.values() for a, _ in v), UTC)
+        a1 = datetime.fromtimestamp(max(b for v in spans.values() for _, b in v), UTC)
+        tag_ids = tuple(self.calc.tag_ids)
+        windows = [w for w in await self.historian.raw_windows(a0, a1) if w[1].tags == tag_ids]
+        if not windows:
+            return []
+        batch = await asyncio.to_thread(windows_batch, self.calc, windows, ())
+        t_s = batch.t_s
+        pos = {sid: i for i, sid in enumerate(self.live.source_ids)}
+        units = sorted({self._sources[s] for s in spans})
+        ids = [sid for u in units for sid in self._unit_sources[u]]
+        src_rows = await self.historian.minute_rows("source_minute", ids, a0, a1)
+        unit_rows = await self.historian.minute_rows("unit_minute", units, a0, a1)
+        out: list[MinuteRevision] = []
+        new_flag: dict[tuple[str, datetime], DataFlag] = {}
+        for sid, v in spans.items():
+            i = pos[sid]
+            for k in np.flatnonzero(np.logical_or.reduce(
+                    [(t_s >= a) & (t_s < b) for a, b in v])).tolist():
+                t = windows[k][0]
+                row = src_rows.get((sid, t))
+                if row is None or row["flag"] == "S":
+                    continue
+                flag = DataFlag(int(batch.source_flag[k, i]))
+                if any(t0 <= t_s[k] < t1 for t0, t1 in new.out_of_control.get(sid, ())):
+                    flag = max(flag, DataFlag.D)
+                new_flag[(sid, t)] = flag
+                if flag.name != row["flag"]:  # the values with it: a sink writes them anew
+                    out.append(("source_minute", sid, t, {
+                        **{c: row[c] for c in _SOURCE_VALUES}, "flag": flag.name,
+                        "valid": int(flag in (DataFlag.N, DataFlag.S))}))
+        for unit in units:
+            for t in sorted({t for (sid, t) in new_flag if self._sources[sid] == unit}):
+                urow = unit_rows.get((unit, t))
+                if urow is None:
+                    continue
+                stored = [DataFlag[r["flag"]] for sid in self._unit_sources[unit]
+                          if (r := src_rows.get((sid, t))) is not None]
+                now = [new_flag.get((sid, t), DataFlag[r["flag"]])
+                       for sid in self._unit_sources[unit]
+                       if (r := src_rows.get((sid, t))) is not None]
+                was = DataFlag[urow["flag"]]
+                flag = was if was > max(stored, default=DataFlag.N) else max(
+                    now, default=DataFlag.N)
+                if flag is was:
+                    continue
+                valid = flag in (DataFlag.N, DataFlag.S)
+                co2, mwh = urow["co2_kg"], urow["output_mwh"]
+                intensity = (co2 / 1000.0 / mwh if valid and co2 is not None and mwh
+                             and mwh > 0 else None)
+                out.append(("unit_minute", unit, t, {
+                    "output_mwh": mwh, "co2_kg": co2, "intensity_t_mwh": intensity,
+                    "flag": flag.name, "valid": int(valid)}))
+        return out
 
     async def _stored_flag(self, table: str, ident: str, t: datetime) -> DataFlag:
         row = await self.historian.current_row(table, ident, t)

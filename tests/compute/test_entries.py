@@ -169,3 +169,22 @@ def test_an_override_names_what_is_wrong() -> None:
     with pytest.raises(InvalidValueError, match="time zone"):
         Override("stream", "day", "U1_coal", DAY0.replace(tzinfo=None),
                  {"quantity": 1.0})
+
+
+def test_changed_intervals_are_the_spans_an_entry_moved() -> None:
+    from compute.entries import changed_intervals
+    inf = math.inf
+    # S1: out of control from 100 on; a pass at 160 ends it: [160, inf) left control.
+    # S2: a failed check at 50 until a pass at 70, then again from 300: both new.
+    # S3: unchanged.
+    old = {"S1": ((100.0, inf),), "S3": ((0.0, 10.0),)}
+    new = {"S1": ((100.0, 160.0),), "S2": ((50.0, 70.0), (300.0, inf)),
+           "S3": ((0.0, 10.0),)}
+    assert changed_intervals(old, new) == {
+        "S1": ((160.0, inf),), "S2": ((50.0, 70.0), (300.0, inf))}
+    # an interval that grew at both ends: [90, 100) and [200, 250)
+    assert changed_intervals({"S1": ((100.0, 200.0),)}, {"S1": ((90.0, 250.0),)}) == {
+        "S1": ((90.0, 100.0), (200.0, 250.0))}
+    # two old intervals joined by a new one: the gap between them only
+    assert changed_intervals({"S1": ((0.0, 10.0), (20.0, 30.0))}, {"S1": ((0.0, 30.0),)}) == {
+        "S1": ((10.0, 20.0),)}

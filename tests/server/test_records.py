@@ -216,6 +216,41 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(
                                          "reason": "resubmission asked by the regulator"})
         assert rt.records.locks() == []
 
+        # --- QA checks entered afterwards re-flag the stored minutes
+        def span_check(t: datetime, measured: float) -> dict[str, Any]:
+            return {"kind": "qa_check", "source": "S1", "t": t.isoformat(), "check": "span",
+                    "parameter": "co2", "reference_value": 10.0, "measured_value": measured,
+                    "full_scale": 20.0, "unit": "%"}
+
+        async def flags(start: datetime, end: datetime) -> tuple[set[str], set[str]]:
+            """The flags of the stored minutes, but the one corrected by hand above (S)."""
+            src = await rt.historian.minute_rows("source_minute", ["S1"], start, end)
+            unit = await rt.historian.minute_rows("unit_minute", ["U1"], start, end)
+            assert src and unit, (start, end)
+            return ({r["flag"] for (_, t), r in src.items() if t != m_t},
+                    {r["flag"] for (_, t), r in unit.items() if t != m_t})
+
+        async def hand_set() -> tuple[str, str]:
+            src = await rt.historian.current_row("source_minute", "S1", m_t)
+            unit = await rt.historian.current_row("unit_minute", "U1", m_t)
+            assert src is not None and unit is not None
+            return src["flag"], unit["flag"]
+
+        t_fail = hours[1].t + timedelta(seconds=5)  # 10 plant minutes into the hour
+        t_pass = hours[2].t + timedelta(seconds=5)
+        # (13.0 − 10.0) / 20 = 15 % F.S. > 10 %: out of control from t_fail on
+        await rt.records.enter("engineer", span_check(t_fail, 13.0))
+        before_fail = await flags(hours[1].t, t_fail)
+        assert "D" not in before_fail[0] | before_fail[1]
+        assert await flags(t_fail, hours[-1].t_end) == ({"D"}, {"D"})
+        assert await hand_set() == ("S", "S")  # a minute set by hand keeps S
+        # (10.2 − 10.0) / 20 = 1 % F.S.: passed, in control again from t_pass
+        await rt.records.enter("engineer", span_check(t_pass, 10.2))
+        assert await flags(t_fail, t_pass) == ({"D"}, {"D"})
+        after_pass = await flags(t_pass, hours[-1].t_end)
+        assert "D" not in after_pass[0] | after_pass[1], after_pass
+        assert await hand_set() == ("S", "S")
+
         n_before = len(await stored_hours(rt))
         await wait_hours(rt, n_before + 1, 35.0)  # the live hours go on after the entries
     finally:
