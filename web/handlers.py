@@ -58,6 +58,7 @@ from web.serialize import (
     iso_utc,
     row_json,
 )
+from web.uncertainty import add_uncertainty_routes
 
 log = logging.getLogger(__name__)
 
@@ -541,6 +542,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     app.router.add_get(f"{api}/devices", _get_devices)
     add_device_routes(app, api)  # /api/v1/devices/{id}/tags: raw readings
     add_instrument_routes(app, api, live.config)  # /api/v1/instruments: the register
+    add_uncertainty_routes(app, api, live.config, history)  # /api/v1/uncertainty: totals
     add_record_routes(app, api)  # /api/v1/entries, locks, qa, revisions
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):

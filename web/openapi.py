@@ -201,6 +201,28 @@ SCHEMAS: Final[dict[str, Json]] = {
                        "u over the inputs (IPCC 2006 Vol. 1 eq. 3.1); the same for an "
                        "hour, a day and a year (systematic errors). Null while an input "
                        "tag has no instrument (listed in missing)."},
+    # The uncertainty of units' and the site's totals (web/uncertainty.py).
+    "TotalUncertainty": {**_obj({
+        "co2_t": _NUM, "co2_rel_uncertainty_pct": _NUM,
+        "co2_rel_expanded_uncertainty_pct": _NUM, "co2_expanded_uncertainty_t": _NUM,
+        "no_data": {"type": "array", "items": {"type": "string"}},
+        "unknown": {"type": "array", "items": {"type": "string"}}}),
+        "description": "The CO2 total of the sources with data (t) and its uncertainty: "
+                       "relative standard (k = 1, %), relative and absolute expanded "
+                       "(k = 2). Combined per instrument, so that one shared by several "
+                       "sources counts once; for independent sources IPCC 2006 Vol. 1 eq. "
+                       "3.2. no_data: sources without a value, left out; unknown: sources "
+                       "with a mass and an input without instrument (the figures are then "
+                       "null, as for a zero total or no data)."},
+    "Uncertainty": _obj({
+        "level": {"enum": ["hour", "day", "year"]}, "t": {"type": "string"},
+        "t_end": {"type": "string"}, "coverage_factor": {"type": "number"},
+        "sources": {"type": "array", "items": _obj({
+            "source": {"type": "string"}, "unit": {"type": "string"}, "co2_t": _NUM,
+            "co2_rel_uncertainty_pct": _NUM})},
+        "units": {"type": "array", "items": {"allOf": [
+            _obj({"unit": {"type": "string"}}), _ref("TotalUncertainty")]}},
+        "site": _ref("TotalUncertainty")}),
     "InstrumentRegister": _obj({
         "t": {"type": "string"}, "date": {"type": "string", "format": "date"},
         "timezone": {"type": "string"}, "due_soon_days": _INT,
@@ -483,6 +505,22 @@ def _paths() -> dict[str, Json]:
             "The instrument register: every tag with its instrument, calibration due date "
             "and state, and each source's CO2 uncertainty from its instruments",
             _json_response("the register", _ref("InstrumentRegister")), tags=("live",))},
+        f"{api}/uncertainty": {"get": _get(
+            "The CO2 uncertainty of each unit's and the site's total of an hour, a day or "
+            "the year to date, from the instruments and the stored masses",
+            _json_response("the totals (times plant local)", _ref("Uncertainty")),
+            params=[{"name": "level", "in": "query", "required": False,
+                     "schema": {"enum": ["hour", "day", "year"], "default": "hour"},
+                     "description": "hour: the plant hour containing t (default the last "
+                                    "complete one); day: the plant-local day containing t "
+                                    "(default yesterday); year: the year to date at t "
+                                    "(default now), its complete days and hours"},
+                    {"name": "t", "in": "query", "required": False, "example":
+                     "2026-01-01T08:00:00+08:00", "schema": {"type": "string",
+                                                             "format": "date-time"},
+                     "description": "a time in the period: ISO 8601 with a UTC offset, from "
+                                    "1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z"}],
+            errors={**_BAD, **_NO_HISTORIAN}, tags=("history",))},
         f"{api}/openapi.json": {"get": _get(
             "This description", _json_response("OpenAPI 3.1", {"type": "object"}),
             tags=("docs",))},

@@ -8,9 +8,10 @@ due date an engineer plans by); inside, "overdue" is a UTC instant: the start of
 plant-local day after the due date (`overdue_from`). On the due date itself an instrument
 is `due_soon` (0 days left); from the next day on it is `overdue`.
 
-Uncertainty (convention in compute/uncertainty.py): accuracy class a → u = a/√3, combined
-as the root-sum-square of sensitivity × u over the inputs of G = C·ρ·Q_sd. Sensitivities
-(the input's exponent in the product):
+Uncertainty (convention, sensitivity table and the math in compute/uncertainty.py, which
+the unit and site totals share; here the configuration's instruments are fed to it):
+accuracy class a → u = a/√3, combined as the root-sum-square of sensitivity × u over the
+inputs of G = C·ρ·Q_sd. Sensitivities (the input's exponent in the product):
   co2_pct 1; velocity_m_s 1 and flow_act_m3_h 1; dynamic_pressure_pa ½ (v ∝ √Pd);
   temp_c, static_pa, baro_pa 1, moisture_pct 1 and o2_wet_pct / o2_dry_pct 1 (when the
   moisture is derived from them). The last five are upper bounds, taken on purpose: an
@@ -34,7 +35,11 @@ from pydantic import Field
 from compute.config import CalculationConfig, Input, SourceConfig
 from compute.uncertainty import (
     K_EXPANDED,
-    product_rel_uncertainty_pct,
+    Components,
+    components_rel_pct,
+    plant_components,
+    source_components,
+    source_inputs,
     std_rel_from_accuracy_pct,
 )
 from drivers.config import DevicesConfig, InstrumentConfig
@@ -42,12 +47,6 @@ from model.schema import ConfigModel
 
 State = Literal["ok", "due_soon", "overdue", "unregistered"]
 STATES: Final[tuple[State, ...]] = ("ok", "due_soon", "overdue", "unregistered")
-
-# (input name, sensitivity) of a CEMS source's inputs, in the order the answer lists them.
-_SENSITIVITY: Final = (("co2_pct", 1.0), ("velocity_m_s", 1.0), ("flow_act_m3_h", 1.0),
-                       ("dynamic_pressure_pa", 0.5), ("temp_c", 1.0), ("static_pa", 1.0),
-                       ("baro_pa", 1.0), ("moisture_pct", 1.0), ("o2_wet_pct", 1.0),
-                       ("o2_dry_pct", 1.0))
 
 
 class InstrumentRegisterConfig(ConfigModel):
@@ -140,23 +139,6 @@ def _instrument_json(inst: InstrumentConfig | None, today: date, soon: int) -> d
             "state": state_of(inst, today, soon)}
 
 
-def _source_inputs(src: SourceConfig) -> list[tuple[str, Input, float]]:
-    """(input name, input, sensitivity) of every input entering the source's CO2 mass."""
-    inputs = src.inputs
-    out: list[tuple[str, Input, float]] = []
-    for name, c in _SENSITIVITY:
-        inp = getattr(inputs, name)
-        if not isinstance(inp, Input):
-            continue
-        if name == "moisture_pct" and inputs.co2_basis == "wet":
-            continue  # C_w/(1−Xsw) · Q·(1−Xsw): the moisture cancels
-        if name.startswith("o2_") and (inputs.moisture_pct is not None
-                                       or inputs.co2_basis == "wet"):
-            continue  # the O2s then enter only the flue-gas density (pitot), not G
-        out.append((name, inp, c))
-    return out
-
-
 def instruments_by_tag(cfg: DevicesConfig) -> dict[str, InstrumentConfig | None]:
     """Every tag id → its instrument block (None when unregistered)."""
     return {t.id: t.instrument for d in cfg.devices for t in d.tags}
@@ -172,9 +154,8 @@ def source_uncertainty(cfg: RegisterPlantConfig, src: SourceConfig, unit_id: str
     by_tag = instruments_by_tag(cfg) if by_tag is None else by_tag
     soon = cfg.instruments.due_soon_days
     rows: list[dict[str, Any]] = []
-    terms: list[tuple[float, float]] = []
     missing: list[str] = []
-    for name, inp, c in _source_inputs(src):
+    for name, inp, c in source_inputs(src):
         if inp.tag is None:
             rows.append({"input": name, "tag": None, "constant": inp.value, "accuracy_pct": None,
                          "rel_std_uncertainty_pct": 0.0, "sensitivity": c, "state": None})
@@ -183,24 +164,33 @@ def source_uncertainty(cfg: RegisterPlantConfig, src: SourceConfig, unit_id: str
         u = None if inst is None else std_rel_from_accuracy_pct(inst.accuracy_pct)
         if u is None:
             missing.append(inp.tag)
-        else:
-            terms.append((u, c))
         rows.append({"input": name, "tag": inp.tag, "constant": None,
                      "accuracy_pct": None if inst is None else inst.accuracy_pct,
                      "rel_std_uncertainty_pct": u, "sensitivity": c,
                      "state": state_of(inst, today, soon)})
-    u_c = None if missing else product_rel_uncertainty_pct(terms)
+    # compute/uncertainty.py: the same figure the unit and site totals are combined from.
+    accuracy = {r["tag"]: r["accuracy_pct"] for r in rows if r["tag"] is not None}
+    u_c = components_rel_pct(source_components(src, accuracy))
     return {"source": src.id, "unit": unit_id, "co2_rel_uncertainty_pct": u_c,
             "co2_rel_expanded_uncertainty_pct": None if u_c is None else K_EXPANDED * u_c,
             "coverage_factor": K_EXPANDED, "inputs": rows, "missing": missing,
             "periods": ["hour", "day", "month", "year"]}
 
 
+def accuracies_pct(by_tag: dict[str, InstrumentConfig | None]) -> dict[str, float | None]:
+    """Tag id → its instrument's accuracy class (% of reading), None when unregistered."""
+    return {t: None if i is None else i.accuracy_pct for t, i in by_tag.items()}
+
+
+def source_components_of(cfg: RegisterPlantConfig) -> dict[str, tuple[str, Components]]:
+    """Source id → (unit id, the instruments' shares of its CO2 uncertainty), for
+    compute.uncertainty.total_uncertainty (unit and site totals)."""
+    return plant_components(cfg, accuracies_pct(instruments_by_tag(cfg)))
+
+
 def co2_rel_uncertainties_pct(cfg: RegisterPlantConfig) -> dict[str, float | None]:
     """Each source's CO2 relative standard uncertainty (%, k = 1); None while unknown."""
-    by_tag = instruments_by_tag(cfg)
-    return {s.id: source_uncertainty(cfg, s, u.id, date.min, by_tag)["co2_rel_uncertainty_pct"]
-            for u, s in cfg.sources()}
+    return {s: components_rel_pct(c) for s, (_u, c) in source_components_of(cfg).items()}
 
 
 def register_json(cfg: RegisterPlantConfig, now: datetime) -> dict[str, Any]:

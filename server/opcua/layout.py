@@ -5,14 +5,18 @@ path so that they stay the same across restarts)::
 
     Objects/CarbonSCADA/<site id>/
       Units/<unit>/                 U1.Output, U1.CO2Today, U1.CO2FactorDay, U1.DataFlag …
+                                    U1.CO2RelUncertaintyHour / Day / YTD
         Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
       Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
+      Totals/                       Totals.CO2RelUncertaintyHour / Day / YTD (the site's)
       Tags/<device>/<tag>           Tags.cems1.s1_co2
       Alarms/<rule>                 Alarms.s1_rate (an AlarmConditionType)
 
 Minute values change every minute; CO2Hour with every closed hour (the hour's value,
 substituted if invalid), the unit's day values with every closed day, the allowance
-position at the end of every hour. Each carries the start of its period (the allowance:
+position at the end of every hour, the units' and the site's CO2 uncertainty of the hour
+and the year to date with every closed hour and of the day with every closed day
+(server/opcua/uncertainty.py). Each carries the start of its period (the allowance:
 the time it refers to) as source timestamp. A value that is missing (NaN) carries
 BadWaitingForInitialData or its flag's Bad status, never Good (value_status). Names and
 descriptions are kept in English and Chinese (NodeTexts); server.opcua.locales answers
@@ -34,6 +38,7 @@ from asyncua import ua
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from compute.uncertainty import Components, components_rel_pct
 from model.errors import ConfigError
 from model.flags import DataFlag
 from model.records import (
@@ -45,7 +50,7 @@ from model.records import (
 )
 from server.config import PlantConfig
 from server.heap import collection_paused
-from web.register import co2_rel_uncertainties_pct
+from web.register import source_components_of
 
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
@@ -277,6 +282,20 @@ CO2_UNCERTAINTY = VarSpec(
     "hour, a day or a year, from the instruments' accuracy (instrument register)",
     "CO2排放量相对标准不确定度（k=1，由仪表准确度计算，适用于小时、日、年）")
 
+# The uncertainty of a unit's or the site's CO2 total (compute/uncertainty.py), per level:
+# the last complete hour, the last complete day and the year to date (complete hours).
+TOTAL_UNCERTAINTY: tuple[tuple[str, VarSpec], ...] = (
+    ("hour", VarSpec("CO2RelUncertaintyHour", "%", "Relative standard uncertainty (k = 1) of "
+                     "the CO2 emitted in the last complete hour, from the instruments",
+                     "上一完整小时CO2排放量相对标准不确定度（k=1）")),
+    ("day", VarSpec("CO2RelUncertaintyDay", "%", "Relative standard uncertainty (k = 1) of "
+                    "the CO2 emitted yesterday, from the instruments",
+                    "昨日CO2排放量相对标准不确定度（k=1）")),
+    ("ytd", VarSpec("CO2RelUncertaintyYTD", "%", "Relative standard uncertainty (k = 1) of "
+                    "the CO2 emitted this year, from the instruments",
+                    "本年累计CO2排放量相对标准不确定度（k=1）")),
+)
+
 DATA_FLAG = VarSpec("DataFlag", "", "HJ 212 data flag of the last minute",
                     "数据标记（HJ 212）", text=True)
 
@@ -342,6 +361,10 @@ class _Layout:
     hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
     # Each source's CO2RelUncertainty and its value (None: an input has no instrument).
     uncertainty: list[tuple[ua.NodeId, float | None]] = field(default_factory=list)
+    # Source → (unit, the instruments' shares of its uncertainty), for the totals.
+    components: dict[str, tuple[str, Components]] = field(default_factory=dict)
+    # Level (hour, day, ytd) → unit → its CO2RelUncertainty<Level>; "" is the site's.
+    totals: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)
     unit_days: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float], bool]]] = field(
         default_factory=dict)  # unit → its day variables (and whether one is the reconciliation)
     tags: dict[str, ua.NodeId] = field(default_factory=dict)
@@ -472,7 +495,11 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
     out.site = site
     out.alarms = b.obj(site, "Alarms", "Alarms", "Alarms", "报警", what="the Alarms folder",
                        folder=True)
-    uncertainty = co2_rel_uncertainties_pct(cfg)  # one pass over the tags
+    totals = b.obj(site, "Totals", "Totals", "Site totals", "全厂合计",
+                   what="the Totals object", folder=False)
+    out.totals = {level: {"": b.variable(totals, f"Totals.{spec.name}", spec, what="totals")}
+                  for level, spec in TOTAL_UNCERTAINTY}
+    out.components = source_components_of(cfg)  # one pass over the tags
     for i, unit in enumerate(cfg.units):
         upath = f"units[{i}]"
         unode = b.obj(units, unit.id, unit.id, unit.name, unit.name_zh, what=f"{upath}.id",
@@ -488,6 +515,9 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                 spec = dataclasses.replace(spec, eu_range=(-limit, limit))
             out.unit_days[unit.id].append(
                 (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), dget, is_diff))
+        for level, spec in TOTAL_UNCERTAINTY:
+            out.totals[level][unit.id] = b.variable(unode, f"{unit.id}.{spec.name}", spec,
+                                                    what=upath)
         uflag = b.variable(unode, f"{unit.id}.{DATA_FLAG.name}", DATA_FLAG, what=upath)
         out.units[unit.id] = (uwrites, uflag)
         sources = b.obj(unode, f"{unit.id}.Sources", "Sources", "Sources", "排放源",
@@ -504,7 +534,7 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                                            what=spath)
             out.uncertainty.append((b.variable(
                 snode, f"{prefix}.{CO2_UNCERTAINTY.name}", CO2_UNCERTAINTY, what=spath),
-                uncertainty[src.id]))
+                components_rel_pct(out.components[src.id][1])))
             sflag = b.variable(snode, f"{prefix}.{DATA_FLAG.name}", DATA_FLAG, what=spath)
             out.sources[src.id] = (swrites, sflag)
     for i, dev in enumerate(cfg.devices):

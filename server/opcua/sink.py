@@ -76,6 +76,7 @@ from server.opcua.layout import (
 from server.opcua.locales import _LocaleInternalServer, set_build_info
 from server.opcua.minutes import SourceColumnWriter
 from server.opcua.pki import ClientValidator, Pki, host_names
+from server.opcua.uncertainty import total_items, write_source_uncertainty
 from server.opcua.users import (
     _Server,
     _UserManager,
@@ -146,6 +147,9 @@ class OpcUaSink:
         self._writer: ValueWriter | None = None
         self._samples: SampleWriter | None = None
         self._minute_sources: SourceColumnWriter | None = None
+        # The sources' running year totals of the latest minute (ids, t): the masses of
+        # the year-to-date uncertainty written with each closed hour (uncertainty.py).
+        self._ytd_t: tuple[tuple[str, ...], list[float]] | None = None
         self._zone = ZoneInfo(config.site.timezone)
         self._conditions: dict[str, _Condition] = {}
         self._by_node: dict[ua.NodeId, _Condition] = {}
@@ -188,13 +192,8 @@ class OpcUaSink:
                                 f"{res.StatusCode.name}")
         now = _ts(datetime.now(UTC))
         await write_initial(server.iserver, layout.initial, _WAITING, now)
-        # An input tag with no instrument registered: the uncertainty is not known.
-        no_instrument = _status(StatusCodes.BadConfigurationError)
-        for nid, u_pct in layout.uncertainty:  # constant while the configuration is
-            await server.iserver.write_attribute_value(nid, ua.DataValue(
-                ua.Variant(math.nan if u_pct is None else u_pct, ua.VariantType.Double),
-                no_instrument if u_pct is None else _GOOD, ServerTimestamp=now,
-                SourceTimestamp=now))
+        writer = ValueWriter(server)
+        await write_source_uncertainty(writer, layout, now)  # the sources' own figures
         if self.history is not None:
             await install(server.iserver, layout, self.history, series, self.config.site.id,
                           self._zone)
@@ -208,7 +207,7 @@ class OpcUaSink:
                             f"{os_error_text(exc)}") from None
         self._layout = layout
         self._server = server
-        self._writer = ValueWriter(server)
+        self._writer = writer
         self._samples = SampleWriter(self._writer, layout.tags)
         self._minute_sources = SourceColumnWriter(self._writer, layout)
 
@@ -279,9 +278,13 @@ class OpcUaSink:
         if cols is not None:  # the minute cycle's columns: no record per source
             assert self._minute_sources is not None  # set with the writer
             await self._minute_sources.write(cols, t, now)
+            self._ytd_t = (cols.sources, cols.co2_ytd_t.tolist())  # a copy: arrays are reused
         else:
             for src in result.sources:
                 write(layout.sources.get(src.source), src)
+            if result.sources:
+                self._ytd_t = (tuple(s.source for s in result.sources),
+                               [s.co2_ytd_t for s in result.sources])
         for unit in result.units:
             write(layout.units.get(unit.unit), unit)
         await writer.write_nodes(items)
@@ -298,23 +301,37 @@ class OpcUaSink:
                                 value_status(value, status), SourceTimestamp=_ts(t),
                                 ServerTimestamp=now)
 
+        # The units' and the site's uncertainty of the period (and, with an hour, of the
+        # year to date) go in the same block as its other values; computed off the loop.
+        masses = {src.source: src.co2_t for src in records.sources}
+        ytd = self._ytd_t if records.level == "hour" else None
+        ts, ts_end = _ts(records.t), _ts(records.t_end)
+
+        def totals() -> list[tuple[ua.NodeId, ua.DataValue]]:
+            out = total_items(layout, records.level, masses, ts, now)
+            if ytd is not None:  # as of the end of the hour, as the allowance position
+                out += total_items(layout, "ytd", dict(zip(*ytd, strict=True)), ts_end, now)
+            return out
+
+        items = await asyncio.to_thread(totals)
         if records.level == "hour":
             for src in records.sources:
                 nid = layout.hours.get(src.source)
                 if nid is not None:
-                    await writer.write(nid, dv(src.co2_t, hour_status(src), records.t))
+                    items.append((nid, dv(src.co2_t, hour_status(src), records.t)))
             if records.allowance is not None:
                 # An accounting figure without a flag, as of the end of the hour.
-                for anid, aget in layout.allowance:
-                    await writer.write(
-                        anid, dv(aget(records.allowance), _GOOD, records.t_end))
+                items += [(anid, dv(aget(records.allowance), _GOOD, records.t_end))
+                          for anid, aget in layout.allowance]
+            await writer.write_nodes(items)
             return
         for unit in records.units:
             status = total_status_of(unit.flag)
             for unid, uget, is_diff in layout.unit_days.get(unit.unit, ()):
                 code = (_status(StatusCodes.UncertainEngineeringUnitsExceeded)
                         if is_diff and unit.reconciliation_exceeded else status)
-                await writer.write(unid, dv(uget(unit), code, records.t))
+                items.append((unid, dv(uget(unit), code, records.t)))
+        await writer.write_nodes(items)
 
     async def on_samples(self, block: SampleBlock) -> None:
         """Write the latest value of each raw tag in the block; unknown tags are ignored."""
