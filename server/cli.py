@@ -504,6 +504,26 @@ def _add_opcua(sub: Any) -> None:
     tr.set_defaults(func=_cmd_opcua_trust)
 
 
+def _cmd_hj212_platform(args: argparse.Namespace) -> int:
+    from server.hj212.simulator import serve
+
+    asyncio.run(serve(args.host, args.port, tz=args.tz, withhold_acks=args.withhold_acks,
+                      ack_delay_s=args.ack_delay))
+    return 0
+
+
+def _add_hj212_platform(sub: Any) -> None:
+    hp = sub.add_parser("hj212-platform", help="run an HJ 212-2017 platform simulator (for the "
+                        "demo and tests) and print every packet a data logger sends it")
+    hp.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    hp.add_argument("--port", type=int, required=True, help="TCP port (0: a free one)")
+    hp.add_argument("--tz", default="Asia/Shanghai", help="plant time zone of HJ 212 times")
+    hp.add_argument("--withhold-acks", action="store_true", help="never answer 9014")
+    hp.add_argument("--ack-delay", type=float, default=0.0, metavar="S",
+                    help="seconds before each 9014")
+    hp.set_defaults(func=_cmd_hj212_platform)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `carbonscada` command."""
     p = argparse.ArgumentParser(prog="carbonscada",
@@ -542,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_user_audit(sub)
     _add_opcua(sub)
     _add_backup(sub)
+    _add_hj212_platform(sub)
     return p
 
 
