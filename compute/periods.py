@@ -486,10 +486,13 @@ class PeriodCycle:
         manual = self._set_hours(hours, h0)
         streams = self._stream_hours(h0, h1)
         unit_factor = [self._factor_sum([streams[r].co2_t for r in rs]) for rs in self._direct]
-        sub_co2, notes = self._substitutes(hours, unit_factor)
+        sub_co2, notes, sub_conc, sub_flow = self._substitutes(hours, unit_factor)
         sources = rollup.hour_records(self.source_ids, h0, hours, sub_co2, self._rule_names)
         sources = tuple(replace(s, substitution_note=notes[i]) if notes[i] else s
                         for i, s in enumerate(sources))
+        sources = tuple(replace(s, substitute_co2_dry_pct=float(sub_conc[i]),
+                                substitute_flow_std_dry_m3_h=float(sub_flow[i]))
+                        if s.substituted else s for i, s in enumerate(sources))
         not_running = self._not_running(self._sflag, hours.flag)
         sources = tuple(replace(s, missing_reason=NOT_RUNNING) if not_running[i] else s
                         for i, s in enumerate(sources))
@@ -589,10 +592,14 @@ class PeriodCycle:
         return math.fsum(values)
 
     def _substitutes(self, hours: rollup.HourArrays,
-                     unit_factor: Sequence[float]) -> tuple[F64, list[str]]:
-        """Per source: the substitute t CO2 of an invalid hour (NaN: none) and why none."""
+                     unit_factor: Sequence[float]) -> tuple[F64, list[str], F64, F64]:
+        """Per source: the substitute t CO2 of an invalid hour (NaN: none), why none, and the
+        substitute concentration (% dry) and flow (m³/h std dry) it is computed from (NaN
+        for factor_method, whose mass is no concentration × flow)."""
         n = len(self.source_ids)
         sub = np.full(n, np.nan)
+        sub_conc = np.full(n, np.nan)
+        sub_flow = np.full(n, np.nan)
         notes = [""] * n
         rows = []
         for i, rule in enumerate(self._rules):
@@ -603,7 +610,7 @@ class PeriodCycle:
                 continue
             rows.append(i)
         if not rows:
-            return sub, notes
+            return sub, notes, sub_conc, sub_flow
 
         def lookback(hist: deque[F64], now: F64) -> F64:
             return np.column_stack([*hist, now])[rows] if hist else now[rows, None]
@@ -622,7 +629,9 @@ class PeriodCycle:
             sub[i] = out.co2_t[r, last]
             if not math.isfinite(sub[i]):
                 notes[i] = out.reason(r, last)
-        return sub, notes
+            # The hour is invalid as a whole (one mask), so both parameters are substitutes.
+            sub_conc[i], sub_flow[i] = out.co2_dry_pct[r, last], out.flow_std_dry_m3_h[r, last]
+        return sub, notes, sub_conc, sub_flow
 
     def _stream_hours(self, h0: datetime, h1: datetime) -> list[StreamPeriod]:
         """Quantity and CO2 of every stream in the open hour."""

@@ -416,6 +416,11 @@ class PeriodResult:
     # minutes (hours of a day) of it were never calculated because the server was not
     # running. The flag stays B (HJ 212 has no letter for it); "" otherwise.
     missing_reason: str = ""
+    # A substituted hour: the concentration and flow its substitute mass was computed from
+    # (co2_t = C · ρ · Q / 100 / 1000), so that it can be checked by hand; NaN otherwise (and
+    # for factor_method substitutes and days, which have no such pair).
+    substitute_co2_dry_pct: float = float("nan")
+    substitute_flow_std_dry_m3_h: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
-    from server.recalc import recalculate, write_minute_results, write_period_results
+    from server.recalc import (
+        recalculate,
+        result_paths,
+        write_minute_results,
+        write_period_results,
+    )
 
     plant = load_plant(args.config)
     plan = plant.plan()
@@ -87,11 +92,25 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
 
         records = records_of(read_entries_csv(Path(args.entries)), qa_limits(plant.config))
         plan = plant.plan(records)
-    with _open_out(args.out) as out:
-        batches = recalculate(plan, Path(args.samples))
-        rows = (write_minute_results(out, plant.config, batches) if args.level == "minute"
-                else write_period_results(out, plan, batches, args.level))
-    log.info("%d result rows written to %s", rows, args.out)
+    batches = recalculate(plan, Path(args.samples))
+    if args.level == "minute":
+        with _open_out(args.out) as out:
+            rows = write_minute_results(out, plant.config, batches)
+        log.info("%d result rows written to %s", rows, args.out)
+        return 0
+    # Hours and longer: the source rows in --out, the stream, unit and allowance rows in
+    # files of their own beside it (RESULTS-streams.csv …): each a plain table a spreadsheet
+    # opens with its own columns. All are put in place together, only when all are complete.
+    extra = {} if args.out == "-" else {k: str(p) for k, p in result_paths(Path(args.out)).items()}
+    if args.out == "-":
+        log.warning("--out -: only the source rows are written (stream, unit and allowance "
+                    "rows need a file name)")
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(_open_out(args.out))
+        files = {k: stack.enter_context(_open_out(p)) for k, p in extra.items()}
+        rows = write_period_results(out, plan, batches, args.level, **files)
+    log.info("%d source rows written to %s%s", rows, args.out,
+             "".join(f", {k} to {p}" for k, p in extra.items()))
     return 0
 
 
@@ -540,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("-c", "--config", required=True, help="plant configuration")
     rc.add_argument("--samples", required=True,
                     help="CSV with header timestamp,tag,value[,flag]")
-    rc.add_argument("--out", required=True, help="results CSV ('-' for standard output)")
+    rc.add_argument("--out", required=True, help="results CSV ('-' for standard output); "
+                    "hours and longer also write OUT-streams.csv, OUT-units.csv and "
+                    "OUT-allowance.csv beside it")
     rc.add_argument("--level", choices=["minute", "hour", "day", "month", "year"],
                     default="minute", help="period of the result rows (default minute)")
     rc.add_argument("--entries", help="entries CSV (carbonscada entries): lab factors, "

@@ -135,6 +135,8 @@ _ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),
                   ("alarm_journal", "shelved_until_ms", "INTEGER"),
                   *((f"source_{lv}", "missing_reason", "TEXT NOT NULL DEFAULT ''")
                     for lv in ("hour", "day")),
+                  *((f"source_{lv}", c, "REAL") for lv in ("hour", "day")
+                    for c in ("substitute_co2_dry_pct", "substitute_flow_std_dry_m3_h")),
                   *((f"unit_{lv}", c, d) for lv in ("hour", "day") for c, d in (
                       ("intensity_flag", "TEXT NOT NULL DEFAULT 'N'"),
                       ("intensity_n_valid", "INTEGER NOT NULL DEFAULT 0"))))
@@ -149,7 +151,7 @@ _SOURCE_FIELDS = ("flow_act_m3_h", "flow_std_dry_m3_h", "co2_dry_pct", "co2_mg_m
 _PERIOD_SOURCE = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
                   "co2_measured_t", "valid", "flag", "n_valid", "substituted",
                   "substitution_rule", "n_substituted", "n_missing", "substitution_note",
-                  "missing_reason")
+                  "missing_reason", "substitute_co2_dry_pct", "substitute_flow_std_dry_m3_h")
 _PERIOD_STREAM = ("unit", "t_end_ms", "quantity", "quantity_unit", "co2_t", "factor_version",
                   "method", "valid", "flag", "n_valid", "note")
 _PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "valid", "flag",
@@ -865,11 +867,11 @@ def _owner_ms(by_t: dict[int, Any], t_ms: int) -> int | None:
 
 def _source_period(row: Any) -> PeriodResult:
     (source, t_ms, conc, flow, rate, co2, measured, valid, flag, n_valid, substituted, rule,
-     n_sub, n_miss, note, reason) = row
+     n_sub, n_miss, note, reason, sub_conc, sub_flow) = row
     return PeriodResult(source, from_ms(t_ms), _null_to_nan(conc), _null_to_nan(flow),
                         _null_to_nan(rate), _null_to_nan(co2), _null_to_nan(measured),
                         bool(valid), DataFlag[flag], n_valid, bool(substituted), rule, n_sub,
-                        n_miss, note, reason)
+                        n_miss, note, reason, _null_to_nan(sub_conc), _null_to_nan(sub_flow))
 
 
 def _stream_period(row: Any) -> StreamPeriod:

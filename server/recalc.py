@@ -1,5 +1,11 @@
 """Recalculation from raw samples (auditors, factor corrections) and the sample export.
 
+RESULTS.csv holds one row per source and period; at hour, day, month and year level the
+stream (emission-factor method, with the factor version and the factors used), unit
+(CEMS, factor method, output, intensity, reconciliation) and site allowance rows go to
+RESULTS-streams.csv, RESULTS-units.csv and RESULTS-allowance.csv beside it. Every column
+names its unit (co2_t, flow_std_dry_m3_h, n_valid_min / n_valid_h / n_valid_d …).
+
 SAMPLES.csv: header `timestamp,tag,value[,flag]`; timestamp ISO 8601 with offset, or
 epoch seconds; flag an HJ 212 letter, default N. The export writes ISO 8601 UTC with
 microseconds and values with every digit, so that a recalculation of exported samples
@@ -28,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from compute import kernels, periods
+from compute import derived, factors, kernels, periods
 from compute.clock import PlantClock
 from compute.config import CalculationConfig
 from compute.minute import MinuteArrays, MinuteCalculator
@@ -36,7 +42,14 @@ from compute.periods import PeriodCycle, Readings, arrays_batch
 from compute.plan import CalculationPlan
 from model.errors import CarbonScadaError, InvalidValueError
 from model.flags import DataFlag
-from model.records import PeriodRecords, PeriodResult, RawWindow
+from model.records import (
+    AllowancePosition,
+    PeriodRecords,
+    PeriodResult,
+    RawWindow,
+    StreamPeriod,
+    UnitPeriod,
+)
 from model.times import EARLIEST_S, LATEST_S, RANGE_TEXT
 
 F64 = npt.NDArray[np.float64]
@@ -575,76 +588,284 @@ def write_minute_results(out: TextIO, config: CalculationConfig,
     return n
 
 
-def _totals(config: CalculationConfig, days: Iterable[PeriodRecords],
-            level: str) -> Iterator[tuple[datetime, list[PeriodResult]]]:
+# Counted subperiods, by level: an hour counts minutes, a day hours, a month or year days.
+COUNT_UNIT = {"hour": "min", "day": "h", "month": "d", "year": "d"}
+RESULT_KINDS = ("streams", "units", "allowance")  # files written next to RESULTS.csv
+# The formula of each method, in the factor columns' names (compute/factors.py).
+FORMULA = {"ncv_cc_of": "quantity*ncv*cc_tc_gj*of*44/12",
+           "measured_carbon": "quantity*c_ar*of*44/12",
+           "electricity": "quantity*ef_tco2_mwh", "heat": "quantity*ef_tco2_gj",
+           "process": "quantity*ef_tco2_t"}
+ALLOWANCE_FIELDS = ("annual_t", "ytd_t", "year_fraction", "days_left_d", "trailing_30d_t",
+                    "prorated_t", "used_pct", "headroom_t", "forecast_year_end_t",
+                    "forecast_shortfall_t", "carbon_price_cny_t", "shortfall_cost_cny")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFiles:
+    """Where recalc writes each kind of period row; None: that kind is not written."""
+
+    sources: TextIO
+    streams: TextIO | None = None
+    units: TextIO | None = None
+    allowance: TextIO | None = None
+
+
+def result_paths(out: Path) -> dict[str, Path]:
+    """The stream, unit and allowance files next to RESULTS.csv: RESULTS-streams.csv …"""
+    return {k: out.with_name(f"{out.stem}-{k}{out.suffix or '.csv'}") for k in RESULT_KINDS}
+
+
+@dataclass(frozen=True, slots=True)
+class _Period:
+    """One period's rows of every kind, and the allowance position at its end."""
+
+    t: datetime
+    t_end: datetime
+    sources: Sequence[PeriodResult]
+    streams: Sequence[StreamPeriod]
+    units: Sequence[UnitPeriod]
+    allowance: AllowancePosition | None
+    allowance_at: datetime | None  # the end of the hour the position is of
+
+
+def _flag_of(n_valid: int, n_needed: int, flags: Iterable[DataFlag]) -> DataFlag:
+    """N when every subperiod is there and valid, else the worst flag (B when none worse)."""
+    worst = max((int(f) for f in flags), default=0)
+    return DataFlag(0 if n_valid == n_needed else worst or int(DataFlag.B))
+
+
+def _sum_or_nan(values: Iterable[float]) -> float:
+    xs = [x for x in values if math.isfinite(x)]
+    return math.fsum(xs) if xs else math.nan
+
+
+def _source_totals(config: CalculationConfig, clock: PlantClock, start: datetime,
+                   end: datetime, group: Sequence[PeriodRecords]) -> list[PeriodResult]:
     """Month or year totals of each source from its days (compute/rollup.py rollup_total):
     Σ of the days' CO2; valid when every day of the period is there and valid."""
+    n_days = round((end - start).total_seconds() / (24 * 60 * config.clock.minute_seconds))
+    out = []
+    for i, sid in enumerate(s.id for _, s in config.sources()):
+        ds = [g.sources[i] for g in group]
+        n_valid = sum(d.valid for d in ds)
+        flag = _flag_of(n_valid, n_days, (d.flag for d in ds))
+        n_sub = sum(d.n_substituted for d in ds)
+        rules = sorted({d.substitution_rule for d in ds if d.substitution_rule})
+        out.append(PeriodResult(
+            sid, start, math.nan, math.nan, math.nan, _sum_or_nan(d.co2_t for d in ds),
+            _sum_or_nan(d.co2_measured_t for d in ds), flag is DataFlag.N, flag,
+            n_valid, n_sub > 0, ",".join(rules), n_sub,
+            sum(d.n_missing for d in ds)
+            + periods.hours_of_absent_days(clock, start, end, [g.t for g in group])))
+    return out
+
+
+def _stream_totals(config: CalculationConfig, start: datetime, end: datetime,
+                   group: Sequence[PeriodRecords]) -> list[StreamPeriod]:
+    """Month or year totals of each stream and factor version in force from its days:
+    Σ quantity and Σ CO2 (n_valid_d: the version's valid days); valid when every day of
+    the period has the stream valid (a day that changes version counts once)."""
+    n_days = round((end - start).total_seconds() / (24 * 60 * config.clock.minute_seconds))
+    by: dict[tuple[str, str], list[StreamPeriod]] = {}
+    bad_days: dict[str, set[datetime]] = {}
+    all_days: dict[str, set[datetime]] = {}
+    for g in group:
+        for s in g.streams:
+            by.setdefault((s.stream, s.factor_version), []).append(s)
+            all_days.setdefault(s.stream, set()).add(g.t)
+            if not s.valid:
+                bad_days.setdefault(s.stream, set()).add(g.t)
+    out = []
+    for (stream, version), rs in by.items():
+        days_valid = len({r_.t for r_ in rs if r_.valid})
+        stream_valid = len(all_days[stream] - bad_days.get(stream, set()))
+        flag = _flag_of(stream_valid, n_days, (r_.flag for r_ in rs))
+        out.append(StreamPeriod(
+            rs[0].stream, rs[0].unit, max(start, rs[0].t), min(end, rs[-1].t_end),
+            _sum_or_nan(r_.quantity for r_ in rs), rs[0].quantity_unit,
+            _sum_or_nan(r_.co2_t for r_ in rs), version, rs[0].method, flag is DataFlag.N,
+            flag, days_valid, "; ".join(sorted({r_.note for r_ in rs if r_.note}))))
+    return out
+
+
+def _unit_totals(config: CalculationConfig, start: datetime, end: datetime,
+                 group: Sequence[PeriodRecords]) -> list[UnitPeriod]:
+    """Month or year totals of each unit from its days: Σ CEMS, Σ factor method, Σ output;
+    intensity over the days with a valid intensity; reconciliation of the sums."""
+    n_days = round((end - start).total_seconds() / (24 * 60 * config.clock.minute_seconds))
+    out = []
+    for u, unit in enumerate(config.units):
+        ds = [g.units[u] for g in group]
+        cems = _sum_or_nan(d.co2_cems_t for d in ds)
+        factor = _sum_or_nan(d.co2_factor_t for d in ds)
+        ok = [d for d in ds if d.intensity_flag is DataFlag.N and d.output_mwh > 0]
+        i_cems = math.fsum(d.co2_cems_t for d in ok)
+        i_out = math.fsum(d.output_mwh for d in ok)
+        flag = _flag_of(sum(d.valid for d in ds), n_days, (d.flag for d in ds))
+        i_flag = _flag_of(len(ok), n_days, (d.intensity_flag for d in ds))
+        diff, exceeded = math.nan, False
+        if config.reconciliation is not None and math.isfinite(factor):
+            rec = derived.reconcile(cems, factor, config.reconciliation.limit_pct)
+            diff, exceeded = float(rec.diff_pct), bool(rec.exceeds)
+        out.append(UnitPeriod(unit.id, start, cems, factor,
+                              _sum_or_nan(d.output_mwh for d in ds),
+                              i_cems / i_out if i_out > 0 else math.nan, flag is DataFlag.N,
+                              flag, diff, exceeded, i_flag, len(ok)))
+    return out
+
+
+_Position = tuple[AllowancePosition | None, datetime | None]  # and the end of its hour
+
+
+def _day_groups(config: CalculationConfig, records: Iterable[PeriodRecords], level: str
+                ) -> Iterator[tuple[datetime, datetime, list[PeriodRecords], _Position]]:
+    """The days of each month or year (level), with the allowance position at the end of
+    the last hour before the group's last day closed."""
     clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
-
-    def key(t: datetime) -> tuple[int, int]:
-        loc = clock.scaled_local(t)
-        return (loc.year, loc.month if level == "month" else 1)
-
-    def close(group: list[PeriodRecords]) -> tuple[datetime, list[PeriodResult]]:
-        bounds = clock.month_bounds if level == "month" else clock.year_bounds
-        start, end = bounds(group[0].t)
-        n_days = round((end - start).total_seconds() / (24 * 60 * config.clock.minute_seconds))
-        out = []
-        for i, sid in enumerate(s.id for _, s in config.sources()):
-            ds = [g.sources[i] for g in group]
-            co2 = [d.co2_t for d in ds if math.isfinite(d.co2_t)]
-            measured = [d.co2_measured_t for d in ds if math.isfinite(d.co2_measured_t)]
-            n_valid = sum(d.valid for d in ds)
-            worst = max((int(d.flag) for d in ds), default=0)
-            flag = DataFlag(0 if n_valid == n_days else worst or int(DataFlag.B))
-            n_sub = sum(d.n_substituted for d in ds)
-            rules = sorted({d.substitution_rule for d in ds if d.substitution_rule})
-            out.append(PeriodResult(
-                sid, start, math.nan, math.nan, math.nan,
-                math.fsum(co2) if co2 else math.nan,
-                math.fsum(measured) if measured else math.nan, flag is DataFlag.N, flag,
-                n_valid, n_sub > 0, ",".join(rules), n_sub,
-                sum(d.n_missing for d in ds)
-                + periods.hours_of_absent_days(clock, start, end, [g.t for g in group])))
-        return start, out
-
+    bounds = clock.month_bounds if level == "month" else clock.year_bounds
+    last: _Position = (None, None)
+    at_end: _Position = (None, None)
     group: list[PeriodRecords] = []
-    for day in days:
-        if group and key(day.t) != key(group[0].t):
-            yield close(group)
+    for r in records:
+        if r.level == "hour":
+            last = (r.allowance, r.t_end)
+            continue
+        if group and bounds(r.t) != bounds(group[0].t):
+            yield (*bounds(group[0].t), group, at_end)
             group = []
-        group.append(day)
+        group.append(r)
+        at_end = last
     if group:
-        yield close(group)
+        yield (*bounds(group[0].t), group, at_end)
 
 
-def write_period_results(out: TextIO, plan: CalculationPlan, batches: Iterable[RecalcBatch],
-                         level: str) -> int:
-    """RESULTS.csv at hour, day, month or year level: one row per source and period.
+def _totals(config: CalculationConfig, days: Iterable[PeriodRecords],
+            level: str) -> Iterator[tuple[datetime, list[PeriodResult]]]:
+    """Month or year totals of each source from its days (see _source_totals)."""
+    clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
+    for start, end, group, _ in _day_groups(config, days, level):
+        yield start, _source_totals(config, clock, start, end, group)
 
-    Month and year rows sum the days (n_valid: valid days; n_substituted, n_missing: hours);
-    they have no concentration or flow. Returns the number of rows.
+
+def _periods(config: CalculationConfig, records: Iterable[PeriodRecords],
+             level: str) -> Iterator[_Period]:
+    """The periods of `level` with their rows; the allowance position at a period's end is
+    its last hour's."""
+    if level in ("hour", "day"):
+        last: _Position = (None, None)
+        for r in records:
+            if r.level == "hour":
+                last = (r.allowance, r.t_end)
+            if r.level == level:
+                yield _Period(r.t, r.t_end, r.sources, r.streams, r.units, *last)
+        return
+    clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
+    for start, end, group, at_end in _day_groups(config, records, level):
+        yield _Period(start, end, _source_totals(config, clock, start, end, group),
+                      _stream_totals(config, start, end, group),
+                      _unit_totals(config, start, end, group), *at_end)
+
+
+def _source_header(level: str) -> tuple[str, ...]:
+    n = COUNT_UNIT[level]
+    return ("period_start", "source", "unit", *PERIOD_FIELDS, "valid", "flag", f"n_valid_{n}",
+            "substituted", "substitution_rule", "n_substituted_h", "n_missing_h",
+            "substitute_co2_dry_pct", "substitute_flow_std_dry_m3_h", "substitution_note")
+
+
+def _stream_header(level: str) -> tuple[str, ...]:
+    counts = (("n_valid_min", "n_valid_readings") if level == "hour"
+              else (f"n_valid_{COUNT_UNIT[level]}",))
+    return ("period_start", "period_end", "stream", "unit", "method", "quantity",
+            "quantity_unit", "co2_t", "factor_version", "factor_source", "formula",
+            *factors.FACTOR_UNITS, "valid", "flag", *counts, "note")
+
+
+def _unit_header(level: str) -> tuple[str, ...]:
+    n = COUNT_UNIT[level]
+    return ("period_start", "unit", "co2_cems_t", "co2_factor_t", "output_mwh",
+            "intensity_t_mwh", "intensity_flag", f"intensity_n_valid_{n}", "valid", "flag",
+            "reconciliation_diff_pct", "reconciliation_exceeded")
+
+
+def write_records(files: ResultFiles, plan: CalculationPlan, records: Iterable[PeriodRecords],
+                  level: str) -> dict[str, int]:
+    """The source, stream, unit and allowance rows of every period of `level` (hour, day,
+    month, year) from closed hours and days; returns the row count of each kind.
+
+    Every column names its unit: t, kg/h, %, m³/h; n_valid_min / n_valid_h / n_valid_d
+    count valid minutes / hours / days. A stream row gives the factor version in force and
+    the factors its formula used (the others blank), so its co2_t can be recomputed by hand.
     """
     config = plan.config
     unit_of = {s.id: u.id for u, s in config.sources()}
-    records = recalculate_periods(plan, batches)
-    rows: Iterable[tuple[datetime, Sequence[PeriodResult]]]
-    if level in ("hour", "day"):
-        rows = ((r.t, r.sources) for r in records if r.level == level)
-    else:
-        rows = _totals(config, (r for r in records if r.level == "day"), level)
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(("period_start", "source", "unit", *PERIOD_FIELDS, "valid", "flag",
-                "n_valid", "substituted", "substitution_rule", "n_substituted", "n_missing"))
-    n = 0
-    for t, sources in rows:
-        for r in sources:
-            w.writerow((_iso(t), r.source, unit_of[r.source],
-                        *(_num(getattr(r, f)) for f in PERIOD_FIELDS), int(r.valid),
-                        r.flag.name, r.n_valid, int(r.substituted), r.substitution_rule,
-                        r.n_substituted, r.n_missing))
-            n += 1
+    counter_streams = {s.id for _, s in config.streams() if s.counter is not None}
+    versions = {v.id: v for name in plan.factors.streams for v in plan.factors.versions(name)}
+    site = config.site.id
+    out: dict[str, TextIO | None] = {"sources": files.sources, "streams": files.streams,
+                                     "units": files.units, "allowance": files.allowance}
+    headers = {"sources": _source_header(level), "streams": _stream_header(level),
+               "units": _unit_header(level),
+               "allowance": ("period_start", "position_at", "site", *ALLOWANCE_FIELDS)}
+    writers = {k: csv.writer(f, lineterminator="\n") for k, f in out.items() if f is not None}
+    for k, w in writers.items():
+        w.writerow(headers[k])
+    n = dict.fromkeys(out, 0)
+
+    def row(kind: str, cells: Iterable[object]) -> None:
+        if kind in writers:
+            writers[kind].writerow(cells)
+            n[kind] += 1
+
+    for p in _periods(config, records, level):
+        start = _iso(p.t)
+        for r in p.sources:
+            row("sources", (start, r.source, unit_of[r.source],
+                            *(_num(getattr(r, f)) for f in PERIOD_FIELDS), int(r.valid),
+                            r.flag.name, r.n_valid, int(r.substituted), r.substitution_rule,
+                            r.n_substituted, r.n_missing, _num(r.substitute_co2_dry_pct),
+                            _num(r.substitute_flow_std_dry_m3_h), r.substitution_note))
+        for s in p.streams:
+            v = versions.get(s.factor_version)
+            used = factors.REQUIRED_FACTORS.get((s.method, s.quantity_unit), ())
+            fac = [_num(v.values[f]) if v is not None and f in used and f in v.values else ""
+                   for f in factors.FACTOR_UNITS]
+            counts: tuple[object, ...] = (s.n_valid,)
+            if level == "hour":
+                counts = ("", s.n_valid) if s.stream in counter_streams else (s.n_valid, "")
+            row("streams", (_iso(s.t), _iso(s.t_end), s.stream, s.unit, s.method,
+                            _num(s.quantity), s.quantity_unit, _num(s.co2_t), s.factor_version,
+                            v.source if v is not None else "", FORMULA.get(s.method, ""), *fac,
+                            int(s.valid), s.flag.name, *counts, s.note))
+        for u in p.units:
+            row("units", (start, u.unit, _num(u.co2_cems_t), _num(u.co2_factor_t),
+                          _num(u.output_mwh), _num(u.intensity_t_mwh), u.intensity_flag.name,
+                          u.intensity_n_valid, int(u.valid), u.flag.name,
+                          _num(u.reconciliation_diff_pct), int(u.reconciliation_exceeded)))
+        a = p.allowance
+        if a is not None and p.allowance_at is not None:
+            row("allowance", (start, _iso(p.allowance_at), site, _num(a.annual_t), _num(a.ytd_t),
+                              _num(a.year_fraction), _num(a.days_left), _num(a.trailing_30d_t),
+                              _num(a.prorated_t), _num(a.used_pct), _num(a.headroom_t),
+                              _num(a.forecast_year_end_t), _num(a.forecast_shortfall_t),
+                              _num(a.carbon_price_cny_t), _num(a.shortfall_cost_cny)))
     return n
+
+
+def write_period_results(out: TextIO, plan: CalculationPlan, batches: Iterable[RecalcBatch],
+                         level: str, *, streams: TextIO | None = None,
+                         units: TextIO | None = None,
+                         allowance: TextIO | None = None) -> int:
+    """RESULTS.csv at hour, day, month or year level: one row per source and period, and
+    the stream, unit and allowance rows into the files given (write_records).
+
+    Month and year rows sum the days (n_valid_d: valid days; n_substituted_h, n_missing_h:
+    hours); they have no concentration or flow. Returns the number of source rows.
+    """
+    got = write_records(ResultFiles(out, streams, units, allowance), plan,
+                        recalculate_periods(plan, batches), level)
+    return got["sources"]
 
 
 def write_samples(out: TextIO, windows: Iterable[tuple[datetime, RawWindow]]) -> int:

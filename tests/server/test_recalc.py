@@ -8,13 +8,16 @@ import io
 import math
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
+from compute.plan import CalculationPlan
 from model.flags import DataFlag
+from model.records import PeriodRecords
 from server.config import parse_plant
 from server.historian import Historian
 from server.recalc import SamplesError, read_samples, recalculate, recalculate_periods
@@ -183,8 +186,8 @@ def test_recalc_hour_level(tmp_path: Path) -> None:
     assert float(first["co2_t"]) == pytest.approx(196.9622, abs=0.00005)
     assert float(first["co2_dry_pct"]) == 12.0
     assert float(first["flow_std_dry_m3_h"]) == pytest.approx(835_718.9, abs=0.05)
-    assert (first["valid"], first["flag"], first["n_valid"]) == ("1", "N", "60")
-    assert (second["valid"], second["flag"], second["n_valid"]) == ("0", "B", "44")
+    assert (first["valid"], first["flag"], first["n_valid_min"]) == ("1", "N", "60")
+    assert (second["valid"], second["flag"], second["n_valid_min"]) == ("0", "B", "44")
     assert second["co2_t"] == ""  # no substitution rule configured: no value, not a guess
 
 
@@ -203,7 +206,8 @@ def test_recalc_day_level(tmp_path: Path) -> None:
     (day,) = csv.DictReader(out.open(encoding="utf-8"))
     assert day["period_start"] == "2026-11-20T16:00:00.000000Z"  # 00:00 in Shanghai
     assert float(day["co2_t"]) == pytest.approx(4727.09, abs=0.005)
-    assert (day["valid"], day["flag"], day["n_valid"], day["n_missing"]) == ("1", "N", "24", "0")
+    assert (day["valid"], day["flag"], day["n_valid_h"], day["n_missing_h"]) == (
+        "1", "N", "24", "0")
 
 
 async def test_live_hours_equal_recalculated_hours_across_a_restart(tmp_path: Path) -> None:
@@ -269,7 +273,7 @@ async def test_live_hours_equal_recalculated_hours_across_a_restart(tmp_path: Pa
                   "co2_measured_t"):  # exactly: same bits, not approximately
             value = getattr(s, f)
             assert row[f] == ("" if math.isnan(value) else repr(value)), (s.t, f)
-        assert (row["valid"], row["flag"], row["n_valid"], row["substituted"]) == (
+        assert (row["valid"], row["flag"], row["n_valid_min"], row["substituted"]) == (
             str(int(s.valid)), s.flag.name, str(s.n_valid), str(int(s.substituted)))
     # Streams, units and the allowance position too, in full (the historian gives a
     # period's records in the order of their ids).
@@ -425,6 +429,235 @@ def test_recalc_month_and_year_levels(tmp_path: Path) -> None:
         assert row["period_start"] == start
         assert float(row["co2_t"]) == pytest.approx(9454.1875, abs=0.00005)
         assert float(row["co2_measured_t"]) == pytest.approx(9454.1875, abs=0.00005)
-        assert (row["valid"], row["flag"], row["n_valid"], row["n_missing"]) == (
+        assert (row["valid"], row["flag"], row["n_valid_d"], row["n_missing_h"]) == (
             "0", "B", "2", str(missing))
         assert row["co2_dry_pct"] == ""  # months and years are sums only
+
+
+# ------------------------------------------- stream, unit and allowance rows (issue 16)
+
+
+def written(plan: CalculationPlan, records: Sequence[PeriodRecords],
+            level: str) -> dict[str, list[dict[str, str]]]:
+    """The four kinds of rows write_records gives for `records`, read back as CSV."""
+    from server.recalc import ResultFiles, write_records
+
+    bufs = {k: io.StringIO() for k in ("sources", "streams", "units", "allowance")}
+    n = write_records(ResultFiles(**bufs), plan, records, level)
+    out = {k: list(csv.DictReader(io.StringIO(b.getvalue()))) for k, b in bufs.items()}
+    assert n == {k: len(v) for k, v in out.items()}
+    return out
+
+
+def f(row: dict[str, str], name: str) -> float:
+    return float(row[name])
+
+
+def test_the_worked_day_in_hour_rows() -> None:
+    # tests/compute/test_periods.py's worked day: C 12.0 % (hours 1, 2: 12.5, 13.0 %), Q
+    # 835 718.9 m³/h, 600 MW, coal 100 t/h; hour 3 an instrument fault (D) substituted by
+    # mrr_mean_2sigma over hours 0–2; the aux meter counts 1 000 kWh a minute.
+    from tests.compute.test_periods import DAY0, config, printed, worked_day
+
+    rows = written(config(), worked_day(), "hour")
+    src, streams = rows["sources"], rows["streams"]
+    assert len(src) == 25 and src[0]["period_start"] == "2025-12-31T16:00:00.000000Z"
+    assert f(src[0], "co2_t") == printed(196.96223, 5) and src[0]["n_valid_min"] == "60"
+    # Hour 3: C = mean(12.0, 12.5, 13.0) + 2σ = 12.5 + 2 · 0.5 = 13.5 %; Q σ = 0 → 835 718.9;
+    # co2_t = 13.5 · 1.964 · 835 718.9 / 100 / 1000 = 221.58251 t, from the row's own columns.
+    sub = src[3]
+    assert (sub["flag"], sub["valid"], sub["substituted"], sub["substitution_rule"]) == (
+        "D", "0", "1", "mrr_mean_2sigma")
+    assert f(sub, "substitute_co2_dry_pct") == pytest.approx(13.5, abs=1e-9)
+    assert f(sub, "substitute_flow_std_dry_m3_h") == pytest.approx(835_718.9, abs=1e-6)
+    assert f(sub, "co2_t") == printed(221.58251, 5)
+    assert f(sub, "substitute_co2_dry_pct") * 1.964 * f(sub, "substitute_flow_std_dry_m3_h") / (
+        1e5) == pytest.approx(f(sub, "co2_t"), rel=1e-12)
+    assert src[0]["substitute_co2_dry_pct"] == "" and src[4]["substituted"] == "0"
+    # Coal of hour 7: 100 t · 17.2 GJ/t · 0.03085 tC/GJ · 0.99 · 44/12 = 192.61506 t CO2, by
+    # version demo-coal-2020-01; only the factors its formula uses are filled in.
+    coal = [r for r in streams if r["stream"] == "U1_coal"][7]
+    assert datetime(2025, 12, 31, 16, tzinfo=UTC) == DAY0  # hour 7 is 07:00–08:00 Shanghai
+    assert (coal["period_start"], coal["period_end"]) == ("2025-12-31T23:00:00.000000Z",
+                                                          "2026-01-01T00:00:00.000000Z")
+    assert (coal["method"], coal["quantity_unit"], coal["factor_version"], coal["formula"]) == (
+        "ncv_cc_of", "t", "demo-coal-2020-01", "quantity*ncv*cc_tc_gj*of*44/12")
+    assert f(coal, "quantity") == pytest.approx(100.0, rel=1e-12)
+    assert (f(coal, "ncv_gj_t"), f(coal, "cc_tc_gj"), f(coal, "of")) == (17.2, 0.03085, 0.99)
+    assert coal["ef_tco2_mwh"] == coal["ncv_gj_1e4m3"] == coal["c_ar_tc_t"] == ""
+    assert f(coal, "co2_t") == printed(192.61506, 5)
+    assert f(coal, "quantity") * f(coal, "ncv_gj_t") * f(coal, "cc_tc_gj") * f(coal, "of") * (
+        44 / 12) == pytest.approx(f(coal, "co2_t"), rel=1e-12)
+    assert (coal["n_valid_min"], coal["n_valid_readings"]) == ("60", "")
+    # Aux meter, hour 1: 60 deltas of 1 000 kWh = 60 MWh · 0.5703 t/MWh = 34.218 t.
+    aux = [r for r in streams if r["stream"] == "U1_aux"][1]
+    assert f(aux, "quantity") == pytest.approx(60.0, rel=1e-12)
+    assert (aux["quantity_unit"], f(aux, "ef_tco2_mwh")) == ("MWh", 0.5703)
+    assert f(aux, "co2_t") == printed(34.218, 3) and aux["n_valid_min"] == ""
+    assert aux["factor_version"] == "grid-cn-0.5703" and aux["ncv_gj_t"] == ""
+    # Unit, hour 0: 196.96223 t / (600 MW · 1 h) = 0.3282704 t/MWh over 60 output minutes.
+    u0 = rows["units"][0]
+    assert (u0["unit"], f(u0, "output_mwh"), u0["intensity_n_valid_min"]) == ("U1", 600.0, "60")
+    assert f(u0, "co2_cems_t") == printed(196.96223, 5)
+    assert f(u0, "co2_factor_t") == printed(192.61506, 5)  # coal only: the aux is indirect
+    assert f(u0, "intensity_t_mwh") == printed(0.3282704, 7)
+    # Allowance at the end of hour 24 (00:00–01:00 of day 2): ytd = 4 776.33409 + 196.96223
+    # = 4 973.29632 t of 1 000 000 t; forecast 4 973.29632 + 4 776.33409 · 363.958333 =
+    # 1 743 359.890 t, 743 359.890 t short at 80 CNY/t = 59 468 791.2 CNY.
+    a = rows["allowance"][-1]
+    assert (a["period_start"], a["position_at"], a["site"]) == (
+        "2026-01-01T16:00:00.000000Z", "2026-01-01T17:00:00.000000Z", "testsite")
+    assert f(a, "ytd_t") == printed(4973.29632, 5) and f(a, "annual_t") == 1_000_000.0
+    assert f(a, "used_pct") == printed(0.4973296, 7)
+    assert f(a, "headroom_t") == printed(995_026.70368, 5)
+    assert f(a, "days_left_d") == pytest.approx(363.958333, rel=1e-8)
+    assert f(a, "forecast_year_end_t") == printed(1_743_359.890, 3)
+    assert f(a, "forecast_shortfall_t") == printed(743_359.890, 3)
+    assert f(a, "shortfall_cost_cny") == printed(59_468_791.2, 1)
+    assert rows["allowance"][0]["forecast_year_end_t"] == ""  # no closed day yet
+
+
+def test_the_worked_day_in_day_and_month_rows() -> None:
+    from tests.compute.test_periods import config, printed, worked_day
+
+    day = written(config(), worked_day(), "day")
+    (s1,) = day["sources"]
+    # 21 × 196.96223 + 205.16899 + 213.37575 + substituted 221.58251 = 4 776.33409 t
+    assert f(s1, "co2_t") == printed(4776.33409, 5)
+    assert (s1["n_valid_h"], s1["n_substituted_h"], s1["n_missing_h"]) == ("23", "1", "0")
+    assert s1["substitute_co2_dry_pct"] == ""  # a day's hours carry their own
+    coal, aux = day["streams"]
+    # 24 h × 100 t/h = 2 400 t; 2 400 · 17.2 · 0.03085 · 0.99 · 44/12 = 4 622.76144 t
+    assert f(coal, "quantity") == pytest.approx(2400.0, rel=1e-12)
+    assert (coal["n_valid_h"], coal["factor_version"]) == ("24", "demo-coal-2020-01")
+    assert f(coal, "co2_t") == printed(4622.76144, 5)
+    # 1 438 MWh × 0.5703 t/MWh = 820.0914 t (the meter's jump left out)
+    assert f(aux, "quantity") == pytest.approx(1438.0, rel=1e-12)
+    assert f(aux, "co2_t") == printed(820.0914, 4) and "implausible_jump" in aux["note"]
+    (u1,) = day["units"]
+    assert f(u1, "co2_cems_t") == printed(4776.33409, 5)
+    assert f(u1, "co2_factor_t") == printed(4622.76144, 5)
+    assert f(u1, "output_mwh") == pytest.approx(14_400.0, rel=1e-12)
+    # (4 776.33409 − 4 622.76144) / 4 622.76144 · 100 = 3.32210 % < 5 %
+    assert f(u1, "reconciliation_diff_pct") == printed(3.32210, 5)
+    assert u1["reconciliation_exceeded"] == "0"
+    # At the end of the day's last hour: ytd 4 776.33409 t; 24 h of 8 760 gone, 364 days left.
+    (a,) = day["allowance"]
+    assert (a["period_start"], a["position_at"]) == ("2025-12-31T16:00:00.000000Z",
+                                                     "2026-01-01T16:00:00.000000Z")
+    assert f(a, "ytd_t") == printed(4776.33409, 5)
+    assert f(a, "headroom_t") == printed(1_000_000 - 4776.33409, 5)
+    assert f(a, "days_left_d") == pytest.approx(364.0, rel=1e-12)
+
+    month = written(config(), worked_day(), "month")
+    (s1,) = month["sources"]
+    # January has 31 days, one of them recorded: incomplete (B), 30 × 24 = 720 h missing.
+    assert f(s1, "co2_t") == printed(4776.33409, 5)
+    assert (s1["valid"], s1["flag"], s1["n_valid_d"], s1["n_missing_h"]) == ("0", "B", "1",
+                                                                            "720")
+    coal, aux = month["streams"]
+    assert f(coal, "quantity") == pytest.approx(2400.0, rel=1e-12)
+    assert (coal["n_valid_d"], coal["valid"], f(coal, "ncv_gj_t")) == ("1", "0", 17.2)
+    assert f(coal, "co2_t") == printed(4622.76144, 5)
+    (u1,) = month["units"]
+    assert f(u1, "reconciliation_diff_pct") == printed(3.32210, 5)
+    assert (u1["valid"], u1["flag"]) == ("0", "B")
+    (a,) = month["allowance"]  # the position at the end of the month's last closed hour
+    assert (a["period_start"], a["position_at"]) == ("2025-12-31T16:00:00.000000Z",
+                                                     "2026-01-01T16:00:00.000000Z")
+    assert f(a, "ytd_t") == printed(4776.33409, 5)
+
+
+def test_recalc_writes_stream_unit_and_allowance_files(tmp_path: Path) -> None:
+    # Four hours of the worked-example minute with coal 100 t/h; hour 3's CO2 analyser flags
+    # every sample D. mrr_mean_2sigma over hours 0–2 (12.0 % each, σ 0): the substitute is
+    # C 12.0 %, Q 835 718.9418 m³/h → 12.0 · 1.964 · 835 718.9418 / 1e5 = 196.96224 t.
+    d = plant_dict()
+    d["devices"][0]["tags"].append(
+        {"id": "u1_coal", "register": 30, "unit": "t/h", "sim": {"value": 100.0}})
+    d["factor_table"] = str(Path(__file__).resolve().parents[2] / "config" / "factors.yaml")
+    d["reconciliation"] = {"limit_pct": 5.0}
+    d["units"][0]["sources"][0]["substitution"] = {"rule": "mrr_mean_2sigma", "lookback_h": 3}
+    d["units"][0]["streams"] = [{"id": "U1_coal", "kind": "solid_fuel", "factors": "demo_coal",
+                                 "rate_per_h": {"tag": "u1_coal"}}]
+    start = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    samples = tmp_path / "samples.csv"
+    with samples.open("w", encoding="utf-8") as fh:
+        fh.write("timestamp,tag,value,flag\n")
+        for m in range(4 * 60):
+            for i in range(12):
+                t = (start + timedelta(minutes=m, seconds=5 * i)).timestamp()
+                for tag, v in {**TAGS, "u1_coal": 100.0}.items():
+                    flag = "D" if tag == "s1_co2" and m >= 180 else "N"
+                    fh.write(f"{t!r},{tag},{v!r},{flag}\n")
+    out = tmp_path / "RESULTS.csv"
+    r = cli("recalc", "-c", str(write_config(tmp_path, d)), "--samples", str(samples),
+            "--out", str(out), "--level", "hour")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("RESULTS*")) == [
+        "RESULTS-allowance.csv", "RESULTS-streams.csv", "RESULTS-units.csv", "RESULTS.csv"]
+
+    def read(name: str) -> list[dict[str, str]]:
+        return list(csv.DictReader((tmp_path / name).open(encoding="utf-8")))
+
+    src = read("RESULTS.csv")
+    assert [s["n_valid_min"] for s in src] == ["60", "60", "60", "0"]
+    sub = src[3]
+    assert (sub["flag"], sub["substituted"], sub["substitution_rule"]) == (
+        "D", "1", "mrr_mean_2sigma")
+    assert f(sub, "substitute_co2_dry_pct") == pytest.approx(12.0, abs=1e-9)
+    assert f(sub, "substitute_flow_std_dry_m3_h") == pytest.approx(835_718.9418, abs=5e-5)
+    assert f(sub, "co2_t") == pytest.approx(196.96224, abs=5e-6)
+    streams = read("RESULTS-streams.csv")
+    # November 2026: version demo-coal-2026-11 (NCV 17.0 GJ/t) is in force;
+    # 100 t · 17.0 · 0.03085 · 0.99 · 44/12 = 190.37535 t
+    assert [(s["stream"], s["factor_version"], s["ncv_gj_t"]) for s in streams] == [
+        ("U1_coal", "demo-coal-2026-11", "17.0")] * 4
+    assert "coal analysis 2026-11" in streams[0]["factor_source"]
+    assert all(f(s, "co2_t") == pytest.approx(190.37535, abs=5e-6) for s in streams)
+    units = read("RESULTS-units.csv")
+    assert f(units[3], "co2_cems_t") == pytest.approx(196.96224, abs=5e-6)  # the substitute
+    allowance = read("RESULTS-allowance.csv")
+    assert [a["position_at"] for a in allowance] == [
+        (start + timedelta(hours=h)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        for h in (1, 2, 3, 4)]
+
+
+async def test_the_historian_keeps_a_substituted_hours_concentration_and_flow(
+        tmp_path: Path) -> None:
+    # The worked day's hour 3 (substitute C 13.5 %, Q 835 718.9 m³/h) stored and read back;
+    # a historian file from before these columns gains them (NULL → NaN for its old rows).
+    import sqlite3
+
+    from tests.compute.test_periods import worked_day
+
+    hours = [r for r in worked_day() if r.level == "hour"][:5]
+    path = tmp_path / "h.sqlite"
+    old = Historian(path)
+    await old.start()
+    await old.stop()
+    db = sqlite3.connect(path)
+    for lv in ("hour", "day"):
+        for c in ("substitute_co2_dry_pct", "substitute_flow_std_dry_m3_h"):
+            db.execute(f"ALTER TABLE source_{lv} DROP COLUMN {c}")
+    db.execute("INSERT INTO source_hour (source, t_ms, valid, flag, n_valid, substituted, "
+               "substitution_rule, n_substituted, n_missing, substitution_note) VALUES "
+               "('S1', 0, 0, 'B', 0, 0, '', 0, 1, '')")
+    db.execute("INSERT INTO period (level, t_ms, t_end_ms) VALUES ('hour', 0, 3600000)")
+    db.commit()
+    db.close()
+    h = Historian(path)
+    await h.start()
+    try:
+        for rec in hours:
+            await h.on_period(rec)
+        got = await h.periods("hour", hours[0].t, hours[-1].t_end)
+        (first,) = (await h.periods("hour", datetime(1970, 1, 1, tzinfo=UTC),
+                                    datetime(1970, 1, 1, 1, tzinfo=UTC)))[0].sources
+    finally:
+        await h.stop()
+    sub = got[3].sources[0]
+    assert sub.substitute_co2_dry_pct == pytest.approx(13.5, abs=1e-9)
+    assert sub.substitute_flow_std_dry_m3_h == pytest.approx(835_718.9, abs=1e-6)
+    assert repr([r.sources for r in got]) == repr([r.sources for r in hours])
+    assert math.isnan(first.substitute_co2_dry_pct)
