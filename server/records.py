@@ -327,6 +327,7 @@ class RecordKeeper:
             out["result"] = {"n": ra.n, "ra_pct": ra.ra_pct, "re_pct": ra.re_pct,
                              "mean_reference": ra.mean_reference, "mean_cems": ra.mean_cems,
                              "cc": ra.cc, "ra_limit_pct": ra.ra_limit_pct,
+                             "re_limit_pct": ra.re_limit_pct, "min_pairs": ra.min_pairs,
                              "passed": ra.passed}
         elif e.kind == "factor":
             out["factor_version"] = f"{e.target}@lab{e.id}"
@@ -521,12 +522,15 @@ class RecordKeeper:
         if cycle is not None:
             self.live.adopt_closed(cycle)
         minutes, deltas = await self._set_minutes(e)
-        minutes += await self._reflag(before, plan.records)
+        reflagged, moved = await self._reflag(before, plan.records)
+        minutes += reflagged
         old_flags = [await self._stored_flag(table, ident, t) for table, ident, t, _ in minutes]
         revised = await self.historian.write_revised(closed, e.id, minutes)
         if self.minutes is not None:  # today's and the year's running sums, as stored now
             for key, delta in deltas:
                 self.minutes.totals.correct(key, e.t, delta)
+            for key, t, delta in moved:
+                self.minutes.totals.correct(key, t, delta)
         if minutes and self._publish_minutes is not None:
             self._publish_minutes(RevisedMinutes(tuple(
                 RevisedMinute(table.split("_")[0], ident, self._unit_of(table, ident), t,
@@ -600,7 +604,8 @@ class RecordKeeper:
                     - (_kg(out_mwh) if was_paired else 0.0))]
         return out, deltas
 
-    async def _reflag(self, old: Records, new: Records) -> list[MinuteRevision]:
+    async def _reflag(self, old: Records, new: Records,
+                      ) -> tuple[list[MinuteRevision], list[tuple[str, datetime, float]]]:
         """The stored minutes a QA entry moved into or out of control, flagged again.
 
         The live minute cycle flagged D only what was out of control when it ran; a check
@@ -608,24 +613,25 @@ class RecordKeeper:
         interval) changes minutes already stored. Their flags come again from their raw
         windows (the instrument's own flags, C while calibrating) with the intervals now in
         force; a minute set by hand keeps S; a unit minute takes the worst of its sources'
-        flags unless its output meter's was worse (as stored).
+        flags unless its output meter's was worse (as stored). Also (totals key, minute,
+        change) of the running sums of valid minutes behind today's intensity.
         """
         changed = changed_intervals(old.out_of_control, new.out_of_control)
         bounds = await self.historian.minute_bounds()
         if not changed or bounds is None:
-            return []
+            return [], []
         end_s = bounds[1].timestamp() + 1.0
         spans = {s: [(a, min(b, end_s)) for a, b in v if a < end_s] for s, v in changed.items()
                  if s in self._sources}
         spans = {s: v for s, v in spans.items() if v}
         if not spans:
-            return []
+            return [], []
         a0 = datetime.fromtimestamp(min(a for v in spans.values() for a, _ in v), UTC)
         a1 = datetime.fromtimestamp(max(b for v in spans.values() for _, b in v), UTC)
         tag_ids = tuple(self.calc.tag_ids)
         windows = [w for w in await self.historian.raw_windows(a0, a1) if w[1].tags == tag_ids]
         if not windows:
-            return []
+            return [], []
         batch = await asyncio.to_thread(windows_batch, self.calc, windows, ())
         t_s = batch.t_s
         pos = {sid: i for i, sid in enumerate(self.live.source_ids)}
@@ -634,6 +640,7 @@ class RecordKeeper:
         src_rows = await self.historian.minute_rows("source_minute", ids, a0, a1)
         unit_rows = await self.historian.minute_rows("unit_minute", units, a0, a1)
         out: list[MinuteRevision] = []
+        moved: list[tuple[str, datetime, float]] = []
         new_flag: dict[tuple[str, datetime], DataFlag] = {}
         for sid, v in spans.items():
             i = pos[sid]
@@ -673,7 +680,13 @@ class RecordKeeper:
                 out.append(("unit_minute", unit, t, {
                     "output_mwh": mwh, "co2_kg": co2, "intensity_t_mwh": intensity,
                     "flag": flag.name, "valid": int(valid)}))
-        return out
+                # the minute enters or leaves the valid sums (compute/cycle.py pairs them)
+                was_paired = was in (DataFlag.N, DataFlag.S)
+                if co2 is not None and mwh is not None and was_paired != valid:
+                    sign = 1.0 if valid else -1.0
+                    moved += [(f"{unit}.{PAIRED_CO2}", t, sign * co2),
+                              (f"{unit}.{PAIRED_OUTPUT}", t, sign * mwh)]
+        return out, moved
 
     async def _stored_flag(self, table: str, ident: str, t: datetime) -> DataFlag:
         row = await self.historian.current_row(table, ident, t)

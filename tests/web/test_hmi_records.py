@@ -1,6 +1,7 @@
 """The HMI's records view in headless Chromium (issue 15): an engineer entering lab factors,
 importing a CSV (a bad line refused with the line named), correcting an hour (without a
-reason refused, with one kept beside the original in the value history); an admin entering
+reason refused, with one kept beside the original in the value history), entering a periodic
+comparison test (HJ 75-2017 relative accuracy; a bad pasted line named); an admin entering
 a CEMS span check and locking and unlocking a period; a viewer seeing the lists and no forms.
 
 A real server (server/runtime.py: simulated CEMS, historian, record keeper, web sink) on
@@ -25,6 +26,7 @@ from playwright.async_api import Browser, Page, expect
 from model.flags import DataFlag
 from server.config import parse_plant
 from server.runtime import Runtime
+from tests.compute.test_qa import CEMS, RM
 from tests.conftest import free_port
 from tests.server.test_records import plant, stored_hours, wait_hours
 from tests.web.test_hmi import (
@@ -203,6 +205,66 @@ async def test_engineer_enters_lab_data_imports_csv_and_corrects_an_hour(
     await expect(page.locator("#rec-entries-count")).to_have_text("4")
     stored = {h.t: h for h in await stored_hours(rt)}[hours[2].t].streams[0]
     assert stored.quantity == 101.5 and stored.flag is DataFlag.S
+
+    # --- a comparison test: the nine pairs of tests/compute/test_qa.py, pasted as a sheet
+    # gives them (tabs) and typed (commas, spaces). RA = (|d̄| + |cc|) / RM̄ = (0.155556 +
+    # 0.109458) / 10.444444 = 2.5374 % ≤ 15 %: pass; RM̄ 10.444, CEMS̄ 10.289.
+    ra_t = datetime.now(UTC).replace(microsecond=0)
+    await page.locator("#rec-ra-source").select_option("S1")
+    await page.locator("#rec-ra-t").fill(local(rt, ra_t))
+    await page.locator("#rec-ra-parameter").select_option("flow")
+    await expect(page.locator("#rec-ra-unit")).to_have_value("m/s")
+    await page.locator("#rec-ra-parameter").select_option("co2")
+    await expect(page.locator("#rec-ra-unit")).to_have_value("%")
+    await page.locator("#rec-ra-doc").fill("CMP-2026-Q4")
+    seps = ["\t", ", ", " ", ",", "\t", "，", ";", "  ", ","]
+    lines = [f"{r}{sep}{c}" for r, c, sep in zip(RM, CEMS, seps, strict=True)]
+    # line 3 has one number: the page names it and sends nothing
+    broken = [*lines[:2], "10.1", *lines[3:]]
+    await page.locator("#rec-ra-pairs").fill("\n".join(broken))
+    await page.locator("#rec-ra-submit").click()
+    ra_msg = page.locator("#rec-ra-msg")
+    await expect(ra_msg).to_have_text(
+        '第 3 行 line 3 "10.1": 应为两个数（参比值, CEMS 值），得到 1 个 '
+        "expected two numbers (reference, CEMS), got 1")
+    await expect(ra_msg).to_have_class("status bad")
+    await page.locator("#rec-ra-pairs").fill("10.2, 10.0\n10.5, abc")
+    await page.locator("#rec-ra-submit").click()
+    await expect(ra_msg).to_have_text('第 2 行 line 2 "10.5, abc": "abc" 不是数字 is not a number')
+    # one pair passes the page: the server's 400 message is shown
+    await page.locator("#rec-ra-pairs").fill("10.2, 10.0\n")
+    await page.locator("#rec-ra-submit").click()
+    await expect(ra_msg).to_contain_text("ra_test.reference: List should have at least 2 items")
+    await expect(ra_msg).to_have_class("status bad")
+    assert rt.records.entries("ra_test") == []
+    assert len(rt.records.entries()) == 4
+
+    await page.locator("#rec-ra-pairs").fill("\n".join(lines) + "\n\n")
+    await page.locator("#rec-ra-submit").click()
+    await expect(ra_msg).to_contain_text("已记录 entered #5")
+    await expect(ra_msg).to_have_class("status")
+    await expect(page.locator("#rec-ra-count")).to_have_text("1")
+    ra_row = page.locator('#rec-ra-table tr[data-entry="5"]')
+    await expect(ra_row.locator('[data-field="t"]')).to_have_text(shown(rt, ra_t))
+    await expect(ra_row.locator('[data-field="source"]')).to_have_text("S1")
+    await expect(ra_row.locator('[data-field="n"]')).to_have_text("9")
+    await expect(ra_row.locator('[data-field="mean_reference"]')).to_have_text("10.444 %")
+    await expect(ra_row.locator('[data-field="mean_cems"]')).to_have_text("10.289 %")
+    await expect(ra_row.locator('[data-field="accuracy"]')).to_have_text("RA 2.54")
+    await expect(ra_row.locator('[data-field="limit"]')).to_have_text("≤ 15.0")
+    await expect(ra_row.locator('[data-field="passed"]')).to_have_text("合格pass")
+    await expect(ra_row.locator('[data-field="document"]')).to_have_text("CMP-2026-Q4")
+    (ra,) = (await api_get(rt, "/api/v1/qa"))["comparison_tests"]
+    assert (ra["kind"], ra["target"], ra["unit"], ra["document"], ra["user"]) == (
+        "ra_test", "S1", "%", "CMP-2026-Q4", "engineer")
+    assert ra["fields"] == {"parameter": "co2", "reference": list(RM), "cems": list(CEMS)}
+    assert datetime.fromisoformat(ra["t"]) == ra_t
+    res = ra["result"]
+    assert res["n"] == 9 and res["passed"] is True and res["ra_limit_pct"] == 15.0
+    assert res["ra_pct"] == pytest.approx(2.5374, abs=1e-4)
+    assert res["re_pct"] == pytest.approx(-1.4894, abs=1e-4)
+    assert res["mean_reference"] == pytest.approx(10.444444, abs=1e-6)
+    assert res["mean_cems"] == pytest.approx(10.288889, abs=1e-6)
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     for width, height in ((1920, 1080), (768, 1024)):

@@ -1,5 +1,6 @@
 // carbonscada HMI records view: lab factors, period quantities and CSV imports, corrections
-// with the value history of a stored value, locked periods and the CEMS zero / span checks
+// with the value history of a stored value, locked periods, the CEMS zero / span checks and
+// the periodic comparison tests against a reference method (HJ 75-2017 relative accuracy)
 // (through /api/v1/entries, /entries/import, /revisions, /locks and /qa; web/records.py).
 // The server checks every entry; the page shows its answer next to the form.
 "use strict";
@@ -47,6 +48,11 @@
     pass: ["合格", "pass", "ok"], adjust: ["需校准", "adjust", "warn"],
     out_of_control: ["失控", "out of control", "bad"],
   };
+
+  const RA_STATUS = { true: ["合格", "pass", "ok"], false: ["不合格", "fail", "bad"] };
+  // The unit a comparison test's results usually come in, per parameter (changed with it).
+  const RA_UNITS = { co2: "%", o2: "%", flow: "m/s" };
+  const PARAMETERS = { co2: "CO₂", o2: "O₂", flow: "流速 flow" };
 
   const rec = { role: null, entries: [], locks: [], qa: null, history: null, seq: 0 };
 
@@ -132,6 +138,7 @@
     fill(document.getElementById("rec-quantity-target"), targetOptions(["stream", "unit"]));
     fill(document.getElementById("rec-corr-target"), targetOptions(["source", "stream", "unit"]));
     fill(document.getElementById("rec-qa-source"), v.items("source").map((x) => [x.id, `${x.id} · ${x.name}`]));
+    fill(document.getElementById("rec-ra-source"), v.items("source").map((x) => [x.id, `${x.id} · ${x.name}`]));
     const sets = new Set(rec.entries.filter((e) => e.kind === "factor").map((e) => e.target));
     document.getElementById("rec-factor-sets").replaceChildren(
       ...[...sets].sort().map((s) => el("option", { value: s })));
@@ -173,6 +180,7 @@
     document.getElementById("rec-entry-forms").hidden = !engineer;
     document.getElementById("rec-corr-edit").hidden = !engineer;
     document.getElementById("rec-qa-form").hidden = !engineer;
+    document.getElementById("rec-ra-form").hidden = !engineer;
     document.getElementById("rec-lock-form").hidden = !admin;
     for (const node of document.querySelectorAll(".rec-tz")) hmi.setText(node, zone());
   }
@@ -310,6 +318,63 @@
     }, "rec-qa-msg");
   }
 
+  // A decimal number as typed or pasted ("10.2", "-0.5", "1e-3"); not "", "0x10" or "1,5".
+  const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+  // The pasted "reference, CEMS" lines → {reference, cems}, or {error} naming the first bad
+  // line (1-based, as an editor counts; blank lines are skipped but counted).
+  function parsePairs(text) {
+    const reference = [];
+    const cems = [];
+    const lines = text.split(/\r\n|\r|\n/);
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i].trim();
+      if (!line) continue;
+      // A sheet pastes tabs; people type commas (also the full-width one), semicolons or spaces.
+      const parts = line.split(/\s*[,，;；\t]\s*|\s+/).filter((x) => x !== "");
+      const bad = parts.length !== 2 ? "two" : parts.find((x) => !NUMBER.test(x) || !Number.isFinite(Number(x)));
+      if (bad) {
+        const shown = line.length > 40 ? `${line.slice(0, 40)}…` : line;
+        const why = bad === "two"
+          ? v.label(`应为两个数（参比值, CEMS 值），得到 ${parts.length} 个`,
+            `expected two numbers (reference, CEMS), got ${parts.length}`)
+          : `"${bad}" ${v.label("不是数字", "is not a number")}`;
+        return { error: `${v.label(`第 ${i + 1} 行`, `line ${i + 1}`)} "${shown}": ${why}` };
+      }
+      reference.push(Number(parts[0]));
+      cems.push(Number(parts[1]));
+    }
+    if (!reference.length) {
+      return { error: v.label("请填写数据对（每行：参比值, CEMS 值）", "enter the data pairs (one \"reference, CEMS\" per line)") };
+    }
+    return { reference, cems };
+  }
+
+  async function submitRa(ev) {
+    ev.preventDefault();
+    const t = timeOf("rec-ra-t", "rec-ra-msg");
+    if (!t) return;
+    const pairs = parsePairs(document.getElementById("rec-ra-pairs").value);
+    if (pairs.error) {
+      msg("rec-ra-msg", pairs.error, true);
+      return;
+    }
+    const r = await post({
+      kind: "ra_test", source: document.getElementById("rec-ra-source").value, t,
+      parameter: document.getElementById("rec-ra-parameter").value,
+      reference: pairs.reference, cems: pairs.cems,
+      unit: document.getElementById("rec-ra-unit").value.trim(),
+      document: document.getElementById("rec-ra-doc").value.trim(),
+      reason: document.getElementById("rec-ra-reason").value.trim(),
+    }, "rec-ra-msg");
+    if (r) document.getElementById("rec-ra-pairs").value = "";
+  }
+
+  function raParameterChanged() {
+    const p = document.getElementById("rec-ra-parameter").value;
+    document.getElementById("rec-ra-unit").value = RA_UNITS[p] || "";
+  }
+
   async function submitLock(ev) {
     ev.preventDefault();
     const start = timeOf("rec-lock-start", "rec-lock-msg");
@@ -437,6 +502,42 @@
     msg("rec-qa-status", checks.length ? "" : v.label("暂无校准记录", "no checks recorded"), false);
   }
 
+  // Comparison tests: RA against its limit, or for flow (judged by the relative error,
+  // HJ 75-2017) the RE and its limit; the limit shown only when the server sends it.
+  function renderRa() {
+    const tests = ((rec.qa && rec.qa.comparison_tests) || []).slice().reverse();
+    hmi.setText(document.getElementById("rec-ra-count"), String(tests.length));
+    const head = el("tr", {}, v.th("时间", "Time", zone(), "left"), v.th("排放源", "Source", "", "left"),
+      v.th("参数", "Parameter", "", "left"), v.th("对数", "Pairs", "n"),
+      v.th("参比均值", "Mean reference"), v.th("CEMS 均值", "Mean CEMS"),
+      v.th("准确度", "Accuracy", "%"), v.th("限值", "Limit", "%"), v.th("结果", "Result", "", "left"),
+      v.th("依据文件", "Document", "", "left"), v.th("录入人", "User", "", "left"));
+    const body = el("tbody", {});
+    for (const e of tests) {
+      const f = e.fields || {};
+      const r = e.result || {};
+      const flow = f.parameter === "flow";
+      const limit = flow ? r.re_limit_pct : r.ra_limit_pct;
+      const st = RA_STATUS[String(!!r.passed)];
+      body.append(el("tr", { "data-entry": String(e.id), "data-passed": String(!!r.passed) },
+        el("td", { class: "num", "data-field": "t" }, ...whenCell(e.t)),
+        el("td", { "data-field": "source" }, e.target),
+        el("td", { "data-field": "parameter" }, PARAMETERS[f.parameter] || f.parameter),
+        el("td", { class: "num", "data-field": "n" }, String(r.n ?? (f.reference || []).length)),
+        el("td", { class: "num", "data-field": "mean_reference" }, `${fmt(r.mean_reference, 3)} ${e.unit}`),
+        el("td", { class: "num", "data-field": "mean_cems" }, `${fmt(r.mean_cems, 3)} ${e.unit}`),
+        el("td", { class: "num", "data-field": "accuracy" },
+          el("span", { class: "lvl" }, flow ? "RE" : "RA"), " ", fmt(flow ? r.re_pct : r.ra_pct, 2)),
+        el("td", { class: "num", "data-field": "limit" },
+          limit === null || limit === undefined ? v.DASH : `${flow ? "|RE| " : ""}≤ ${fmt(limit, 1)}`),
+        el("td", { "data-field": "passed", class: `state ${st[2]}` }, ...bi(st[0], st[1])),
+        el("td", { "data-field": "document", class: "wrap" }, e.document || v.DASH),
+        el("td", { "data-field": "user" }, e.user)));
+    }
+    document.getElementById("rec-ra-table").replaceChildren(el("thead", {}, head), body);
+    msg("rec-ra-status", tests.length ? "" : v.label("暂无比对监测记录", "no comparison tests recorded"), false);
+  }
+
   // ------------------------------------------------------------ value history
 
   function historyTable(target, level) {
@@ -516,7 +617,11 @@
     if (qa.ok) {
       rec.qa = qa.body;
       renderQa();
-    } else msg("rec-qa-status", qa.message, true);
+      renderRa();
+    } else {
+      msg("rec-qa-status", qa.message, true);
+      msg("rec-ra-status", qa.message, true);
+    }
     const sets = new Set(rec.entries.filter((e) => e.kind === "factor").map((e) => e.target));
     document.getElementById("rec-factor-sets").replaceChildren(
       ...[...sets].sort().map((s) => el("option", { value: s })));
@@ -529,6 +634,8 @@
     if (!from.value) from.value = `${p.year}-${p.month}-01T00:00:00`;
     const qaT = document.getElementById("rec-qa-t");
     if (!qaT.value) qaT.value = localInput(now - (now % 60_000));
+    const raT = document.getElementById("rec-ra-t");
+    if (!raT.value) raT.value = localInput(now - (now % 60_000));
     const q = document.getElementById("rec-quantity-t");
     if (!q.value) q.value = localInput(v.localToEpoch(`${p.year}-${p.month}-${p.day}T00:00`) - 86_400_000);
   }
@@ -568,6 +675,8 @@
     document.getElementById("rec-corr-field").addEventListener("change", fieldChanged);
     document.getElementById("rec-history-load").addEventListener("click", loadHistory);
     document.getElementById("rec-qa-form").addEventListener("submit", submitQa);
+    document.getElementById("rec-ra-form").addEventListener("submit", submitRa);
+    document.getElementById("rec-ra-parameter").addEventListener("change", raParameterChanged);
     document.getElementById("rec-lock-form").addEventListener("submit", submitLock);
     // A login or logout while the view is open shows the forms the new session may use.
     new MutationObserver(() => {
