@@ -251,6 +251,19 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(
         assert "D" not in after_pass[0] | after_pass[1], after_pass
         assert await hand_set() == ("S", "S")
 
+        # the running sums of valid minutes (today's intensity) follow the flags
+        for _ in range(50):
+            await asyncio.sleep(MINUTE_S / 2)
+            now = datetime.now(UTC)
+            valid = await rt.historian.period_sums("unit_minute", "co2_kg", (
+                clock.hour_start(now), clock.day_start(now), clock.year_start(now)),
+                valid_only=True)
+            running = rt.cycle.totals.get("U1.co2_valid_kg").year
+            if running == pytest.approx(valid["U1"][2], rel=1e-9):
+                break
+        else:
+            raise AssertionError(f"running valid {running} kg, stored {valid['U1'][2]}")
+
         n_before = len(await stored_hours(rt))
         await wait_hours(rt, n_before + 1, 35.0)  # the live hours go on after the entries
     finally:
