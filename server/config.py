@@ -33,6 +33,7 @@ from model.schema import Problems, validation_problems
 from server.backupconfig import BACKUP_DEVICE, BackupConfig, RetentionConfig
 from server.calibration import calibration_device_ids
 from server.historian import HistorianConfig
+from server.hj212.config import Hj212Config
 from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
 from web.config import WebPlantConfig
@@ -44,6 +45,7 @@ class PlantConfig(WebPlantConfig):
     opcua: OpcUaConfig = OpcUaConfig()
     historian: HistorianConfig = HistorianConfig()
     influx: InfluxConfig | None = None
+    hj212: tuple[Hj212Config, ...] = ()  # HJ 212-2017 platforms (server/hj212/), one per MN
     backup: BackupConfig | None = None  # none: no scheduled backups (a warning at start)
     retention: RetentionConfig = RetentionConfig()
 

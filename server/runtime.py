@@ -86,6 +86,18 @@ def _influx(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     return InfluxSink(cfg.influx, cfg.site.id, refill=refill, on_event=rt._on_device_event)
 
 
+def _check_hj212(cfg: PlantConfig) -> None:
+    from server.hj212.config import check_plant
+
+    check_plant(cfg)  # sources, duplicate MNs, codes naming a missing tag
+
+
+def _hj212(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from server.hj212.uplink import Hj212Sink
+
+    return Hj212Sink(cfg, history=rt.historian)  # history requests: from the historian
+
+
 def _check_web(cfg: PlantConfig) -> None:
     from web.app import tls_context
 
@@ -124,6 +136,7 @@ class SinkEntry:
 SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("opcua", lambda c: c.opcua.enabled, _opcua, _check_opcua),
     SinkEntry("influx", lambda c: c.influx is not None, _influx),
+    SinkEntry("hj212", lambda c: bool(c.hj212), _hj212, _check_hj212),
     SinkEntry("web", lambda c: c.web.enabled, _web, _check_web),
     SinkEntry("qa_capture", lambda c: any(s.qa is not None and s.qa.auto
                                           for _, s in c.sources()), _qa_capture),
