@@ -518,3 +518,12 @@ class RevisedMinutes:
     """The minutes one entry revised, for the sinks that keep minutes (InfluxDB)."""
 
     minutes: tuple[RevisedMinute, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RevisedPeriod:
+    """A closed hour or day calculated again after an entry (a correction, a lab factor),
+    handed to the sinks once more: one that keeps what it sent (the HJ 212 uplink) sends it
+    again; for the others it is a closed period like any."""
+
+    records: PeriodRecords

@@ -28,6 +28,7 @@ from model.records import (
     MinuteResult,
     PeriodRecords,
     RevisedMinutes,
+    RevisedPeriod,
     SampleBlock,
     TagTable,
 )
@@ -481,9 +482,11 @@ class Runtime:
             for sink in self._sinks:
                 if not sink.takes_periods or sink.sink is self.historian:
                     continue
-                if sink.sink is self._alarms and latest[rec.level] is not rec:
+                if sink.sink is self._alarms:
+                    if latest[rec.level] is rec:
+                        sink.submit_period(rec)
                     continue
-                sink.submit_period(rec)
+                sink.submit_period(RevisedPeriod(rec))
 
     def _publish_revised_minutes(self, revised: RevisedMinutes) -> None:
         """Minutes corrected after they were sent: to the sinks that keep minutes."""

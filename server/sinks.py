@@ -12,7 +12,14 @@ import contextlib
 import logging
 from typing import Protocol, runtime_checkable
 
-from model.records import AlarmEvent, MinuteResult, PeriodRecords, RevisedMinutes, SampleBlock
+from model.records import (
+    AlarmEvent,
+    MinuteResult,
+    PeriodRecords,
+    RevisedMinutes,
+    RevisedPeriod,
+    SampleBlock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,15 @@ class PeriodSink(Protocol):
 
 
 @runtime_checkable
+class RevisedPeriodSink(Protocol):
+    """A period sink that tells a recalculated hour or day from a newly closed one."""
+
+    async def on_revised_period(self, revised: RevisedPeriod) -> None:
+        """Take an hour or day calculated again after an entry."""
+        ...
+
+
+@runtime_checkable
 class RevisionSink(Protocol):
     """A sink that keeps minutes and takes them again when a person corrected them."""
 
@@ -72,7 +88,8 @@ class QueuedSink:
     def __init__(self, sink: Sink, maxsize: int = 10_000) -> None:
         self.sink = sink
         self._queue: asyncio.Queue[
-            MinuteResult | PeriodRecords | RevisedMinutes | SampleBlock] = asyncio.Queue(maxsize)
+            MinuteResult | PeriodRecords | RevisedPeriod | RevisedMinutes | SampleBlock] = (
+                asyncio.Queue(maxsize))
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
         self.dropped_sample_batches = 0
@@ -89,7 +106,8 @@ class QueuedSink:
         except asyncio.QueueFull:
             self.dropped_sample_batches += 1
 
-    def submit_minute(self, result: MinuteResult | PeriodRecords | RevisedMinutes) -> None:
+    def submit_minute(self, result: MinuteResult | PeriodRecords | RevisedPeriod | RevisedMinutes,
+                      ) -> None:
         """Queue a minute result; results are never dropped."""
         try:
             self._queue.put_nowait(result)
@@ -116,8 +134,8 @@ class QueuedSink:
         """Whether the sink wants closed hours and days."""
         return isinstance(self.sink, PeriodSink)
 
-    def submit_period(self, records: PeriodRecords) -> None:
-        """Queue a closed hour or day; like minute results, never dropped."""
+    def submit_period(self, records: PeriodRecords | RevisedPeriod) -> None:
+        """Queue a closed (or recalculated) hour or day; like minute results, never dropped."""
         self.submit_minute(records)
 
     @property
@@ -138,6 +156,12 @@ class QueuedSink:
                 elif isinstance(item, PeriodRecords):
                     assert isinstance(self.sink, PeriodSink)
                     await self.sink.on_period(item)
+                elif isinstance(item, RevisedPeriod):
+                    if isinstance(self.sink, RevisedPeriodSink):
+                        await self.sink.on_revised_period(item)
+                    else:
+                        assert isinstance(self.sink, PeriodSink)
+                        await self.sink.on_period(item.records)
                 elif isinstance(item, RevisedMinutes):
                     assert isinstance(self.sink, RevisionSink)
                     await self.sink.on_revised(item)

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.flags import DataFlag
-from model.records import MinuteResult, PeriodRecords, PeriodResult, SampleBlock
+from model.records import MinuteResult, PeriodRecords, PeriodResult, RevisedPeriod, SampleBlock
 from server.hj212 import messages
 from server.hj212.codec import (
     CN_ACK_DATA,
@@ -230,8 +230,9 @@ class PlatformUplink:
                         self._window_t)
         self._window, self._window_key, self._window_t = [], None, None
 
-    def period(self, records: PeriodRecords) -> None:
-        """Take one closed hour (2061) or day (2031)."""
+    def period(self, records: PeriodRecords, revised: bool = False) -> None:
+        """Take one closed hour (2061) or day (2031); `revised`: calculated again after an
+        entry, so sent again with what the entry changed (flags S where set by hand)."""
         if (records.level == "hour" and not self.cfg.hour) or (
                 records.level == "day" and not self.cfg.day):
             return
@@ -242,9 +243,10 @@ class PlatformUplink:
         # The runtime hands sinks the last stored hour and day again at start (for the
         # clients' displays): uploaded already, they are not queued twice.
         t_ms = int(records.t.timestamp() * 1000)
-        if t_ms <= self._last_period_ms.get(cn, -(2**62)):
-            return
-        self._last_period_ms[cn] = t_ms
+        if not revised:
+            if t_ms <= self._last_period_ms.get(cn, -(2**62)):
+                return
+            self._last_period_ms[cn] = t_ms
         self._queue(cn, self._period_cp(records, rec), records.t)
 
     def _period_cp(self, records: PeriodRecords, rec: PeriodResult) -> str:
@@ -745,6 +747,12 @@ class Hj212Sink:
         """Hand each platform its closed hour or day (no I/O here)."""
         for p in self.platforms:
             p.period(records)
+
+    async def on_revised_period(self, revised: RevisedPeriod) -> None:
+        """Hand each platform an hour or day calculated again after an entry: the platform
+        gets it again, whenever it was first sent (no I/O here)."""
+        for p in self.platforms:
+            p.period(revised.records, revised=True)
 
     def pending_batches(self) -> int:
         """Uploads stored in the platforms' outboxes and not yet acknowledged (/metrics)."""

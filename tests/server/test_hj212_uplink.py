@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from model.records import (
     MinuteResult,
     PeriodRecords,
     PeriodResult,
+    RevisedPeriod,
     SiteMinute,
     SourceColumns,
     TagColumns,
@@ -328,6 +330,33 @@ async def test_minute_and_hour_frames_carry_the_worked_example(tmp_path: Path) -
                         "a00000-Flag=N")
         await asyncio.sleep(0.5)
         assert [p.cn for p in sim.received] == ["2051", "2061"]
+        assert not sim.errors
+    finally:
+        await sink.stop()
+        await sim.stop()
+
+
+async def test_an_hour_calculated_again_after_an_entry_is_sent_again(tmp_path: Path) -> None:
+    # A correction sets hour 0's CO2 to 200 t by hand (flag S): the platform, which had
+    # the hour as measured, gets it again with the corrected mass and flag; a plain
+    # repeat of the same hour (the restart display) is still not sent twice.
+    sim = PlatformSimulator(tz=TZ, pw=PW, mn=MN)
+    await sim.start()
+    sink = Hj212Sink(one_source_plant(tmp_path, sim.port))
+    await sink.start()
+    try:
+        await sink.on_period(hour(0))
+        await sim.wait_for(lambda: len(sim.received) >= 1, 5)
+        first = hour(0)
+        src = replace(first.sources[0], co2_t=200.0, co2_rate_kg_h=200_000.0,
+                      flag=DataFlag.S)
+        await sink.on_revised_period(RevisedPeriod(replace(first, sources=(src,))))
+        await sink.on_period(hour(0))
+        await sim.wait_for(lambda: len(sim.received) >= 2, 5)
+        await asyncio.sleep(0.5)
+        assert [p.cn for p in sim.received] == ["2061", "2061"]
+        again = sim.received[1].cp
+        assert "a05001-Cou=200000.0" in again and "a05001-Flag=S" in again, again
         assert not sim.errors
     finally:
         await sink.stop()

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from model.flags import DataFlag
-from model.records import PeriodRecords
+from model.records import PeriodRecords, RevisedPeriod
 from server.audit import AuditLog
 from server.config import parse_plant
 from server.historian import Historian
@@ -328,6 +328,13 @@ class _Taken:
         self.periods.append((records.level, records.t))
 
 
+class _TakenRevised(_Taken):
+    """A sink that tells recalculated periods apart (as the HJ 212 uplink does)."""
+
+    async def on_revised_period(self, revised: RevisedPeriod) -> None:
+        self.periods.append(("revised " + revised.records.level, revised.records.t))
+
+
 async def test_recalculated_periods_reach_the_alarm_rules_only_as_the_latest(
         tmp_path: Path) -> None:
     # A correction recalculates many hours; the alarm rules must see only the latest hour
@@ -340,8 +347,8 @@ async def test_recalculated_periods_reach_the_alarm_rules_only_as_the_latest(
                            (), (), ()) for i in range(30)]
     day = PeriodRecords("day", t0, t0 + timedelta(days=1), (), (), ())
     closed = [*hours[:24], day, *hours[24:]]
-    other, alarms = _Taken("opcua"), _Taken("alarms")
-    rt._sinks = [QueuedSink(other), QueuedSink(alarms)]
+    other, alarms, uplink = _Taken("opcua"), _Taken("alarms"), _TakenRevised("hj212")
+    rt._sinks = [QueuedSink(other), QueuedSink(alarms), QueuedSink(uplink)]
     rt._alarms = alarms  # type: ignore[assignment]
     for s in rt._sinks:
         await s.start()
@@ -350,3 +357,4 @@ async def test_recalculated_periods_reach_the_alarm_rules_only_as_the_latest(
         await s.stop()
     assert other.periods == [(r.level, r.t) for r in closed]
     assert alarms.periods == [("day", t0), ("hour", hours[-1].t)]
+    assert uplink.periods == [("revised " + r.level, r.t) for r in closed]
