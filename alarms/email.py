@@ -99,14 +99,21 @@ class EmailChannel:
 
     async def send(self, event: AlarmEvent, site_name: str) -> None:
         """Send one event; raise SinkError naming channel and server on any failure."""
+        await self.send_message(self.message(event, site_name))
+
+    async def send_message(self, msg: EmailMessage, recipients: list[str] | None = None,
+                           ) -> None:
+        """Send a ready mail (e.g. a scheduled report with its attachment, server/reports)
+        through this channel's server, to `recipients` or else the channel's `to`; raise
+        SinkError naming channel and server on any failure."""
         cfg = self.config
         username = cfg.username
         password = self._password() if username is not None else None
         try:
             await aiosmtplib.send(
-                self.message(event, site_name),
+                msg,
                 sender=cfg.sender,
-                recipients=cfg.to,
+                recipients=recipients or cfg.to,
                 hostname=cfg.host,
                 port=cfg.port,
                 username=username,

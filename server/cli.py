@@ -175,6 +175,30 @@ def _open_out(path: str) -> Iterator[TextIO]:
             os.remove(part)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from server.reports.local import make_from_files
+
+    plant = load_plant(args.config)
+    start, end = _utc(args.start, "--from"), _utc(args.end, "--to")
+    if end <= start:
+        raise CarbonScadaError(f"--to {args.end} must be after --from {args.start}")
+    rep = asyncio.run(make_from_files(plant, args.config, args.kind, start, end, args.format))
+    if args.out == "-":
+        sys.stdout.buffer.write(rep.body)
+        sys.stdout.flush()
+    else:  # beside it first, put in place only when complete (as _open_out does)
+        part = f"{args.out}.part"
+        try:
+            Path(part).write_bytes(rep.body)
+            os.replace(part, args.out)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(part)
+            raise CarbonScadaError(f"{args.out}: cannot write: {exc.strerror}") from None
+    log.info("%s report (%d bytes) written to %s", args.kind, len(rep.body), args.out)
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from drivers import probe
     from model.errors import DriverError
@@ -579,6 +603,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--to", dest="end", required=True, help="ISO 8601 with offset (exclusive)")
     ex.add_argument("--out", required=True, help="samples CSV ('-' for standard output)")
     ex.set_defaults(func=_cmd_export_samples)
+    rp = sub.add_parser("report", help="write an emission report (daily, monthly, annual, "
+                        "platform or a custom one) from the historian")
+    rp.add_argument("kind", help="daily, monthly, annual, platform (the carbon-market "
+                    "monthly workbook) or the name of a definition in reports.definitions")
+    rp.add_argument("-c", "--config", required=True, help="plant configuration")
+    rp.add_argument("--from", dest="start", required=True, help="ISO 8601 with offset")
+    rp.add_argument("--to", dest="end", required=True, help="ISO 8601 with offset (exclusive)")
+    rp.add_argument("--format", choices=["xlsx", "csv", "pdf"], default="xlsx")
+    rp.add_argument("--out", required=True, help="report file ('-' for standard output)")
+    rp.set_defaults(func=_cmd_report)
     _add_probe(sub)
     _add_user_audit(sub)
     _add_opcua(sub)

@@ -36,6 +36,7 @@ from server.historian import HistorianConfig
 from server.hj212.config import Hj212Config
 from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
+from server.reports.config import ReportsConfig, report_problems
 from web.config import WebPlantConfig
 
 
@@ -48,6 +49,7 @@ class PlantConfig(WebPlantConfig):
     hj212: tuple[Hj212Config, ...] = ()  # HJ 212-2017 platforms (server/hj212/), one per MN
     backup: BackupConfig | None = None  # none: no scheduled backups (a warning at start)
     retention: RetentionConfig = RetentionConfig()
+    reports: ReportsConfig = ReportsConfig()  # scheduled and custom reports
 
     def system_device_ids(self) -> tuple[str, ...]:
         """The InfluxDB outbox and the backups, when there are, report alarms as devices;
@@ -94,6 +96,7 @@ def _problems(cfg: PlantConfig) -> Problems:
     problems.extend(calculation_problems(cfg))
     problems.extend(_cross_stage_problems(cfg, tag_paths))
     problems.extend(rule_problems(cfg))
+    problems.extend(report_problems(cfg))  # server/reports/config.py
     return problems
 
 

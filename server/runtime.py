@@ -111,7 +111,7 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
 
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
                    audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor,
-                   device_tags=rt, records=rt.records)
+                   device_tags=rt, records=rt.records, reports=rt.reports)
 
 
 def _qa_capture(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
@@ -203,6 +203,14 @@ class Runtime:
                                     MinuteCalculator(plan),
                                     self._publish_revised, self.cycle,
                                     self._publish_revised_minutes)
+        # Reports (server/reports/): on demand over HTTP and on the plant file's schedule.
+        from server.reports.definition import load_definitions
+        from server.reports.engine import ReportMaker
+
+        self.reports = ReportMaker(config, self.historian, lambda: self.records.factors,
+                                   self.records.entries,
+                                   load_definitions(config.reports.definitions,
+                                                    "reports.definitions", config))
         self._sinks: list[QueuedSink] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
@@ -355,6 +363,7 @@ class Runtime:
                 self._on_stop(f"sink {sink.name}", queued.stop)
             await self._start_backups()
             await self._start_calibration_monitor()
+            await self._start_report_schedule()
             await self._seed_totals()
             await self.records.load()  # before the open hour is read back: entries apply
             await self._restore_periods()
@@ -392,6 +401,19 @@ class Runtime:
                                        locked=self.records.locked_ranges)
         await self.backups.start()
         self._on_stop("backup scheduler", self.backups.stop)
+
+    async def _start_report_schedule(self) -> None:
+        """The scheduled reports (reports.schedule), e-mailed through alarm channels."""
+        from server.reports.schedule import ReportScheduler, email_channels
+
+        cfg = self.config
+        if not cfg.reports.schedule:
+            return
+        senders = {c.id: getattr(c, "sender", "") for c in cfg.alarms.channels}
+        scheduler = ReportScheduler(cfg.reports.schedule, self.reports, email_channels(cfg),
+                                    senders)
+        await scheduler.start()
+        self._on_stop("report schedule", scheduler.stop)
 
     async def _start_calibration_monitor(self) -> None:
         """The overdue-calibration alarms of the instrument register, once the alarms exist."""

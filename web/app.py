@@ -29,6 +29,7 @@ from web.collaborators import (
     MinuteHistory,
     PeriodHistory,
     RecordKeeping,
+    ReportMaking,
 )
 from web.config import WebPlantConfig
 from web.devices import DEVICE_TAGS
@@ -37,6 +38,7 @@ from web.hub import Hub
 from web.live import LiveState
 from web.monitoring import MONITOR, Monitor
 from web.records import RECORDS
+from web.reports import REPORTS
 from web.serialize import dumps
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class WebSink:
                  minutes: MinuteHistory | None = None,
                  device_tags: DeviceTags | None = None,
                  records: RecordKeeping | None = None,
+                 reports: ReportMaking | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -117,6 +120,7 @@ class WebSink:
         self._minutes = minutes
         self._device_tags = device_tags
         self._records = records
+        self._reports = reports
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -160,6 +164,7 @@ class WebSink:
                         minutes=self._minutes, secure_cookies=ctx is not None)
         app[DEVICE_TAGS] = self._device_tags  # /api/v1/devices/{id}/tags answers from it
         app[RECORDS] = self._records  # /api/v1/entries, /locks, /qa, /revisions
+        app[REPORTS] = self._reports  # /api/v1/reports/{kind}
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

@@ -135,3 +135,37 @@ class RecordKeeping(Protocol):
     async def history(self, table: str, ident: str, t: datetime) -> dict[str, Any]:
         """Every version of one stored row."""
         ...
+
+
+class ReportFile(Protocol):
+    """A written report (server/reports/engine.py RenderedReport)."""
+
+    @property
+    def body(self) -> bytes:
+        """The file's bytes."""
+        ...
+
+    @property
+    def content_type(self) -> str:
+        """Its media type."""
+        ...
+
+    @property
+    def filename(self) -> str:
+        """A file name for it."""
+        ...
+
+
+class ReportMaking(Protocol):
+    """Where reports come from (server/reports/engine.py ReportMaker): it reads the
+    historian and builds and writes off the event loop."""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The report kinds it makes (daily, monthly, annual, platform, custom names)."""
+        ...
+
+    async def make(self, kind: str, start: datetime, end: datetime, fmt: str) -> ReportFile:
+        """The report of `kind` over the whole periods from `start` to `end`, in `fmt`
+        (xlsx, csv, pdf); InvalidValueError naming what is wrong."""
+        ...

@@ -48,6 +48,7 @@ from web.params import json_body, text_field
 from web.params import parse_user_time as _parse_time
 from web.params import span as _span
 from web.records import add_record_routes
+from web.reports import add_report_routes
 from web.serialize import (
     Json,
     alarm_json,
@@ -544,6 +545,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     add_instrument_routes(app, api, live.config)  # /api/v1/instruments: the register
     add_uncertainty_routes(app, api, live.config, history)  # /api/v1/uncertainty: totals
     add_record_routes(app, api)  # /api/v1/entries, locks, qa, revisions
+    add_report_routes(app, api)  # /api/v1/reports/{kind}: report files
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):
             app.router.add_get(f"{api}/{kind}s/{{id}}/{level}", _periods_handler(kind, level))

@@ -20,6 +20,8 @@ from web.admin import MAX_NAME, MAX_PASSWORD
 from web.auth import COOKIE, CSRF_HEADER
 from web.history import MAX_MINUTE_ROWS, MAX_POINTS, SOURCE_MINUTE_FIELDS
 from web.records import CSV_COLUMNS, REVISED_TABLES, ROLE_OF_KIND
+from web.reports import FORMATS as REPORT_FORMATS
+from web.reports import KINDS as REPORT_KINDS
 from web.serialize import SITE_FIELDS, SOURCE_FIELDS, UNIT_FIELDS, Json, dumps
 
 VERSION: Final = "1.0.0"
@@ -360,6 +362,28 @@ _CSV_BODY: Final = {"required": True, "content": {"text/csv": {"schema": {
     "type": "string", "description": "header " + ",".join(CSV_COLUMNS) + "; one value a row"}}}}
 
 
+def _report_paths(api: str) -> dict[str, Json]:
+    """The report route of web/reports.py."""
+    files = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+             "csv": "text/csv", "pdf": "application/pdf"}
+    ok = {"description": "the report file (Content-Disposition: attachment)",
+          "content": {files[f]: {"schema": {"type": "string", "format": "binary"}}
+                      for f in REPORT_FORMATS}}
+    kind = {"name": "kind", "in": "path", "required": True, "example": "daily",
+            "description": f"{', '.join(REPORT_KINDS)} (the carbon-market platform's monthly "
+                           "workbook), or the name of a custom definition "
+                           "(reports.definitions)", "schema": {"type": "string"}}
+    fmt = {"name": "format", "in": "query", "required": False, "example": "csv",
+           "schema": {"enum": list(REPORT_FORMATS), "default": "xlsx"}}
+    return {f"{api}/reports/{{kind}}": {"get": _get(
+        "An emission report over whole plant-local days, months or years: site, units, "
+        "sources (capture rate, substituted hours and their rule), streams (factor "
+        "versions), allowance; Chinese and English headers, every column's unit in its name",
+        ok, params=[kind, *_RANGE, fmt],
+        errors={**_BAD, "404": _error("unknown report kind"),
+                "503": _error("this server makes no reports")}, tags=("reports",))}}
+
+
 def _record_paths(api: str) -> dict[str, Json]:
     """The entries routes of web/records.py."""
     keeper = {"503": _error("this server keeps no entries")}
@@ -594,6 +618,7 @@ def _paths() -> dict[str, Json]:
             auth=True)},
         **_user_paths(api),
         **_record_paths(api),
+        **_report_paths(api),
         "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
                                  _text("metrics"), errors={"404": _text("no monitor")},
                                  tags=("monitoring",))},

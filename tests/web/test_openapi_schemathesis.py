@@ -32,6 +32,7 @@ from server.audit import AuditLog
 from server.config import Plant, load_plant
 from server.historian import Historian, HistorianConfig
 from server.records import RecordKeeper
+from server.reports.engine import ReportMaker
 from server.users import UserStore
 from tests.conftest import free_port
 from tests.web.test_api import alarm_event, source_minute, stored_hour
@@ -102,7 +103,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     keeper = RecordKeeper(loaded, historian, audit, PeriodCycle(plan), MinuteCalculator(plan),
                           lambda rec: None)
     sink = WebSink(cfg, history=historian, users=users, audit=audit, alarms=alarms,
-                   journal=historian, records=keeper)
+                   journal=historian, records=keeper,
+                   reports=ReportMaker(cfg, historian, lambda: keeper.factors, keeper.entries))
 
     async def start() -> None:
         await historian.start()

@@ -1,0 +1,119 @@
+"""The report maker: reads the stored days and hours, builds a report and writes it.
+
+Used by `carbonscada report` (the historian file opened for the command), by
+GET /api/v1/reports/{kind} and by the schedule (the running server's historian). The
+historian reads on its own thread; building and writing run in a worker thread, so a
+year's report never holds up the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from compute.clock import PlantClock
+from compute.factors import FactorTable
+from model.errors import InvalidValueError
+from model.records import PeriodRecords
+from server.reports.config import BUILT_IN, FORMATS
+from server.reports.definition import ReportDefinition, custom_report
+from server.reports.platform import platform_report
+from server.reports.tables import KIND_LEVEL, Periods, Report, ReportData, emission_report
+from server.reports.writers import CONTENT_TYPES, render
+
+MAX_PERIODS = 400  # days of a daily report (a year and some), months of a monthly one …
+MAX_PDF_PERIODS = 62  # a PDF is for print: two months of days, five years of months
+
+
+class StoredPeriods(Protocol):
+    """Where stored hours and days come from (server/historian.py Historian)."""
+
+    async def periods(self, level: str, start: datetime, end: datetime) -> list[PeriodRecords]:
+        """The stored hours or days with start ≤ t < end, oldest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReport:
+    """A written report: its bytes, their media type and a file name for them."""
+
+    body: bytes
+    content_type: str
+    filename: str
+
+
+class ReportMaker:
+    """Makes the built-in and the custom reports of one plant."""
+
+    def __init__(self, config: Any, historian: StoredPeriods,
+                 factors: Callable[[], FactorTable],
+                 entries: Callable[[], Sequence[Mapping[str, Any]]] = list,
+                 definitions: Mapping[str, ReportDefinition] | None = None) -> None:
+        self.config = config
+        self.clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
+        self._historian = historian
+        self._factors = factors
+        self._entries = entries
+        self.definitions = dict(definitions or {})
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every kind this maker knows: the built-in ones, then the custom ones."""
+        return (*BUILT_IN, *self.definitions)
+
+    def level(self, kind: str) -> str:
+        """The period (day, month, year) a kind's rows are."""
+        if kind in KIND_LEVEL:
+            return KIND_LEVEL[kind]
+        if kind == "platform":
+            return "month"
+        if kind in self.definitions:
+            return self.definitions[kind].period
+        raise InvalidValueError(f"unknown report kind {kind!r} (known: {', '.join(self.kinds)})")
+
+    def previous_period(self, kind: str, now: datetime) -> tuple[datetime, datetime]:
+        """The day, month or year of `kind` that ended last before `now` (UTC bounds)."""
+        tick = timedelta(microseconds=1)
+        per = Periods(self.clock, self.level(kind), now, now + tick)
+        return per.start_of(per.start - tick), per.start
+
+    async def report(self, kind: str, start: datetime, end: datetime) -> Report:
+        """Build the report of `kind` over the whole periods from `start` to `end`."""
+        per = Periods(self.clock, self.level(kind), start, end, MAX_PERIODS)
+        if kind == "platform" and len(per.bounds) != 1:
+            raise InvalidValueError("the platform workbook covers one month: give --from and "
+                                    "--to within one plant-local month")
+        days = await self._historian.periods("day", per.start, per.end)
+        hours = await self._historian.periods("hour", per.start, per.end)
+        data = ReportData(days, hours)
+        cfg, clock = self.config, self.clock
+        if kind == "platform":
+            entries = list(self._entries())
+            return await asyncio.to_thread(platform_report, cfg, clock, per.start, data,
+                                           self._factors(), entries)
+        if kind in self.definitions:
+            return await asyncio.to_thread(custom_report, self.definitions[kind], cfg, clock,
+                                           per.start, per.end, data)
+        return await asyncio.to_thread(emission_report, kind, cfg, clock, per.level, per.start,
+                                       per.end, data, self._factors())
+
+    async def make(self, kind: str, start: datetime, end: datetime, fmt: str) -> RenderedReport:
+        """The report of `kind` written in `fmt` (xlsx, csv, pdf)."""
+        if fmt not in FORMATS:
+            raise InvalidValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        if fmt == "pdf":  # fpdf2 lays a table out cell by cell: keep a PDF printable
+            try:
+                Periods(self.clock, self.level(kind), start, end, MAX_PDF_PERIODS)
+            except InvalidValueError:
+                raise InvalidValueError(f"a PDF report covers at most {MAX_PDF_PERIODS} "
+                                        "periods: ask for xlsx or csv") from None
+        rep = await self.report(kind, start, end)
+        body = await asyncio.to_thread(render, rep, fmt, self.config.reports.pdf_font)
+        label = Periods(self.clock, self.level(kind), rep.start, rep.end)
+        first, last = label.label(rep.start), label.label(label.bounds[-1][0])
+        span = first if first == last else f"{first}_{last}"
+        return RenderedReport(body, CONTENT_TYPES[fmt],
+                              f"{self.config.site.id}-{kind}-{span}.{fmt}")

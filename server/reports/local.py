@@ -1,0 +1,36 @@
+"""Reports from the plant's files, for `carbonscada report` (the server need not run): the
+historian read, the ledger's lab entries and quantities applied as the server applies them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from model.errors import CarbonScadaError
+from server.config import Plant
+from server.historian import Historian
+from server.ledger import Ledger
+from server.records import qa_limits, records_of
+from server.reports.definition import load_definitions
+from server.reports.engine import RenderedReport, ReportMaker
+
+
+async def make_from_files(plant: Plant, origin: str, kind: str, start: datetime,
+                          end: datetime, fmt: str) -> RenderedReport:
+    """The report of `kind` made from the historian file of `plant` (CarbonScadaError
+    naming the file when there is none)."""
+    cfg = plant.config
+    path = Path(cfg.historian.path)
+    if not path.is_file():
+        raise CarbonScadaError(f"{path}: no historian file here")
+    definitions = load_definitions(cfg.reports.definitions, origin, cfg)
+    entries = Ledger(path).entries()
+    factors = plant.plan(records_of(entries, qa_limits(cfg))).factors
+    historian = Historian(path)
+    await historian.start()
+    try:
+        maker = ReportMaker(cfg, historian, lambda: factors,
+                            lambda: [e.as_json() for e in entries], definitions)
+        return await maker.make(kind, start, end, fmt)
+    finally:
+        await historian.stop()
