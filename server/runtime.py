@@ -356,6 +356,7 @@ class Runtime:
             sinks = self._build_sinks(cfg)
             if self._alarms is not None:  # before the web and OPC UA seed their alarm lists
                 self._alarms.restore(await self.historian.last_alarm_events())
+            await self._start_platform_simulators()  # listening before the uplink dials
             for sink in sinks:
                 queued = QueuedSink(sink)
                 await queued.start()
@@ -401,6 +402,31 @@ class Runtime:
                                        locked=self.records.locked_ranges)
         await self.backups.start()
         self._on_stop("backup scheduler", self.backups.stop)
+
+    async def _start_platform_simulators(self) -> None:
+        """The HJ 212 platforms marked `simulate: true` (the demo's), in this process."""
+        from server.hj212.codec import Packet
+        from server.hj212.simulator import PlatformSimulator, describe
+
+        by_port: dict[tuple[str, int], list[Any]] = {}
+        for p in self.config.hj212:
+            if p.simulate:  # the data loggers of one platform (one MN each) share it
+                by_port.setdefault((p.host, p.port), []).append(p)
+        for (host, port), entries in by_port.items():
+            where = f"HJ 212 platform {'/'.join(e.id for e in entries)} (simulated)"
+
+            def received(pkt: Packet, where: str = where) -> None:
+                log.info("%s received %s", where, describe(pkt))
+
+            def refused(text: str, where: str = where) -> None:
+                log.warning("%s: %s", where, text)
+            one = entries[0] if len(entries) == 1 else None  # else no MN / PW check
+            sim = PlatformSimulator(tz=self.config.site.timezone,
+                                    pw=one.pw if one else "", mn=one.mn if one else "",
+                                    on_packet=received, on_error=refused)
+            await sim.start(host, port)
+            self._on_stop(where, sim.stop)
+            log.info("%s on %s:%d", where, host, port)
 
     async def _start_report_schedule(self) -> None:
         """The scheduled reports (reports.schedule), e-mailed through alarm channels."""

@@ -134,8 +134,15 @@ async def test_demo_publishes_hours_and_the_allowance(tmp_path: Path) -> None:
                 coal = await r.json()
             async with http.get(f"{base}/allowance") as r:
                 position = await r.json()
+        # The HJ 212 uplinks of both stacks delivered to the simulated platform (acknowledged)
+        (uplink,) = [s.sink for s in runtime._sinks if s.sink.name == "hj212"]
+        async with asyncio.timeout(10):
+            while uplink.stats()["uploads_done_total"] < 4:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.2)
+        hj212 = uplink.stats()  # type: ignore[attr-defined]
     finally:
         await runtime.stop()
+    assert hj212["connected"] == 2 and hj212["bad_frames_total"] == 0
     assert annual == 6_500_000.0
     # The first hour began with the server, part way in: it has fewer than 45 valid minutes
     # unless the server started at its very beginning, and with nothing to look back at

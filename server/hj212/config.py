@@ -108,6 +108,9 @@ class Hj212Config(ConfigModel):
     outbox_max_age_h: float = Field(30 * 24.0, gt=0)
     # Overrides of DEFAULT_CODES by code; None removes one.
     codes: dict[str, CodeConfig | None] = Field(default_factory=dict)
+    # Run a platform simulator (server/hj212/simulator.py) on host:port in this process, as
+    # device `simulate: true` runs an instrument's: the demo's, never a real platform's.
+    simulate: bool = False
 
     @field_validator("codes")
     @classmethod
@@ -124,6 +127,9 @@ class Hj212Config(ConfigModel):
     def _intervals(self) -> Hj212Config:
         if 0 < self.rtd_interval_s < 1:
             raise ValueError("rtd_interval_s: give 0 (no real-time data) or at least 1 s")
+        if self.simulate and self.host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"simulate: a simulated platform listens on loopback only "
+                             f"(127.0.0.1, ::1 or localhost), not {self.host!r}")
         return self
 
     def code_map(self) -> dict[str, CodeConfig]:
