@@ -33,7 +33,7 @@ from model.schema import Problems, validation_problems
 from server.backupconfig import BACKUP_DEVICE, BackupConfig, RetentionConfig
 from server.calibration import calibration_device_ids
 from server.historian import HistorianConfig
-from server.hj212.config import Hj212Config
+from server.hj212.config import Hj212Config, uplink_device
 from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
 from server.reports.config import ReportsConfig, report_problems
@@ -53,10 +53,12 @@ class PlantConfig(WebPlantConfig):
 
     def system_device_ids(self) -> tuple[str, ...]:
         """The InfluxDB outbox and the backups, when there are, report alarms as devices;
-        so does each registered instrument's calibration (server/calibration.py)."""
+        so does each registered instrument's calibration (server/calibration.py) and each
+        HJ 212 platform's uplink (server/hj212/uplink.py)."""
         return (*((OUTBOX_DEVICE,) if self.influx is not None else ()),
                 *((BACKUP_DEVICE,) if self.backup is not None else ()),
-                *calibration_device_ids(self, self.instruments))
+                *calibration_device_ids(self, self.instruments),
+                *(uplink_device(p.id) for p in self.hj212))
 
 
 class Plant(NamedTuple):
@@ -77,7 +79,7 @@ def _cross_stage_problems(cfg: PlantConfig, tag_paths: dict[str, str]) -> Proble
                           if tag not in tag_paths]
     owner = {OUTBOX_DEVICE: "the InfluxDB outbox's", BACKUP_DEVICE: "the backups'"}
     system = set(cfg.system_device_ids())  # once: it walks every tag (the instruments)
-    problems += [(f"devices[{i}].id", f"{d.id!r} is {owner[d.id]} id in "
+    problems += [(f"devices[{i}].id", f"{d.id!r} is {owner.get(d.id, 'a system alarm’s')} id in "
                   "alarm rules: name the device otherwise")
                  for i, d in enumerate(cfg.devices) if d.id in system]
     real = [d.id for d in cfg.devices if not d.simulate]

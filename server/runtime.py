@@ -96,7 +96,8 @@ def _check_hj212(cfg: PlantConfig) -> None:
 def _hj212(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     from server.hj212.uplink import Hj212Sink
 
-    return Hj212Sink(cfg, history=rt.historian)  # history requests: from the historian
+    # history requests: from the historian; the uplinks' alarms: device events
+    return Hj212Sink(cfg, history=rt.historian, on_event=rt._on_device_event)
 
 
 def _check_web(cfg: PlantConfig) -> None:
@@ -150,9 +151,11 @@ def preflight(cfg: PlantConfig) -> None:
     from alarms.engine import AlarmSink
     from server.backupconfig import with_backup_alarm
     from server.calibration import with_calibration_alarm
+    from server.hj212.config import with_uplink_alarms
     from server.influx.config import with_outbox_alarm
 
     cfg = with_outbox_alarm(cfg, cfg.influx)  # as _prepare_records adds it
+    cfg = with_uplink_alarms(cfg, cfg.hj212)
     cfg = with_backup_alarm(cfg, cfg.backup)
     cfg = with_calibration_alarm(cfg, cfg.instruments)
     AlarmSink(cfg)
@@ -253,12 +256,14 @@ class Runtime:
         # they were, so rules saved through the API still apply (and get it added too).
         from server.backupconfig import with_backup_alarm
         from server.calibration import with_calibration_alarm
+        from server.hj212.config import with_uplink_alarms
         from server.influx.config import with_outbox_alarm
 
         # The backups' alarm likewise (server/backup.py), when backups are configured, and
         # one per registered instrument for an overdue calibration (server/calibration.py).
-        return with_calibration_alarm(with_backup_alarm(
-            with_outbox_alarm(in_force, cfg.influx), cfg.backup), cfg.instruments)
+        # And one per HJ 212 platform whose uploads stall (server/hj212/uplink.py).
+        return with_uplink_alarms(with_calibration_alarm(with_backup_alarm(
+            with_outbox_alarm(in_force, cfg.influx), cfg.backup), cfg.instruments), cfg.hj212)
 
     def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
         from alarms.engine import AlarmSink

@@ -9,10 +9,11 @@ code carries; the defaults follow HJ 212-2017 annex B's codes with the units nam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
+from alarms.config import AlarmPlantConfig, CommLossRuleConfig
 from model.errors import ConfigError
 from model.schema import ConfigModel, Identifier, Problems
 
@@ -111,6 +112,10 @@ class Hj212Config(ConfigModel):
     # Run a platform simulator (server/hj212/simulator.py) on host:port in this process, as
     # device `simulate: true` runs an instrument's: the demo's, never a real platform's.
     simulate: bool = False
+    # The uplink's system alarm (a comm_loss rule on device hj212_<id>, added unless the
+    # plant has one): raised once uploads have waited this long without the platform
+    # taking any (unreachable, or not acknowledging), cleared when it takes them again.
+    alarm_after_s: float = Field(600.0, gt=0, le=7 * 86400.0)
 
     @field_validator("codes")
     @classmethod
@@ -214,3 +219,34 @@ def source_tags(cfg: CalculationLike) -> dict[str, dict[str, str | None]]:
 def check_plant(cfg: PlantLike) -> None:
     """The runtime's (and check-config's) check of the plant's hj212 entries."""
     check_hj212(list(cfg.hj212), source_tags(cfg))
+
+
+def uplink_device(platform_id: str) -> str:
+    """The device id under which a platform's uplink reports its alarm (as drivers do)."""
+    return f"hj212_{platform_id}"
+
+
+def uplink_rule_id(platform_id: str) -> str:
+    """The comm_loss rule added for a platform's uplink when the plant has none."""
+    return f"hj212_{platform_id}_uplink"
+
+
+_P = TypeVar("_P", bound=AlarmPlantConfig)
+
+
+def with_uplink_alarms(cfg: _P, platforms: Sequence[Hj212Config]) -> _P:
+    """`cfg` with a comm_loss rule per platform whose device the plant's rules do not
+    name yet (as server.influx.config.with_outbox_alarm does for the InfluxDB outbox)."""
+    rules = cfg.alarms.rules
+    named = {r.device for r in rules if isinstance(r, CommLossRuleConfig)} | {
+        r.id for r in rules}
+    added = [CommLossRuleConfig(id=uplink_rule_id(p.id), kind="comm_loss",
+                                device=uplink_device(p.id),
+                                name=f"HJ 212 uplink {p.id}: the platform takes no data",
+                                suppress_when_stopped=False)
+             for p in platforms
+             if uplink_device(p.id) not in named and uplink_rule_id(p.id) not in named]
+    if not added:
+        return cfg
+    return cfg.model_copy(update={"alarms": cfg.alarms.model_copy(
+        update={"rules": [*rules, *added]})})

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,7 +38,14 @@ import numpy as np
 import numpy.typing as npt
 
 from model.flags import DataFlag
-from model.records import MinuteResult, PeriodRecords, PeriodResult, RevisedPeriod, SampleBlock
+from model.records import (
+    DeviceEvent,
+    MinuteResult,
+    PeriodRecords,
+    PeriodResult,
+    RevisedPeriod,
+    SampleBlock,
+)
 from server.hj212 import messages
 from server.hj212.codec import (
     CN_ACK_DATA,
@@ -67,7 +75,7 @@ from server.hj212.codec import (
     parse_hj_time,
     split,
 )
-from server.hj212.config import Hj212Config, source_tags
+from server.hj212.config import Hj212Config, source_tags, uplink_device
 from server.hj212.messages import Channel, MinuteRow
 from server.hj212.outbox import Outbox, Upload
 
@@ -152,10 +160,15 @@ class PlatformUplink:
 
     def __init__(self, cfg: Hj212Config, source_id: str, tags: Mapping[str, str | None],
                  tz: str, minute_s: float, density_kg_m3: float,
-                 history: HistoryReader | None) -> None:
+                 history: HistoryReader | None,
+                 on_event: Callable[[DeviceEvent], None] | None = None) -> None:
         """`tags`: the source's CEMS inputs' tags; `history`: the historian, for history
-        requests (None: they are answered with ExeRtn 100, no data)."""
+        requests (None: they are answered with ExeRtn 100, no data); `on_event`: where the
+        uplink's alarm goes (the runtime's device-event path)."""
         self.cfg = cfg
+        self.on_event = on_event
+        self._progress = time.monotonic()  # nothing waiting, or the platform took one
+        self._alarm: bool | None = None  # as last sent; None: nothing sent since start
         self.name = f"hj212:{cfg.id}"
         self.source_id = source_id
         self.chans: tuple[Channel, ...] = messages.channels(cfg, tags)
@@ -296,7 +309,8 @@ class PlatformUplink:
                      self._outbox.count)
         self.stats["outbox_uploads"] = float(self._outbox.count)
         self._tasks = [asyncio.create_task(self._write_loop(), name=f"{self.name}:outbox"),
-                       asyncio.create_task(self._connect_loop(), name=f"{self.name}:conn")]
+                       asyncio.create_task(self._connect_loop(), name=f"{self.name}:conn"),
+                       asyncio.create_task(self._watch_loop(), name=f"{self.name}:alarm")]
 
     async def stop(self) -> None:
         """Store what is pending, close the connection and the outbox."""
@@ -504,6 +518,35 @@ class PlatformUplink:
             await self._run(self._outbox.delete, up.id)
             self.stats["uploads_done_total"] += 1
             self.stats["outbox_uploads"] = float(self._outbox.count)
+            self._progress = time.monotonic()
+
+    async def _watch_loop(self) -> None:
+        """Raise the uplink's alarm once uploads waited `alarm_after_s` with none taken by
+        the platform, clear it when they are taken; the first check after start always
+        reports (an alarm restored from the last run is confirmed or cleared)."""
+        every_s = min(5.0, self.cfg.alarm_after_s / 4)
+        while True:
+            waiting = int(self.stats["outbox_uploads"]) + len(self._pending)
+            now = time.monotonic()
+            if not waiting:
+                self._progress = now
+            stalled = now - self._progress
+            fault = waiting > 0 and stalled >= self.cfg.alarm_after_s
+            if fault != self._alarm:
+                self._alarm = fault
+                address = f"{self.cfg.host}:{self.cfg.port}"
+                message = (f"HJ 212 platform {self.cfg.id} ({address}) has taken no upload "
+                           f"for {stalled / 60:.0f} min; {waiting} uploads wait in the outbox "
+                           "(nothing is lost until its caps)" if fault else
+                           f"HJ 212 platform {self.cfg.id} ({address}) takes the uploads")
+                if self.on_event is not None:
+                    try:
+                        self.on_event(DeviceEvent(uplink_device(self.cfg.id), address,
+                                                  datetime.now(UTC), fault, message))
+                    except Exception:  # the uplink goes on whatever the alarm path does
+                        log.exception("HJ 212 %s: alarm not delivered: %s", self.cfg.id,
+                                      message)
+            await asyncio.sleep(every_s)
 
     async def _rtd_loop(self) -> None:
         while True:
@@ -716,8 +759,10 @@ class Hj212Sink:
 
     name = "hj212"
 
-    def __init__(self, cfg: PlantLike, history: HistoryReader | None = None) -> None:
-        """Build one uplink per platform (the entries were checked by check_plant)."""
+    def __init__(self, cfg: PlantLike, history: HistoryReader | None = None,
+                 on_event: Callable[[DeviceEvent], None] | None = None) -> None:
+        """Build one uplink per platform (the entries were checked by check_plant);
+        `on_event`: where their alarms go."""
         tags = source_tags(cfg)
         only = next(iter(tags)) if len(tags) == 1 else None
         self.platforms = []
@@ -726,7 +771,7 @@ class Hj212Sink:
             assert source is not None, "check_plant lets no such entry through"
             self.platforms.append(PlatformUplink(
                 p, source, tags[source], cfg.site.timezone, cfg.clock.minute_seconds,
-                cfg.constants.co2_density_kg_m3, history))
+                cfg.constants.co2_density_kg_m3, history, on_event))
 
     async def start(self) -> None:
         """Open every platform's outbox and start its connection."""

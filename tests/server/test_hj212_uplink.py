@@ -363,6 +363,44 @@ async def test_an_hour_calculated_again_after_an_entry_is_sent_again(tmp_path: P
         await sim.stop()
 
 
+async def test_a_stalled_uplink_raises_its_alarm_and_clears_it(tmp_path: Path) -> None:
+    # The platform refuses connections: after alarm_after_s with an upload waiting, the
+    # uplink reports a fault on device hj212_env (a comm_loss rule is added for it); once
+    # the platform takes the upload again, it reports the recovery.
+    from model.records import DeviceEvent
+    from server.hj212.config import with_uplink_alarms
+
+    events: list[DeviceEvent] = []
+    sim = PlatformSimulator(tz=TZ, pw=PW, mn=MN)
+    await sim.start()
+    cfg = one_source_plant(tmp_path, sim.port, alarm_after_s=1.0)
+    rule = [r for r in with_uplink_alarms(cfg, cfg.hj212).alarms.rules
+            if r.id == "hj212_env_uplink"]
+    assert len(rule) == 1 and rule[0].device == "hj212_env"
+    assert "hj212_env" in cfg.system_device_ids()
+    sim.refuse_connections = True
+    sink = Hj212Sink(cfg, on_event=events.append)
+    await sink.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert [e.fault for e in events] == [False]  # the first check reports: clear
+        await sink.on_minute(minute(0))
+        async with asyncio.timeout(10):
+            while not any(e.fault for e in events):
+                await asyncio.sleep(0.1)
+        fault = next(e for e in events if e.fault)
+        assert fault.device == "hj212_env" and "1 uploads wait" in fault.message
+        sim.refuse_connections = False
+        await sim.wait_for(lambda: len(sim.received) >= 1, 15)
+        async with asyncio.timeout(15):
+            while events[-1].fault:
+                await asyncio.sleep(0.1)
+        assert [e.fault for e in events] == [False, True, False]
+    finally:
+        await sink.stop()
+        await sim.stop()
+
+
 async def test_platform_commands_are_answered(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     sim = PlatformSimulator(tz=TZ, pw=PW, mn=MN)
