@@ -33,14 +33,29 @@ from alarms.context import (
     month_key,
     stopped_units,
 )
-from alarms.spec import WINDOW_MINUTES, RuleSpec, plant_specs, target_id
+from alarms.spec import COVERED_NOTE, WINDOW_MINUTES, RuleSpec, plant_specs, target_id
 from compute.clock import PlantClock
 from model.flags import DataFlag
 from model.records import DeviceEvent, MinuteResult, PeriodRecords, SourceColumns, TagColumns
 
+if typing.TYPE_CHECKING:
+    from compute.assets import CompliancePosition
+
 I64 = npt.NDArray[np.int64]
 B1 = npt.NDArray[np.bool_]
 Rows = slice | npt.NDArray[np.intp]
+
+CARBON_MEASURES = ("forecast_deficit_t", "deficit_t", "days_to_deadline")
+"""The measures of carbon_position rules, in the order `carbon_measures` returns them."""
+
+
+def carbon_measures(p: CompliancePosition) -> tuple[tuple[float, float, float], bool]:
+    """(forecast deficit t, deficit t, days to the surrender deadline) of a compliance
+    position, and whether its year is covered: no deficit and at least the year's
+    emissions surrendered (then the deadline no longer matters)."""
+    covered = not (p.deficit_t > 0.0 or p.surrendered_t < p.emissions_t)
+    return (float(p.forecast_deficit_t), float(p.deficit_t), float(p.days_to_deadline)), covered
+
 
 
 class LevelBank:
@@ -369,6 +384,11 @@ class RuleBank:
         for i in rows["reconciliation_diff"]:
             recon.setdefault(cfgs[i].unit, []).append(int(i))
         self._recon = {u: np.array(r, np.intp) for u, r in recon.items()}
+        carbon = rows["carbon_position"]
+        self._carbon_ix = np.array([CARBON_MEASURES.index(cfgs[i].measure) for i in carbon],
+                                   np.intp)
+        self._carbon_days = self._carbon_ix == CARBON_MEASURES.index("days_to_deadline")
+        self.carbon_covered = False  # of the last position taken
 
     def restore(self, row: int, level: int, suppressed: bool, t: datetime,
                 value: float) -> None:
@@ -393,6 +413,7 @@ class RuleBank:
         value, rate-of-change history and stale count.
         """
         self.last_m, self.trailing_30d_t, self._month = old.last_m, old.trailing_30d_t, old._month
+        self.carbon_covered = old.carbon_covered
         faults = dict(zip(old.devices, zip(old.fault.tolist(), old.fault_message, strict=True),
                           strict=True))
         for d, dev in enumerate(self.devices):
@@ -523,6 +544,9 @@ class RuleBank:
     def note(self, row: int) -> str:
         """Extra text for a rule's condition message (a comm-loss rule's device fault)."""
         spec = self.specs[row]
+        if spec.kind == "carbon_position":
+            days = self._carbon_days[np.searchsorted(self._rows["carbon_position"], row)]
+            return COVERED_NOTE if self.carbon_covered and days else ""
         if spec.kind != "comm_loss":
             return ""
         d = self._comm_dev[np.searchsorted(self._rows["comm_loss"], row)]
@@ -542,6 +566,27 @@ class RuleBank:
         """Take one day's CEMS vs factor-method difference of a unit."""
         rows = self._recon.get(unit, _EMPTY_ROWS)
         return self._step_rows(rows, np.full(len(rows), abs(diff_pct)), t)
+
+    def carbon_position(self, p: CompliancePosition, t: datetime,
+                        deadline: CompliancePosition | None = None) -> Changes:
+        """Take a compliance position computed at `t`: the carbon_position rules.
+
+        Deficit and forecast deficit are `p`'s (the current year's); the days to the
+        deadline are those of `deadline` (the year being surrendered, whose deadline
+        falls in the current year), `p`'s if None. A deadline rule of a covered year is
+        evaluated as if infinitely far from its (low) levels, so that it returns to
+        normal; its value stays the days left.
+        """
+        rows = self._rows["carbon_position"]
+        meas, _ = carbon_measures(p)
+        days, covered = carbon_measures(p if deadline is None else deadline)
+        self.carbon_covered = covered
+        value = np.array([meas[0], meas[1], days[2]], np.float64)[self._carbon_ix]
+        step = np.where(self._carbon_days & covered, math.inf, value)
+        m = max(minute_index(t, self.clock.minute_seconds), self.last_m)
+        changed, old, new = self.levels.step(rows, step, m)
+        self.value[rows] = value
+        return Changes(t, _EMPTY_ROWS, np.zeros(0, np.bool_), rows[changed], old, new)
 
     def _step_rows(self, rows: npt.NDArray[np.intp], value: F64, t: datetime) -> Changes:
         m = max(minute_index(t, self.clock.minute_seconds), self.last_m)

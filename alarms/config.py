@@ -209,6 +209,34 @@ class AllowanceRuleConfig(_LevelRule):
         _check_levels(self.warning, self.alarm, True)
 
 
+CarbonPositionMeasure = Literal["forecast_deficit_t", "deficit_t", "days_to_deadline"]
+
+
+class CarbonPositionRuleConfig(_LevelRule):
+    """The compliance position of the carbon asset ledger (server/assets.py) against levels,
+    evaluated each time a position is computed (after every closed hour and day).
+
+    `measure`: forecast_deficit_t (forecast year-end emissions not covered by allowances
+    held and eligible offsets, t; high levels), deficit_t (the deficit now, t; high
+    levels), days_to_deadline (days left to the surrender deadline; low levels, e.g.
+    warning 30, alarm 7). A deadline rule warns only while the year is not covered (a
+    deficit, or less surrendered than emitted); once covered it returns to normal.
+    """
+
+    kind: Literal["carbon_position"]
+    measure: CarbonPositionMeasure
+    suppress_when_stopped: bool = False
+
+    @property
+    def high(self) -> bool:
+        """Whether the levels are high levels (every measure but days_to_deadline)."""
+        return self.measure != "days_to_deadline"
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require at least one level, in the right order for the measure's direction."""
+        _check_levels(self.warning, self.alarm, self.high)
+
+
 class CaptureRateRuleConfig(_LevelRule):
     """A source's valid-hour capture rate (%) over the last `window_h` closed hours.
 
@@ -243,7 +271,7 @@ class ReconciliationRuleConfig(_LevelRule):
 
 
 RULE_KINDS = ("threshold", "rate_of_change", "stale", "comm_loss", "intensity",
-              "allowance_position", "capture_rate", "reconciliation_diff")
+              "allowance_position", "capture_rate", "reconciliation_diff", "carbon_position")
 
 
 def _default_rule_kind(v: Any) -> Any:
@@ -256,7 +284,7 @@ def _default_rule_kind(v: Any) -> Any:
 RuleConfig = Annotated[
     ThresholdRuleConfig | RateOfChangeRuleConfig | StaleRuleConfig | CommLossRuleConfig
     | IntensityRuleConfig | AllowanceRuleConfig | CaptureRateRuleConfig
-    | ReconciliationRuleConfig,
+    | ReconciliationRuleConfig | CarbonPositionRuleConfig,
     Field(discriminator="kind"), BeforeValidator(_default_rule_kind)]
 
 

@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from alarms import notify
 from alarms.bank import Changes, RuleBank
@@ -32,6 +32,9 @@ from model.records import (
     PeriodRecords,
     SampleBlock,
 )
+
+if TYPE_CHECKING:
+    from compute.assets import CompliancePosition
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,12 @@ class AlarmEngine:
     def on_reconciliation(self, unit: str, t: datetime, diff_pct: float) -> list[AlarmEvent]:
         """Take one day's CEMS vs factor-method difference (%) of a unit."""
         return self._apply(self.bank.reconciliation(unit, t, diff_pct))
+
+    def on_carbon_position(self, position: CompliancePosition, t: datetime,
+                           deadline: CompliancePosition | None = None) -> list[AlarmEvent]:
+        """Take the ledger's compliance position computed at `t` (carbon_position rules;
+        `deadline`: the position of the year whose surrender is due, see RuleBank)."""
+        return self._apply(self.bank.carbon_position(position, t, deadline))
 
     def expire_shelves(self, t: datetime) -> list[AlarmEvent]:
         """Unshelve every alarm whose shelf has expired at `t`."""
@@ -382,6 +391,15 @@ class AlarmSink:
     def on_reconciliation(self, unit: str, t: datetime, diff_pct: float) -> None:
         """Take one day's CEMS vs factor-method difference (%) of a unit."""
         self._dispatch_all(self.engine.on_reconciliation(unit, t, diff_pct))
+
+    def on_carbon_position(self, position: CompliancePosition, t: datetime | None = None,
+                           *, deadline: CompliancePosition | None = None) -> None:
+        """Take the current year's compliance position, computed at `t` (default now), and
+        dispatch the carbon_position rules' events (call from the event loop). `deadline`:
+        the position of the year whose surrender deadline comes next, when it is not the
+        current year (the previous one, until its deadline passed)."""
+        self._dispatch_all(self.engine.on_carbon_position(position, t or datetime.now(UTC),
+                                                          deadline))
 
     def expire_shelves(self, t: datetime | None = None) -> None:
         """Unshelve what has expired by `t` (each minute does this; call it between too)."""

@@ -15,6 +15,8 @@ differ only in the value:
                          forecast year-end % of allowance, forecast shortfall t or its cost
     capture_rate         valid / counted closed hours over a window, % (each closed hour)
     reconciliation_diff  |CEMS − factor method| / factor method, % (each closed day)
+    carbon_position      the ledger's compliance position: forecast deficit t, deficit t,
+                         or days to the surrender deadline while not covered (each position)
 
 Level logic: level k (1 warning, 2 alarm) is entered once the value has been at or
 beyond it for `on_delay` minutes (0: at once), and left once it has been back by more
@@ -34,6 +36,7 @@ from alarms.config import (
     AlarmPlantConfig,
     AllowanceRuleConfig,
     CaptureRateRuleConfig,
+    CarbonPositionRuleConfig,
     CommLossRuleConfig,
     IntensityRuleConfig,
     RateOfChangeRuleConfig,
@@ -60,6 +63,13 @@ _ALLOWANCE_TEXT = {
     "forecast_shortfall_t": ("forecast year-end shortfall t", "预测年末配额缺口 t"),
     "shortfall_cost_cny": ("forecast shortfall cost CNY", "预测配额缺口成本 元"),
 }
+_CARBON_TEXT = {
+    "forecast_deficit_t": ("forecast year-end compliance deficit t", "预测年末履约缺口 t"),
+    "deficit_t": ("compliance deficit t", "履约缺口 t"),
+    "days_to_deadline": ("days to the surrender deadline", "距配额清缴截止日天数"),
+}
+COVERED_NOTE = "covered"
+"""The note of a deadline rule whose year is covered: its message says so, not a level."""
 WINDOW_MINUTES = {"hour": 60, "day": 1440}
 """The width of the rolling intensity windows; the others are the minute or the month."""
 _WINDOW_TEXT = {"minute": ("this minute", "本分钟"), "hour": ("last 60 min", "近 60 分钟"),
@@ -162,6 +172,12 @@ class RuleSpec:
                     f"{self.subject_zh} 通信中断{what_zh}"
             return None, f"{self.subject} communication restored", f"{self.subject_zh} 通信恢复"
         v = fmt_number(value)
+        if self.kind == "carbon_position" and note == COVERED_NOTE and new < old:
+            # Not back beyond a level: the year's deficit is covered, whatever days are left.
+            back_en = "back to normal" if new == 0 else f"back to {Condition.of_level(new)}"
+            back_zh = "恢复正常" if new == 0 else f"降为{_STATE_ZH[new]}"
+            return (self.limit(old), f"{self.subject} = {v}: the year is covered, {back_en}",
+                    f"{self.subject_zh} = {v}：本年度已足额覆盖，{back_zh}")
         if new > old:
             level = self.limit(new)
             assert level is not None
@@ -294,6 +310,10 @@ def rule_spec(config: RuleConfig, area: str = "", system: bool = False) -> RuleS
     if isinstance(config, AllowanceRuleConfig):
         en, zh = _ALLOWANCE_TEXT[config.measure]
         return spec(f"site allowance {config.measure}", f"site {en}", f"全厂 {zh}", True,
+                    config.warning, config.alarm)
+    if isinstance(config, CarbonPositionRuleConfig):
+        en, zh = _CARBON_TEXT[config.measure]
+        return spec(f"site carbon {config.measure}", f"site {en}", f"全厂 {zh}", config.high,
                     config.warning, config.alarm)
     if isinstance(config, CaptureRateRuleConfig):
         w = config.window_h

@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from alarms.config import rule_problems
+from compute.assets import CarbonConfig
 from compute.config import (
     CalculationConfig,
     FactorFileConfig,
@@ -50,6 +51,7 @@ class PlantConfig(WebPlantConfig):
     backup: BackupConfig | None = None  # none: no scheduled backups (a warning at start)
     retention: RetentionConfig = RetentionConfig()
     reports: ReportsConfig = ReportsConfig()  # scheduled and custom reports
+    carbon: CarbonConfig = CarbonConfig()  # carbon assets (server/assets.py)
 
     def system_device_ids(self) -> tuple[str, ...]:
         """The InfluxDB outbox and the backups, when there are, report alarms as devices;

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from alarms.persistence import RulePersistence
 from compute import kernels, periods, tagstore
+from compute.assets import CompliancePosition, deadline_of
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle, minute_batch, windows_batch
@@ -33,6 +34,7 @@ from model.records import (
     TagTable,
 )
 from server import heap
+from server.assets import AssetKeeper
 from server.audit import AuditLog
 from server.config import Plant, PlantConfig
 from server.filelock import HistorianLock
@@ -73,7 +75,9 @@ def _check_opcua(cfg: PlantConfig) -> None:
 def _opcua(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     from server.opcua.sink import OpcUaSink
 
-    return OpcUaSink(cfg, alarms=alarms, audit=rt.audit, users=rt.users, history=rt.historian)
+    sink = OpcUaSink(cfg, alarms=alarms, audit=rt.audit, users=rt.users, history=rt.historian)
+    rt.carbon_listeners.append(sink.on_carbon_position)  # Allowance.Holdings, .Deficit …
+    return sink
 
 
 def _influx(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
@@ -112,7 +116,8 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
 
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
                    audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor,
-                   device_tags=rt, records=rt.records, reports=rt.reports)
+                   device_tags=rt, records=rt.records, reports=rt.reports,
+                   assets=rt.assets)
 
 
 def _qa_capture(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
@@ -214,6 +219,14 @@ class Runtime:
                                    self.records.entries,
                                    load_definitions(config.reports.definitions,
                                                     "reports.definitions", config))
+        # The carbon asset ledger and the compliance position (server/assets.py): the
+        # position goes to the alarms and OPC UA after every closed hour and day.
+        self.assets = AssetKeeper(plant, self.historian, self.audit)
+        self.carbon_listeners: list[Callable[[CompliancePosition, datetime],
+                                             Awaitable[None]]] = []
+        self._carbon_busy = False
+        self._carbon_again = False  # asked for while one was being computed
+        self._carbon_error = ""
         self._sinks: list[QueuedSink] = []
         self._drivers: list[Driver] = []
         self._alarms: AlarmSink | None = None
@@ -269,6 +282,7 @@ class Runtime:
         from alarms.engine import AlarmSink
 
         h = self.historian
+        self.carbon_listeners.clear()  # the sinks built below add theirs
         alarms = self._alarms = AlarmSink(
             cfg, on_delivery=lambda rec: self._spawn(h.record_delivery(rec)))
         sinks = [entry.build(self, cfg, alarms) for entry in SINKS if entry.wanted(cfg)]
@@ -372,7 +386,9 @@ class Runtime:
             await self._start_report_schedule()
             await self._seed_totals()
             await self.records.load()  # before the open hour is read back: entries apply
+            await self.assets.load()
             await self._restore_periods()
+            self._carbon_position_soon()  # clients and rules see the position at once
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
                 self.simulators.append(sim)
@@ -540,6 +556,8 @@ class Runtime:
                         sink.submit_period(rec)
                     continue
                 sink.submit_period(RevisedPeriod(rec))
+        if closed:  # the year's emissions changed: so may its compliance position
+            self._carbon_position_soon()
 
     def _publish_revised_minutes(self, revised: RevisedMinutes) -> None:
         """Minutes corrected after they were sent: to the sinks that keep minutes."""
@@ -556,6 +574,55 @@ class Runtime:
             return
         for rec in closed:
             self._publish_period(rec)
+        if closed:
+            self._carbon_position_soon()
+
+    def _carbon_position_soon(self) -> None:
+        """Compute the compliance position in a task of its own and hand it to the alarms
+        and the OPC UA sink: never in the minute cycle's way. While one is being computed,
+        no second task is started: the one running computes it once more when done."""
+        if self._carbon_busy:
+            self._carbon_again = True
+            return
+        self._carbon_busy = True
+        self._spawn(self._carbon_positions())
+
+    async def _carbon_positions(self) -> None:
+        """Positions until none was asked for while the last one was being computed."""
+        try:
+            while True:
+                self._carbon_again = False
+                await self._carbon_position()
+                if not self._carbon_again:
+                    return
+        finally:
+            self._carbon_busy = False
+
+    async def _carbon_position(self) -> None:
+        """The current year's position and, until its deadline passed, the previous
+        year's (whose surrender is due this year) for the deadline rules; a failure is
+        logged once until it changes or the next position succeeds."""
+        try:
+            for queued in self._sinks:
+                if queued.sink is self.historian:  # the hour or day just closed is stored
+                    await queued.drain()           # before the position reads it back
+            current = await self.assets.position()
+            today = current.surrender_deadline - timedelta(days=current.days_to_deadline)
+            due = None
+            if deadline_of(current.year - 1, self.assets.carbon) >= today:
+                due = await self.assets.position(current.year - 1)
+            t = datetime.now(UTC)
+            if self._alarms is not None:
+                self._alarms.on_carbon_position(current, t, deadline=due)
+            for listener in list(self.carbon_listeners):
+                await listener(current, t)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._carbon_error:
+                log.error("carbon compliance position failed: %s", text)
+                self._carbon_error = text
+        else:
+            self._carbon_error = ""
 
     def _ingest(self, block: SampleBlock) -> None:
         self.store.append_block(block)

@@ -21,9 +21,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from model.errors import ConfigError, SinkError, os_error_text
 from model.protocols import AlarmControl, Authenticator
 from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
+from web.assets import ASSETS
 from web.auth import AuditLogLike, LoginThrottle, SessionStore
 from web.collaborators import (
     AlarmHistory,
+    CarbonAssets,
     DeviceStatus,
     DeviceTags,
     MinuteHistory,
@@ -106,6 +108,7 @@ class WebSink:
                  device_tags: DeviceTags | None = None,
                  records: RecordKeeping | None = None,
                  reports: ReportMaking | None = None,
+                 assets: CarbonAssets | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -121,6 +124,7 @@ class WebSink:
         self._device_tags = device_tags
         self._records = records
         self._reports = reports
+        self._assets = assets
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -165,6 +169,7 @@ class WebSink:
         app[DEVICE_TAGS] = self._device_tags  # /api/v1/devices/{id}/tags answers from it
         app[RECORDS] = self._records  # /api/v1/entries, /locks, /qa, /revisions
         app[REPORTS] = self._reports  # /api/v1/reports/{kind}
+        app[ASSETS] = self._assets  # /api/v1/carbon/…
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from compute.assets import CompliancePosition
 from model.accounts import User
 from model.records import AlarmEvent, DeliveryRecord
 
@@ -168,4 +169,34 @@ class ReportMaking(Protocol):
     async def make(self, kind: str, start: datetime, end: datetime, fmt: str) -> ReportFile:
         """The report of `kind` over the whole periods from `start` to `end`, in `fmt`
         (xlsx, csv, pdf); InvalidValueError naming what is wrong."""
+        ...
+
+
+class CarbonAssets(Protocol):
+    """The carbon-asset keeper (server/assets.py AssetKeeper): the ledger of allocations,
+    trades, offsets, surrenders, prices and reductions, and the compliance position."""
+
+    async def position(self, year: int | None = None) -> CompliancePosition:
+        """The compliance position of `year` (default: the current plant year)."""
+        ...
+
+    async def trend(self, year: int | None = None) -> list[dict[str, float]]:
+        """Emissions, prorated allowance and the gap per month of `year`."""
+        ...
+
+    def entries(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every ledger entry (of one kind), oldest first."""
+        ...
+
+    async def enter(self, user: str, body: Any) -> dict[str, Any]:
+        """Check, keep and audit one entry; InvalidValueError naming the field."""
+        ...
+
+    async def import_csv(self, user: str, text: str) -> dict[str, Any]:
+        """Enter every row of a CSV (all or none); InvalidValueError naming line and
+        column."""
+        ...
+
+    def csv_export(self) -> str:
+        """Every entry as CSV."""
         ...

@@ -21,6 +21,7 @@ from model.protocols import AlarmControl, Authenticator
 from model.records import AuditRecord
 from model.times import TimeRangeError, later_by
 from web.admin import add_admin_routes
+from web.assets import add_asset_routes
 from web.auth import (
     SECURE_COOKIES,
     SESSIONS,
@@ -545,6 +546,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     add_instrument_routes(app, api, live.config)  # /api/v1/instruments: the register
     add_uncertainty_routes(app, api, live.config, history)  # /api/v1/uncertainty: totals
     add_record_routes(app, api)  # /api/v1/entries, locks, qa, revisions
+    add_asset_routes(app, api)  # /api/v1/carbon/…: position, trend, ledger
     add_report_routes(app, api)  # /api/v1/reports/{kind}: report files
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):

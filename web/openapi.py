@@ -15,8 +15,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from compute.assets import CSV_HEADER as CARBON_CSV_HEADER
+from compute.assets import KINDS as CARBON_KINDS
 from model.accounts import ROLES
 from web.admin import MAX_NAME, MAX_PASSWORD
+from web.assets import MAX_YEAR as MAX_CARBON_YEAR
+from web.assets import MIN_YEAR as MIN_CARBON_YEAR
 from web.auth import COOKIE, CSRF_HEADER
 from web.history import MAX_MINUTE_ROWS, MAX_POINTS, SOURCE_MINUTE_FIELDS
 from web.records import CSV_COLUMNS, REVISED_TABLES, ROLE_OF_KIND
@@ -437,6 +441,104 @@ def _record_paths(api: str) -> dict[str, Json]:
     }
 
 
+_NUM_OR_NULL: Final = {"type": ["number", "null"]}
+_CARBON_ENTRY: Final = _obj({
+    "id": _INT, "kind": {"enum": list(CARBON_KINDS)}, "t": {"type": "string"}, "year": _INT,
+    "instrument": {"type": "string"}, "quantity_t": _NUM_OR_NULL, "side": {"type": "string"},
+    "price_cny_t": _NUM_OR_NULL, "counterparty": {"type": "string"},
+    "vintage": {"type": ["integer", "null"]}, "reverses": {"type": ["integer", "null"]},
+    "document": {"type": "string"}, "user": {"type": "string"}, "reason": {"type": "string"},
+    "reversed_by": {"type": ["integer", "null"]}},
+    required=("id", "kind", "t", "year", "instrument", "quantity_t", "side", "user"))
+_HOLDING: Final = _obj({k: {"type": "number"} for k in (
+    "allocated_t", "bought_t", "sold_t", "transferred_in_t", "transferred_out_t",
+    "surrendered_t", "held_t")} | {"instrument": {"type": "string"}})
+_POSITION_NUMBERS: Final = (
+    "allowances_t", "offsets_held_t", "offset_limit_pct", "offsets_eligible_t", "surplus_t",
+    "deficit_t", "surrendered_t", "days_to_deadline_d", "reductions_t", "renewable_mwh",
+    "renewable_avoided_t", "green_certificate_avoided_t", "ccus_t")
+_POSITION_NULLABLE: Final = (
+    "emissions_t", "price_cny_t", "deficit_cost_cny", "holdings_value_cny",
+    "forecast_year_end_t", "forecast_low_t", "forecast_high_t", "forecast_deficit_t",
+    "forecast_rate_t_d", "net_emissions_t")
+_POSITION: Final = _obj({
+    "year": _INT, "emissions_basis": {"enum": ["verified", "live"]},
+    **{k: {"type": "number"} for k in _POSITION_NUMBERS},
+    **{k: _NUM_OR_NULL for k in _POSITION_NULLABLE},
+    "price_t": _STR_OR_NULL, "surrender_deadline": {"type": "string", "format": "date"},
+    "holdings": {"type": "array", "items": _HOLDING}},
+    required=("year", "emissions_t", "emissions_basis", "allowances_t", "offsets_eligible_t",
+              "surplus_t", "deficit_t", "deficit_cost_cny"))
+_MONTH_TREND: Final = _obj({k: {"type": "number"} for k in (
+    "month", "emissions_t", "cumulative_t", "allowance_prorated_t", "gap_t", "days")})
+_CARBON_BODY: Final = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["kind"],
+    "properties": {"kind": {"enum": list(CARBON_KINDS)}},
+    "description": (
+        "One carbon-ledger entry; every kind takes t? (ISO 8601 with offset, default now), "
+        "document?, reason?. allocation {year, instrument national_allowance|"
+        "local_allowance, side pre|final|adjustment, quantity_t} · acquisition {year, "
+        "instrument, quantity_t, price_cny_t?, counterparty?, vintage?} · trade {year, "
+        "instrument, side buy|sell, quantity_t, price_cny_t, counterparty?, vintage?} · "
+        "surrender {year, instrument, quantity_t} · transfer {year, instrument, side in|out, "
+        "quantity_t, counterparty?} · price {price_cny_t, instrument?, year?} · reduction "
+        "{year, side renewable_mwh|green_certificate_mwh|ccus_t, quantity_t (MWh or t)} · "
+        "verified {year, quantity_t} · reversal {reverses, reason}. Instruments: "
+        "national_allowance, local_allowance, ccer, other_offset.")}}}}
+
+
+def _carbon_paths(api: str) -> dict[str, Json]:
+    """The carbon-asset routes of web/assets.py."""
+    keeper = {"503": _error("this server keeps no carbon assets")}
+    year = [{"name": "year", "in": "query", "required": False, "example": 2026,
+             "description": "compliance year (plant-local calendar year); default the "
+                            "current one",
+             "schema": {"type": "integer", "minimum": MIN_CARBON_YEAR,
+                        "maximum": MAX_CARBON_YEAR}}]
+    write = {**_BAD, **_LOGIN, **keeper}
+    return {
+        f"{api}/carbon/position": {"get": _get(
+            "The compliance position of a year: emissions (verified or live) against the "
+            "allowances held and the eligible offsets (CCER up to the limit), surplus or "
+            "deficit and its cost at the latest price, the value of the holdings, the "
+            "year-end forecast with its interval, the surrender deadline, reductions and net "
+            "emissions (apart from compliance)",
+            _json_response("the position", _POSITION), params=year,
+            errors={**_BAD, **keeper}, tags=("carbon",))},
+        f"{api}/carbon/trend": {"get": _get(
+            "Emissions, cumulative emissions, the prorated allowance and the gap (prorated "
+            "allowance − cumulative) per month of a year",
+            _json_response("the twelve months", {"type": "array", "items": _MONTH_TREND}),
+            params=year, errors={**_BAD, **keeper}, tags=("carbon",))},
+        f"{api}/carbon/entries": {
+            "get": _get("Every carbon-ledger entry (allocations, acquisitions, trades, "
+                        "surrenders, transfers, prices, reductions, verified emissions, "
+                        "reversals), oldest first",
+                        _json_response("the entries", {"type": "array",
+                                                       "items": _CARBON_ENTRY}),
+                        params=[{"name": "kind", "in": "query", "required": False,
+                                 "schema": {"enum": list(CARBON_KINDS)}}],
+                        errors={**_BAD, **keeper}, tags=("carbon",)),
+            "post": _change("Make one carbon-ledger entry (engineer): checked (no sale, "
+                            "transfer out or surrender of more than is held), kept in the "
+                            "append-only ledger and audited; a reversal is the only undo",
+                            _json_response("the entry", _obj({"entry": _CARBON_ENTRY})),
+                            _CARBON_BODY, errors=write, tags=("carbon",), status="201")},
+        f"{api}/carbon/entries/import": {"post": _change(
+            "Carbon-ledger entries as CSV (engineer), all rows or none; errors name the line "
+            "and the column",
+            _json_response("the entries made", _obj({"entries": {
+                "type": "array", "items": _CARBON_ENTRY}})),
+            {"required": True, "content": {"text/csv": {"schema": {
+                "type": "string", "description": "header " + ",".join(CARBON_CSV_HEADER)
+                + " (id and user are ignored)"}}}},
+            errors={**write, "413": _error("too large")}, tags=("carbon",), status="201")},
+        f"{api}/carbon/entries.csv": {"get": _get(
+            "Every carbon-ledger entry as CSV (the header the import takes)",
+            _text("the CSV", "text/csv"), errors=keeper, tags=("carbon",))},
+    }
+
+
 def _user_paths(api: str) -> dict[str, Json]:
     """The account routes of web/admin.py (admin role)."""
     admin = {"401": _error("not logged in"),
@@ -618,6 +720,7 @@ def _paths() -> dict[str, Json]:
             auth=True)},
         **_user_paths(api),
         **_record_paths(api),
+        **_carbon_paths(api),
         **_report_paths(api),
         "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
                                  _text("metrics"), errors={"404": _text("no monitor")},

@@ -8,6 +8,7 @@ path so that they stay the same across restarts)::
                                     U1.CO2RelUncertaintyHour / Day / YTD
         Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
       Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
+                                    Allowance.Holdings, .Deficit, .ForecastDeficit … (ledger)
       Totals/                       Totals.CO2RelUncertaintyHour / Day / YTD (the site's)
       Tags/<device>/<tag>           Tags.cems1.s1_co2
       Alarms/<rule>                 Alarms.s1_rate (an AlarmConditionType)
@@ -38,6 +39,7 @@ from asyncua import ua
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from compute.assets import CompliancePosition
 from compute.uncertainty import Components, components_rel_pct
 from model.errors import ConfigError
 from model.flags import DataFlag
@@ -105,6 +107,8 @@ _UNIT_LIST = (
     EngineeringUnit("m/s", "MTS", "metre per second"),
     EngineeringUnit("kg/h", "E93", "kilogram per hour"),
     EngineeringUnit("CNY", None, "yuan renminbi"),  # a currency: not a UNECE Rec. 20 unit
+    EngineeringUnit("CNY/t", None, "yuan renminbi per tonne"),
+    EngineeringUnit("d", "DAY", "day"),
 )
 UNITS: dict[str, EngineeringUnit] = {u.symbol: u for u in _UNIT_LIST}
 # Spellings that appear in YAML files typed on keyboards without ³.
@@ -277,6 +281,35 @@ ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[AllowancePosition], float]], ...]
              "预测配额缺口成本"), attrgetter("shortfall_cost_cny")),
 )
 
+# The compliance position of the carbon asset ledger (compute/assets.py, server/assets.py),
+# written with every position the runtime computes (after each closed hour and day).
+CARBON_VARS: tuple[tuple[VarSpec, Callable[[CompliancePosition], float]], ...] = (
+    (VarSpec("Holdings", "t", "Allowances held for the compliance year (national and local)",
+             "本履约年度持有配额"), attrgetter("allowances_t")),
+    (VarSpec("OffsetsHeld", "t", "Offsets held for the compliance year (CCER and other)",
+             "持有抵销量（CCER等）"), attrgetter("offsets_held_t")),
+    (VarSpec("OffsetsEligible", "t", "Offsets that may count for compliance (offset limit)",
+             "可用于履约的抵销量（抵销比例上限内）"), attrgetter("offsets_eligible_t")),
+    (VarSpec("Surplus", "t", "Compliance surplus of the year", "履约盈余"),
+     attrgetter("surplus_t")),
+    (VarSpec("Deficit", "t", "Compliance deficit of the year", "履约缺口"),
+     attrgetter("deficit_t")),
+    (VarSpec("DeficitCost", "CNY", "Cost of closing the deficit at the latest price",
+             "按最新价格补足缺口的成本"), attrgetter("deficit_cost_cny")),
+    (VarSpec("HoldingsValue", "CNY", "Value of the allowances held at the latest price",
+             "持有配额按最新价格的价值"), attrgetter("holdings_value_cny")),
+    (VarSpec("CarbonPrice", "CNY/t", "Latest carbon allowance price", "最新碳配额价格"),
+     attrgetter("price_cny_t")),
+    (VarSpec("ForecastDeficit", "t", "Forecast compliance deficit at year end",
+             "年末履约缺口预测"), attrgetter("forecast_deficit_t")),
+    (VarSpec("DaysToSurrenderDeadline", "d", "Days left to the surrender deadline",
+             "距配额清缴截止日天数"), attrgetter("days_to_deadline")),
+    (VarSpec("NetEmissions", "t", "Emissions less renewable, green-certificate and CCUS "
+             "reductions (not for compliance)",
+             "扣除可再生能源、绿证和CCUS减排后的净排放量（不用于履约）"),
+     attrgetter("net_emissions_t")),
+)
+
 CO2_UNCERTAINTY = VarSpec(
     "CO2RelUncertainty", "%", "Relative standard uncertainty (k = 1) of the CO2 mass of an "
     "hour, a day or a year, from the instruments' accuracy (instrument register)",
@@ -358,6 +391,8 @@ class _Layout:
     units: dict[str, tuple[list[_UnitWrite], ua.NodeId]] = field(default_factory=dict)
     allowance: list[tuple[ua.NodeId, Callable[[AllowancePosition], float]]] = field(
         default_factory=list)
+    carbon: list[tuple[ua.NodeId, Callable[[CompliancePosition], float]]] = field(
+        default_factory=list)  # the Allowance object's compliance-position variables
     hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
     # Each source's CO2RelUncertainty and its value (None: an input has no instrument).
     uncertainty: list[tuple[ua.NodeId, float | None]] = field(default_factory=list)
@@ -490,6 +525,8 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                       what="the Allowance object", folder=False)
     out.allowance = [(b.variable(allowance, f"Allowance.{spec.name}", spec, what="allowance"),
                       get) for spec, get in ALLOWANCE_VARS]
+    out.carbon = [(b.variable(allowance, f"Allowance.{spec.name}", spec, what="allowance"),
+                   get) for spec, get in CARBON_VARS]
     tags = b.obj(site, "Tags", "Tags", "Tags", "现场原始数据", what="the Tags folder",
                  folder=True)
     out.site = site

@@ -19,6 +19,7 @@ from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from compute.assets import CompliancePosition
 from model.errors import SinkError, os_error_text
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
@@ -332,6 +333,20 @@ class OpcUaSink:
                         if is_diff and unit.reconciliation_exceeded else status)
                 items.append((unid, dv(uget(unit), code, records.t)))
         await writer.write_nodes(items)
+
+    async def on_carbon_position(self, position: CompliancePosition,
+                                 t: datetime | None = None) -> None:
+        """Write the ledger's compliance position (Allowance.Holdings, .Deficit …), as of
+        `t` (default now), in one block. An accounting figure: Good unless missing (NaN,
+        e.g. CarbonPrice before any price was entered)."""
+        writer = self._value_writer()
+        now = _ts(datetime.now(UTC))
+        ts = _ts(t) if t is not None else now
+        await writer.write_nodes(
+            (nid, ua.DataValue(ua.Variant(float(get(position)), ua.VariantType.Double),
+                               value_status(float(get(position)), _GOOD), SourceTimestamp=ts,
+                               ServerTimestamp=now))
+            for nid, get in self._layout.carbon)
 
     async def on_samples(self, block: SampleBlock) -> None:
         """Write the latest value of each raw tag in the block; unknown tags are ignored."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from alarms.config import (
     AllowanceRuleConfig,
     CaptureRateRuleConfig,
+    CarbonPositionRuleConfig,
     CommLossRuleConfig,
     IntensityRuleConfig,
     RateOfChangeRuleConfig,
@@ -35,12 +36,15 @@ from alarms.context import (
     intensity_pair_ok,
     minute_index,
 )
-from alarms.spec import WINDOW_MINUTES, Areas, rule_spec, target_id
+from alarms.spec import COVERED_NOTE, WINDOW_MINUTES, Areas, rule_spec, target_id
 from alarms.state import AlarmState
 from model.flags import DataFlag
 from model.records import AlarmEvent, DeviceEvent, PeriodRecords
 from model.states import Condition
 from server.config import PlantConfig
+
+if typing.TYPE_CHECKING:
+    from compute.assets import CompliancePosition
 
 
 class ScalarRule:
@@ -355,11 +359,39 @@ class ReconciliationRule(ScalarRule):
         return self.evaluate(abs(diff_pct), t)
 
 
+class CarbonPositionRule(ScalarRule):
+    """The ledger's compliance position: forecast deficit, deficit or days to the deadline."""
+
+    config: CarbonPositionRuleConfig
+    covered = False
+
+    def note(self) -> str:
+        """"covered" for a deadline rule whose year is covered."""
+        days = self.config.measure == "days_to_deadline"
+        return COVERED_NOTE if days and self.covered else ""
+
+    def on_carbon_position(self, p: CompliancePosition, t: datetime,
+                           deadline: CompliancePosition | None = None) -> AlarmEvent | None:
+        """Take a position (the deadline rules: `deadline`'s year if given); the event."""
+        days = self.config.measure == "days_to_deadline"
+        src = deadline if days and deadline is not None else p
+        value = float(getattr(src, self.config.measure))
+        self.covered = not (src.deficit_t > 0.0 or src.surrendered_t < src.emissions_t)
+        old = self.level
+        # A covered year: far from any (low) deadline level, whatever days are left.
+        new = self.next_level(math.inf if days and self.covered else value,
+                              minute_index(t, self.minute_seconds))
+        if new == old or self.alarm.out_of_service:
+            return None
+        limit, en, zh = self.spec.message(new, old, value, self.note())
+        return self.alarm.condition(new, value, limit, t, en, zh)
+
+
 _SCALAR: dict[str, type[ScalarRule]] = {
     "threshold": ThresholdRule, "rate_of_change": RateOfChangeRule, "stale": StaleRule,
     "comm_loss": CommLossRule, "intensity": IntensityRule,
     "allowance_position": AllowanceRule, "capture_rate": CaptureRateRule,
-    "reconciliation_diff": ReconciliationRule}
+    "reconciliation_diff": ReconciliationRule, "carbon_position": CarbonPositionRule}
 
 
 def scalar_rules(plant: PlantConfig) -> list[ScalarRule]:

@@ -28,6 +28,7 @@ from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle
 from model.flags import DataFlag
 from model.records import DeliveryRecord, MinuteResult, SiteMinute, TagMinute, UnitMinute
+from server.assets import AssetKeeper
 from server.audit import AuditLog
 from server.config import Plant, load_plant
 from server.historian import Historian, HistorianConfig
@@ -102,8 +103,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     plan = loaded.plan()
     keeper = RecordKeeper(loaded, historian, audit, PeriodCycle(plan), MinuteCalculator(plan),
                           lambda rec: None)
+    assets = AssetKeeper(loaded, historian, audit)
     sink = WebSink(cfg, history=historian, users=users, audit=audit, alarms=alarms,
-                   journal=historian, records=keeper,
+                   journal=historian, records=keeper, assets=assets,
                    reports=ReportMaker(cfg, historian, lambda: keeper.factors, keeper.entries))
 
     async def start() -> None:
@@ -120,6 +122,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         await keeper.enter("admin", {"kind": "lock", "start": T.isoformat(),
                                      "end": (T + timedelta(days=1)).isoformat(),
                                      "reason": "reported"})
+        await assets.load()  # a carbon ledger with an allocation, a trade and a price
+        for body in ({"kind": "allocation", "year": 2026, "side": "final",
+                      "quantity_t": 4e6},
+                     {"kind": "trade", "year": 2026, "instrument": "national_allowance",
+                      "side": "buy", "quantity_t": 1000.0, "price_cny_t": 80.0},
+                     {"kind": "price", "price_cny_t": 85.0, "t": T.isoformat()}):
+            await assets.enter("engineer", body)
 
     async def stop() -> None:
         await sink.stop()
