@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import csv
 import io
+import logging
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -73,6 +74,8 @@ BEGIN SELECT RAISE(ABORT, 'the carbon ledger is append-only'); END;
 """
 _COLUMNS = ("id, entered_ms, user, kind, t_ms, year, instrument, quantity_t, side, "
             "price_cny_t, counterparty, vintage, reverses, document, reason")
+
+log = logging.getLogger(__name__)
 
 
 
@@ -302,6 +305,9 @@ class AssetKeeper:
         self._entries: list[AssetEntry] = []
         self._lock = asyncio.Lock()  # one entry (or import) checked and kept at a time
         self._meter = self._renewable_meter()
+        # Called after entries were kept (the runtime: recompute the position for the
+        # alarm rules and OPC UA at once, not at the next closed hour).
+        self.on_change: Callable[[], None] | None = None
 
     async def load(self) -> None:
         """Read the ledger (at start)."""
@@ -446,7 +452,15 @@ class AssetKeeper:
             kept = await asyncio.to_thread(self.ledger.append_many, [e], now)
             await self._audit(kept)
             self._entries.extend(kept)
+        self._changed()
         return {"entry": self.entries_by_id(kept[0].id)}
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # the entry is kept whatever the listener does
+                log.exception("carbon ledger: the position was not refreshed")
 
     def entries_by_id(self, entry_id: int) -> dict[str, Any]:
         """One entry as JSON (with `reversed_by`)."""
@@ -551,6 +565,7 @@ class AssetKeeper:
             kept = await asyncio.to_thread(self.ledger.append_many, made, now)
             await self._audit(kept)
             self._entries.extend(kept)
+        self._changed()
         return {"entries": [self.entries_by_id(e.id) for e in kept]}
 
 

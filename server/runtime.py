@@ -387,6 +387,7 @@ class Runtime:
             await self._seed_totals()
             await self.records.load()  # before the open hour is read back: entries apply
             await self.assets.load()
+            self.assets.on_change = self._carbon_position_soon  # an entry: a new position
             await self._restore_periods()
             self._carbon_position_soon()  # clients and rules see the position at once
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
