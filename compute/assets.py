@@ -51,6 +51,9 @@ class CarbonConfig(ConfigModel):
     grid_factor_tco2_mwh: float = Field(0.5703, ge=0)  # avoided t CO2 per MWh renewable
     renewable_tag: str | None = None  # meter of renewable generation (MWh counter / MW)
     forecast_window_d: int = Field(30, ge=1, le=366)
+    # The site's intensity target (t CO2/MWh), e.g. the benchmark its allocation is computed
+    # from; the monthly trend shows the intensity against it. None: no target.
+    intensity_target_t_mwh: float | None = Field(None, gt=0)
 
     @field_validator("surrender_deadline")
     @classmethod
@@ -332,16 +335,25 @@ def _days_in_year(year: int) -> int:
 
 
 def monthly_trend(days: Sequence[tuple[date, float]], allowances_t: float,
-                  year: int) -> list[dict[str, float]]:
+                  year: int, outputs: Sequence[tuple[date, float]] = (),
+                  intensity_target_t_mwh: float | None = None) -> list[dict[str, float]]:
     """Per month 1..12: emissions, cumulative, the allowance prorated by calendar days to
     the month's end, and gap_t = prorated allowance − cumulative (positive: headroom).
-    Days of other years are ignored; `days` is the count of daily values in the month."""
+    Days of other years are ignored; `days` is the count of daily values in the month.
+    With `outputs` (the days' MWh): the month's output_mwh, intensity_t_mwh = emissions /
+    output (NaN without output) and, with a target, intensity_gap_t_mwh = intensity −
+    target (positive: above the target)."""
     per = [0.0] * 12
     count = [0] * 12
+    mwh = [0.0] * 12
     for d, value in days:
         if d.year == year and math.isfinite(value):
             per[d.month - 1] += value
             count[d.month - 1] += 1
+    for d, value in outputs:
+        if d.year == year and math.isfinite(value):
+            mwh[d.month - 1] += value
+    target = math.nan if intensity_target_t_mwh is None else intensity_target_t_mwh
     total_days = _days_in_year(year)
     out: list[dict[str, float]] = []
     cumulative = 0.0
@@ -350,7 +362,10 @@ def monthly_trend(days: Sequence[tuple[date, float]], allowances_t: float,
         end = date(year + 1, 1, 1) if m == 12 else date(year, m + 1, 1)
         elapsed = (end - date(year, 1, 1)).days
         prorated = allowances_t * elapsed / total_days
+        intensity = per[m - 1] / mwh[m - 1] if mwh[m - 1] > 0 else math.nan
         out.append({"month": float(m), "emissions_t": per[m - 1], "cumulative_t": cumulative,
                     "allowance_prorated_t": prorated, "gap_t": prorated - cumulative,
-                    "days": float(count[m - 1])})
+                    "days": float(count[m - 1]), "output_mwh": mwh[m - 1],
+                    "intensity_t_mwh": intensity, "intensity_target_t_mwh": target,
+                    "intensity_gap_t_mwh": intensity - target})
     return out

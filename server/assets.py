@@ -435,11 +435,16 @@ class AssetKeeper:
         """Emissions, prorated allowance and the gap per month of `year`."""
         now = self.now()
         year = self.current_year(now) if year is None else year
-        _, daily = await self._emissions(year, now)
+        y0, y1 = self._year_bounds(year)
+        end = min(y1, now)
+        days = await self.historian.periods("day", y0, end) if end > y0 else []
+        daily = [(self.clock.scaled_local(d.t).date(), _period_t(d)) for d in days]
+        output = [(self.clock.scaled_local(d.t).date(), math.fsum(
+            u.output_mwh for u in d.units if math.isfinite(u.output_mwh))) for d in days]
         h = holdings(self._entries, year)
         # the year's allowance budget: held plus what was already surrendered
         budget = sum(x.held_t + x.surrendered_t for i, x in h.items() if i not in OFFSETS)
-        return monthly_trend(daily, budget, year)
+        return monthly_trend(daily, budget, year, output, self.carbon.intensity_target_t_mwh)
 
     # -------------------------------------------------------------- entering
 

@@ -22,7 +22,7 @@ from model.errors import InvalidValueError
 from web.auth import ApiError, require
 from web.collaborators import CarbonAssets
 from web.params import json_body
-from web.serialize import dumps
+from web.serialize import dumps, num
 
 ASSETS: Final[web.AppKey[CarbonAssets | None]] = web.AppKey("assets")
 ROLE: Final = "engineer"  # who may enter carbon-ledger entries
@@ -60,7 +60,8 @@ async def _get_position(request: web.Request) -> web.Response:
 
 async def _get_trend(request: web.Request) -> web.Response:
     keeper = _keeper(request)
-    return _json(await keeper.trend(_year(request)))
+    # NaN (a month without output has no intensity) goes out as null
+    return _json([{k: num(v) for k, v in m.items()} for m in await keeper.trend(_year(request))])
 
 
 async def _get_entries(request: web.Request) -> web.Response:

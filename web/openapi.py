@@ -469,8 +469,12 @@ _POSITION: Final = _obj({
     "holdings": {"type": "array", "items": _HOLDING}},
     required=("year", "emissions_t", "emissions_basis", "allowances_t", "offsets_eligible_t",
               "surplus_t", "deficit_t", "deficit_cost_cny"))
-_MONTH_TREND: Final = _obj({k: {"type": "number"} for k in (
-    "month", "emissions_t", "cumulative_t", "allowance_prorated_t", "gap_t", "days")})
+_MONTH_TREND: Final = _obj({
+    **{k: {"type": "number"} for k in (
+        "month", "emissions_t", "cumulative_t", "allowance_prorated_t", "gap_t", "days",
+        "output_mwh")},
+    **{k: _NUM for k in ("intensity_t_mwh", "intensity_target_t_mwh",
+                         "intensity_gap_t_mwh")}})
 _CARBON_BODY: Final = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["kind"],
     "properties": {"kind": {"enum": list(CARBON_KINDS)}},

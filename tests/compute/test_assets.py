@@ -175,8 +175,9 @@ def test_monthly_trend() -> None:
     days.append((date(2024, 12, 31), 999.0))  # another year: ignored
     rows = monthly_trend(days, 3650.0, 2025)
     assert len(rows) == 12
-    assert rows[0] == {"month": 1.0, "emissions_t": 310.0, "cumulative_t": 310.0,
-                       "allowance_prorated_t": 310.0, "gap_t": 0.0, "days": 31.0}
+    assert {k: v for k, v in rows[0].items() if not k.startswith(("intensity", "output"))} == {
+        "month": 1.0, "emissions_t": 310.0, "cumulative_t": 310.0,
+        "allowance_prorated_t": 310.0, "gap_t": 0.0, "days": 31.0}
     assert rows[1]["cumulative_t"] == 870.0 and rows[1]["allowance_prorated_t"] == 590.0
     assert rows[1]["gap_t"] == -280.0
     assert rows[11]["allowance_prorated_t"] == 3650.0 and rows[11]["gap_t"] == 2780.0
@@ -186,3 +187,24 @@ def test_config_deadline_checked() -> None:
     with pytest.raises(ValueError, match="surrender_deadline"):
         CarbonConfig(surrender_deadline="13-01")
     assert CarbonConfig(surrender_deadline="06-30").offset_limit_pct == 5.0
+
+
+def test_monthly_trend_shows_the_intensity_against_the_target() -> None:
+    from compute.assets import monthly_trend
+    # January: 31 days of 100 t and 125 MWh: 3 100 t / 3 875 MWh = 0.8 t/MWh, against a
+    # target of 0.85 t/MWh: 0.05 below it. February: emissions but no output: no intensity.
+    jan = [date(2026, 1, d) for d in range(1, 32)]
+    days = [(d, 100.0) for d in jan] + [(date(2026, 2, 1), 50.0)]
+    out = [(d, 125.0) for d in jan]
+    trend = monthly_trend(days, 36_500.0, 2026, out, 0.85)
+    m1, m2 = trend[0], trend[1]
+    assert (m1["emissions_t"], m1["output_mwh"]) == (3_100.0, 3_875.0)
+    assert m1["intensity_t_mwh"] == pytest.approx(0.8, rel=1e-15)
+    assert m1["intensity_gap_t_mwh"] == pytest.approx(-0.05, rel=1e-12)
+    assert m1["intensity_target_t_mwh"] == 0.85
+    assert math.isnan(m2["intensity_t_mwh"]) and math.isnan(m2["intensity_gap_t_mwh"])
+    # 36 500 t a year prorated to 31 January: 36 500 · 31 / 365 = 3 100 t, gap 0
+    assert m1["allowance_prorated_t"] == pytest.approx(3_100.0, rel=1e-15)
+    assert m1["gap_t"] == pytest.approx(0.0, abs=1e-9)
+    # without a target the gap is NaN, the intensity still there
+    assert math.isnan(monthly_trend(days, 0.0, 2026, out)[0]["intensity_gap_t_mwh"])
