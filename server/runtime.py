@@ -222,6 +222,7 @@ class Runtime:
         # The carbon asset ledger and the compliance position (server/assets.py): the
         # position goes to the alarms and OPC UA after every closed hour and day.
         self.assets = AssetKeeper(plant, self.historian, self.audit)
+        self.reports.assets = self.assets  # the carbon sheets of monthly and annual reports
         self.carbon_listeners: list[Callable[[CompliancePosition, datetime],
                                              Awaitable[None]]] = []
         self._carbon_busy = False

@@ -9,15 +9,18 @@ year's report never holds up the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from compute.assets import AssetEntry, CompliancePosition
 from compute.clock import PlantClock
 from compute.factors import FactorTable
 from model.errors import InvalidValueError
 from model.records import PeriodRecords
+from server.reports.carbon import carbon_tables
 from server.reports.config import BUILT_IN, FORMATS
 from server.reports.definition import ReportDefinition, custom_report
 from server.reports.platform import platform_report
@@ -36,6 +39,21 @@ class StoredPeriods(Protocol):
         ...
 
 
+class CarbonLedger(Protocol):
+    """What the carbon-asset sheets read (server/assets.py AssetKeeper)."""
+
+    def entries(self, kind: str | None = None) -> Sequence[AssetEntry | Mapping[str, Any]]:
+        """Every ledger entry (optionally of one kind), oldest first."""
+        ...
+
+    async def position(self, year: int | None = None) -> CompliancePosition:
+        """The compliance position of `year` now."""
+        ...
+
+
+CARBON_KINDS = ("monthly", "annual")  # the reports that carry the carbon-asset sheets
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedReport:
     """A written report: its bytes, their media type and a file name for them."""
@@ -51,13 +69,16 @@ class ReportMaker:
     def __init__(self, config: Any, historian: StoredPeriods,
                  factors: Callable[[], FactorTable],
                  entries: Callable[[], Sequence[Mapping[str, Any]]] = list,
-                 definitions: Mapping[str, ReportDefinition] | None = None) -> None:
+                 definitions: Mapping[str, ReportDefinition] | None = None,
+                 assets: CarbonLedger | None = None) -> None:
         self.config = config
         self.clock = PlantClock(config.clock.minute_seconds, config.site.timezone)
         self._historian = historian
         self._factors = factors
         self._entries = entries
         self.definitions = dict(definitions or {})
+        # The carbon-asset keeper: with it the monthly and annual reports get its sheets.
+        self.assets = assets
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -97,8 +118,25 @@ class ReportMaker:
         if kind in self.definitions:
             return await asyncio.to_thread(custom_report, self.definitions[kind], cfg, clock,
                                            per.start, per.end, data)
-        return await asyncio.to_thread(emission_report, kind, cfg, clock, per.level, per.start,
-                                       per.end, data, self._factors())
+        rep = await asyncio.to_thread(emission_report, kind, cfg, clock, per.level, per.start,
+                                      per.end, data, self._factors())
+        if self.assets is None or kind not in CARBON_KINDS:
+            return rep
+        return await self._with_carbon(rep, per)
+
+    async def _with_carbon(self, rep: Report, per: Periods) -> Report:
+        """The report with the carbon-asset sheets of its compliance years appended."""
+        assert self.assets is not None
+        years = sorted({self.clock.scaled_local(t0).year for t0, _ in per.bounds})
+        entries = list(self.assets.entries())
+        positions = [await self.assets.position(y) for y in years]
+        tables = await asyncio.to_thread(carbon_tables, self.clock, per.start, per.end, years,
+                                         entries, positions)
+        notes = (*rep.notes, "碳资产：期末持有量按期末前的台账计算；履约状况为报表生成时的状况；"
+                 "减排量与净排放不用于履约。Carbon assets: holdings from the ledger entries "
+                 "before the period's end; the compliance position as of when the report "
+                 "was made; reductions and net emissions are not compliance figures.")
+        return dataclasses.replace(rep, tables=(*rep.tables, *tables), notes=notes)
 
     async def make(self, kind: str, start: datetime, end: datetime, fmt: str) -> RenderedReport:
         """The report of `kind` written in `fmt` (xlsx, csv, pdf)."""

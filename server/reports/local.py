@@ -1,5 +1,6 @@
 """Reports from the plant's files, for `carbonscada report` (the server need not run): the
-historian read, the ledger's lab entries and quantities applied as the server applies them."""
+historian read, the ledger's lab entries and quantities applied as the server applies them,
+the carbon-asset ledger of the same file for the monthly and annual reports' sheets."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 from model.errors import CarbonScadaError
+from server.assets import AssetKeeper
+from server.audit import AuditLog
 from server.config import Plant
 from server.historian import Historian
 from server.ledger import Ledger
@@ -29,8 +32,10 @@ async def make_from_files(plant: Plant, origin: str, kind: str, start: datetime,
     historian = Historian(path)
     await historian.start()
     try:
+        assets = AssetKeeper(plant, historian, AuditLog(path))  # reads only: no entry made
+        await assets.load()
         maker = ReportMaker(cfg, historian, lambda: factors,
-                            lambda: [e.as_json() for e in entries], definitions)
+                            lambda: [e.as_json() for e in entries], definitions, assets)
         return await maker.make(kind, start, end, fmt)
     finally:
         await historian.stop()
