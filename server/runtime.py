@@ -36,6 +36,7 @@ from model.records import (
 from server import heap
 from server.assets import AssetKeeper
 from server.audit import AuditLog
+from server.cases import CaseKeeper
 from server.config import Plant, PlantConfig
 from server.filelock import HistorianLock
 from server.historian import Historian
@@ -117,7 +118,7 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
                    audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor,
                    device_tags=rt, records=rt.records, reports=rt.reports,
-                   assets=rt.assets)
+                   assets=rt.assets, cases=rt.cases)
 
 
 def _qa_capture(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
@@ -223,6 +224,8 @@ class Runtime:
         # position goes to the alarms and OPC UA after every closed hour and day.
         self.assets = AssetKeeper(plant, self.historian, self.audit)
         self.reports.assets = self.assets  # the carbon sheets of monthly and annual reports
+        # Abnormal-data cases (server/cases.py): opened on a period, an alarm or an entry.
+        self.cases = CaseKeeper(config.historian.path, self.historian, self.audit)
         self.carbon_listeners: list[Callable[[CompliancePosition, datetime],
                                              Awaitable[None]]] = []
         self._carbon_busy = False
@@ -388,6 +391,7 @@ class Runtime:
             await self._seed_totals()
             await self.records.load()  # before the open hour is read back: entries apply
             await self.assets.load()
+            await self.cases.load()
             self.assets.on_change = self._carbon_position_soon  # an entry: a new position
             await self._restore_periods()
             self._carbon_position_soon()  # clients and rules see the position at once

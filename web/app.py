@@ -23,9 +23,11 @@ from model.protocols import AlarmControl, Authenticator
 from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
 from web.assets import ASSETS
 from web.auth import AuditLogLike, LoginThrottle, SessionStore
+from web.cases import CASES
 from web.collaborators import (
     AlarmHistory,
     CarbonAssets,
+    CaseLedger,
     DeviceStatus,
     DeviceTags,
     MinuteHistory,
@@ -109,6 +111,7 @@ class WebSink:
                  records: RecordKeeping | None = None,
                  reports: ReportMaking | None = None,
                  assets: CarbonAssets | None = None,
+                 cases: CaseLedger | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -125,6 +128,7 @@ class WebSink:
         self._records = records
         self._reports = reports
         self._assets = assets
+        self._cases = cases
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -170,6 +174,7 @@ class WebSink:
         app[RECORDS] = self._records  # /api/v1/entries, /locks, /qa, /revisions
         app[REPORTS] = self._reports  # /api/v1/reports/{kind}
         app[ASSETS] = self._assets  # /api/v1/carbon/…
+        app[CASES] = self._cases  # /api/v1/cases
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

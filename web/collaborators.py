@@ -200,3 +200,21 @@ class CarbonAssets(Protocol):
     def csv_export(self) -> str:
         """Every entry as CSV."""
         ...
+
+
+class CaseLedger(Protocol):
+    """The case keeper (server/cases.py CaseKeeper): abnormal-data cases opened on a
+    period, an alarm or an entry, and what was done, reviewed and closed."""
+
+    async def record(self, user: str, body: Any) -> dict[str, Any]:
+        """Check, keep and audit one event (open, action, assign, review, close, reopen);
+        InvalidValueError naming the field, a LookupError for an unknown case."""
+        ...
+
+    def cases(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every case (open, closed, overdue; None: all), oldest first."""
+        ...
+
+    def case(self, case_id: int) -> dict[str, Any] | None:
+        """One case with its full history, None if there is none."""
+        ...

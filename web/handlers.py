@@ -37,6 +37,7 @@ from web.auth import (
     require,
     set_session_cookie,
 )
+from web.cases import add_case_routes
 from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodHistory
 from web.devices import add_device_routes
 from web.history import HistoryContext, add_history_routes
@@ -547,6 +548,7 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     add_uncertainty_routes(app, api, live.config, history)  # /api/v1/uncertainty: totals
     add_record_routes(app, api)  # /api/v1/entries, locks, qa, revisions
     add_asset_routes(app, api)  # /api/v1/carbon/…: position, trend, ledger
+    add_case_routes(app, api)  # /api/v1/cases: the abnormal-data case ledger
     add_report_routes(app, api)  # /api/v1/reports/{kind}: report files
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):

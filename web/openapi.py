@@ -22,6 +22,8 @@ from web.admin import MAX_NAME, MAX_PASSWORD
 from web.assets import MAX_YEAR as MAX_CARBON_YEAR
 from web.assets import MIN_YEAR as MIN_CARBON_YEAR
 from web.auth import COOKIE, CSRF_HEADER
+from web.cases import ROLE_OF_EVENT as CASE_ROLE_OF_EVENT
+from web.cases import STATES as CASE_STATES
 from web.history import MAX_MINUTE_ROWS, MAX_POINTS, SOURCE_MINUTE_FIELDS
 from web.records import CSV_COLUMNS, REVISED_TABLES, ROLE_OF_KIND
 from web.reports import FORMATS as REPORT_FORMATS
@@ -543,6 +545,78 @@ def _carbon_paths(api: str) -> dict[str, Json]:
     }
 
 
+_CASE: Final = _obj({
+    "id": _INT, "state": {"enum": ["open", "closed"]}, "overdue": {"type": "boolean"},
+    "subject": {"type": "object", "required": ["kind"],
+                "properties": {"kind": {"enum": ["period", "alarm", "entry", "other"]}},
+                "description": "period {ref <table>:<id>:<ISO start>, found: the row's flag, "
+                               "valid, substituted … when opened} · alarm {rule, t, found} · "
+                               "entry {entry, found} · other {ref}"},
+    "title": {"type": "string"}, "cause": {"type": "string"},
+    "opened": {"type": "string", "format": "date-time"}, "opened_by": {"type": "string"},
+    "owner": {"type": "string"}, "reviewer": _STR_OR_NULL,
+    "due": {"type": "string", "format": "date-time"}, "closed": _TIME,
+    "review": {"enum": ["accepted", "returned", None]}, "actions": _INT, "events": _INT,
+    "updated": {"type": "string", "format": "date-time"}})
+_CASE_EVENT: Final = {**_obj({
+    "id": _INT, "case": _INT, "t": {"type": "string", "format": "date-time"},
+    "user": {"type": "string"}, "event": {"enum": ["open", *CASE_ROLE_OF_EVENT]}}),
+    "description": "with the event's own fields (open: subject, title, cause, due, owner; "
+                   "action: note, cause?; assign: owner?, reviewer?, due?; review: finding, "
+                   "reason; close: note; reopen: reason, due?)"}
+_CASE_FULL: Final = {**_CASE, "properties": {**_CASE["properties"], "history": {
+    "type": "array", "items": _CASE_EVENT}}, "required": [*_CASE["required"], "history"]}
+_CASE_OPEN_BODY: Final = {"required": True, "content": {"application/json": {"schema": {
+    **_obj({"event": {"const": "open"},
+            "subject": {"type": "object", "required": ["kind"],
+                        "properties": {"kind": {"enum": ["period", "alarm", "entry",
+                                                         "other"]}}},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "cause": {"type": "string"}, "due": {"type": "string", "format": "date-time"},
+            "owner": {"type": "string"}}, required=("subject", "title", "due")),
+    "description": "subject: period {ref source_hour:S1:2026-03-01T08:00:00Z (the stored "
+                   "row must exist)} · alarm {rule, t (a journaled transition within 1 s)} · "
+                   "entry {entry: a ledger entry id} · other {ref}; due after now; owner "
+                   "default the user"}}}}
+_CASE_EVENT_BODY: Final = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["event"],
+    "properties": {"event": {"enum": list(CASE_ROLE_OF_EVENT)}},
+    "description": "action {note, cause?} (operator) · assign {owner?, reviewer?, due?} · "
+                   "review {finding accepted|returned, reason (needed when returned)} · "
+                   "close {note} (only after an accepted review later than the last action) "
+                   "· reopen {reason, due?} (engineer)"}}}}
+
+
+def _case_paths(api: str) -> dict[str, Json]:
+    """The case-ledger routes of web/cases.py."""
+    keeper = {"503": _error("this server keeps no cases")}
+    write = {**_BAD, **_LOGIN, **keeper}
+    one = _json_response("the case with its history", _obj({"case": _CASE_FULL}))
+    return {
+        f"{api}/cases": {
+            "get": _get("Every abnormal-data case, oldest first (overdue: open past its due "
+                        "time)",
+                        _json_response("the cases", {"type": "array", "items": _CASE}),
+                        params=[{"name": "state", "in": "query", "required": False,
+                                 "schema": {"enum": list(CASE_STATES)}}],
+                        errors={**_BAD, **keeper}, tags=("cases",)),
+            "post": _change("Open a case (operator) on a stored period, an alarm, a ledger "
+                            "entry or anything else; checked, kept append-only and audited",
+                            one, _CASE_OPEN_BODY, errors=write, tags=("cases",),
+                            status="201")},
+        f"{api}/cases/{{id}}": {"get": _get(
+            "One case with its full history",
+            _json_response("the case", _CASE_FULL), params=[_id("1")],
+            errors={**_BAD, **_NOT_FOUND, **keeper}, tags=("cases",))},
+        f"{api}/cases/{{id}}/events": {
+            "parameters": [_id("1")],
+            "post": _change("Record an event on a case: action (operator), assign, review, "
+                            "close, reopen (engineer)", one, _CASE_EVENT_BODY,
+                            errors={**write, **_NOT_FOUND}, tags=("cases",),
+                            status="201")},
+    }
+
+
 def _user_paths(api: str) -> dict[str, Json]:
     """The account routes of web/admin.py (admin role)."""
     admin = {"401": _error("not logged in"),
@@ -725,6 +799,7 @@ def _paths() -> dict[str, Json]:
         **_user_paths(api),
         **_record_paths(api),
         **_carbon_paths(api),
+        **_case_paths(api),
         **_report_paths(api),
         "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
                                  _text("metrics"), errors={"404": _text("no monitor")},

@@ -30,6 +30,7 @@ from model.flags import DataFlag
 from model.records import DeliveryRecord, MinuteResult, SiteMinute, TagMinute, UnitMinute
 from server.assets import AssetKeeper
 from server.audit import AuditLog
+from server.cases import CaseKeeper
 from server.config import Plant, load_plant
 from server.historian import Historian, HistorianConfig
 from server.records import RecordKeeper
@@ -104,8 +105,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     keeper = RecordKeeper(loaded, historian, audit, PeriodCycle(plan), MinuteCalculator(plan),
                           lambda rec: None)
     assets = AssetKeeper(loaded, historian, audit)
+    cases = CaseKeeper(tmp / "h.sqlite", historian, audit)
     sink = WebSink(cfg, history=historian, users=users, audit=audit, alarms=alarms,
-                   journal=historian, records=keeper, assets=assets,
+                   journal=historian, records=keeper, assets=assets, cases=cases,
                    reports=ReportMaker(cfg, historian, lambda: keeper.factors, keeper.entries))
 
     async def start() -> None:
@@ -129,6 +131,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                       "side": "buy", "quantity_t": 1000.0, "price_cny_t": 80.0},
                      {"kind": "price", "price_cny_t": 85.0, "t": T.isoformat()}):
             await assets.enter("engineer", body)
+        await cases.load()  # case 1 (the description's example), with an action
+        await cases.record("operator", {"event": "open", "subject": {"kind": "other",
+                                                                     "ref": "S1 analyser"},
+                                        "title": "drift", "due": "2100-01-01T00:00:00Z"})
+        await cases.record("operator", {"event": "action", "case": 1, "note": "re-spanned"})
 
     async def stop() -> None:
         await sink.stop()
