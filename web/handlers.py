@@ -8,6 +8,7 @@ enough role (web/auth.py), and every login, logout and alarm action is audited.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -122,6 +123,14 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         return _error(exc.status, (exc.reason or "error").lower(), headers)
     except asyncio.CancelledError:
         raise
+    except OSError as exc:
+        # aiohttp's static files stat the name asked for: one longer than a file name can
+        # be (ENAMETOOLONG) is no such file, not a fault of the server.
+        if request.path.startswith("/static/") and exc.errno in (errno.ENAMETOOLONG,
+                                                                  errno.EINVAL):
+            return web.Response(status=404)
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal error")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal error")

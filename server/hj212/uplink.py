@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from model.errors import CarbonScadaError
 from model.flags import DataFlag
 from model.records import (
     DeviceEvent,
@@ -141,7 +142,7 @@ class PlantLike(Protocol):
         ...
 
 
-class _Reconnect(Exception):
+class _Reconnect(CarbonScadaError):
     """The session ends (no acknowledgement after ReCount resends)."""
 
 

@@ -247,6 +247,17 @@ async def test_static_page_is_served_without_external_resources(
         assert not re.search(r"https?://|url\(\s*['\"]?//", text), path.name
 
 
+async def test_a_static_name_too_long_for_a_file_is_404_not_a_fault(
+        sink: WebSink, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    # schemathesis found it: aiohttp stats the name, the OS refuses (ENAMETOOLONG)
+    name = "Ṱ̺̺̕o͞" * 60
+    async with http.get(f"{base(sink)}/static/{name}") as r:
+        assert r.status == 404
+    assert "unhandled error" not in caplog.text
+    async with http.get(f"{base(sink)}/static/{'x' * 300}.js") as r:
+        assert r.status == 404
+
+
 # ---------------------------------------------------------------------- WebSocket
 
 
