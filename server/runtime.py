@@ -226,6 +226,7 @@ class Runtime:
         self.reports.assets = self.assets  # the carbon sheets of monthly and annual reports
         # Abnormal-data cases (server/cases.py): opened on a period, an alarm or an entry.
         self.cases = CaseKeeper(config.historian.path, self.historian, self.audit)
+        self.reports.cases = self.cases  # the cases sheet of the emission reports
         self.carbon_listeners: list[Callable[[CompliancePosition, datetime],
                                              Awaitable[None]]] = []
         self._carbon_busy = False

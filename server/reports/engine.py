@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from compute.assets import AssetEntry, CompliancePosition
 from compute.clock import PlantClock
@@ -21,6 +22,7 @@ from compute.factors import FactorTable
 from model.errors import InvalidValueError
 from model.records import PeriodRecords
 from server.reports.carbon import carbon_tables
+from server.reports.cases import case_table
 from server.reports.config import BUILT_IN, FORMATS
 from server.reports.definition import ReportDefinition, custom_report
 from server.reports.platform import platform_report
@@ -54,6 +56,17 @@ class CarbonLedger(Protocol):
 CARBON_KINDS = ("monthly", "annual")  # the reports that carry the carbon-asset sheets
 
 
+class CaseListing(Protocol):
+    """What the cases sheet reads (server/cases.py CaseKeeper)."""
+
+    def cases(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every case (of a state), oldest first, as JSON-ready dicts."""
+        ...
+
+
+CASE_KINDS = ("daily", "monthly", "annual")  # the reports that carry the cases sheet
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedReport:
     """A written report: its bytes, their media type and a file name for them."""
@@ -79,6 +92,8 @@ class ReportMaker:
         self.definitions = dict(definitions or {})
         # The carbon-asset keeper: with it the monthly and annual reports get its sheets.
         self.assets = assets
+        # The abnormal-data case ledger: with it the emission reports list the period's cases.
+        self.cases: CaseListing | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -120,6 +135,10 @@ class ReportMaker:
                                            per.start, per.end, data)
         rep = await asyncio.to_thread(emission_report, kind, cfg, clock, per.level, per.start,
                                       per.end, data, self._factors())
+        if self.cases is not None and kind in CASE_KINDS:
+            table = case_table(self.cases.cases(), per.start, per.end,
+                               ZoneInfo(self.clock.timezone))
+            rep = dataclasses.replace(rep, tables=(*rep.tables, table))
         if self.assets is None or kind not in CARBON_KINDS:
             return rep
         return await self._with_carbon(rep, per)

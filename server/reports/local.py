@@ -10,6 +10,7 @@ from pathlib import Path
 from model.errors import CarbonScadaError
 from server.assets import AssetKeeper
 from server.audit import AuditLog
+from server.cases import CaseKeeper
 from server.config import Plant
 from server.historian import Historian
 from server.ledger import Ledger
@@ -36,6 +37,9 @@ async def make_from_files(plant: Plant, origin: str, kind: str, start: datetime,
         await assets.load()
         maker = ReportMaker(cfg, historian, lambda: factors,
                             lambda: [e.as_json() for e in entries], definitions, assets)
+        cases = CaseKeeper(path, historian, AuditLog(path))  # reads only
+        await cases.load()
+        maker.cases = cases
         return await maker.make(kind, start, end, fmt)
     finally:
         await historian.stop()

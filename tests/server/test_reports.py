@@ -495,3 +495,36 @@ async def test_the_running_server_serves_reports_with_a_schedule_configured(
         assert by_en(en, rows[0])["Factor version"] == "demo_coal@lab1"
     finally:
         await runtime.stop()
+
+
+async def test_a_report_lists_the_cases_about_its_period(plant: Plant) -> None:
+    # A case opened today (at the review) on the worked day's substituted hour 03:00 local
+    # belongs to that day's report however late it was opened; the next day's has none.
+    from server.audit import AuditLog
+    from server.cases import CaseKeeper
+
+    path = plant.config.historian.path
+    h = Historian(path)
+    await h.start()
+    try:
+        cases = CaseKeeper(path, h, AuditLog(path))
+        await cases.load()
+        hour3 = DAY0 + timedelta(hours=3)
+        await cases.record("operator", {
+            "event": "open", "subject": {"kind": "period",
+                                         "ref": f"source_hour:S1:{hour3.isoformat()}"},
+            "title": "analyser fault 03:00", "cause": "sample line blocked",
+            "due": (datetime.now(UTC) + timedelta(days=7)).isoformat()})
+    finally:
+        await h.stop()
+    body = await make(plant, "daily", DAY0, DAY1, "xlsx")
+    zh, en, rows = sheet_rows(body, "cases")
+    assert "异常数据处理台账" not in zh and "编号" in zh  # headers of the columns
+    (row,) = [by_en(en, r) for r in rows]
+    assert row["Case"] == 1 and row["Title"] == "analyser fault 03:00"
+    assert row["State"] == "未关闭 open" and row["Overdue"] is False
+    assert row["Subject"] == f"period source_hour:S1:{hour3.isoformat()}"
+    assert row["Cause"] == "sample line blocked"
+    # the day after: the case is about another day, and it was not open then
+    body = await make(plant, "daily", DAY1, DAY1 + timedelta(days=1), "xlsx")
+    assert sheet_rows(body, "cases")[2] == []
