@@ -21,14 +21,13 @@ from compute.assets import KINDS, position_json
 from model.errors import InvalidValueError
 from web.auth import ApiError, require
 from web.collaborators import CarbonAssets
-from web.params import json_body
+from web.params import csv_body, json_body
 from web.serialize import dumps, num
 
 ASSETS: Final[web.AppKey[CarbonAssets | None]] = web.AppKey("assets")
 ROLE: Final = "engineer"  # who may enter carbon-ledger entries
 MIN_YEAR: Final = 2005
 MAX_YEAR: Final = 2100
-MAX_CSV_BYTES: Final = 1 << 20
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -90,15 +89,7 @@ async def _post_entry(request: web.Request) -> web.Response:
 async def _import_csv(request: web.Request) -> web.Response:
     keeper = _keeper(request)
     session = require(request, ROLE)
-    if (request.content_length or 0) > MAX_CSV_BYTES:
-        raise ApiError(413, f"at most {MAX_CSV_BYTES} bytes of CSV per request")
-    raw = await request.content.read(MAX_CSV_BYTES + 1)
-    if len(raw) > MAX_CSV_BYTES:
-        raise ApiError(413, f"at most {MAX_CSV_BYTES} bytes of CSV per request")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ApiError(400, "the CSV is not UTF-8") from None
+    text = await csv_body(request)
     try:
         return _json(await keeper.import_csv(session.user, text), status=201)
     except InvalidValueError as exc:

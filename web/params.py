@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -68,6 +68,23 @@ async def json_body(request: web.Request) -> Json:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
+
+
+MAX_CSV_BYTES: Final = 1 << 20  # a CSV upload (lab data, the carbon ledger)
+
+
+async def csv_body(request: web.Request, max_bytes: int = MAX_CSV_BYTES) -> str:
+    """The request's body as UTF-8 text (a BOM dropped): 413 beyond `max_bytes` (read no
+    further than that), 400 if it is not UTF-8."""
+    if (request.content_length or 0) > max_bytes:
+        raise ApiError(413, f"at most {max_bytes} bytes of CSV per request")
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"at most {max_bytes} bytes of CSV per request")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the CSV is not UTF-8") from None
 
 
 def text_field(body: Json, name: str, *, max_len: int, blank_ok: bool = False) -> str:

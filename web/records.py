@@ -29,7 +29,7 @@ from aiohttp import web
 from model.errors import InvalidValueError, LockedPeriodError
 from web.auth import ApiError, require
 from web.collaborators import RecordKeeping
-from web.params import json_body, time_param
+from web.params import csv_body, json_body, time_param
 from web.serialize import dumps
 
 RECORDS: Final[web.AppKey[RecordKeeping | None]] = web.AppKey("records")
@@ -41,7 +41,6 @@ LEAST_ROLE: Final = "engineer"  # the lowest of ROLE_OF_KIND's
 CSV_COLUMNS: Final = ("kind", "target", "level", "t", "name", "value", "unit", "document",
                       "reason")
 CSV_KINDS: Final = ("factor", "quantity", "correction")
-MAX_CSV_BYTES: Final = 1 << 20
 REVISED_TABLES: Final = ("source_minute", "unit_minute", "source_hour", "source_day",
                          "stream_hour", "stream_day", "unit_hour", "unit_day", "period")
 
@@ -140,15 +139,7 @@ def _body(kind: str, target: str, level: str, t: str, unit: str, document: str,
 async def _import_csv(request: web.Request) -> web.Response:
     keeper = _keeper(request)
     session = require(request, "engineer")
-    if (request.content_length or 0) > MAX_CSV_BYTES:
-        raise ApiError(413, f"at most {MAX_CSV_BYTES} bytes of CSV per request")
-    raw = await request.content.read(MAX_CSV_BYTES + 1)
-    if len(raw) > MAX_CSV_BYTES:
-        raise ApiError(413, f"at most {MAX_CSV_BYTES} bytes of CSV per request")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ApiError(400, "the CSV is not UTF-8") from None
+    text = await csv_body(request)
     bodies = csv_bodies(text)
     if not bodies:
         raise ApiError(400, "the CSV has no rows")
