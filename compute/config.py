@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from compute.factors import FactorTable, FactorVersion, Method, QuantityUnit
+from compute.factors import FactorTable, FactorVersion, Method, QuantityUnit, co2_t_per_unit
 from compute.qa import QaConfig
 from compute.substitute import FACTOR_METHOD, MAX_PREVIOUS_N, MRR_MEAN_2SIGMA, SubstitutionRule
 from model.errors import ConfigError, FactorVersionNotFound
@@ -227,8 +227,12 @@ class CounterConfig(ConfigModel):
 
 
 StreamKind = Literal["solid_fuel", "liquid_fuel", "gaseous_fuel", "electricity", "heat",
-                     "process"]
+                     "process", "carbon_input", "carbon_output", "clinker", "lime",
+                     "electricity_export", "heat_export"]
 # Per kind: the unit of the quantity, and the factor method (fuels may use measured carbon).
+# carbon_input / carbon_output: the materials of a carbon balance (factor c_tc_t; outputs
+# count negative); clinker / lime: carbonate CO2 from the product's CaO / MgO content;
+# electricity_export / heat_export: exports, counted negative (net purchase accounted).
 STREAM_KINDS: dict[str, tuple[QuantityUnit, Method]] = {
     "solid_fuel": ("t", "ncv_cc_of"),
     "liquid_fuel": ("t", "ncv_cc_of"),
@@ -236,14 +240,23 @@ STREAM_KINDS: dict[str, tuple[QuantityUnit, Method]] = {
     "electricity": ("MWh", "electricity"),
     "heat": ("GJ", "heat"),
     "process": ("t", "process"),
+    "carbon_input": ("t", "carbon_input"),
+    "carbon_output": ("t", "carbon_output"),
+    "clinker": ("t", "carbonate_oxides"),
+    "lime": ("t", "carbonate_oxides"),
+    "electricity_export": ("MWh", "electricity_export"),
+    "heat_export": ("GJ", "heat_export"),
 }
+INDIRECT_KINDS = ("electricity", "heat", "electricity_export", "heat_export")
 
 
 class StreamConfig(ConfigModel):
-    """A fuel or energy stream of a unit, accounted by the emission-factor method.
+    """A fuel, material or energy stream of a unit, accounted by the emission-factor method.
 
-    The quantity is in t (solid and liquid fuels, process), 10⁴ m³ (gaseous fuels),
-    MWh (purchased electricity) or GJ (purchased heat); it is measured by `rate_per_h`
+    The quantity is in t (solid and liquid fuels, process, carbon-balance materials,
+    clinker and lime), 10⁴ m³ (gaseous fuels), MWh (electricity purchased or exported)
+    or GJ (heat purchased or exported), always ≥ 0; carbon outputs and exports give a
+    negative CO2. It is measured by `rate_per_h`
     (that unit per hour, e.g. a coal feeder in t/h) or by a meter `counter`. `factors`
     names the stream of the factor table whose dated versions apply.
     """
@@ -271,13 +284,14 @@ class StreamConfig(ConfigModel):
 
     @property
     def calc_method(self) -> Method:
-        """The compute.factors method: ncv_cc_of, measured_carbon, electricity, heat, process."""
+        """The compute.factors method of the stream's kind (fuels: ncv_cc_of or measured)."""
         return self.method or STREAM_KINDS[self.kind][1]
 
     @property
     def direct(self) -> bool:
-        """Whether the stream's CO2 leaves through the unit's stacks (fuels and process)."""
-        return self.kind not in ("electricity", "heat")
+        """Whether the stream's CO2 is the unit's own (fuels, process, carbon balance,
+        carbonates), not electricity or heat purchased or exported."""
+        return self.kind not in INDIRECT_KINDS
 
 
 class UnitConfig(ConfigModel):
@@ -376,6 +390,12 @@ def calculation_problems(cfg: CalculationConfig) -> Problems:
             problems.extend(_substitution_problems(f"{spath}.substitution", src, unit))
         for j, stream in enumerate(unit.streams):
             unique(f"{upath}.streams[{j}]", stream.id)
+        kinds = {s.kind for s in unit.streams}
+        if "carbon_output" in kinds and "carbon_input" not in kinds:
+            j = next(j for j, s in enumerate(unit.streams) if s.kind == "carbon_output")
+            problems.append((f"{upath}.streams[{j}].kind", "a carbon_output stream needs a "
+                             f"carbon_input stream on unit {unit.id!r}: the carbon balance "
+                             "is Σ carbon in − Σ carbon out"))
         if (cfg.reconciliation is None and any(s.direct for s in unit.streams)):
             problems.append(("reconciliation", f"unit {unit.id!r} has CEMS sources and fuel "
                              "or process streams, reconciled daily: set "
@@ -490,8 +510,8 @@ def stream_factor_problems(cfg: CalculationConfig, table: FactorTable,
                                  f"(it has: {', '.join(table.streams) or 'none'})"))
                 continue
             for v in versions:
-                try:
-                    v.factors(stream.calc_method, stream.quantity_unit)
+                try:  # the factors the method needs, and their values together (CaO ≥ CaO_raw)
+                    co2_t_per_unit(v, stream.calc_method, stream.quantity_unit)
                 except ValueError as exc:
                     problems.append((path, f"{table_path}: {exc}"))
                     break

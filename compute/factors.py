@@ -5,6 +5,13 @@ Formulas (DESIGN.md "Emission-factor method"), all results in t CO2:
 - fuel:            E = FC · NCV · CC · OF · 44/12
 - measured carbon: E = FC · C_ar · OF · 44/12
 - electricity:     E = MWh · EF_grid;  heat: E = GJ · EF_heat;  process: E = quantity · EF
+- carbon balance (compute.factors.carbon_balance_co2_t): E = (Σ Q_in · C_in − Σ Q_out · C_out)
+  · 44/12, as signed carbon streams: an input + Q · C · 44/12, an output − Q · C · 44/12
+- carbonate oxides: E = Q · ((CaO − CaO_raw) · 44/56.08 + (MgO − MgO_raw) · 44/40.30)
+- exported electricity / heat: E = − MWh · EF / − GJ · EF (net purchase = purchased − exported)
+
+Outputs and exports give a negative t CO2 (their quantity stays ≥ 0): a unit's
+factor-method total is then the plain sum of its streams.
 
 FC is in t (solid / liquid fuels) or 10⁴ m³ (gaseous fuels); NCV and C_ar are then per
 t or per 10⁴ m³ — the factor names carry which (`ncv_gj_t` / `ncv_gj_1e4m3`), so a gas NCV
@@ -32,11 +39,19 @@ from model.times import as_utc
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-Method = Literal["ncv_cc_of", "measured_carbon", "electricity", "heat", "process"]
+Method = Literal["ncv_cc_of", "measured_carbon", "electricity", "heat", "process",
+                 "carbon_input", "carbon_output", "carbonate_oxides", "electricity_export",
+                 "heat_export"]
 QuantityUnit = Literal["t", "1e4m3", "MWh", "GJ"]
 
 EF_GRID_TCO2_MWH = 0.5703  # 2022 national grid average, MEE
 EF_HEAT_TCO2_GJ = 0.11  # purchased heat default
+CO2_PER_C = 44.0 / 12.0  # t CO2 per t C, as the guidelines write it
+# Molar masses (g/mol) of the carbonate method: CO2 44 (as in 44/12), CaO 56.08, MgO 40.30.
+# CaCO3 → CaO + CO2: 44/56.08 t CO2 per t CaO; MgCO3 → MgO + CO2: 44/40.30 per t MgO.
+M_CO2_G_MOL = 44.0
+M_CAO_G_MOL = 56.08
+M_MGO_G_MOL = 40.30
 
 # Factor names a version may hold, with their units.
 FACTOR_UNITS: Mapping[str, str] = MappingProxyType({
@@ -49,9 +64,18 @@ FACTOR_UNITS: Mapping[str, str] = MappingProxyType({
     "ef_tco2_mwh": "t CO2/MWh",
     "ef_tco2_gj": "t CO2/GJ",
     "ef_tco2_t": "t CO2/t",
+    "c_tc_t": "tC/t",  # carbon content of a carbon-balance material (lab entry)
+    "cao_fraction": "fraction",  # CaO mass fraction of clinker / lime
+    "mgo_fraction": "fraction",  # MgO mass fraction of clinker / lime
+    "cao_raw_fraction": "fraction",  # CaO of the product not from carbonates (default 0)
+    "mgo_raw_fraction": "fraction",  # MgO of the product not from carbonates (default 0)
 })
+# Fractions that may be 0 (in [0, 1]); c_tc_t lies in (0, 1] (a t of material holds ≤ 1 t C).
+_FRACTIONS = frozenset({"cao_fraction", "mgo_fraction", "cao_raw_fraction",
+                        "mgo_raw_fraction"})
 
-# Factors each (method, quantity unit) needs, in the order the formula multiplies them.
+# Factors each (method, quantity unit) uses, in the order the formula takes them; a
+# version may leave out those of FACTOR_DEFAULTS (then that value is used).
 REQUIRED_FACTORS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     ("ncv_cc_of", "t"): ("ncv_gj_t", "cc_tc_gj", "of"),
     ("ncv_cc_of", "1e4m3"): ("ncv_gj_1e4m3", "cc_tc_gj", "of"),
@@ -60,6 +84,31 @@ REQUIRED_FACTORS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     ("electricity", "MWh"): ("ef_tco2_mwh",),
     ("heat", "GJ"): ("ef_tco2_gj",),
     ("process", "t"): ("ef_tco2_t",),
+    ("carbon_input", "t"): ("c_tc_t",),
+    ("carbon_output", "t"): ("c_tc_t",),
+    ("carbonate_oxides", "t"): ("cao_fraction", "cao_raw_fraction", "mgo_fraction",
+                                "mgo_raw_fraction"),
+    ("electricity_export", "MWh"): ("ef_tco2_mwh",),
+    ("heat_export", "GJ"): ("ef_tco2_gj",),
+})
+# Each method's formula over the factor names, as a verifier would type it (recalc rows).
+FORMULA_TEXT: Mapping[str, str] = MappingProxyType({
+    "ncv_cc_of": "quantity*ncv*cc_tc_gj*of*44/12",
+    "measured_carbon": "quantity*c_ar*of*44/12",
+    "electricity": "quantity*ef_tco2_mwh",
+    "heat": "quantity*ef_tco2_gj",
+    "process": "quantity*ef_tco2_t",
+    "carbon_input": "quantity*c_tc_t*44/12",
+    "carbon_output": "-quantity*c_tc_t*44/12",
+    "carbonate_oxides": "quantity*((cao_fraction-cao_raw_fraction)*44/56.08"
+                        "+(mgo_fraction-mgo_raw_fraction)*44/40.30)",
+    "electricity_export": "-quantity*ef_tco2_mwh",
+    "heat_export": "-quantity*ef_tco2_gj",
+})
+# Optional factors: the CaO / MgO of clinker or lime not from carbonates is often negligible.
+FACTOR_DEFAULTS: Mapping[str, float] = MappingProxyType({
+    "cao_raw_fraction": 0.0,
+    "mgo_raw_fraction": 0.0,
 })
 
 
@@ -72,13 +121,22 @@ def check_factor(name: str, value: float, *, stream: str | None = None,
                  version: str | None = None) -> float:
     """Return `value` as a float if it is a valid factor `name`, else raise ValueError.
 
-    OF must lie in (0, 1]; every other factor (NCV, CC, C_ar, EF) must be finite and > 0.
+    OF and a carbon content c_tc_t must lie in (0, 1], the CaO / MgO fractions in [0, 1];
+    every other factor (NCV, CC, C_ar, EF) must be finite and > 0.
     """
     v = float(value)
     if name == "of":
         if not (0.0 < v <= 1.0):
             raise InvalidValueError(f"{_where(stream, version)}: OF (of) = {value!r} "
                                     "is outside (0, 1]")
+    elif name == "c_tc_t":
+        if not (0.0 < v <= 1.0):
+            raise InvalidValueError(f"{_where(stream, version)}: factor c_tc_t = {value!r} "
+                                    "is outside (0, 1]")
+    elif name in _FRACTIONS:
+        if not (0.0 <= v <= 1.0):
+            raise InvalidValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
+                                    "is outside [0, 1]")
     elif not (math.isfinite(v) and v > 0.0):
         raise InvalidValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
                                 f"must be finite and > 0")
@@ -133,6 +191,89 @@ def process_co2_t(quantity_t: float, ef_tco2_t: float, *, stream: str | None = N
             * check_factor("ef_tco2_t", ef_tco2_t, stream=stream))
 
 
+def carbon_input_co2_t(quantity_t: float, c_tc_t: float, *, stream: str | None = None) -> float:
+    """t CO2 of the carbon a material brings into a carbon balance: + Q · C · 44/12.
+
+    China's GHG accounting guidelines for iron and steel producers (carbon balance of
+    the process): E = (Σ Q_in · C_in − Σ Q_out · C_out) · 44/12; Q in t, C in t C/t.
+    """
+    return (check_quantity("quantity_t", quantity_t, stream=stream)
+            * check_factor("c_tc_t", c_tc_t, stream=stream) * 44.0 / 12.0)
+
+
+def carbon_output_co2_t(quantity_t: float, c_tc_t: float, *, stream: str | None = None) -> float:
+    """t CO2 of the carbon a product or by-product takes out of a carbon balance: − Q·C·44/12.
+
+    The output side of the steel guidelines' E = (Σ Q_in · C_in − Σ Q_out · C_out) · 44/12:
+    negative, so the balance is the sum of its input and output streams.
+    """
+    return -(check_quantity("quantity_t", quantity_t, stream=stream)
+             * check_factor("c_tc_t", c_tc_t, stream=stream) * 44.0 / 12.0)
+
+
+def carbon_balance_co2_t(inputs: Iterable[tuple[float, float]],
+                         outputs: Iterable[tuple[float, float]], *,
+                         stream: str | None = None) -> float:
+    """t CO2 of a process by carbon balance: (Σ Q_in · C_in − Σ Q_out · C_out) · 44/12.
+
+    `inputs` and `outputs` are (quantity t, carbon content t C/t) pairs (steel guidelines'
+    carbon balance; the same form in the cement and lime guidelines' mass balance). The
+    carbon sums are exact (math.fsum). Negative when the outputs hold more carbon.
+    """
+    c_in = [check_quantity("quantity_t", q, stream=stream) * check_factor("c_tc_t", c,
+                                                                           stream=stream)
+            for q, c in inputs]
+    c_out = [check_quantity("quantity_t", q, stream=stream) * check_factor("c_tc_t", c,
+                                                                            stream=stream)
+             for q, c in outputs]
+    return (math.fsum(c_in) - math.fsum(c_out)) * 44.0 / 12.0
+
+
+def carbonate_oxides_co2_t(quantity_t: float, cao_fraction: float, cao_raw_fraction: float,
+                           mgo_fraction: float, mgo_raw_fraction: float, *,
+                           stream: str | None = None) -> float:
+    """t CO2 of carbonate decomposition from the CaO / MgO content of clinker or lime.
+
+    China's GHG accounting guidelines for cement (clinker) and lime producers:
+    E = Q · ((CaO − CaO_raw) · 44/56.08 + (MgO − MgO_raw) · 44/40.30), Q in t of product,
+    CaO / MgO its mass fractions, CaO_raw / MgO_raw the part of them in the raw meal not
+    from carbonates (e.g. from slag or fly ash). Molar masses: CO2 44, CaO 56.08,
+    MgO 40.30 g/mol (the guidelines round to 44/56 and 44/40).
+    """
+    q = check_quantity("quantity_t", quantity_t, stream=stream)
+    cao = check_factor("cao_fraction", cao_fraction, stream=stream)
+    cao_raw = check_factor("cao_raw_fraction", cao_raw_fraction, stream=stream)
+    mgo = check_factor("mgo_fraction", mgo_fraction, stream=stream)
+    mgo_raw = check_factor("mgo_raw_fraction", mgo_raw_fraction, stream=stream)
+    if cao_raw > cao or mgo_raw > mgo:
+        raise InvalidValueError(f"{_where(stream)}: the non-carbonate part exceeds the "
+                                f"content (cao_raw_fraction {cao_raw!r} > cao_fraction {cao!r} "
+                                f"or mgo_raw_fraction {mgo_raw!r} > mgo_fraction {mgo!r})")
+    if cao + mgo > 1.0:
+        raise InvalidValueError(f"{_where(stream)}: cao_fraction {cao!r} + mgo_fraction "
+                                f"{mgo!r} exceeds 1")
+    return q * ((cao - cao_raw) * M_CO2_G_MOL / M_CAO_G_MOL
+                + (mgo - mgo_raw) * M_CO2_G_MOL / M_MGO_G_MOL)
+
+
+def electricity_export_co2_t(mwh: float, ef_tco2_mwh: float = EF_GRID_TCO2_MWH, *,
+                             stream: str | None = None) -> float:
+    """t CO2 of exported electricity: − MWh · EF_grid (net purchase = purchased − exported).
+
+    China's GHG accounting guidelines (steel, cement, lime and the power-grid-connected
+    sectors): E_electricity = (purchased − exported) MWh · EF_grid.
+    """
+    return -electricity_co2_t(mwh, ef_tco2_mwh, stream=stream)
+
+
+def heat_export_co2_t(gj: float, ef_tco2_gj: float = EF_HEAT_TCO2_GJ, *,
+                      stream: str | None = None) -> float:
+    """t CO2 of exported heat: − GJ · EF_heat (net purchase = purchased − exported).
+
+    China's GHG accounting guidelines: E_heat = (purchased − exported) GJ · EF_heat.
+    """
+    return -heat_co2_t(gj, ef_tco2_gj, stream=stream)
+
 
 @dataclass(frozen=True, slots=True)
 class FactorVersion:
@@ -162,12 +303,12 @@ class FactorVersion:
     def factors(self, method: Method, quantity_unit: QuantityUnit) -> tuple[float, ...]:
         """The factors `method` needs for a quantity in `quantity_unit`, in formula order."""
         names = required_factors(method, quantity_unit, stream=self.stream)
-        missing = [n for n in names if n not in self.values]
+        missing = [n for n in names if n not in self.values and n not in FACTOR_DEFAULTS]
         if missing:
             raise InvalidValueError(f"{_where(self.stream, self.id)}: method {method} with "
                                     f"quantity in {quantity_unit} needs factor(s) "
                                     f"{', '.join(missing)}")
-        return tuple(self.values[n] for n in names)
+        return tuple(self.values.get(n, FACTOR_DEFAULTS.get(n, math.nan)) for n in names)
 
 
 def required_factors(method: Method, quantity_unit: QuantityUnit, *,
@@ -195,6 +336,16 @@ def co2_t(method: Method, quantity: float, factors: Sequence[float], *,
         return heat_co2_t(quantity, f[0], stream=stream)
     if method == "process" and len(f) == 1:
         return process_co2_t(quantity, f[0], stream=stream)
+    if method == "carbon_input" and len(f) == 1:
+        return carbon_input_co2_t(quantity, f[0], stream=stream)
+    if method == "carbon_output" and len(f) == 1:
+        return carbon_output_co2_t(quantity, f[0], stream=stream)
+    if method == "carbonate_oxides" and len(f) == 4:
+        return carbonate_oxides_co2_t(quantity, f[0], f[1], f[2], f[3], stream=stream)
+    if method == "electricity_export" and len(f) == 1:
+        return electricity_export_co2_t(quantity, f[0], stream=stream)
+    if method == "heat_export" and len(f) == 1:
+        return heat_export_co2_t(quantity, f[0], stream=stream)
     raise InvalidValueError(f"{_where(stream)}: method {method!r} does not take {len(f)} factor(s)")
 
 
@@ -207,7 +358,7 @@ class FactorResult:
     period_end: datetime  # UTC, exclusive
     quantity: float
     quantity_unit: QuantityUnit
-    co2_t: float
+    co2_t: float  # negative for carbon outputs and exports
     factor_version: str  # FactorVersion.id
     method: Method
 

@@ -14,7 +14,16 @@ Rules (CEMS details in compute/rollup.py and compute/substitute.py):
 - Streams measured by a meter counter: Σ of the register's deltas that end in the hour
   (compute/counters.py); a delta across invalid readings counts in the hour it ends in,
   so a day loses nothing. Flag: the worst of the deltas' flags; B without a valid reading.
-- Hour CO2 of a stream: the factor version in force at the hour's start.
+- Hour CO2 of a stream: the factor version in force at the hour's start. Carbon outputs
+  and exports count negative (compute/factors.py), so a unit's factor-method total, the
+  Σ of its direct streams, is its carbon balance Σ in − Σ out plus its fuels, process and
+  carbonate CO2. An hour's total is NaN when one of them has no value (a balance without
+  its outputs would overstate); a day's sums the streams' day records, each over the
+  hours it has, so a missing output hour still raises the day by that hour's output
+  carbon (the stream's day shows it in n_valid and, below the minimum, its flag). A total
+  ≤ 0 is no reconciliation reference (diff NaN) and no factor_method substitute.
+  Electricity and heat, purchased and exported, stay out of it, each its own stream
+  record; net_purchase_co2_t sums them per unit.
 - Day: sources by rollup_day with the hours' substitutes; streams by period_emissions
   (the formula on each factor version's total quantity) over every hour with a quantity,
   valid with ≥ `min_valid_hours_per_day` valid hours; units: CEMS vs factor reconciliation.
@@ -218,6 +227,20 @@ def _day_not_running(day: PeriodResult, hours: Sequence[PeriodResult], absent: b
     if any(h.missing_reason != NOT_RUNNING for h in bad):
         return False
     return absent or bool(bad)
+
+
+def net_purchase_co2_t(streams: Sequence[StreamPeriod], unit: str) -> tuple[float, float]:
+    """(electricity, heat) t CO2 of `unit`'s net purchase in one period's stream records.
+
+    Net purchase = purchased − exported (China's GHG accounting guidelines): the Σ of the
+    unit's electricity and electricity_export (heat and heat_export) streams, exports
+    being negative. NaN when the unit has no such stream or one of them has no value.
+    """
+    def net(methods: tuple[str, str]) -> float:
+        values = [s.co2_t for s in streams if s.unit == unit and s.method in methods]
+        return math.fsum(values) if values and all(map(math.isfinite, values)) else math.nan
+
+    return net(("electricity", "electricity_export")), net(("heat", "heat_export"))
 
 
 def _fsum_finite(values: Sequence[float]) -> float:
@@ -586,7 +609,8 @@ class PeriodCycle:
 
     @staticmethod
     def _factor_sum(values: Sequence[float]) -> float:
-        """Σ of a unit's direct streams; NaN without streams or when one has no value."""
+        """Σ of a unit's direct streams (outputs negative); NaN without streams or when one
+        has no value."""
         if not values or not all(math.isfinite(v) for v in values):
             return math.nan
         return math.fsum(values)

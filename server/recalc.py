@@ -591,11 +591,8 @@ def write_minute_results(out: TextIO, config: CalculationConfig,
 # Counted subperiods, by level: an hour counts minutes, a day hours, a month or year days.
 COUNT_UNIT = {"hour": "min", "day": "h", "month": "d", "year": "d"}
 RESULT_KINDS = ("streams", "units", "allowance")  # files written next to RESULTS.csv
-# The formula of each method, in the factor columns' names (compute/factors.py).
-FORMULA = {"ncv_cc_of": "quantity*ncv*cc_tc_gj*of*44/12",
-           "measured_carbon": "quantity*c_ar*of*44/12",
-           "electricity": "quantity*ef_tco2_mwh", "heat": "quantity*ef_tco2_gj",
-           "process": "quantity*ef_tco2_t"}
+# The formula of each method, in the factor columns' names: compute/factors.py's, once.
+FORMULA = factors.FORMULA_TEXT
 ALLOWANCE_FIELDS = ("annual_t", "ytd_t", "year_fraction", "days_left_d", "trailing_30d_t",
                     "prorated_t", "used_pct", "headroom_t", "forecast_year_end_t",
                     "forecast_shortfall_t", "carbon_price_cny_t", "shortfall_cost_cny")
