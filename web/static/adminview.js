@@ -17,6 +17,7 @@
     stale: ["数据停滞", "stale"], comm_loss: ["通讯中断", "communication loss"],
     intensity: ["排放强度", "intensity"], allowance_position: ["配额", "allowance"],
     capture_rate: ["数据捕集率", "capture rate"], reconciliation_diff: ["核算偏差", "reconciliation"],
+    carbon_position: ["履约状况", "compliance position"],
   };
   // Values a rule may watch: zh, en, unit (the records' field names say the unit too).
   const FIELDS = {
@@ -37,7 +38,8 @@
     mean: ["平均值", "mean", ""], min: ["最小值", "min", ""], max: ["最大值", "max", ""],
   };
   const MEASURE_UNITS = { used_pct: "%", prorated_pct: "%", forecast_pct: "%",
-    forecast_shortfall_t: "t", shortfall_cost_cny: "CNY" };
+    forecast_shortfall_t: "t", shortfall_cost_cny: "CNY", forecast_deficit_t: "t",
+    deficit_t: "t", days_to_deadline: "d" };
   const ACTIONS = {
     login: ["登录", "login"], logout: ["退出", "logout"], login_failed: ["登录失败", "login failed"],
     acknowledge: ["确认", "acknowledge"], shelve: ["搁置", "shelve"], unshelve: ["解除搁置", "unshelve"],
@@ -240,6 +242,10 @@
     }
     if (kind === "allowance_position") {
       return { what: [`配额 ${r.measure}`, `allowance ${r.measure}`], unit: MEASURE_UNITS[r.measure] || "",
+        levels: ["warning", "alarm"] };
+    }
+    if (kind === "carbon_position") {
+      return { what: [`履约 ${r.measure}`, `compliance ${r.measure}`], unit: MEASURE_UNITS[r.measure] || "",
         levels: ["warning", "alarm"] };
     }
     if (kind === "capture_rate") {
