@@ -521,10 +521,10 @@ class RecordKeeper:
         cycle, closed = await self._recalculate(plan, d0)
         if cycle is not None:
             self.live.adopt_closed(cycle)
-        minutes, deltas = await self._set_minutes(e)
-        reflagged, moved = await self._reflag(before, plan.records)
+        stored: dict[tuple[str, str, datetime], DataFlag] = {}  # each revised row's flag
+        minutes, deltas = await self._set_minutes(e, stored)
+        reflagged, moved = await self._reflag(before, plan.records, stored)
         minutes += reflagged
-        old_flags = [await self._stored_flag(table, ident, t) for table, ident, t, _ in minutes]
         revised = await self.historian.write_revised(closed, e.id, minutes)
         if self.minutes is not None:  # today's and the year's running sums, as stored now
             for key, delta in deltas:
@@ -537,7 +537,8 @@ class RecordKeeper:
                               old, DataFlag[str(values["flag"])],
                               {k: v for k, v in values.items() if k not in ("flag", "valid")},
                               e.id)
-                for (table, ident, t, values), old in zip(minutes, old_flags, strict=True))))
+                for table, ident, t, values in minutes
+                for old in (stored[(table, ident, t)],))))
         self._publish(closed)
         n_h = sum(r.level == "hour" for r in closed)
         log.info("entry %d (%s %s): %d hours and %d days recalculated from %s, %d stored rows "
@@ -546,7 +547,9 @@ class RecordKeeper:
         return {"recalculated_from": d0.isoformat(), "hours": n_h, "days": len(closed) - n_h,
                 "rows_revised": revised}
 
-    async def _set_minutes(self, e: Entry) -> tuple[list[MinuteRevision],
+    async def _set_minutes(self, e: Entry,
+                           stored: dict[tuple[str, str, datetime], DataFlag],
+                           ) -> tuple[list[MinuteRevision],
                                                     list[tuple[str, float]]]:
         """A minute correction's stored rows and what it moves the running totals by.
 
@@ -572,6 +575,7 @@ class RecordKeeper:
         out: list[MinuteRevision] = [("source_minute", ident, e.t, {
             "co2_dry_pct": c, "flow_std_dry_m3_h": q, "co2_mg_m3": c * rho * 1e4,
             "co2_rate_kg_h": rate, "co2_kg": kg, "valid": 1, "flag": "S"})]
+        stored[("source_minute", ident, e.t)] = DataFlag[row["flag"]]
         deltas = [(f"{ident}.co2_kg", kg - _kg(row["co2_kg"]))]
         unit_id = self._sources[ident]
         unit = await h.current_row("unit_minute", unit_id, e.t)
@@ -592,6 +596,7 @@ class RecordKeeper:
         out_mwh = unit["output_mwh"]
         paired = valid and math.isfinite(co2) and out_mwh is not None
         intensity = co2 / 1000.0 / out_mwh if paired and out_mwh > 0 else None
+        stored[("unit_minute", unit_id, e.t)] = DataFlag[unit["flag"]]
         out.append(("unit_minute", unit_id, e.t, {
             "co2_kg": co2 if math.isfinite(co2) else None, "flag": flag.name,
             "valid": int(valid), "intensity_t_mwh": intensity}))
@@ -605,6 +610,7 @@ class RecordKeeper:
         return out, deltas
 
     async def _reflag(self, old: Records, new: Records,
+                      stored: dict[tuple[str, str, datetime], DataFlag],
                       ) -> tuple[list[MinuteRevision], list[tuple[str, datetime, float]]]:
         """The stored minutes a QA entry moved into or out of control, flagged again.
 
@@ -655,6 +661,7 @@ class RecordKeeper:
                     flag = max(flag, DataFlag.D)
                 new_flag[(sid, t)] = flag
                 if flag.name != row["flag"]:  # the values with it: a sink writes them anew
+                    stored[("source_minute", sid, t)] = DataFlag[row["flag"]]
                     out.append(("source_minute", sid, t, {
                         **{c: row[c] for c in _SOURCE_VALUES}, "flag": flag.name,
                         "valid": int(flag in (DataFlag.N, DataFlag.S))}))
@@ -663,13 +670,13 @@ class RecordKeeper:
                 urow = unit_rows.get((unit, t))
                 if urow is None:
                     continue
-                stored = [DataFlag[r["flag"]] for sid in self._unit_sources[unit]
-                          if (r := src_rows.get((sid, t))) is not None]
+                sources_were = [DataFlag[r["flag"]] for sid in self._unit_sources[unit]
+                                if (r := src_rows.get((sid, t))) is not None]
                 now = [new_flag.get((sid, t), DataFlag[r["flag"]])
                        for sid in self._unit_sources[unit]
                        if (r := src_rows.get((sid, t))) is not None]
                 was = DataFlag[urow["flag"]]
-                flag = was if was > max(stored, default=DataFlag.N) else max(
+                flag = was if was > max(sources_were, default=DataFlag.N) else max(
                     now, default=DataFlag.N)
                 if flag is was:
                     continue
@@ -677,6 +684,7 @@ class RecordKeeper:
                 co2, mwh = urow["co2_kg"], urow["output_mwh"]
                 intensity = (co2 / 1000.0 / mwh if valid and co2 is not None and mwh
                              and mwh > 0 else None)
+                stored[("unit_minute", unit, t)] = DataFlag[urow["flag"]]
                 out.append(("unit_minute", unit, t, {
                     "output_mwh": mwh, "co2_kg": co2, "intensity_t_mwh": intensity,
                     "flag": flag.name, "valid": int(valid)}))
@@ -687,10 +695,6 @@ class RecordKeeper:
                     moved += [(f"{unit}.{PAIRED_CO2}", t, sign * co2),
                               (f"{unit}.{PAIRED_OUTPUT}", t, sign * mwh)]
         return out, moved
-
-    async def _stored_flag(self, table: str, ident: str, t: datetime) -> DataFlag:
-        row = await self.historian.current_row(table, ident, t)
-        return DataFlag.N if row is None else DataFlag[row["flag"]]
 
     def _unit_of(self, table: str, ident: str) -> str:
         return self._sources[ident] if table == "source_minute" else ident
