@@ -2,8 +2,8 @@
 
 `minute_seconds` may shorten the minute for tests and demos. Hours are 60 such
 minutes and days 24 such hours: the clock runs `60 / minute_seconds` times faster
-than the wall clock, starting from the Unix epoch, and local calendar periods are
-taken of that scaled time.
+than the wall clock, from an anchor in 2026 (`_ANCHOR`), and local calendar periods
+are taken of that scaled time. At 60-s minutes the scaled time is the wall clock itself.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Why an anchor: scaled from 1970, a clock 133× faster (0.45-s minutes) already showed a
+# scaled year past 9999 in 2030. Scaled from 2026 that takes until about 2086.
+_ANCHOR_S = (datetime(2026, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +40,23 @@ class PlantClock:
         """Start (UTC) of the calculation minute after the one containing `t`."""
         return self.minute_start(t) + timedelta(seconds=self.minute_seconds)
 
+    @property
+    def _anchors(self) -> tuple[float, float]:
+        # (wall, scaled) seconds since 1970 that coincide: the wall anchor on the minute
+        # grid and the scaled one on a whole minute, so that scaled minutes, hours and days
+        # begin on calculation minutes. At 60-s minutes both are the same instant.
+        wall = math.floor(_ANCHOR_S / self.minute_seconds + 1e-9) * self.minute_seconds
+        return wall, math.floor(_ANCHOR_S / 60.0) * 60.0
+
     def scaled_local(self, t: datetime) -> datetime:
         """The plant-local calendar time that the (possibly sped-up) clock shows at `t`."""
-        s = (t - _EPOCH).total_seconds() * self._speed
+        wall, scaled = self._anchors
+        s = scaled + ((t - _EPOCH).total_seconds() - wall) * self._speed
         return (_EPOCH + timedelta(seconds=s)).astimezone(ZoneInfo(self.timezone))
 
     def _wall(self, local: datetime) -> datetime:
-        s = (local - _EPOCH).total_seconds() / self._speed
+        wall, scaled = self._anchors
+        s = wall + ((local - _EPOCH).total_seconds() - scaled) / self._speed
         return _EPOCH + timedelta(seconds=s)
 
     def hour_start(self, t: datetime) -> datetime:

@@ -42,3 +42,24 @@ def test_totals_reset_at_period_boundaries() -> None:
     assert (r.hour, r.day, r.year) == (5.0, 5.0, 5.0)
     r = tot.add("x", t + timedelta(minutes=3), float("nan"))
     assert (r.hour, r.day, r.year) == (5.0, 5.0, 5.0)
+
+
+def test_sped_up_clock_stays_in_calendar_range_for_decades() -> None:
+    """Scaled from 2026, a 0.45-s minute clock shows year 3359 in 2036, not > 9999 in 2030."""
+    clock = PlantClock(minute_seconds=0.45)
+    # 10 years of wall time × 60/0.45 = 1333.3 scaled years after 2026-01-01 → 3359.
+    assert clock.scaled_local(datetime(2036, 1, 1, tzinfo=UTC)).year == 3359
+    t = datetime(2060, 6, 1, 0, 0, 13, tzinfo=UTC)  # still a valid calendar in 2060
+    assert clock.hour_start(t) <= t < clock.next_hour(t)
+
+
+def test_periods_start_on_calculation_minutes_at_any_minute_length() -> None:
+    """Hours and days of a sped-up clock begin on its minute grid; at 60 s it is the wall."""
+    t = datetime(2026, 12, 7, 15, 46, 7, 250000, tzinfo=UTC)
+    for ms in (0.37, 0.45, 0.5, 2.0, 60.0):
+        clock = PlantClock(minute_seconds=ms)
+        for start in (clock.hour_start(t), clock.day_start(t), clock.next_hour(t),
+                      clock.next_day(t), *clock.year_bounds(t)):
+            assert clock.minute_start(start) == start, (ms, start)
+        assert clock.hour_start(t) <= t < clock.next_hour(t)
+    assert PlantClock().scaled_local(t) == t
