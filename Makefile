@@ -63,8 +63,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Most tests wait on sped-up plant hours, not on the CPU: two workers halve the suite
+# (1139 s in one process at b773f04). A file stays on one worker, so its module fixtures
+# start once. Tests marked `solo` time real minutes under CPU load and run alone after.
 test: $(STAMP) system-deps node-deps lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not solo" tests
+	$(BIN)/pytest -q -m solo tests
 	$(BIN)/pytest -q bench --benchmark-disable
 
 bench: $(STAMP)

@@ -24,7 +24,8 @@ from tests.fixtures.plant import plant_dict
 from tests.fixtures.victoria import VictoriaMetrics
 from tests.test_e2e import Plant, start_plant
 
-pytestmark = pytest.mark.reliability
+# solo: it counts minutes lost within real seconds, which other workers would steal.
+pytestmark = [pytest.mark.reliability, pytest.mark.solo]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

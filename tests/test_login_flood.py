@@ -21,7 +21,8 @@ from server.runtime import Runtime
 from tests.conftest import free_port
 from tests.fixtures.plant import plant_dict
 
-pytestmark = pytest.mark.reliability
+# solo: it counts minutes lost within real seconds, which other workers would steal.
+pytestmark = [pytest.mark.reliability, pytest.mark.solo]
 
 FLOOD_S = 6.0  # each flood goes on this long (6 minutes of 1 s) ...
 MAX_ATTEMPTS = 3000  # ... or this many attempts
