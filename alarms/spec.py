@@ -205,7 +205,7 @@ def tag_units(plant: AlarmPlantConfig) -> dict[str, set[str]]:
     """The units whose calculation reads each tag."""
     out: dict[str, set[str]] = {}
     for unit in plant.units:
-        tags = [unit.output.power_mw.tag]
+        tags = [unit.output.rate.tag]
         for src in unit.sources:
             tags += [getattr(src.inputs, k).tag for k in type(src.inputs).model_fields
                      if getattr(getattr(src.inputs, k), "tag", None) is not None]

@@ -54,6 +54,10 @@ class PlantClock:
         s = scaled + ((t - _EPOCH).total_seconds() - wall) * self._speed
         return (_EPOCH + timedelta(seconds=s)).astimezone(ZoneInfo(self.timezone))
 
+    def wall_of(self, local: datetime) -> datetime:
+        """The wall-clock UTC instant the (possibly sped-up) clock shows as `local` (aware)."""
+        return self._wall(local)
+
     def _wall(self, local: datetime) -> datetime:
         wall, scaled = self._anchors
         s = wall + ((local - _EPOCH).total_seconds() - scaled) / self._speed

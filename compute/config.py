@@ -12,7 +12,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from compute.factors import FactorTable, FactorVersion, Method, QuantityUnit, co2_t_per_unit
+from compute.factors import (
+    FactorTable,
+    FactorVersion,
+    Method,
+    QuantityUnit,
+    co2_t_per_unit,
+    gas_factor_problem,
+)
+from compute.gasconfig import GwpConfig
 from compute.qa import QaConfig
 from compute.substitute import FACTOR_METHOD, MAX_PREVIOUS_N, MRR_MEAN_2SIGMA, SubstitutionRule
 from model.errors import ConfigError, FactorVersionNotFound
@@ -206,10 +214,38 @@ class SourceConfig(ConfigModel):
     qa: QaConfig | None = None
 
 
-class UnitOutputConfig(ConfigModel):
-    """How a unit's product output is measured (electric power, MW)."""
+OutputUnit = Literal["MWh", "t"]
 
-    power_mw: Input
+
+class UnitOutputConfig(ConfigModel):
+    """How a unit's product output is measured: electric power (MW, an hour's output in
+    MWh, intensity t CO2/MWh) or a product rate (t/h of hot metal, lime, clinker …, an
+    hour's output in t, intensity t CO2/t). Exactly one of them."""
+
+    power_mw: Input | None = None
+    rate_t_h: Input | None = None
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require exactly one output measurement."""
+        if (self.power_mw is None) == (self.rate_t_h is None):
+            raise ValueError("give either 'power_mw' or 'rate_t_h'")
+
+    @property
+    def rate(self) -> Input:
+        """The output's input: MW, or t/h (an hour's output is its mean × 1 h)."""
+        rate = self.power_mw if self.power_mw is not None else self.rate_t_h
+        assert rate is not None
+        return rate
+
+    @property
+    def key(self) -> str:
+        """The configured key of the output: power_mw or rate_t_h."""
+        return "power_mw" if self.power_mw is not None else "rate_t_h"
+
+    @property
+    def unit(self) -> OutputUnit:
+        """Unit of an hour's output: MWh (power) or t (product)."""
+        return "MWh" if self.power_mw is not None else "t"
 
 
 class CounterConfig(ConfigModel):
@@ -228,7 +264,7 @@ class CounterConfig(ConfigModel):
 
 StreamKind = Literal["solid_fuel", "liquid_fuel", "gaseous_fuel", "electricity", "heat",
                      "process", "carbon_input", "carbon_output", "clinker", "lime",
-                     "electricity_export", "heat_export"]
+                     "electricity_export", "heat_export", "ghg"]
 # Per kind: the unit of the quantity, and the factor method (fuels may use measured carbon).
 # carbon_input / carbon_output: the materials of a carbon balance (factor c_tc_t; outputs
 # count negative); clinker / lime: carbonate CO2 from the product's CaO / MgO content;
@@ -246,6 +282,9 @@ STREAM_KINDS: dict[str, tuple[QuantityUnit, Method]] = {
     "lime": ("t", "carbonate_oxides"),
     "electricity_export": ("MWh", "electricity_export"),
     "heat_export": ("GJ", "heat_export"),
+    # Another greenhouse gas (`gas`: CH4, CH4_fossil, N2O or one of gwp.gases), in t of an
+    # activity × ef_t_gas_t, or measured itself in t/h with ef_t_gas_t 1; no CO2.
+    "ghg": ("t", "ghg"),
 }
 INDIRECT_KINDS = ("electricity", "heat", "electricity_export", "heat_export")
 
@@ -269,13 +308,17 @@ class StreamConfig(ConfigModel):
     factors: Identifier
     rate_per_h: Input | None = None
     counter: CounterConfig | None = None
+    gas: Identifier | None = None  # kind ghg: the gas (CH4, CH4_fossil, N2O, gwp.gases)
 
     def model_post_init(self, _ctx: Any) -> None:
-        """Require exactly one measurement, and a fuel method only on fuels."""
+        """Require exactly one measurement, a fuel method only on fuels, a gas on ghg."""
         if (self.rate_per_h is None) == (self.counter is None):
             raise ValueError("give either 'rate_per_h' or 'counter'")
         if self.method is not None and not self.kind.endswith("_fuel"):
             raise ValueError(f"'method' only applies to fuels, not to kind {self.kind!r}")
+        if (self.gas is None) == (self.kind == "ghg"):
+            raise ValueError("kind 'ghg' needs 'gas' (e.g. CH4, N2O, SF6)" if self.gas is None
+                             else f"'gas' only applies to kind 'ghg', not to {self.kind!r}")
 
     @property
     def quantity_unit(self) -> QuantityUnit:
@@ -295,14 +338,40 @@ class StreamConfig(ConfigModel):
 
 
 class UnitConfig(ConfigModel):
-    """A generating / production unit with its emission sources and factor-method streams."""
+    """A generating / production unit with its emission sources and factor-method streams.
+
+    `basis` is how the unit's CO2 is accounted (UnitPeriod.co2_t): `cems`, its sources'
+    measured CO2; `factor`, its direct streams by the emission-factor method (a blast
+    furnace's carbon balance, a lime kiln's carbonates: no stack monitor). Default: cems
+    with sources, else factor. A factor unit may have no sources.
+    """
 
     id: Identifier
     name: str
     name_zh: str = ""
     output: UnitOutputConfig
-    sources: list[SourceConfig] = Field(min_length=1)
+    basis: Literal["cems", "factor"] | None = None
+    sources: list[SourceConfig] = Field(default_factory=list)
     streams: list[StreamConfig] = Field(default_factory=list)
+    # The process (accounting unit) this facility belongs to: one of `processes`; required
+    # when `processes` is given, else the unit is its own process.
+    process: Identifier | None = None
+
+    @property
+    def accounting_basis(self) -> Literal["cems", "factor"]:
+        """The configured basis, or its default: cems with sources, else factor."""
+        if self.basis is not None:
+            return self.basis
+        return "cems" if self.sources else "factor"
+
+
+class ProcessConfig(ConfigModel):
+    """A process (accounting unit) of the site: the units naming it are its facilities."""
+
+    id: Identifier
+    name: str
+    name_zh: str = ""
+    kind: Identifier | None = None  # e.g. ironmaking, lime, power
 
 
 class AllowanceConfig(ConfigModel):
@@ -326,9 +395,12 @@ class CalculationConfig(ConfigModel):
     clock: ClockConfig = ClockConfig()
     constants: ConstantsConfig = ConstantsConfig()
     units: list[UnitConfig] = Field(default_factory=list)
+    # site → process → facility (compute/boundaries.py); None: each unit its own process.
+    processes: list[ProcessConfig] | None = None
     allowance: AllowanceConfig = AllowanceConfig()
     factor_table: str | None = None  # YAML of factor versions, relative to the plant file
     reconciliation: ReconciliationConfig | None = None
+    gwp: GwpConfig = GwpConfig()  # CO2e: GWP sets in force, other gases (compute/gasconfig.py)
 
     def sources(self) -> list[tuple[UnitConfig, SourceConfig]]:
         """All sources with the unit they belong to, in configuration order."""
@@ -348,7 +420,7 @@ class CalculationConfig(ConfigModel):
 
         for i, unit in enumerate(self.units):
             upath = f"units[{i}]"
-            add(f"{upath}.output.power_mw", unit.output.power_mw)
+            add(f"{upath}.output.{unit.output.key}", unit.output.rate)
             for j, src in enumerate(unit.sources):
                 for name in CemsInputs.model_fields:
                     inp = getattr(src.inputs, name)
@@ -390,20 +462,73 @@ def calculation_problems(cfg: CalculationConfig) -> Problems:
             problems.extend(_substitution_problems(f"{spath}.substitution", src, unit))
         for j, stream in enumerate(unit.streams):
             unique(f"{upath}.streams[{j}]", stream.id)
+            problems.extend(_gas_problems(f"{upath}.streams[{j}]", stream, cfg))
+        direct = any(s.direct for s in unit.streams)
+        if unit.accounting_basis == "cems" and not unit.sources:
+            problems.append((f"{upath}.basis", f"unit {unit.id!r} is accounted by CEMS but "
+                             "has no 'sources': add its stacks, or set 'basis: factor'"))
+        elif unit.accounting_basis == "factor" and not direct:
+            problems.append((f"{upath}.streams", f"unit {unit.id!r} is accounted by the "
+                             "emission-factor method ('basis: factor') but has no fuel, "
+                             "process, carbon-balance or carbonate stream"))
         kinds = {s.kind for s in unit.streams}
         if "carbon_output" in kinds and "carbon_input" not in kinds:
             j = next(j for j, s in enumerate(unit.streams) if s.kind == "carbon_output")
             problems.append((f"{upath}.streams[{j}].kind", "a carbon_output stream needs a "
                              f"carbon_input stream on unit {unit.id!r}: the carbon balance "
                              "is Σ carbon in − Σ carbon out"))
-        if (cfg.reconciliation is None and any(s.direct for s in unit.streams)):
+        if cfg.reconciliation is None and direct and unit.sources:
             problems.append(("reconciliation", f"unit {unit.id!r} has CEMS sources and fuel "
                              "or process streams, reconciled daily: set "
                              "'reconciliation.limit_pct'"))
+    problems.extend(_process_problems(cfg))
     if cfg.streams() and cfg.factor_table is None:
         problems.append(("factor_table", "streams need a factor table: set 'factor_table' to "
                          "a YAML file of factor versions (e.g. factors.yaml)"))
     return problems
+
+
+def _process_problems(cfg: CalculationConfig) -> Problems:
+    """Checks of the boundary tree: unique processes, each unit in a known one, none empty."""
+    if cfg.processes is None:
+        return [(f"units[{i}].process", f"unit {u.id!r} names process {u.process!r} but "
+                 "there is no top-level 'processes' list: add it, or remove 'process'")
+                for i, u in enumerate(cfg.units) if u.process is not None]
+    problems: Problems = []
+    known: dict[str, int] = {}
+    for k, proc in enumerate(cfg.processes):
+        if proc.id in known:
+            problems.append((f"processes[{k}].id", f"duplicate process id {proc.id!r} (also "
+                             f"processes[{known[proc.id]}])"))
+        known.setdefault(proc.id, k)
+    names = ", ".join(known) or "none"
+    for i, unit in enumerate(cfg.units):
+        if unit.process is None:
+            problems.append((f"units[{i}].process", f"unit {unit.id!r} must name its process: "
+                             f"one of the 'processes' ids ({names})"))
+        elif unit.process not in known:
+            problems.append((f"units[{i}].process", f"unknown process {unit.process!r} "
+                             f"(processes: {names})"))
+    used = {u.process for u in cfg.units}
+    problems.extend((f"processes[{k}]", f"process {p.id!r} has no units: name it in a unit's "
+                     "'process', or remove it") for k, p in enumerate(cfg.processes)
+                    if p.id not in used and known[p.id] == k)
+    return problems
+
+
+def _gas_problems(path: str, stream: StreamConfig, cfg: CalculationConfig) -> Problems:
+    """A ghg stream's gas must be known and have a GWP in every set in use."""
+    if stream.gas is None:
+        return []
+    if stream.gas not in cfg.gwp.gas_ids:
+        return [(f"{path}.gas", f"unknown gas {stream.gas!r}: one of "
+                 f"{', '.join(cfg.gwp.gas_ids)}, or list it in 'gwp.gases' with its GWPs")]
+    k = next((k for k, g in enumerate(cfg.gwp.gases) if g.gas == stream.gas), None)
+    missing = cfg.gwp.missing_gwp(stream.gas)
+    if k is not None and missing:
+        return [(f"gwp.gases[{k}].gwp", f"gas {stream.gas!r} (stream {stream.id!r}) has no "
+                 f"GWP for set(s) {', '.join(missing)} in use")]
+    return []
 
 
 def _substitution_problems(path: str, src: SourceConfig,
@@ -514,5 +639,9 @@ def stream_factor_problems(cfg: CalculationConfig, table: FactorTable,
                     co2_t_per_unit(v, stream.calc_method, stream.quantity_unit)
                 except ValueError as exc:
                     problems.append((path, f"{table_path}: {exc}"))
+                    break
+                gas_problem = gas_factor_problem(v, stream.calc_method, stream.quantity_unit)
+                if gas_problem is not None:  # CH4 / N2O per TJ need the fuel's NCV
+                    problems.append((path, f"{table_path}: {gas_problem}"))
                     break
     return problems

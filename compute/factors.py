@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from compute.gases import combustion_gas_t
 from model.errors import FactorVersionNotFound, InvalidValueError
 from model.times import as_utc
 
@@ -41,7 +42,7 @@ I64 = npt.NDArray[np.int64]
 
 Method = Literal["ncv_cc_of", "measured_carbon", "electricity", "heat", "process",
                  "carbon_input", "carbon_output", "carbonate_oxides", "electricity_export",
-                 "heat_export"]
+                 "heat_export", "ghg"]
 QuantityUnit = Literal["t", "1e4m3", "MWh", "GJ"]
 
 EF_GRID_TCO2_MWH = 0.5703  # 2022 national grid average, MEE
@@ -69,7 +70,18 @@ FACTOR_UNITS: Mapping[str, str] = MappingProxyType({
     "mgo_fraction": "fraction",  # MgO mass fraction of clinker / lime
     "cao_raw_fraction": "fraction",  # CaO of the product not from carbonates (default 0)
     "mgo_raw_fraction": "fraction",  # MgO of the product not from carbonates (default 0)
+    # Combustion CH4 / N2O of a fuel (IPCC 2006 vol. 2 tables 2.2–2.5, kg per TJ of NCV
+    # energy; optional, compute.gases.combustion_gas_t), and a ghg stream's t of its gas
+    # per t of quantity (1 for a gas measured itself).
+    "ef_ch4_kg_tj": "kg CH4/TJ",
+    "ef_n2o_kg_tj": "kg N2O/TJ",
+    "ef_t_gas_t": "t gas/t",
 })
+# Optional combustion-gas factors of a fuel version: gas → factor name.
+GAS_FACTORS: Mapping[str, str] = MappingProxyType({"CH4": "ef_ch4_kg_tj",
+                                                    "N2O": "ef_n2o_kg_tj"})
+# The NCV a fuel's combustion gases need, by the unit of its quantity.
+NCV_FACTOR: Mapping[str, str] = MappingProxyType({"t": "ncv_gj_t", "1e4m3": "ncv_gj_1e4m3"})
 # Fractions that may be 0 (in [0, 1]); c_tc_t lies in (0, 1] (a t of material holds ≤ 1 t C).
 _FRACTIONS = frozenset({"cao_fraction", "mgo_fraction", "cao_raw_fraction",
                         "mgo_raw_fraction"})
@@ -90,6 +102,7 @@ REQUIRED_FACTORS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
                                 "mgo_raw_fraction"),
     ("electricity_export", "MWh"): ("ef_tco2_mwh",),
     ("heat_export", "GJ"): ("ef_tco2_gj",),
+    ("ghg", "t"): ("ef_t_gas_t",),
 })
 # Each method's formula over the factor names, as a verifier would type it (recalc rows).
 FORMULA_TEXT: Mapping[str, str] = MappingProxyType({
@@ -104,6 +117,7 @@ FORMULA_TEXT: Mapping[str, str] = MappingProxyType({
                         "+(mgo_fraction-mgo_raw_fraction)*44/40.30)",
     "electricity_export": "-quantity*ef_tco2_mwh",
     "heat_export": "-quantity*ef_tco2_gj",
+    "ghg": "0 (gas_t=quantity*ef_t_gas_t)",
 })
 # Optional factors: the CaO / MgO of clinker or lime not from carbonates is often negligible.
 FACTOR_DEFAULTS: Mapping[str, float] = MappingProxyType({
@@ -346,6 +360,8 @@ def co2_t(method: Method, quantity: float, factors: Sequence[float], *,
         return electricity_export_co2_t(quantity, f[0], stream=stream)
     if method == "heat_export" and len(f) == 1:
         return heat_export_co2_t(quantity, f[0], stream=stream)
+    if method == "ghg" and len(f) == 1:  # another gas: no CO2 (its mass: ghg_gas_t)
+        return 0.0 * check_quantity("quantity_t", quantity, stream=stream)
     raise InvalidValueError(f"{_where(stream)}: method {method!r} does not take {len(f)} factor(s)")
 
 
@@ -553,3 +569,49 @@ def period_emissions(table: FactorTable, stream: str, method: Method,
         results.append(result(v, method, total, quantity_unit, seg_start, seg_end))
     return tuple(results)
 
+
+
+_FUEL_METHODS = ("ncv_cc_of", "measured_carbon")
+
+
+def gas_factor_problem(version: FactorVersion, method: Method,
+                       quantity_unit: QuantityUnit) -> str | None:
+    """Why `version`'s combustion-gas factors cannot apply to `method`; None when they can.
+
+    ef_ch4_kg_tj / ef_n2o_kg_tj are per TJ of NCV energy: only fuels take them, and a fuel
+    by measured carbon (no NCV in its formula) then needs its NCV in the version as well.
+    """
+    given = [n for n in GAS_FACTORS.values() if n in version.values]
+    where = _where(version.stream, version.id)
+    if not given:
+        return None
+    if method not in _FUEL_METHODS:
+        return (f"{where}: {', '.join(given)} only apply to fuels (kg per TJ of NCV energy), "
+                f"not to method {method}")
+    ncv = NCV_FACTOR[quantity_unit]
+    if ncv not in version.values:
+        return (f"{where}: {', '.join(given)} need the fuel's NCV: add {ncv} to the version "
+                f"(method {method} does not use it for CO2, CH4 and N2O do)")
+    return None
+
+
+def gases_t(version: FactorVersion, method: Method, quantity_unit: QuantityUnit,
+            quantity: float, gas: str | None = None) -> dict[str, float]:
+    """t of each gas other than CO2 `quantity` emits under `version`: a fuel's combustion
+    CH4 and N2O (FC · NCV · EF · 1e-6, for the factors the version gives), a ghg stream's
+    `gas` (quantity · ef_t_gas_t). Empty when the version has none."""
+    if method == "ghg":
+        if gas is None:
+            raise InvalidValueError(f"{_where(version.stream, version.id)}: a ghg stream "
+                                    "needs its gas")
+        (ef,) = version.factors(method, quantity_unit)
+        return {gas: quantity * ef}
+    problem = gas_factor_problem(version, method, quantity_unit)
+    if problem is not None:
+        raise InvalidValueError(problem)
+    out: dict[str, float] = {}
+    for g, name in GAS_FACTORS.items():
+        if name in version.values:
+            out[g] = combustion_gas_t(quantity, version.values[NCV_FACTOR[quantity_unit]],
+                                      version.values[name])
+    return out

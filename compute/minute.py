@@ -147,11 +147,18 @@ class MinuteCalculator:
         self._unit_power_tag = np.full(len(self.unit_ids), -1, np.int64)
         self._unit_power_const = np.zeros(len(self.unit_ids), np.float64)
         for i, unit in enumerate(config.units):
-            p = unit.output.power_mw
+            p = unit.output.rate
             if p.tag is not None:
                 self._unit_power_tag[i] = tag_pos[p.tag]
             else:
                 self._unit_power_const[i] = float(p.value or 0.0)
+        # A unit accounted by the emission-factor method has no minute CO2 (its CO2 comes
+        # with its closed hour, compute/periods.py), and a unit whose output is a product
+        # rate (t/h) no minute output in MWh: NaN, which the running totals skip.
+        self._factor_unit = np.array([u.accounting_basis == "factor" for u in config.units],
+                                     np.bool_)
+        self._product_unit = np.array([u.output.unit != "MWh" for u in config.units],
+                                      np.bool_)
         # Sources with an analyser calibration status tag (compute.qa), and that tag's row:
         # a minute in which it reads non-zero is flagged C on the source (HJ 75-2017: data
         # during calibration are not measurements of the flue gas and are excluded).
@@ -235,5 +242,10 @@ class MinuteCalculator:
         pflag = np.ascontiguousarray(np.broadcast_to(np.where(
             ptag[None], flag[:, pidx] if n_tags else 0, 0).astype(np.uint8), (n_min, n_units)))
         uflag = np.maximum(uflag, pflag)
-        return MinuteArrays(mean, lo, hi, count, flag, cems, sflag, power * self.minute_h, co2,
+        output = power * self.minute_h
+        if self._factor_unit.any():
+            co2[:, self._factor_unit] = np.nan
+        if self._product_unit.any():
+            output = np.where(self._product_unit[None], np.nan, output)
+        return MinuteArrays(mean, lo, hi, count, flag, cems, sflag, output, co2,
                             uflag, src.substitution.reshape(n_min, n_src), pflag)

@@ -27,11 +27,26 @@ Rules (CEMS details in compute/rollup.py and compute/substitute.py):
 - Day: sources by rollup_day with the hours' substitutes; streams by period_emissions
   (the formula on each factor version's total quantity) over every hour with a quantity,
   valid with ≥ `min_valid_hours_per_day` valid hours; units: CEMS vs factor reconciliation.
-- Intensity (UnitPeriod.intensity_*): an hour's is co2_cems_t / output, valid only with a
-  valid output hour and a CO2 value of every source of the unit (else NaN with the flag
-  of the missing part); a day's is Σ CO2 / Σ output over its hours with a valid intensity,
-  valid with ≥ `min_valid_hours_per_day` of them — never a ratio whose numerator counts
-  hours its denominator lacks.
+- Accounting basis (UnitConfig.basis; UnitPeriod.co2_t): a `cems` unit's CO2 is its
+  sources' (co2_cems_t), a `factor` unit's its direct streams' total (co2_factor_t: a
+  blast furnace's carbon balance, a lime kiln's carbonates; it may have no source). Its
+  hour is valid when its direct streams' hours and its output hour are, its day when its
+  streams' days are. co2_t is direct CO2 only: net purchased electricity and heat are
+  indirect and stay in their stream records (the China guidelines report them apart).
+  A factor unit has no minute CO2 (compute/minute.py): its CO2 arrives when its hour closes.
+  The site's CO2 (the allowance's year to date, the days' totals) is Σ of the units' co2_t.
+- Intensity (UnitPeriod.intensity_*): an hour's is co2_t / output, valid only with a
+  valid output hour and a CO2 value of every source (factor unit: direct stream) of the
+  unit (else NaN with the flag of the missing part); a day's is Σ CO2 / Σ output over its
+  hours with a valid intensity, valid with ≥ `min_valid_hours_per_day` of them — never a
+  ratio whose numerator counts hours its denominator lacks. Output: MW × 1 h in
+  output_mwh (t CO2/MWh), or for a product rate (output.rate_t_h) t/h × 1 h in output_t
+  (intensity_t_t, t CO2/t).
+- CO2e (compute/gases.py): a stream record's other gases — a fuel's combustion CH4 and
+  N2O (optional factors ef_ch4_kg_tj / ef_n2o_kg_tj × NCV), a ghg stream's gas — from its
+  factor version, and co2e_t = co2_t + Σ gas · GWP by the GWP set in force at its start; a
+  unit's co2e_t = its accounted co2_t + Σ gas · GWP of its direct streams' records (NaN
+  when one has no value), by the set in force at the period's start.
 - A minute that never arrives is one the server did not calculate (it was not running):
   an hour (a day) invalid only for such minutes (hours) gets `missing_reason`
   "not_running". Its flag stays B — HJ 212 has no letter for "not running", and B (no
@@ -42,8 +57,9 @@ Rules (CEMS details in compute/rollup.py and compute/substitute.py):
   record carries flag S. The hour a set minute falls in is S when valid; a day with a set
   or corrected hour likewise. Lab factor versions are in the plan's factor table.
 - Allowance position at the end of every hour: year to date = the plant year's closed days
-  + the current day's closed hours (CEMS, substitutes included); year-end forecast from
-  the mean of the last ≤ 30 closed days (NaN before the first closed day).
+  + the current day's closed hours (every unit's co2_t: CEMS with substitutes, or the
+  factor method); year-end forecast from the mean of the last ≤ 30 closed days (NaN
+  before the first closed day).
 """
 
 from __future__ import annotations
@@ -58,6 +74,7 @@ import numpy as np
 import numpy.typing as npt
 
 from compute import counters, cycle, derived, factors, kernels, rollup, substitute
+from compute import gases as gases_mod
 from compute.clock import PlantClock
 from compute.config import Input, StreamConfig, UnitConfig
 from compute.entries import MANUAL_FLAG
@@ -218,6 +235,16 @@ def _hour_intensity_flag(power_flag: int, sources: Sequence[PeriodResult]) -> in
     return max(lacking, default=_N)
 
 
+def _hour_factor_intensity_flag(power_flag: int, streams: Sequence[StreamPeriod]) -> int:
+    """The flag of a factor unit's hour intensity: a valid output hour and a CO2 value of
+    every direct stream (a carbon balance without its outputs would overstate), else the
+    output's flag or the worst flag of a stream without a value (B if it has none)."""
+    if power_flag:
+        return power_flag
+    lacking = [int(s.flag) or _B for s in streams if not math.isfinite(s.co2_t)]
+    return max(lacking, default=_N)
+
+
 def _day_not_running(day: PeriodResult, hours: Sequence[PeriodResult], absent: bool) -> bool:
     """Whether a source's invalid day lacks data only because the server did not run: every
     invalid hour of it is a not-running hour, and one is (or an hour of the day is absent)."""
@@ -241,6 +268,17 @@ def net_purchase_co2_t(streams: Sequence[StreamPeriod], unit: str) -> tuple[floa
         return math.fsum(values) if values and all(map(math.isfinite, values)) else math.nan
 
     return net(("electricity", "electricity_export")), net(("heat", "heat_export"))
+
+
+def _gas_co2e_t(x: StreamPeriod, gwp: gases_mod.GwpSet | None) -> float:
+    """Σ gas · GWP of a stream record's gases other than CO2 (NaN without a GWP set)."""
+    if gwp is None:
+        return math.nan
+    ch4 = gases_mod.CH4_FOSSIL if x.gas == gases_mod.CH4_FOSSIL else gases_mod.CH4
+    masses = {ch4: x.ch4_t, gases_mod.N2O: x.n2o_t}
+    if x.gas and x.gas not in gases_mod.BUILTIN_GASES:
+        masses[x.gas] = x.gas_t
+    return gwp.gas_co2e_t({g: m for g, m in masses.items() if m != 0.0})
 
 
 def _fsum_finite(values: Sequence[float]) -> float:
@@ -284,6 +322,7 @@ class PeriodCycle:
         self._rho = config.constants.co2_density_kg_m3
         self._table = plan.factors
         self._records = plan.records
+        self._gwp = config.gwp.table()  # CO2e: the GWP set in force when (compute/gases.py)
         tag_pos = {t: i for i, t in enumerate(plan.tag_ids)}
 
         pairs = config.sources()
@@ -305,11 +344,14 @@ class PeriodCycle:
         self._rate_const = np.array([v for _, v in rate], np.float64)
         self.counter_tags = tuple(
             s.counter.tag for _, s in self.streams if s.counter is not None)
-        power = [_take(u.output.power_mw, tag_pos) for u in config.units]
+        power = [_take(u.output.rate, tag_pos) for u in config.units]
         self._power_tag = np.array([t for t, _ in power], np.int64)
         self._power_const = np.array([v for _, v in power], np.float64)
         self._direct = [[r for r, (su, s) in enumerate(self.streams) if su.id == u.id and s.direct]
                         for u in config.units]
+        # How each unit's CO2 is accounted (UnitPeriod.co2_t) and what its output is in.
+        self._factor_basis = [u.accounting_basis == "factor" for u in config.units]
+        self._product = [u.output.unit == "t" for u in config.units]
 
         n_src, n_rate, n_unit = len(pairs), len(self._rate_of), len(config.units)
         self._conc = np.full((n_src, MINUTES_PER_HOUR), np.nan)
@@ -530,20 +572,31 @@ class PeriodCycle:
         units = []
         for u, unit in enumerate(self.config.units):
             own = [sources[i] for i in self._unit_sources[u]]
-            out_mwh = float(power[u])  # mean MW × 1 h
+            out_mwh = float(power[u])  # mean MW (t/h for a product output) × 1 h
             cems = _fsum_finite([s.co2_t for s in own])
-            flag = max([int(s.flag) for s in own] + [int(power_flag[u])])
-            i_flag = _hour_intensity_flag(int(power_flag[u]), own)
-            units.append(UnitPeriod(
-                unit.id, h0, cems, unit_factor[u], out_mwh,
-                cems / out_mwh if i_flag == 0 and out_mwh > 0 else math.nan, flag == 0,
-                _S if flag == 0 and set_output[u] is not None else DataFlag(flag),
-                intensity_flag=DataFlag(i_flag), intensity_n_valid=int(n_power[u])))
+            if self._factor_basis[u]:
+                direct = [streams[r] for r in self._direct[u]]
+                flag = max([0 if s.valid else int(s.flag) for s in direct]
+                           + [int(power_flag[u])])
+                i_flag = _hour_factor_intensity_flag(int(power_flag[u]), direct)
+                set_by_hand = set_output[u] is not None or any(s.flag is _S for s in direct)
+                co2 = unit_factor[u]
+            else:
+                flag = max([int(s.flag) for s in own] + [int(power_flag[u])])
+                i_flag = _hour_intensity_flag(int(power_flag[u]), own)
+                set_by_hand, co2 = set_output[u] is not None, cems
+            units.append(self._unit_period(
+                u, UnitPeriod(
+                    unit.id, h0, cems, unit_factor[u], out_mwh,
+                    co2 / out_mwh if i_flag == 0 and out_mwh > 0 else math.nan, flag == 0,
+                    _S if flag == 0 and set_by_hand else DataFlag(flag),
+                    intensity_flag=DataFlag(i_flag), intensity_n_valid=int(n_power[u]))))
         self._hist_conc.append(hours.co2_dry_pct.copy())
         self._hist_flow.append(hours.flow_std_dry_m3_h.copy())
         # A lookback hour needs its concentration and flow: one set by its CO2 alone is none.
         self._hist_valid.append((hours.flag == 0) & np.isfinite(hours.co2_dry_pct)
                                 & np.isfinite(hours.flow_std_dry_m3_h))
+        units = self._co2e_units(units, streams, h0)
         rec = PeriodRecords("hour", h0, h1, sources, tuple(streams), tuple(units))
         self._day_hours.append(rec)
         rec = replace(rec, allowance=self._allowance(h0, h1))
@@ -553,6 +606,33 @@ class PeriodCycle:
         if final or self.clock.day_start(h1) != self.clock.day_start(h0):
             out.append(self._close_day())
         return out
+
+    def _unit_period(self, u: int, rec: UnitPeriod) -> UnitPeriod:
+        """Unit `u`'s record built with the power fields, with its accounted co2_t and, for
+        a product output (t/h), the output and intensity moved to output_t / intensity_t_t."""
+        rec = replace(rec, co2_t=rec.co2_factor_t if self._factor_basis[u] else rec.co2_cems_t,
+                      basis="factor" if self._factor_basis[u] else "cems")
+        if self._product[u]:
+            rec = replace(rec, output_t=rec.output_mwh, intensity_t_t=rec.intensity_t_mwh,
+                          output_mwh=math.nan, intensity_t_mwh=math.nan)
+        return rec
+
+    def _site_t(self, rec: PeriodRecords) -> float:
+        """The site's accounted t CO2 in an hour or day: Σ of its units' (NaN if none has
+        a value). A stored unit no longer configured counts by its stored co2_t, or CEMS."""
+        pos = {u.id: i for i, u in enumerate(self.config.units)}
+        values = [self._co2_of(pos[x.unit], x) if x.unit in pos
+                  else (x.co2_t if math.isfinite(x.co2_t) else x.co2_cems_t) for x in rec.units]
+        return _fsum_finite(values)
+
+    def _co2_of(self, u: int, rec: UnitPeriod) -> float:
+        """Unit `u`'s accounted t CO2 in a record (from the basis, so that a stored record
+        written before co2_t existed counts too)."""
+        return rec.co2_factor_t if self._factor_basis[u] else rec.co2_cems_t
+
+    def _output_of(self, u: int, rec: UnitPeriod) -> float:
+        """Unit `u`'s output in a record: MWh, or t for a product output."""
+        return rec.output_t if self._product[u] else rec.output_mwh
 
     def _not_running(self, minute_flags: U8, hour_flags: U8) -> npt.NDArray[np.bool_]:
         """Per row: whether the hour is invalid only because the server did not run.
@@ -683,9 +763,60 @@ class PeriodCycle:
                 f = max(f, int(DataFlag.T))
                 note = note or "negative quantity"
             co2, version, why = self._co2(s, quantity, h0, h1)
-            out.append(StreamPeriod(s.id, unit.id, h0, h1, quantity, s.quantity_unit, co2,
-                                    version, s.calc_method, f in (0, _S), DataFlag(f), n,
-                                    note or why))
+            out.append(self._with_gases(s, StreamPeriod(
+                s.id, unit.id, h0, h1, quantity, s.quantity_unit, co2, version, s.calc_method,
+                f in (0, _S), DataFlag(f), n, note or why)))
+        return out
+
+    def _with_gases(self, s: StreamConfig, x: StreamPeriod) -> StreamPeriod:
+        """A stream record with its other gases (t) and CO2e by the GWP set in force at its
+        start. The gases come from its factor version (the one in force when it has none:
+        whether it would have gases); NaN without a quantity, 0 without gas factors."""
+        version: factors.FactorVersion | None = None
+        try:
+            if x.factor_version:
+                version = next((v for v in self._table.versions(s.factors)
+                                if v.id == x.factor_version), None)
+            else:
+                version = self._table.at(s.factors, x.t)
+        except FactorVersionNotFound:
+            version = None
+        note = x.note
+        if version is None:
+            gases = {s.gas: math.nan} if s.gas is not None else {}
+        else:
+            known = math.isfinite(x.quantity) and x.quantity >= 0
+            try:
+                gases = factors.gases_t(version, s.calc_method, s.quantity_unit,
+                                        x.quantity if known else 0.0, s.gas)
+            except InvalidValueError as exc:  # a lab version with CH4/N2O but no NCV
+                gases, known = dict.fromkeys(factors.GAS_FACTORS, 0.0), False
+                note = ",".join(p for p in (note, str(exc)) if p)
+            if not known:  # the gases it has, without a value
+                gases = dict.fromkeys(gases, math.nan)
+        if s.gas is not None:  # a ghg stream emits no CO2, known or not its quantity: a
+            x = replace(x, co2_t=0.0)  # failed gas meter leaves the unit's CO2 total alone
+        gwp = self._gwp.at(x.t)
+        ch4 = gases.get(gases_mod.CH4, gases.get(gases_mod.CH4_FOSSIL, 0.0))
+        other = s.gas if s.gas is not None and s.gas not in gases_mod.BUILTIN_GASES else ""
+        x = replace(x, ch4_t=ch4, n2o_t=gases.get(gases_mod.N2O, 0.0), gas=s.gas or "",
+                    gas_t=gases.get(other, 0.0) if other else 0.0, note=note,
+                    gwp_set=gwp.id if gwp is not None else "")
+        return replace(x, co2e_t=x.co2_t + _gas_co2e_t(x, gwp))
+
+    def _co2e_units(self, units: Sequence[UnitPeriod], streams: Sequence[StreamPeriod],
+                    t: datetime) -> list[UnitPeriod]:
+        """The units' records with CO2e: the accounted co2_t + Σ gas · GWP of the other
+        gases of the unit's direct streams' records (NaN when one has no value), by the
+        GWP set in force at `t`, the period's start."""
+        gwp = self._gwp.at(t)
+        out = []
+        for u, rec in enumerate(units):
+            own = {self.streams[r][1].id for r in self._direct[u]}
+            parts = [_gas_co2e_t(x, gwp) for x in streams if x.stream in own]
+            gas = math.fsum(parts) if all(map(math.isfinite, parts)) else math.nan
+            out.append(replace(rec, co2e_t=rec.co2_t + gas,
+                               gwp_set=gwp.id if gwp is not None else ""))
         return out
 
     def _co2(self, s: StreamConfig, quantity: float, t0: datetime,
@@ -705,7 +836,7 @@ class PeriodCycle:
         year_start, year_end = self.clock.year_bounds(h0)
         if self._year != year_start:
             self._year, self._year_days_t = year_start, 0.0
-        today = [_fsum_finite([s.co2_t for s in h.sources]) for h in self._day_hours]
+        today = [self._site_t(h) for h in self._day_hours]
         ytd = self._year_days_t + math.fsum(x for x in today if math.isfinite(x))
         frac = (h1 - year_start) / (year_end - year_start)
         days_in_year = round((year_end - year_start).total_seconds() / (24 * self._hour_s))
@@ -750,42 +881,49 @@ class PeriodCycle:
             for i, x in enumerate(sources))
         sources = tuple(self._set_day(x, d0, bool(manual[i])) for i, x in enumerate(sources))
         streams: list[StreamPeriod] = []
-        stream_co2: list[list[float]] = []
+        stream_days: list[list[StreamPeriod]] = []
         for r, (unit, s) in enumerate(self.streams):
-            recs = self._stream_day(unit, s, d0, d1, [h.streams[r] for h in hours])
+            recs = [self._with_gases(s, x) for x in
+                    self._stream_day(unit, s, d0, d1, [h.streams[r] for h in hours])]
             streams.extend(recs)
-            stream_co2.append([x.co2_t for x in recs])
+            stream_days.append(recs)
         units = []
         for u, unit in enumerate(self.config.units):
             own = [sources[i] for i in self._unit_sources[u]]
+            direct = [x for r in self._direct[u] for x in stream_days[r]]
             cems = _fsum_finite([x.co2_t for x in own])
-            factor = self._factor_sum([c for r in self._direct[u] for c in stream_co2[r]])
-            out_mwh = _fsum_finite([h.units[u].output_mwh for h in hours])
+            factor = self._factor_sum([x.co2_t for x in direct])
+            co2 = factor if self._factor_basis[u] else cems
+            out_mwh = _fsum_finite([self._output_of(u, h.units[u]) for h in hours])
             set_out = self._records.values("unit", "day", unit.id, d0).get("output_mwh")
             diff, exceeded = math.nan, False
-            if self.config.reconciliation is not None and self._direct[u]:
+            if self.config.reconciliation is not None and self._direct[u] and own:
                 rec = derived.reconcile(cems, factor, self.config.reconciliation.limit_pct)
                 diff, exceeded = float(rec.diff_pct), bool(rec.exceeds)
-            f = max(0 if x.valid else int(x.flag) for x in own)
+            # A factor unit's day is as valid as its direct streams' days.
+            f = max((0 if x.valid else int(x.flag)
+                     for x in (direct if self._factor_basis[u] else own)), default=0)
             if set_out is not None:  # the day's output entered (e.g. from the sales meter)
                 out_mwh = set_out
-                intensity = cems / out_mwh if out_mwh > 0 and math.isfinite(cems) else math.nan
+                intensity = co2 / out_mwh if out_mwh > 0 and math.isfinite(co2) else math.nan
                 i_flag, i_n = (_N if math.isfinite(intensity) else _B), len(hours)
             else:
-                intensity, i_flag, i_n = self._day_intensity([h.units[u] for h in hours],
-                                                             cems, out_mwh)
+                intensity, i_flag, i_n = self._day_intensity(u, [h.units[u] for h in hours],
+                                                             co2, out_mwh)
             manual_unit = set_out is not None or any(x.flag is _S for x in own) or any(
                 h.units[u].flag is _S for h in hours)
-            units.append(UnitPeriod(unit.id, d0, cems, factor, out_mwh, intensity, f == 0,
-                                    _S if f == 0 and manual_unit else DataFlag(f), diff,
-                                    exceeded, DataFlag(i_flag), i_n))
-        site = _fsum_finite([x.co2_t for x in sources])
+            units.append(self._unit_period(u, UnitPeriod(
+                unit.id, d0, cems, factor, out_mwh, intensity, f == 0,
+                _S if f == 0 and manual_unit else DataFlag(f), diff, exceeded,
+                DataFlag(i_flag), i_n)))
+        site = _fsum_finite([self._co2_of(u, x) for u, x in enumerate(units)])
         if self._year != self.clock.year_bounds(d0)[0]:
             self._year, self._year_days_t = self.clock.year_bounds(d0)[0], 0.0
         if math.isfinite(site):
             self._year_days_t += site
             self._recent_days.append(site)
         self._day_hours = []
+        units = self._co2e_units(units, streams, d0)
         return PeriodRecords("day", d0, d1, sources, tuple(streams), tuple(units))
 
     def _set_day(self, x: PeriodResult, d0: datetime, manual: bool) -> PeriodResult:
@@ -795,9 +933,10 @@ class PeriodCycle:
             return replace(x, co2_t=v, valid=True, flag=_S)
         return replace(x, flag=_S) if manual and x.valid else x
 
-    def _day_intensity(self, hours: Sequence[UnitPeriod], cems_t: float,
+    def _day_intensity(self, u: int, hours: Sequence[UnitPeriod], cems_t: float,
                        out_mwh: float) -> tuple[float, int, int]:
-        """(t/MWh, flag, hours used) of a unit's day from its hours' intensities.
+        """(t/MWh or t/t, flag, hours used) of unit `u`'s day from its hours' intensities
+        (`cems_t`: the day's accounted CO2, CEMS or factor method by the unit's basis).
 
         Like the CEMS day (HJ 75: ≥ min_valid_hours_per_day valid hours), the day's
         intensity is over the hours whose own intensity is valid: Σ CO2 / Σ output of those
@@ -807,14 +946,14 @@ class PeriodCycle:
         every hour is valid the sums are the day's own CO2 and output.
         """
         use = [h for h in hours if h.intensity_flag is DataFlag.N
-               and math.isfinite(h.co2_cems_t) and math.isfinite(h.output_mwh)]
+               and math.isfinite(self._co2_of(u, h)) and math.isfinite(self._output_of(u, h))]
         n = len(use)
         if n < self._min_hours:
             worst = max((int(h.intensity_flag) for h in hours), default=0)
             return math.nan, worst or _B, n
         if n < len(hours):
-            cems_t = math.fsum(h.co2_cems_t for h in use)
-            out_mwh = math.fsum(h.output_mwh for h in use)
+            cems_t = math.fsum(self._co2_of(u, h) for h in use)
+            out_mwh = math.fsum(self._output_of(u, h) for h in use)
         return (cems_t / out_mwh if out_mwh > 0 else math.nan), _N, n
 
     def _stream_day(self, unit: UnitConfig, s: StreamConfig, d0: datetime, d1: datetime,
@@ -892,7 +1031,7 @@ class PeriodCycle:
                                and self._compatible(h)]
         year = self.clock.year_bounds(self._hour)[0]
         self._year = year
-        totals = [(d.t, _fsum_finite([s.co2_t for s in d.sources])) for d in days]
+        totals = [(d.t, self._site_t(d)) for d in days]
         self._year_days_t = math.fsum(t for d, t in totals if d >= year and math.isfinite(t))
         self._recent_days.extend(t for d, t in totals[-30:] if math.isfinite(t))
 

@@ -441,6 +441,16 @@ class StreamPeriod:
     flag: DataFlag
     n_valid: int  # valid minutes (rate) or readings (counter) of an hour; valid hours of a day
     note: str = ""  # meter-counter events of the period, or why co2_t is missing
+    # Other greenhouse gases (compute/gases.py), t of gas: a fuel's combustion CH4 and N2O
+    # (0 without their factors), a ghg stream's gas (CH4 / CH4_fossil in ch4_t, N2O in
+    # n2o_t, any other in gas_t); `gas` names a ghg stream's gas ("" for other streams).
+    ch4_t: float = 0.0
+    n2o_t: float = 0.0
+    gas: str = ""
+    gas_t: float = 0.0
+    # co2_t + Σ gas · GWP of the set `gwp_set` (its id; "" when none is in force).
+    co2e_t: float = float("nan")
+    gwp_set: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,6 +472,21 @@ class UnitPeriod:
     # needs min_valid_hours_per_day of them. N: valid; else the flag that made it invalid.
     intensity_flag: DataFlag = DataFlag.N
     intensity_n_valid: int = 0  # hours: valid output minutes; days: hours the ratio is over
+    # The accounted CO2 (compute.config.UnitConfig.basis): co2_cems_t for a `cems` unit,
+    # co2_factor_t for a `factor` one (a blast furnace's carbon balance, a lime kiln's
+    # carbonates). Direct emissions only: net purchased electricity and heat are indirect,
+    # reported apart (their stream records), as the China guidelines report them.
+    co2_t: float = float("nan")
+    basis: str = "cems"  # "cems" | "factor"
+    # A unit whose output is a product rate (output.rate_t_h: hot metal, lime …) has its
+    # output in t and intensity in t CO2/t here; output_mwh and intensity_t_mwh are then NaN
+    # (and these NaN for a power unit). The intensity is always co2_t / output.
+    output_t: float = float("nan")
+    intensity_t_t: float = float("nan")
+    # The accounted co2_t + Σ gas · GWP of its direct streams' other gases (GWP set
+    # `gwp_set`, its id; "" when none is in force).
+    co2e_t: float = float("nan")
+    gwp_set: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -283,9 +283,12 @@ class CarbonLedger:
 
 
 def _period_t(rec: PeriodRecords) -> float:
-    """A stored period's plant emissions: Σ of its sources' finite co2_t (as the live
-    allowance position sums them, compute/periods.py)."""
-    return math.fsum(s.co2_t for s in rec.sources if math.isfinite(s.co2_t))
+    """A stored period's plant emissions: Σ of its units' finite accounted CO2 (as the live
+    allowance position sums them, compute/periods.py): CEMS, or the emission-factor method
+    of a unit whose basis is `factor` (by the stored basis, so rows from before co2_t
+    existed count their CEMS)."""
+    values = (u.co2_factor_t if u.basis == "factor" else u.co2_cems_t for u in rec.units)
+    return math.fsum(v for v in values if math.isfinite(v))
 
 
 # ------------------------------------------------------------------ the keeper
@@ -336,10 +339,7 @@ class AssetKeeper:
     def _year_bounds(self, year: int) -> tuple[datetime, datetime]:
         probe = datetime(year, 7, 1, tzinfo=ZoneInfo(self.config.site.timezone))
         # the wall instant the (possibly sped-up) clock shows as mid-year of `year`
-        speed = 60.0 / self.clock.minute_seconds
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        wall = epoch + timedelta(seconds=(probe - epoch).total_seconds() / speed)
-        return self.clock.year_bounds(wall)
+        return self.clock.year_bounds(self.clock.wall_of(probe))
 
     async def _emissions(self, year: int, now: datetime) -> tuple[float, list[tuple[date,
                                                                                float]]]:

@@ -139,7 +139,18 @@ _ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),
                     for c in ("substitute_co2_dry_pct", "substitute_flow_std_dry_m3_h")),
                   *((f"unit_{lv}", c, d) for lv in ("hour", "day") for c, d in (
                       ("intensity_flag", "TEXT NOT NULL DEFAULT 'N'"),
-                      ("intensity_n_valid", "INTEGER NOT NULL DEFAULT 0"))))
+                      ("intensity_n_valid", "INTEGER NOT NULL DEFAULT 0"),
+                      # the accounted CO2 and its basis, a product output (issue 18)
+                      ("co2_t", "REAL"), ("basis", "TEXT NOT NULL DEFAULT 'cems'"),
+                      ("output_t", "REAL"), ("intensity_t_t", "REAL"))),
+                  # CO2e and the other gases (compute/gases.py; issue 18): rows stored before
+                  # had no gas accounted (0 t) and no CO2e (NULL).
+                  *((f"stream_{lv}", c, d) for lv in ("hour", "day") for c, d in (
+                      ("ch4_t", "REAL DEFAULT 0"), ("n2o_t", "REAL DEFAULT 0"),
+                      ("gas", "TEXT NOT NULL DEFAULT ''"), ("gas_t", "REAL DEFAULT 0"),
+                      ("co2e_t", "REAL"), ("gwp_set", "TEXT NOT NULL DEFAULT ''"))),
+                  *((f"unit_{lv}", c, d) for lv in ("hour", "day") for c, d in (
+                      ("co2e_t", "REAL"), ("gwp_set", "TEXT NOT NULL DEFAULT ''"))))
 _JOURNAL_COLUMNS = ("t_ms", "rule", "state", "previous", "value", "limit_value", "target",
                     "message", *_JOURNAL_TEXT, "shelved_until_ms")
 _DELIVERY_COLUMNS = ("t_ms", "channel", "rule", "state", "kind", "outcome", "attempt", "error")
@@ -153,10 +164,12 @@ _PERIOD_SOURCE = ("co2_dry_pct", "flow_std_dry_m3_h", "co2_rate_kg_h", "co2_t",
                   "substitution_rule", "n_substituted", "n_missing", "substitution_note",
                   "missing_reason", "substitute_co2_dry_pct", "substitute_flow_std_dry_m3_h")
 _PERIOD_STREAM = ("unit", "t_end_ms", "quantity", "quantity_unit", "co2_t", "factor_version",
-                  "method", "valid", "flag", "n_valid", "note")
+                  "method", "valid", "flag", "n_valid", "note", "ch4_t", "n2o_t", "gas", "gas_t",
+                  "co2e_t", "gwp_set")
 _PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "valid", "flag",
                 "reconciliation_diff_pct", "reconciliation_exceeded", "intensity_flag",
-                "intensity_n_valid")
+                "intensity_n_valid", "co2_t", "basis", "output_t", "intensity_t_t", "co2e_t",
+                "gwp_set")
 _ALLOWANCE = tuple(f.name for f in dataclasses.fields(AllowancePosition))
 # What OPC UA HistoryRead may read: table → its identifier column.
 _HISTORY_TABLES = {"source_minute": "source", "unit_minute": "unit", "source_hour": "source",
@@ -282,6 +295,11 @@ class Historian:
                 have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    if column == "co2_t" and table.startswith("unit_"):
+                        # Before units had a basis every unit was accounted by its CEMS:
+                        # the stored rows keep that figure as their accounted CO2.
+                        db.execute(f"UPDATE {table} SET co2_t = co2_cems_t")
+            db.commit()  # the UPDATE opened a transaction: close it before anything else
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"historian {self.path}: cannot open: {exc}") from None
         self._db = db
@@ -876,16 +894,18 @@ def _source_period(row: Any) -> PeriodResult:
 
 def _stream_period(row: Any) -> StreamPeriod:
     (stream, unit, t_ms, t_end_ms, quantity, quantity_unit, co2, version, method, valid, flag,
-     n_valid, note) = row
+     n_valid, note, ch4, n2o, gas, gas_t, co2e, gwp_set) = row[:19]
     return StreamPeriod(stream, unit, from_ms(t_ms), from_ms(t_end_ms), _null_to_nan(quantity),
                         quantity_unit, _null_to_nan(co2), version, method, bool(valid),
-                        DataFlag[flag], n_valid, note)
+                        DataFlag[flag], n_valid, note, _null_to_nan(ch4), _null_to_nan(n2o),
+                        gas, _null_to_nan(gas_t), _null_to_nan(co2e), gwp_set)
 
 
 def _unit_period(row: Any) -> UnitPeriod:
     (unit, t_ms, cems, factor, output, intensity, valid, flag, diff, exceeded, i_flag,
-     i_n) = row
+     i_n, co2, basis, output_t, intensity_t_t) = row[:16]
     return UnitPeriod(unit, from_ms(t_ms), _null_to_nan(cems), _null_to_nan(factor),
                       _null_to_nan(output), _null_to_nan(intensity), bool(valid),
                       DataFlag[flag], _null_to_nan(diff), bool(exceeded), DataFlag[i_flag],
-                      i_n)
+                      i_n, _null_to_nan(co2), basis, _null_to_nan(output_t),
+                      _null_to_nan(intensity_t_t), _null_to_nan(row[16]), row[17])

@@ -5,6 +5,8 @@ stream (emission-factor method, with the factor version and the factors used), u
 (CEMS, factor method, output, intensity, reconciliation) and site allowance rows go to
 RESULTS-streams.csv, RESULTS-units.csv and RESULTS-allowance.csv beside it. Every column
 names its unit (co2_t, flow_std_dry_m3_h, n_valid_min / n_valid_h / n_valid_d …).
+Stream and unit rows end with CO2e (compute/gases.py): a stream's ch4_t, n2o_t, gas, gas_t,
+co2e_t and gwp_set (the GWP set used), a unit's co2e_t and gwp_set.
 
 SAMPLES.csv: header `timestamp,tag,value[,flag]`; timestamp ISO 8601 with offset, or
 epoch seconds; flag an HJ 212 letter, default N. The export writes ISO 8601 UTC with
@@ -682,8 +684,16 @@ def _stream_totals(config: CalculationConfig, start: datetime, end: datetime,
             rs[0].stream, rs[0].unit, max(start, rs[0].t), min(end, rs[-1].t_end),
             _sum_or_nan(r_.quantity for r_ in rs), rs[0].quantity_unit,
             _sum_or_nan(r_.co2_t for r_ in rs), version, rs[0].method, flag is DataFlag.N,
-            flag, days_valid, "; ".join(sorted({r_.note for r_ in rs if r_.note}))))
+            flag, days_valid, "; ".join(sorted({r_.note for r_ in rs if r_.note})),
+            _sum_or_nan(r_.ch4_t for r_ in rs), _sum_or_nan(r_.n2o_t for r_ in rs), rs[0].gas,
+            _sum_or_nan(r_.gas_t for r_ in rs), _sum_or_nan(r_.co2e_t for r_ in rs),
+            _gwp_sets(rs)))
     return out
+
+
+def _gwp_sets(records: Iterable[StreamPeriod | UnitPeriod]) -> str:
+    """The GWP sets of the days a total sums, in order (two when a set takes over)."""
+    return ",".join(dict.fromkeys(r.gwp_set for r in records if r.gwp_set))
 
 
 def _unit_totals(config: CalculationConfig, start: datetime, end: datetime,
@@ -696,19 +706,29 @@ def _unit_totals(config: CalculationConfig, start: datetime, end: datetime,
         ds = [g.units[u] for g in group]
         cems = _sum_or_nan(d.co2_cems_t for d in ds)
         factor = _sum_or_nan(d.co2_factor_t for d in ds)
-        ok = [d for d in ds if d.intensity_flag is DataFlag.N and d.output_mwh > 0]
-        i_cems = math.fsum(d.co2_cems_t for d in ok)
-        i_out = math.fsum(d.output_mwh for d in ok)
+        basis = unit.accounting_basis
+        product = unit.output.unit == "t"
+        acc = [d.co2_factor_t if basis == "factor" else d.co2_cems_t for d in ds]
+        outs = [d.output_t if product else d.output_mwh for d in ds]
+        ok = [k for k, d in enumerate(ds) if d.intensity_flag is DataFlag.N and outs[k] > 0]
+        i_cems = math.fsum(acc[k] for k in ok)
+        i_out = math.fsum(outs[k] for k in ok)
         flag = _flag_of(sum(d.valid for d in ds), n_days, (d.flag for d in ds))
         i_flag = _flag_of(len(ok), n_days, (d.intensity_flag for d in ds))
         diff, exceeded = math.nan, False
-        if config.reconciliation is not None and math.isfinite(factor):
+        if config.reconciliation is not None and math.isfinite(factor) and unit.sources:
             rec = derived.reconcile(cems, factor, config.reconciliation.limit_pct)
             diff, exceeded = float(rec.diff_pct), bool(rec.exceeds)
-        out.append(UnitPeriod(unit.id, start, cems, factor,
-                              _sum_or_nan(d.output_mwh for d in ds),
-                              i_cems / i_out if i_out > 0 else math.nan, flag is DataFlag.N,
-                              flag, diff, exceeded, i_flag, len(ok)))
+        total = _sum_or_nan(outs)
+        intensity = i_cems / i_out if i_out > 0 else math.nan
+        nan = math.nan
+        out.append(UnitPeriod(unit.id, start, cems, factor, nan if product else total,
+                              nan if product else intensity, flag is DataFlag.N,
+                              flag, diff, exceeded, i_flag, len(ok),
+                              co2_t=factor if basis == "factor" else cems, basis=basis,
+                              output_t=total if product else nan,
+                              intensity_t_t=intensity if product else nan,
+                              co2e_t=_sum_or_nan(d.co2e_t for d in ds), gwp_set=_gwp_sets(ds)))
     return out
 
 
@@ -776,14 +796,19 @@ def _stream_header(level: str) -> tuple[str, ...]:
               else (f"n_valid_{COUNT_UNIT[level]}",))
     return ("period_start", "period_end", "stream", "unit", "method", "quantity",
             "quantity_unit", "co2_t", "factor_version", "factor_source", "formula",
-            *factors.FACTOR_UNITS, "valid", "flag", *counts, "note")
+            *factors.FACTOR_UNITS, "valid", "flag", *counts, "note", *_GAS_COLUMNS)
+
+
+# CO2e of a stream row (compute/gases.py): its other gases in t, and co2_t + Σ gas · GWP.
+_GAS_COLUMNS = ("ch4_t", "n2o_t", "gas", "gas_t", "co2e_t", "gwp_set")
 
 
 def _unit_header(level: str) -> tuple[str, ...]:
     n = COUNT_UNIT[level]
     return ("period_start", "unit", "co2_cems_t", "co2_factor_t", "output_mwh",
             "intensity_t_mwh", "intensity_flag", f"intensity_n_valid_{n}", "valid", "flag",
-            "reconciliation_diff_pct", "reconciliation_exceeded")
+            "reconciliation_diff_pct", "reconciliation_exceeded", "co2_t", "basis",
+            "output_t", "intensity_t_t", "co2e_t", "gwp_set")
 
 
 def write_records(files: ResultFiles, plan: CalculationPlan, records: Iterable[PeriodRecords],
@@ -826,6 +851,10 @@ def write_records(files: ResultFiles, plan: CalculationPlan, records: Iterable[P
         for s in p.streams:
             v = versions.get(s.factor_version)
             used = factors.REQUIRED_FACTORS.get((s.method, s.quantity_unit), ())
+            if v is not None and any(g in v.values for g in factors.GAS_FACTORS.values()):
+                # CH4 / N2O = quantity · NCV · EF · 1e-6: their factors, checkable by hand too
+                used = (*used, factors.NCV_FACTOR.get(s.quantity_unit, ""),
+                        *factors.GAS_FACTORS.values())
             fac = [_num(v.values[f]) if v is not None and f in used and f in v.values else ""
                    for f in factors.FACTOR_UNITS]
             counts: tuple[object, ...] = (s.n_valid,)
@@ -834,12 +863,15 @@ def write_records(files: ResultFiles, plan: CalculationPlan, records: Iterable[P
             row("streams", (_iso(s.t), _iso(s.t_end), s.stream, s.unit, s.method,
                             _num(s.quantity), s.quantity_unit, _num(s.co2_t), s.factor_version,
                             v.source if v is not None else "", FORMULA.get(s.method, ""), *fac,
-                            int(s.valid), s.flag.name, *counts, s.note))
+                            int(s.valid), s.flag.name, *counts, s.note, _num(s.ch4_t),
+                            _num(s.n2o_t), s.gas, _num(s.gas_t), _num(s.co2e_t), s.gwp_set))
         for u in p.units:
             row("units", (start, u.unit, _num(u.co2_cems_t), _num(u.co2_factor_t),
                           _num(u.output_mwh), _num(u.intensity_t_mwh), u.intensity_flag.name,
                           u.intensity_n_valid, int(u.valid), u.flag.name,
-                          _num(u.reconciliation_diff_pct), int(u.reconciliation_exceeded)))
+                          _num(u.reconciliation_diff_pct), int(u.reconciliation_exceeded),
+                          _num(u.co2_t), u.basis, _num(u.output_t), _num(u.intensity_t_t),
+                          _num(u.co2e_t), u.gwp_set))
         a = p.allowance
         if a is not None and p.allowance_at is not None:
             row("allowance", (start, _iso(p.allowance_at), site, _num(a.annual_t), _num(a.ytd_t),

@@ -47,7 +47,8 @@ _TABLES: Final = {"source": ("source_minute", SOURCE_MINUTE_FIELDS),
 
 # Day-row columns a month sums, per kind.
 SOURCE_MONTH_SUMS: Final = ("co2_t", "co2_measured_t", "n_valid", "n_substituted", "n_missing")
-UNIT_MONTH_SUMS: Final = ("co2_cems_t", "co2_factor_t", "output_mwh")
+UNIT_MONTH_SUMS: Final = ("co2_cems_t", "co2_factor_t", "output_mwh", "co2e_t", "co2_t",
+                           "output_t")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +246,14 @@ def months(kind: str, days: Sequence[dict[str, Any]], tz: tzinfo) -> list[Json]:
                 rec[name] = _total(group, name)
             co2, mwh = rec["co2_cems_t"], rec["output_mwh"]
             rec["intensity_t_mwh"] = co2 / mwh if co2 is not None and mwh else None
+            # A product output (t of hot metal, lime …): the accounted CO2 over it.
+            co2_t, out_t = rec["co2_t"], rec["output_t"]
+            rec["intensity_t_t"] = co2_t / out_t if co2_t is not None and out_t else None
             rec["reconciliation_exceeded_days"] = sum(
                 1 for d in group if d.get("reconciliation_exceeded"))
+            # The GWP sets the month's CO2e is under (two when a set takes over in it).
+            rec["gwp_set"] = ",".join(dict.fromkeys(d["gwp_set"] for d in group
+                                                    if d.get("gwp_set")))
         for name in SOURCE_MONTH_SUMS[2:]:  # counts stay whole numbers
             if isinstance(rec.get(name), float):
                 rec[name] = int(rec[name])

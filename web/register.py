@@ -113,7 +113,7 @@ def _users(cfg: CalculationConfig) -> dict[str, list[str]]:
             out[tag].append(who)
 
     for unit in cfg.units:
-        add(unit.output.power_mw.tag, unit.id)
+        add(unit.output.rate.tag, unit.id)
         for src in unit.sources:
             for name in type(src.inputs).model_fields:
                 inp = getattr(src.inputs, name)

@@ -95,7 +95,7 @@ def _unit_rows(unit: UnitConfig, reports: ReportsConfig, data: ReportData, hours
     gen = [u.output_mwh for u in days if math.isfinite(u.output_mwh)]
     generation = math.fsum(gen) if gen else None
     manual = any(u.flag is DataFlag.S for u in days)
-    power = unit.output.power_mw
+    power = unit.output.rate
     gen_src = (MANUAL if manual else METER) if generation is not None else MISSING
     gen_detail = ("; ".join(_documents(entries, f"unit:{unit.id}", t0, t1)) if manual
                   else _input_source(power.tag, power.value) if generation is not None

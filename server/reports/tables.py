@@ -145,7 +145,10 @@ UNIT_COLUMNS = (
     _c("reconciliation_diff_pct", "两法偏差(%)", "Reconciliation CEMS vs factor (%)"),
     _c("reconciliation_exceeded", "偏差超限", "Reconciliation limit exceeded"),
     _c("valid_days_d", "有效天数(d)", "Valid days (d)"),
-    _c("flag", "数据标记", "Flag (HJ 212)"))
+    _c("flag", "数据标记", "Flag (HJ 212)"),
+    # CO2 + other gases · GWP (compute/gases.py), and the GWP set(s) used
+    _c("co2e_t", "二氧化碳当量排放量(t)", "CO2e (t)"),
+    _c("gwp_set", "全球变暖潜势值版本", "GWP set"))
 SITE_COLUMNS = (
     *PERIOD_COLUMNS, _c("site", "厂区", "Site"),
     _c("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
@@ -354,7 +357,9 @@ def unit_table(cfg: CalculationConfig, per: Periods, days: list[list[PeriodRecor
             rows.append((*per.head(i), unit.id, _num(_fsum(u.co2_cems_t for u in us)),
                          _num(_fsum(u.co2_factor_t for u in us)),
                          _num(_fsum(u.output_mwh for u in us)), _num(intensity),
-                         _num(diff), bool(exceeded), valid_days, flag.name))
+                         _num(diff), bool(exceeded), valid_days, flag.name,
+                         _num(_fsum(u.co2e_t for u in us)),
+                         ",".join(dict.fromkeys(u.gwp_set for u in us if u.gwp_set))))
     return Table("units", "机组", "Units", UNIT_COLUMNS, rows)
 
 

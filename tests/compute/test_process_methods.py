@@ -171,7 +171,8 @@ def test_kinds_units_methods_and_direct() -> None:
         "electricity_export": ("MWh", "electricity_export"),
         "heat_export": ("GJ", "heat_export")}
     direct = {k: StreamConfig.model_validate({"id": "x", "kind": k, "factors": "f",
-                                              "rate_per_h": {"value": 1.0}}).direct
+                                              "rate_per_h": {"value": 1.0},
+                                              **({"gas": "CH4"} if k == "ghg" else {})}).direct
               for k in STREAM_KINDS}
     assert [k for k, d in direct.items() if not d] == [
         "electricity", "heat", "electricity_export", "heat_export"]

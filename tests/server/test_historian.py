@@ -191,7 +191,8 @@ async def test_hours_days_and_the_allowance_are_stored_and_read_back(tmp_path: P
         await h.on_period(day)
         assert repr(await h.periods("hour", HOUR0, HOUR1 + timedelta(hours=1))) == repr(
             [first, second])
-        assert await h.periods("day", day_t, day_t + timedelta(1)) == [day]
+        # repr: a NaN (no CO2e) equals nothing, itself neither
+        assert repr(await h.periods("day", day_t, day_t + timedelta(1))) == repr([day])
         assert await h.last_period("hour") == HOUR1
         assert await h.last_period("day") == day_t
         rows = await h.period_rows("source", "hour", "S1", HOUR0, HOUR1 + timedelta(hours=1))
@@ -408,5 +409,66 @@ async def test_alarm_rules_saved_through_the_api(tmp_path: Path) -> None:
             await h.save_alarm_rules([{"alarm": math.nan}], "x", "eng3", "", T0)
         stored = await h.load_alarm_rules()
         assert stored is not None and stored.user == "eng2"
+    finally:
+        await h.stop()
+
+
+async def test_co2e_and_other_gases_are_stored_and_an_old_historian_migrated(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # stream and unit hours as shipped before CO2e
+        db.execute("CREATE TABLE stream_hour (stream TEXT NOT NULL, unit TEXT NOT NULL,"
+                   " t_ms INTEGER NOT NULL, t_end_ms INTEGER NOT NULL, quantity REAL,"
+                   " quantity_unit TEXT NOT NULL, co2_t REAL, factor_version TEXT NOT NULL,"
+                   " method TEXT NOT NULL, valid INTEGER NOT NULL, flag TEXT NOT NULL,"
+                   " n_valid INTEGER NOT NULL, note TEXT NOT NULL,"
+                   " PRIMARY KEY (stream, t_ms)) WITHOUT ROWID")
+        db.execute("INSERT INTO stream_hour VALUES ('U1_coal','U1',?,?,100.0,'t',192.61506,"
+                   "'demo-coal-2020-01','ncv_cc_of',1,'N',60,'')",
+                   (round(HOUR0.timestamp() * 1000), round(HOUR1.timestamp() * 1000)))
+    h = Historian(path)
+    await h.start()
+    try:
+        # 100 t coal at NCV 20.908 GJ/t, 1 / 1.5 kg/TJ: CH4 0.0020908 t, N2O 0.0031362 t;
+        # SAR 192.61506 + 0.0020908 · 21 + 0.0031362 · 310 = 193.6311888 t CO2e.
+        rec = hour_records(HOUR1, 196.96223)
+        coal = dataclasses.replace(rec.streams[0], ch4_t=0.0020908, n2o_t=0.0031362,
+                                   co2e_t=193.6311888, gwp_set="SAR")
+        sf6 = StreamPeriod("U1_sf6", "U1", HOUR1, HOUR1 + timedelta(hours=1), 0.001, "t",
+                           0.0, "sf6-1", "ghg", True, DataFlag.N, 60, "", 0.0, 0.0, "SF6",
+                           0.001, 23.9, "SAR")
+        unit = dataclasses.replace(rec.units[0], co2_t=196.96223,
+                                   co2e_t=196.96223 + 1.0161288 + 23.9, gwp_set="SAR")
+        new = dataclasses.replace(rec, streams=(coal, sf6), units=(unit,))
+        await h.on_period(new)
+        old = await h.period_rows("stream", "hour", "U1_coal", HOUR0, HOUR1)
+        assert [(r["ch4_t"], r["n2o_t"], r["gas"], r["co2e_t"], r["gwp_set"])
+                for r in old] == [(0.0, 0.0, "", None, "")]
+        stored = await h.periods("hour", HOUR1, HOUR1 + timedelta(hours=1))
+        assert repr(stored) == repr([new])
+        (u,) = await h.period_rows("unit", "hour", "U1", HOUR1, HOUR1 + timedelta(hours=1))
+        assert (u["co2e_t"], u["gwp_set"]) == (196.96223 + 1.0161288 + 23.9, "SAR")
+    finally:
+        await h.stop()
+
+
+async def test_unit_rows_from_before_the_accounting_basis_keep_their_cems_co2(
+        tmp_path: Path) -> None:
+    """Every unit used to be accounted by its CEMS: migrated rows get co2_t = co2_cems_t."""
+    path = tmp_path / "old.sqlite"
+    h = Historian(path)
+    await h.start()
+    try:
+        await h.on_period(hour_records(HOUR1, 196.96223))
+    finally:
+        await h.stop()
+    with sqlite3.connect(path) as db:  # the unit hour table as it was before the basis
+        db.execute("ALTER TABLE unit_hour DROP COLUMN co2_t")
+    h = Historian(path)
+    await h.start()
+    try:
+        (u,) = await h.period_rows("unit", "hour", "U1", HOUR1, HOUR1 + timedelta(hours=1))
+        assert (u["co2_t"], u["basis"]) == (u["co2_cems_t"], "cems")
+        assert u["co2_cems_t"] is not None and u["co2_cems_t"] > 0
     finally:
         await h.stop()

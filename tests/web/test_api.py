@@ -451,6 +451,8 @@ async def test_unit_and_stream_hours_and_days(history_sink: WebSink,
     streams = await get_json(http, f"{base(history_sink)}/api/v1/streams/U1_coal/hours{q}")
     assert streams[0]["factor_version"] == "demo-coal-2020-01"
     assert streams[0]["t_end"] == "2026-01-01T01:00:00Z" and streams[0]["quantity"] == 100.0
+    # a record without CO2e (none computed): null, no GWP set; no other gas (0 t)
+    assert (streams[0]["co2e_t"], streams[0]["gwp_set"], streams[0]["ch4_t"]) == (None, "", 0.0)
     assert await get_json(http, f"{base(history_sink)}/api/v1/sources/S1/days{q}") == []
 
 

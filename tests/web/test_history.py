@@ -261,3 +261,26 @@ async def test_site_embeds_the_allowance_answer(served: tuple[WebSink, Historian
     assert allowance["t"] == "2026-01-01T01:00:00Z" and allowance["ytd_t"] == 4973.29632
     assert (site["allowance_used_pct"], site["allowance_headroom_t"],
             site["allowance_annual_t"]) == (0.4973296, 995_026.70368, 1e6)
+
+
+async def test_co2e_in_days_and_months(served: tuple[WebSink, Historian],
+                                       http: aiohttp.ClientSession) -> None:
+    sink, h = served
+    # Two February days: CEMS 4 100 and 4 200 t, their fuel's CH4 / N2O adding 24.3870912 t
+    # CO2e under SAR (the first) and 21.3512496 t under AR5 (the second, a new set in force).
+    for day, co2, gas, gwp in [(datetime(2026, 2, 1, tzinfo=UTC), 4100.0, 24.3870912, "SAR"),
+                               (datetime(2026, 2, 2, tzinfo=UTC), 4200.0, 21.3512496, "AR5")]:
+        rec = _day(day, co2)
+        (unit,), (coal,) = rec.units, rec.streams
+        await h.on_period(replace(
+            rec, units=(replace(unit, co2e_t=co2 + gas, gwp_set=gwp),),
+            streams=(replace(coal, ch4_t=0.0501792, n2o_t=0.0752688,
+                             co2e_t=coal.co2_t + gas, gwp_set=gwp),)))
+    q = "?from=2026-02-01T00:00:00%2B08:00&to=2026-03-01T00:00:00%2B08:00"
+    (feb,) = await get_json(http, url(sink, f"units/U1/months{q}"))
+    # 4 124.3870912 + 4 221.3512496 = 8 345.7383408 t CO2e
+    assert feb["co2e_t"] == pytest.approx(8345.7383408, rel=1e-9)
+    assert feb["gwp_set"] == "SAR,AR5"
+    days = await get_json(http, url(sink, f"units/U1/days{q}"))
+    assert [(d["co2e_t"], d["gwp_set"]) for d in days] == [
+        (4100.0 + 24.3870912, "SAR"), (4200.0 + 21.3512496, "AR5")]
