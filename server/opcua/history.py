@@ -93,8 +93,8 @@ _COLUMNS: dict[str, tuple[str, float]] = {
     "CO2Minute": ("co2_kg", 1.0),
 }
 
-_DAY_COLUMNS = {"CO2Day": "co2_cems_t", "CO2FactorDay": "co2_factor_t",
-                "ReconciliationDiff": "reconciliation_diff_pct"}
+_DAY_COLUMNS = {"CO2Day": "co2_t", "CO2FactorDay": "co2_factor_t",
+                "ReconciliationDiff": "reconciliation_diff_pct", "CO2eDay": "co2e_t"}
 _ALLOWANCE_COLUMNS = {"Annual": "annual_t", "EmittedYTD": "ytd_t", "UsedPercent": "used_pct",
                       "Headroom": "headroom_t", "ForecastYearEnd": "forecast_year_end_t",
                       "ForecastShortfall": "forecast_shortfall_t",

@@ -5,6 +5,7 @@ path so that they stay the same across restarts)::
 
     Objects/CarbonSCADA/<site id>/
       Units/<unit>/                 U1.Output, U1.CO2Today, U1.CO2FactorDay, U1.DataFlag …
+                                    U1.CO2LastHour, U1.CO2eLastHour, U1.CO2eDay (CO2e)
                                     U1.CO2RelUncertaintyHour / Day / YTD
         Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
       Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
@@ -40,6 +41,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from compute.assets import CompliancePosition
+from compute.boundaries import Node, tree_of
 from compute.uncertainty import Components, components_rel_pct
 from model.errors import ConfigError
 from model.flags import DataFlag
@@ -258,13 +260,49 @@ CO2_HOUR = VarSpec("CO2Hour", "t", "CO2 emitted in the last complete hour (subst
                    "invalid)", "上一完整小时CO2排放量（无效时为替代值）")
 
 UNIT_DAY_VARS: tuple[tuple[VarSpec, Callable[[UnitPeriod], float]], ...] = (
-    (VarSpec("CO2Day", "t", "CO2 emitted yesterday, CEMS", "昨日CO2排放量（在线监测）"),
-     attrgetter("co2_cems_t")),
+    # The unit's accounted CO2: CEMS, or the emission-factor method for a unit without a
+    # stack monitor (units[].basis); CO2FactorDay stays the factor method's check value.
+    (VarSpec("CO2Day", "t", "CO2 emitted yesterday (accounted: CEMS or emission-factor "
+             "method, as the unit is accounted)", "昨日CO2排放量（核算值）"),
+     attrgetter("co2_t")),
     (VarSpec("CO2FactorDay", "t", "CO2 emitted yesterday, emission-factor method",
              "昨日CO2排放量（排放因子法）"), attrgetter("co2_factor_t")),
     (VarSpec("ReconciliationDiff", "%", "Yesterday's CEMS vs emission-factor difference",
              "昨日在线监测与排放因子法偏差"), attrgetter("reconciliation_diff_pct")),
+    (VarSpec("CO2eDay", "t", "CO2 equivalent emitted yesterday (CO2 + other gases · GWP)",
+             "昨日二氧化碳当量排放量"), attrgetter("co2e_t")),
 )
+# The unit's accounted CO2 and CO2e of its last complete hour (compute/gases.py:
+# CO2e = CO2 + Σ gas · GWP); a factor unit's CO2 is known only when its hour closes.
+UNIT_HOUR_VARS: tuple[tuple[VarSpec, Callable[[UnitPeriod], float]], ...] = (
+    (VarSpec("CO2LastHour", "t", "CO2 emitted in the last complete hour (accounted)",
+             "上一完整小时CO2排放量（核算值）"), attrgetter("co2_t")),
+    (VarSpec("CO2eLastHour", "t", "CO2 equivalent emitted in the last complete hour "
+             "(CO2 + other gases · GWP)", "上一完整小时二氧化碳当量排放量"),
+     attrgetter("co2e_t")),
+)
+
+# A process (accounting unit) of the site's boundaries (compute/boundaries.py): its
+# facilities' CO2 and CO2e rolled up, and its share of the site, per closed hour and day.
+PROCESS_VARS: dict[str, tuple[tuple[VarSpec, Callable[[Node], float]], ...]] = {
+    "hour": (
+        (VarSpec("CO2LastHour", "t", "CO2 emitted in the last complete hour",
+                 "上一完整小时CO2排放量"), attrgetter("co2_t")),
+        (VarSpec("CO2eLastHour", "t", "CO2 equivalent emitted in the last complete hour",
+                 "上一完整小时二氧化碳当量排放量"), attrgetter("co2e_t")),
+        (VarSpec("ShareLastHour", "%", "Share of the site's CO2 in the last complete hour",
+                 "上一完整小时占全厂CO2比例", eu_range=(0.0, 100.0)),
+         attrgetter("share_of_site_pct")),
+    ),
+    "day": (
+        (VarSpec("CO2Day", "t", "CO2 emitted yesterday", "昨日CO2排放量"),
+         attrgetter("co2_t")),
+        (VarSpec("CO2eDay", "t", "CO2 equivalent emitted yesterday", "昨日二氧化碳当量排放量"),
+         attrgetter("co2e_t")),
+        (VarSpec("ShareDay", "%", "Share of the site's CO2 yesterday", "昨日占全厂CO2比例",
+                 eu_range=(0.0, 100.0)), attrgetter("share_of_site_pct")),
+    ),
+}
 
 ALLOWANCE_VARS: tuple[tuple[VarSpec, Callable[[AllowancePosition], float]], ...] = (
     (VarSpec("Annual", "t", "Annual allowance", "年度配额"), attrgetter("annual_t")),
@@ -394,6 +432,13 @@ class _Layout:
     carbon: list[tuple[ua.NodeId, Callable[[CompliancePosition], float]]] = field(
         default_factory=list)  # the Allowance object's compliance-position variables
     hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
+    # unit → its CO2LastHour and CO2eLastHour with their getters
+    unit_hours: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float]]]] = field(
+        default_factory=dict)
+    # level (hour, day) → process id → its variables with their getters (explicit
+    # `processes:` only: a unit that is its own process has them on its own node)
+    processes: dict[str, dict[str, list[tuple[ua.NodeId, Callable[[Node], float]]]]] = field(
+        default_factory=lambda: {"hour": {}, "day": {}})
     # Each source's CO2RelUncertainty and its value (None: an input has no instrument).
     uncertainty: list[tuple[ua.NodeId, float | None]] = field(default_factory=list)
     # Source → (unit, the instruments' shares of its uncertainty), for the totals.
@@ -552,6 +597,9 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                 spec = dataclasses.replace(spec, eu_range=(-limit, limit))
             out.unit_days[unit.id].append(
                 (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), dget, is_diff))
+        out.unit_hours[unit.id] = [
+            (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), hget)
+            for spec, hget in UNIT_HOUR_VARS]
         for level, spec in TOTAL_UNCERTAINTY:
             out.totals[level][unit.id] = b.variable(unode, f"{unit.id}.{spec.name}", spec,
                                                     what=upath)
@@ -574,6 +622,17 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                 components_rel_pct(out.components[src.id][1])))
             sflag = b.variable(snode, f"{prefix}.{DATA_FLAG.name}", DATA_FLAG, what=spath)
             out.sources[src.id] = (swrites, sflag)
+    if cfg.processes:
+        pfolder = b.obj(site, "Processes", "Processes", "Processes", "工序",
+                        what="the Processes folder", folder=True)
+        for i, proc in enumerate(tree_of(cfg).processes):
+            ppath = f"processes[{i}]"
+            pnode = b.obj(pfolder, f"Processes.{proc.id}", proc.id, proc.name, proc.name_zh,
+                          what=f"{ppath}.id", folder=False)
+            for level, pvars in PROCESS_VARS.items():
+                out.processes[level][proc.id] = [
+                    (b.variable(pnode, f"Processes.{proc.id}.{spec.name}", spec, what=ppath),
+                     pget) for spec, pget in pvars]
     for i, dev in enumerate(cfg.devices):
         dnode = b.obj(tags, f"Tags.{dev.id}", dev.id, dev.id, "", what=f"devices[{i}].id",
                       folder=True)

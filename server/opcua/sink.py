@@ -20,6 +20,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from compute.assets import CompliancePosition
+from compute.boundaries import rollup, tree_of
 from model.errors import SinkError, os_error_text
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
@@ -61,6 +62,7 @@ from server.opcua.history import (
 )
 from server.opcua.layout import (
     _GOOD,
+    _SUBNORMAL,
     _WAITING,
     _Layout,
     _ns0,
@@ -143,6 +145,7 @@ class OpcUaSink:
         self.history = history  # answers HistoryRead; without it nothing is historized
         # A dry run, so that clashing NodeIds are reported before anything starts.
         self._layout = build_layout(config, ns=0)
+        self._tree = tree_of(config)  # the boundaries the processes' values roll up
         self._server: Server | None = None
         # Value writes without asyncua's per-write deepcopy (writer.py); set by start().
         self._writer: ValueWriter | None = None
@@ -315,11 +318,16 @@ class OpcUaSink:
             return out
 
         items = await asyncio.to_thread(totals)
+        items += self._process_items(records, dv)
         if records.level == "hour":
             for src in records.sources:
                 nid = layout.hours.get(src.source)
                 if nid is not None:
                     items.append((nid, dv(src.co2_t, hour_status(src), records.t)))
+            for unit in records.units:  # the unit's flag says how good its hour is
+                status = total_status_of(unit.flag)
+                items += [(unid, dv(hget(unit), status, records.t))
+                          for unid, hget in layout.unit_hours.get(unit.unit, ())]
             if records.allowance is not None:
                 # An accounting figure without a flag, as of the end of the hour.
                 items += [(anid, dv(aget(records.allowance), _GOOD, records.t_end))
@@ -333,6 +341,20 @@ class OpcUaSink:
                         if is_diff and unit.reconciliation_exceeded else status)
                 items.append((unid, dv(uget(unit), code, records.t)))
         await writer.write_nodes(items)
+
+    def _process_items(self, records: PeriodRecords,
+                       dv: Callable[[float, ua.StatusCode, datetime], ua.DataValue],
+                       ) -> list[tuple[ua.NodeId, ua.DataValue]]:
+        """The processes' CO2, CO2e and share of the site in this closed hour or day: Good
+        when every facility below is valid, Uncertain when some is not, Bad without a value."""
+        pvars = self._layout.processes.get(records.level, {})
+        if not pvars:
+            return []
+        out: list[tuple[ua.NodeId, ua.DataValue]] = []
+        for node in rollup(self._tree, [records]).children:
+            status = _GOOD if node.valid else _SUBNORMAL
+            out += [(nid, dv(get(node), status, records.t)) for nid, get in pvars[node.id]]
+        return out
 
     async def on_carbon_position(self, position: CompliancePosition,
                                  t: datetime | None = None) -> None:

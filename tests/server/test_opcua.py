@@ -7,7 +7,7 @@ import dataclasses
 import math
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -404,13 +404,24 @@ async def test_day_values_and_reconciliation(port: int) -> None:
     # CEMS 4 727.09 t vs factor 4 622.76 t: (4 727.09 − 4 622.76) / 4 622.76 = 2.2569 %
     unit = UnitPeriod("U1", day, 4727.09, 4622.76, 14_400.0, 0.32827, True, DataFlag.N,
                       2.2569, False)
+    # CO2e: + 2 400 t coal's CH4 0.0501792 t · 21 + N2O 0.0752688 t · 310 (SAR) = 24.3870912
+    unit = dataclasses.replace(unit, co2_t=4727.09, co2e_t=4727.09 + 24.3870912,
+                               gwp_set="SAR")
     try:
         async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
             await sink.on_period(PeriodRecords("day", day, day, (), (), (unit,)))
             for ident, value in {"U1.CO2Day": 4727.09, "U1.CO2FactorDay": 4622.76,
-                                 "U1.ReconciliationDiff": 2.2569}.items():
+                                 "U1.ReconciliationDiff": 2.2569,
+                                 "U1.CO2eDay": 4727.09 + 24.3870912}.items():
                 r = await read(await by_id(client, ident))
                 assert (r.value, r.status, r.source_t) == (value, StatusCodes.Good, day), ident
+            # An hour: the unit's CO2e of it (CEMS 196.96223 t + 1.0161288 t of CH4 / N2O).
+            hour = dataclasses.replace(unit, co2e_t=196.96223 + 1.0161288)
+            await sink.on_period(PeriodRecords("hour", day, day + timedelta(hours=1), (), (),
+                                               (hour,)))
+            r = await read(await by_id(client, "U1.CO2eLastHour"))
+            assert (r.value, r.status, r.source_t) == (196.96223 + 1.0161288,
+                                                       StatusCodes.Good, day)
             diff = await by_id(client, "U1.ReconciliationDiff")
             rng = await (await diff.get_child("0:EURange")).read_value()
             assert (rng.Low, rng.High) == (-5.0, 5.0)

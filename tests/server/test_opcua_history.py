@@ -61,8 +61,9 @@ POSITIONS = [AllowancePosition(
     forecast_year_end_t=456_500.0, forecast_shortfall_t=0.0, carbon_price_cny_t=80.0,
     shortfall_cost_cny=0.0) for ytd in (250_000.0, 250_196.0)]
 DAY = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)  # a plant-local day
+# A CEMS unit: its accounted CO2 (co2_t, served as CO2Day) is its CEMS figure.
 DAYS = [UnitPeriod("U1", DAY, 4727.09, 4622.76, 14_400.0, 0.32827, True, DataFlag.N, 8.0,
-                   True)]
+                   True, co2_t=4727.09)]
 PERIODS = [PeriodRecords("hour", T0, H1, (HOURS[0],), (), (), POSITIONS[0]),
            PeriodRecords("hour", H1, H2, (HOURS[1],), (), (), POSITIONS[1]),
            PeriodRecords("day", DAY, DAY + timedelta(days=1), (), (), tuple(DAYS))]
