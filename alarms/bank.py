@@ -39,7 +39,9 @@ from model.flags import DataFlag
 from model.records import DeviceEvent, MinuteResult, PeriodRecords, SourceColumns, TagColumns
 
 if typing.TYPE_CHECKING:
+    from alarms.config import CarbonPerformanceRuleConfig
     from compute.assets import CompliancePosition
+    from compute.performance import Performance
 
 I64 = npt.NDArray[np.int64]
 B1 = npt.NDArray[np.bool_]
@@ -56,6 +58,21 @@ def carbon_measures(p: CompliancePosition) -> tuple[tuple[float, float, float], 
     covered = not (p.deficit_t > 0.0 or p.surrendered_t < p.emissions_t)
     return (float(p.forecast_deficit_t), float(p.deficit_t), float(p.days_to_deadline)), covered
 
+
+
+def performance_measure(perf: Performance, cfg: CarbonPerformanceRuleConfig) -> float:
+    """The value a carbon_performance rule watches in a year's performance (NaN: none,
+    e.g. no target or no output yet: the rule then keeps its level)."""
+    row = perf.row(cfg.unit or "site")
+    if row is None:
+        return math.nan
+    if cfg.measure == "target_deviation_pct":
+        return float(row.deviation_ytd_pct)
+    if cfg.measure == "quarter_deviation_pct":
+        return float(row.deviation_qtd_pct)
+    gaps = [b for b in perf.benchmarks if b.unit == (cfg.unit or "site")
+            and cfg.benchmark_kind in (None, b.kind)]
+    return float(gaps[0].gap_pct) if gaps else math.nan
 
 
 class LevelBank:
@@ -587,6 +604,13 @@ class RuleBank:
         changed, old, new = self.levels.step(rows, step, m)
         self.value[rows] = value
         return Changes(t, _EMPTY_ROWS, np.zeros(0, np.bool_), rows[changed], old, new)
+
+    def carbon_performance(self, perf: Performance, t: datetime) -> Changes:
+        """Take a year's carbon performance computed at `t`: the carbon_performance rules."""
+        rows = self._rows["carbon_performance"]
+        value = np.array([performance_measure(perf, typing.cast(
+            "CarbonPerformanceRuleConfig", self.specs[i].config)) for i in rows], np.float64)
+        return self._step_rows(rows, value, t)
 
     def _step_rows(self, rows: npt.NDArray[np.intp], value: F64, t: datetime) -> Changes:
         m = max(minute_index(t, self.clock.minute_seconds), self.last_m)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, field_validator
 
 from compute.config import MAX_LOOKBACK_H, CalculationConfig
+from compute.performance import PerformanceConfig
 from drivers.config import DevicesConfig
 from model.errors import ConfigError
 from model.records import SiteMinute, SourceMinute, TagMinute, UnitMinute
@@ -237,6 +239,34 @@ class CarbonPositionRuleConfig(_LevelRule):
         _check_levels(self.warning, self.alarm, self.high)
 
 
+PerformanceMeasure = Literal["target_deviation_pct", "quarter_deviation_pct",
+                             "benchmark_gap_pct"]
+
+
+class CarbonPerformanceRuleConfig(_LevelRule):
+    """The carbon performance (compute/performance.py) of a unit or the site against
+    levels, evaluated each time a day closes.
+
+    `measure`: target_deviation_pct (year to date above the target prorated by days, %),
+    quarter_deviation_pct (quarter to date above the quarter's target prorated by its
+    days, %), benchmark_gap_pct (intensity to date above the benchmark value, %; of the
+    first benchmark of the unit, of `benchmark_kind` if given). High levels; `unit` None:
+    the site.
+    """
+
+    kind: Literal["carbon_performance"]
+    measure: PerformanceMeasure
+    unit: str | None = None
+    benchmark_kind: Literal["benchmark", "best_in_class", "advanced"] | None = None
+    suppress_when_stopped: bool = False
+
+    def model_post_init(self, _ctx: Any) -> None:
+        """Require at least one level, in order; a benchmark kind only for its measure."""
+        _check_levels(self.warning, self.alarm, True)
+        if self.benchmark_kind is not None and self.measure != "benchmark_gap_pct":
+            raise ValueError("'benchmark_kind' is only for measure benchmark_gap_pct")
+
+
 class CaptureRateRuleConfig(_LevelRule):
     """A source's valid-hour capture rate (%) over the last `window_h` closed hours.
 
@@ -271,7 +301,8 @@ class ReconciliationRuleConfig(_LevelRule):
 
 
 RULE_KINDS = ("threshold", "rate_of_change", "stale", "comm_loss", "intensity",
-              "allowance_position", "capture_rate", "reconciliation_diff", "carbon_position")
+              "allowance_position", "capture_rate", "reconciliation_diff", "carbon_position",
+              "carbon_performance")
 
 
 def _default_rule_kind(v: Any) -> Any:
@@ -284,7 +315,7 @@ def _default_rule_kind(v: Any) -> Any:
 RuleConfig = Annotated[
     ThresholdRuleConfig | RateOfChangeRuleConfig | StaleRuleConfig | CommLossRuleConfig
     | IntensityRuleConfig | AllowanceRuleConfig | CaptureRateRuleConfig
-    | ReconciliationRuleConfig | CarbonPositionRuleConfig,
+    | ReconciliationRuleConfig | CarbonPositionRuleConfig | CarbonPerformanceRuleConfig,
     Field(discriminator="kind"), BeforeValidator(_default_rule_kind)]
 
 
@@ -649,6 +680,8 @@ def rule_problems(cfg: AlarmPlantConfig) -> Problems:
             if cfg.reconciliation is None:
                 problems.append((f"{rpath}.kind", "reconciliation_diff rules need the daily "
                                  "reconciliation: set 'reconciliation.limit_pct'"))
+        elif isinstance(rule, CarbonPerformanceRuleConfig):
+            check(f"{rpath}.unit", "unit", rule.unit)
         elif isinstance(rule, AllowanceRuleConfig):
             if cfg.allowance.annual_t <= 0:
                 problems.append((f"{rpath}.kind", "allowance_position rules need the annual "
@@ -659,6 +692,27 @@ def rule_problems(cfg: AlarmPlantConfig) -> Problems:
         for k, ch in enumerate(rule.notify):
             if ch not in channel_ids:
                 problems.append((f"{rpath}.notify[{k}]", f"unknown channel {ch!r}"))
+    return problems
+
+
+def performance_rule_problems(rules: Sequence[Any], perf: PerformanceConfig) -> Problems:
+    """Checks of carbon_performance rules against `performance:`: a target of some year for
+    the deviation measures, a benchmark of the unit (and kind) for the benchmark gap."""
+    problems: Problems = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, CarbonPerformanceRuleConfig):
+            continue
+        path = f"alarms.rules[{i}]"
+        who = f"unit {rule.unit}" if rule.unit else "the site"
+        if rule.measure == "benchmark_gap_pct":
+            if not any(b.unit == rule.unit and rule.benchmark_kind in (None, b.kind)
+                       for b in perf.benchmarks):
+                kind = f" of kind {rule.benchmark_kind}" if rule.benchmark_kind else ""
+                problems.append((f"{path}.measure", f"no benchmark{kind} of {who} in "
+                                 "performance.benchmarks"))
+        elif not perf.targets:
+            problems.append((f"{path}.measure", f"{rule.measure} needs a target: set "
+                             "performance.targets"))
     return problems
 
 
@@ -677,6 +731,9 @@ def with_alarm_rules(cfg: P, rules: list[Any], origin: str) -> P:
                                                            "alarms.rules")) from None
     new = cfg.model_copy(update={"alarms": cfg.alarms.model_copy(update={"rules": parsed})})
     problems = rule_problems(new)
+    perf = getattr(new, "performance", None)  # the whole plant's (server/config.py)
+    if isinstance(perf, PerformanceConfig):
+        problems += performance_rule_problems(parsed, perf)
     if problems:
         raise ConfigError.many(origin, problems)
     return new

@@ -35,6 +35,7 @@ from model.records import (
 
 if TYPE_CHECKING:
     from compute.assets import CompliancePosition
+    from compute.performance import Performance
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,10 @@ class AlarmEngine:
         """Take the ledger's compliance position computed at `t` (carbon_position rules;
         `deadline`: the position of the year whose surrender is due, see RuleBank)."""
         return self._apply(self.bank.carbon_position(position, t, deadline))
+
+    def on_carbon_performance(self, perf: Performance, t: datetime) -> list[AlarmEvent]:
+        """Take the year's carbon performance computed at `t` (carbon_performance rules)."""
+        return self._apply(self.bank.carbon_performance(perf, t))
 
     def expire_shelves(self, t: datetime) -> list[AlarmEvent]:
         """Unshelve every alarm whose shelf has expired at `t`."""
@@ -400,6 +405,11 @@ class AlarmSink:
         current year (the previous one, until its deadline passed)."""
         self._dispatch_all(self.engine.on_carbon_position(position, t or datetime.now(UTC),
                                                           deadline))
+
+    def on_carbon_performance(self, perf: Performance, t: datetime | None = None) -> None:
+        """Take the year's carbon performance, computed at `t` (default now) when a day
+        closed, and dispatch the carbon_performance rules' events (from the event loop)."""
+        self._dispatch_all(self.engine.on_carbon_performance(perf, t or datetime.now(UTC)))
 
     def expire_shelves(self, t: datetime | None = None) -> None:
         """Unshelve what has expired by `t` (each minute does this; call it between too)."""

@@ -36,6 +36,7 @@ from alarms.config import (
     AlarmPlantConfig,
     AllowanceRuleConfig,
     CaptureRateRuleConfig,
+    CarbonPerformanceRuleConfig,
     CarbonPositionRuleConfig,
     CommLossRuleConfig,
     IntensityRuleConfig,
@@ -62,6 +63,13 @@ _ALLOWANCE_TEXT = {
     "forecast_pct": ("forecast year-end emissions / allowance %", "预测年末排放/配额 %"),
     "forecast_shortfall_t": ("forecast year-end shortfall t", "预测年末配额缺口 t"),
     "shortfall_cost_cny": ("forecast shortfall cost CNY", "预测配额缺口成本 元"),
+}
+_PERFORMANCE_TEXT = {
+    "target_deviation_pct": ("CO2 year to date above the prorated target %",
+                             "年累计排放超出按天折算目标 %"),
+    "quarter_deviation_pct": ("CO2 quarter to date above the quarter's target %",
+                              "季度累计排放超出季度目标 %"),
+    "benchmark_gap_pct": ("intensity above the benchmark %", "排放强度高于标杆值 %"),
 }
 _CARBON_TEXT = {
     "forecast_deficit_t": ("forecast year-end compliance deficit t", "预测年末履约缺口 t"),
@@ -255,6 +263,8 @@ class Areas:
             return self.source_unit.get(config.source, "")
         if isinstance(config, ReconciliationRuleConfig):
             return config.unit
+        if isinstance(config, CarbonPerformanceRuleConfig):
+            return config.unit or "site"
         return "site"
 
 
@@ -315,6 +325,12 @@ def rule_spec(config: RuleConfig, area: str = "", system: bool = False) -> RuleS
         en, zh = _CARBON_TEXT[config.measure]
         return spec(f"site carbon {config.measure}", f"site {en}", f"全厂 {zh}", config.high,
                     config.warning, config.alarm)
+    if isinstance(config, CarbonPerformanceRuleConfig):
+        en, zh = _PERFORMANCE_TEXT[config.measure]
+        who = f"unit {config.unit}" if config.unit else "site"
+        kind = f" ({config.benchmark_kind})" if config.benchmark_kind else ""
+        return spec(f"{who} performance {config.measure}", f"{config.unit or 'site'} {en}{kind}",
+                    f"{config.unit or '全厂'} {zh}{kind}", True, config.warning, config.alarm)
     if isinstance(config, CaptureRateRuleConfig):
         w = config.window_h
         return spec(f"source {config.source} capture_rate",
@@ -331,7 +347,7 @@ def _opt_float(x: int | None) -> float | None:
 
 
 _DEFINITION = ("kind", "target", "direction", "over_min", "device", "scope", "window", "measure",
-               "source", "window_h", "unit")
+               "source", "window_h", "unit", "benchmark_kind")
 
 
 def definition(config: RuleConfig) -> tuple[object, ...]:

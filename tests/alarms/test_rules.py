@@ -590,7 +590,7 @@ def test_rule_config_errors_name_the_key() -> None:
     assert rule_problems({"id": "r", "kind": "treshold", "target": tgt}) == [
         ("alarms.rules[0].kind", "unknown kind 'treshold' (known: 'threshold', "
          "'rate_of_change', 'stale', 'comm_loss', 'intensity', 'allowance_position', "
-         "'capture_rate', 'reconciliation_diff', 'carbon_position')")]
+         "'capture_rate', 'reconciliation_diff', 'carbon_position', 'carbon_performance')")]
     assert rule_problems({"id": "r", "kind": "rate_of_change", "target": tgt,
                           "warning": 5.0, "alarm": 2.0}) == [
         ("alarms.rules[0]", "'alarm' level must be beyond 'warning' level for direction "
