@@ -79,6 +79,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+# Four plant hours of 30 s, then export-samples, entries and recalc as processes: 112 s
+# alone, past the 120-s default on a loaded two-worker run (the guard is for hangs).
+@pytest.mark.timeout(300)
 async def test_a_correction_and_a_lab_entry_on_the_running_server(
         tmp_path: Path, victoria_metrics: VictoriaMetrics) -> None:
     d = plant(tmp_path)
