@@ -12,6 +12,11 @@ Events: `open` (subject, title, cause, due, owner), `action` (what was done, opt
 cause found), `assign` (owner, reviewer, due), `review` (accepted, or returned with a
 reason), `close` (a note; only after an accepted review later than the last action), and
 `reopen` (a reason; only a closed case). A case is overdue while open past its due time.
+
+The server opens cases itself as configured (`cases.auto`, `CaseSink`: a sink beside the
+others, fed closed and recalculated periods and alarm events): user `system`, the cause
+prefilled from the record ("day invalid: 18 valid hours < 20, flag D"), one case per period
+ever and one open case per alarm rule at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import sqlite3
 from collections.abc import Sequence
@@ -26,11 +32,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from compute.config import ClockConfig
 from model.errors import CarbonScadaError, InvalidValueError
-from model.records import AlarmEvent
+from model.records import (
+    AlarmEvent,
+    MinuteResult,
+    PeriodRecords,
+    PeriodResult,
+    SampleBlock,
+    StreamPeriod,
+)
+from model.schema import ConfigModel, Identifier, Problems
 from server.audit import AuditLog
 from server.ledger import Ledger
 from server.tablefile import TableFile
@@ -45,7 +61,9 @@ PERIOD_TABLES: tuple[str, ...] = (
 # What the case keeps of the period row it was opened on: what was found at the time.
 _FOUND_COLUMNS = ("flag", "valid", "substituted", "substitution_rule", "n_substituted",
                   "n_missing", "co2_t", "co2_measured_t")
+log = logging.getLogger(__name__)
 ALARM_WINDOW = timedelta(seconds=1)  # how near the journal's transition the time must be
+SYSTEM_USER = "system"  # who opens the cases the server opens by itself (`cases.auto`)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS case_event (
@@ -425,15 +443,50 @@ class CaseKeeper:
                     raise UnknownCaseError(f"case {item.event}: case: there is no case "
                                            f"{case_id}")
                 detail = self._check(item, user, current, now)
-            e = await asyncio.to_thread(self.table.append, case_id, user, item.event, detail,
-                                        now)
-            await asyncio.to_thread(self.audit.append, user, f"case_{e.event}",
-                                    f"case:{e.case}", {"event_id": e.id, **detail}, now)
-            if e.event == "open":
-                self._cases[e.case] = fold([e])
-            else:
-                self._cases[e.case] = fold([*self._cases[e.case].events, e])
+            e = await self._keep(case_id, user, item.event, detail, now)
         return {"case": self.case(e.case)}
+
+    async def _keep(self, case_id: int | None, user: str, event: str, detail: dict[str, Any],
+                    now: datetime) -> CaseEvent:
+        """Store and audit one checked event and fold it in (under the lock); the SQLite
+        writes run in a thread, off the event loop."""
+        e = await asyncio.to_thread(self.table.append, case_id, user, event, detail, now)
+        await asyncio.to_thread(self.audit.append, user, f"case_{e.event}",
+                                f"case:{e.case}", {"event_id": e.id, **detail}, now)
+        if e.event == "open":
+            self._cases[e.case] = fold([e])
+        else:
+            self._cases[e.case] = fold([*self._cases[e.case].events, e])
+        return e
+
+    def _has_case(self, subject: dict[str, Any]) -> bool:
+        """Whether `subject` already has its case: a period any case on it (open or closed:
+        one case per period, however often it is recalculated), an alarm an open case on
+        its rule (a rule raised again while its case is open is the same case)."""
+        for c in self._cases.values():
+            s = c.subject
+            if s.get("kind") != subject["kind"]:
+                continue
+            if subject["kind"] == "period" and s.get("ref") == subject["ref"]:
+                return True
+            if subject["kind"] == "alarm" and s.get("rule") == subject["rule"] \
+                    and c.state == "open":
+                return True
+        return False
+
+    async def open_system(self, subject: dict[str, Any], title: str, cause: str,
+                          due_days: float, owner: str = SYSTEM_USER) -> dict[str, Any] | None:
+        """Open a case as user `system` on what the server itself saw (a period record, an
+        alarm event, already in the form `_check_subject` keeps); None if the subject has
+        its case already (`_has_case`)."""
+        async with self._lock:  # the check and the open as one: no duplicate in between
+            if self._has_case(subject):
+                return None
+            now = self.now()
+            detail = {"subject": subject, "title": title[:200], "cause": cause[:2000],
+                      "due": _iso(now + timedelta(days=due_days)), "owner": owner}
+            e = await self._keep(None, SYSTEM_USER, "open", detail, now)
+        return self.case(e.case)
 
     async def _check_open(self, item: OpenIn, user: str, now: datetime) -> dict[str, Any]:
         if item.due <= now:
@@ -549,3 +602,192 @@ class CaseKeeper:
         if due is not None and due <= c.opened:
             raise CaseError(f"{head}: due: {_iso(due)} is not after the opening "
                             f"({c.opened.isoformat()})")
+
+
+# ------------------------------------------------------------------ cases opened by the server
+
+
+class AutoCasesConfig(ConfigModel):
+    """What opens a case by itself (`cases.auto`): invalid or substituted periods of the
+    sources (CEMS) and streams (factor method), and alarms of the rules named."""
+
+    invalid_hour: bool = False
+    invalid_day: bool = False
+    substituted_hour: bool = False
+    substituted_day: bool = False  # a day with substituted hours
+    # Rule ids or rule kinds (threshold, capture_rate …) whose raised alarms open a case.
+    alarms: tuple[Identifier, ...] = ()
+    # Periods with these flags are not abnormal data (F: the unit stopped): no case.
+    ignore_flags: tuple[Literal["N", "S", "T", "B", "D", "C", "M", "F"], ...] = ("F",)
+    due_days: float = Field(7.0, gt=0, le=366)
+    owner: Identifier = SYSTEM_USER  # who the case is for until it is assigned
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything opens a case by itself."""
+        return (self.invalid_hour or self.invalid_day or self.substituted_hour
+                or self.substituted_day or bool(self.alarms))
+
+
+class CasesConfig(ConfigModel):
+    """The case ledger's section of the plant file (`cases:`)."""
+
+    auto: AutoCasesConfig = AutoCasesConfig()
+
+
+class _Rule(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+def case_problems(cases: CasesConfig, rules: Sequence[_Rule]) -> Problems:
+    """`cases.auto.alarms[i]` naming neither a configured rule nor a rule kind."""
+    from alarms.config import RULE_KINDS
+
+    ids = {r.id for r in rules}
+    return [(f"cases.auto.alarms[{i}]",
+             f"{name!r} is neither an alarm rule id nor a rule kind "
+             f"({', '.join(RULE_KINDS)})")
+            for i, name in enumerate(cases.auto.alarms)
+            if name not in ids and name not in RULE_KINDS]
+
+
+def _g(x: float) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:g}"
+
+
+class CaseSink:
+    """A sink that opens the cases of `cases.auto` as closed periods and alarm events
+    reach it (user `system`, the cause prefilled, one case per subject)."""
+
+    name = "cases"
+
+    def __init__(self, keeper: CaseKeeper, auto: AutoCasesConfig, clock: ClockConfig,
+                 timezone: str) -> None:
+        self.keeper = keeper
+        self.auto = auto
+        self.clock = clock
+        self.tz = ZoneInfo(timezone)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.opened = 0  # cases opened so far
+        self._last_error = ""
+
+    async def start(self) -> None:
+        """Nothing to open: the keeper is loaded by the runtime."""
+
+    async def on_samples(self, block: SampleBlock) -> None:
+        """Raw readings open no case."""
+
+    async def on_minute(self, result: MinuteResult) -> None:
+        """Minutes open no case (their hour does)."""
+
+    async def stop(self) -> None:
+        """Let the cases of alarms raised so far be opened."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+
+    def _when(self, t: datetime, level: str) -> str:
+        local = t.astimezone(self.tz)
+        return local.strftime("%Y-%m-%d" if level == "day" else "%Y-%m-%d %H:%M")
+
+    def _period_cause(self, level: str, r: PeriodResult) -> str | None:
+        """Why a source's period opens a case, None if it opens none."""
+        a = self.auto
+        if r.flag.name in a.ignore_flags:
+            return None
+        why: list[str] = []
+        if not r.valid and (a.invalid_hour if level == "hour" else a.invalid_day):
+            least = (self.clock.min_valid_minutes_per_hour if level == "hour"
+                     else self.clock.min_valid_hours_per_day)
+            what = "minutes" if level == "hour" else "hours"
+            text = f"{level} invalid: {r.n_valid} valid {what}"
+            text += f" < {least}" if r.n_valid < least else ""
+            text += f", flag {r.flag.name}"
+            if r.missing_reason == "not_running":
+                text += ", the server was not running"
+            why.append(text)
+        if level == "hour" and a.substituted_hour and r.substituted:
+            why.append(f"hour substituted by {r.substitution_rule or 'a substitute'}"
+                       f" (co2_t {_g(r.co2_t)})")
+        if level == "day" and a.substituted_day and r.n_substituted > 0:
+            why.append(f"day with {r.n_substituted} substituted hour"
+                       f"{'s' if r.n_substituted != 1 else ''}")
+        if r.substitution_note and why:
+            why.append(r.substitution_note)
+        return "; ".join(why) or None
+
+    def _stream_cause(self, level: str, r: StreamPeriod) -> str | None:
+        a = self.auto
+        if r.valid or r.flag.name in a.ignore_flags or not (
+                a.invalid_hour if level == "hour" else a.invalid_day):
+            return None
+        what = "minutes or readings" if level == "hour" else "hours"
+        return (f"{level} invalid: {r.n_valid} valid {what}, flag {r.flag.name}"
+                + (f"; {r.note}" if r.note else ""))
+
+    async def on_period(self, records: PeriodRecords) -> None:
+        """Open a case on each source or stream period `cases.auto` names."""
+        level = records.level
+        for r in records.sources:
+            cause = self._period_cause(level, r)
+            if cause is not None:
+                found = {"flag": r.flag.name, "valid": r.valid, "substituted": r.substituted,
+                         "substitution_rule": r.substitution_rule,
+                         "n_substituted": r.n_substituted, "n_missing": r.n_missing,
+                         "co2_t": _finite(r.co2_t), "co2_measured_t": _finite(r.co2_measured_t)}
+                kind = "invalid" if cause.startswith(f"{level} invalid") else "substituted"
+                await self._open(f"source_{level}", r.source, r.t, found,
+                                 f"source {r.source} {level} {self._when(r.t, level)} {kind}",
+                                 cause)
+        for st in records.streams:
+            cause = self._stream_cause(level, st)
+            if cause is not None:
+                found = {"flag": st.flag.name, "valid": st.valid, "co2_t": _finite(st.co2_t),
+                         "quantity": _finite(st.quantity), "method": st.method}
+                await self._open(f"stream_{level}", st.stream, st.t, found,
+                                 f"stream {st.stream} {level} {self._when(st.t, level)} "
+                                 "invalid", cause)
+
+    async def _open(self, table: str, ident: str, t: datetime, found: dict[str, Any],
+                    title: str, cause: str) -> None:
+        subject = {"kind": "period", "ref": f"{table}:{ident}:{_iso(t)}", "found": found}
+        await self._open_subject(subject, title, cause)
+
+    async def _open_subject(self, subject: dict[str, Any], title: str, cause: str) -> None:
+        got = await self.keeper.open_system(subject, title, cause, self.auto.due_days,
+                                            self.auto.owner)
+        if got is not None:
+            self.opened += 1
+            log.info("case %d opened: %s (%s)", got["id"], title, cause)
+
+    def wants_alarm(self, event: AlarmEvent) -> bool:
+        """A raise (warning or alarm) of a rule `cases.auto.alarms` names, by id or kind."""
+        return (event.cause == "condition" and event.state in ("warning", "alarm")
+                and (event.rule in self.auto.alarms or event.kind in self.auto.alarms))
+
+    def on_alarm(self, event: AlarmEvent) -> None:
+        """Take one alarm transition at once; its case is opened in a task of its own."""
+        if not self.wants_alarm(event):
+            return
+        task = asyncio.get_running_loop().create_task(self._alarm_case(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _alarm_case(self, event: AlarmEvent) -> None:
+        subject = {"kind": "alarm", "rule": event.rule, "t": _iso(event.t),
+                   "found": {"state": event.state, "value": _finite(event.value),
+                             "limit": _finite(event.limit), "target": event.target,
+                             "message": event.message}}
+        limit = "" if event.limit is None else f" (limit {_g(event.limit)})"
+        cause = (f"alarm {event.rule} {event.state}: {event.target} {_g(event.value)}"
+                 f"{limit}; {event.message}")
+        try:
+            await self._open_subject(subject, f"alarm {event.rule}: {event.message}", cause)
+        except Exception as exc:  # logged once per kind of error; the alarms go on
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._last_error:
+                log.error("case for alarm %s not opened: %s", event.rule, text)
+                self._last_error = text

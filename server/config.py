@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import ValidationError
 
-from alarms.config import rule_problems
+from alarms.config import performance_rule_problems, rule_problems
 from compute.assets import CarbonConfig
 from compute.config import (
     CalculationConfig,
@@ -27,18 +27,22 @@ from compute.config import (
 )
 from compute.entries import Records
 from compute.factors import FactorTable
+from compute.performance import PerformanceConfig, performance_problems
 from compute.plan import CalculationPlan, build_plan
 from drivers.config import DevicesConfig, device_problems
 from model.errors import ConfigError
 from model.schema import Problems, validation_problems
 from server.backupconfig import BACKUP_DEVICE, BackupConfig, RetentionConfig
 from server.calibration import calibration_device_ids
+from server.cases import CasesConfig, case_problems
+from server.conformity import monitoring_device_ids
 from server.historian import HistorianConfig
 from server.hj212.config import Hj212Config, uplink_device
 from server.influx.config import OUTBOX_DEVICE, InfluxConfig
 from server.opcua.config import OpcUaConfig
 from server.reports.config import ReportsConfig, report_problems
 from web.config import WebPlantConfig
+from web.monitoring_plan import MonitoringConfig, monitoring_problems
 
 
 class PlantConfig(WebPlantConfig):
@@ -52,6 +56,9 @@ class PlantConfig(WebPlantConfig):
     retention: RetentionConfig = RetentionConfig()
     reports: ReportsConfig = ReportsConfig()  # scheduled and custom reports
     carbon: CarbonConfig = CarbonConfig()  # carbon assets (server/assets.py)
+    performance: PerformanceConfig = PerformanceConfig()  # baseline, targets, benchmarks
+    cases: CasesConfig = CasesConfig()  # the abnormal-data case ledger (server/cases.py)
+    monitoring: MonitoringConfig = MonitoringConfig()  # web/monitoring_plan.py
 
     def system_device_ids(self) -> tuple[str, ...]:
         """The InfluxDB outbox and the backups, when there are, report alarms as devices;
@@ -60,7 +67,8 @@ class PlantConfig(WebPlantConfig):
         return (*((OUTBOX_DEVICE,) if self.influx is not None else ()),
                 *((BACKUP_DEVICE,) if self.backup is not None else ()),
                 *calibration_device_ids(self, self.instruments),
-                *(uplink_device(p.id) for p in self.hj212))
+                *(uplink_device(p.id) for p in self.hj212),
+                *monitoring_device_ids(self.monitoring))  # server/conformity.py
 
 
 class Plant(NamedTuple):
@@ -101,6 +109,11 @@ def _problems(cfg: PlantConfig) -> Problems:
     problems.extend(_cross_stage_problems(cfg, tag_paths))
     problems.extend(rule_problems(cfg))
     problems.extend(report_problems(cfg))  # server/reports/config.py
+    problems.extend(performance_problems(cfg.performance,
+                                         {u.id: u.output.unit for u in cfg.units}))
+    problems.extend(performance_rule_problems(cfg.alarms.rules, cfg.performance))
+    problems.extend(case_problems(cfg.cases, cfg.alarms.rules))  # server/cases.py
+    problems.extend(monitoring_problems(cfg, cfg.monitoring))  # web/monitoring_plan.py
     return problems
 
 

@@ -41,6 +41,7 @@ from server.config import Plant, PlantConfig
 from server.filelock import HistorianLock
 from server.historian import Historian
 from server.metrics import Monitor
+from server.performance import PerformanceKeeper
 from server.records import RecordKeeper
 from server.sinks import AlarmListener, QueuedSink, Sink
 from server.users import UserStore
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from alarms.engine import AlarmSink
     from server.backup import BackupScheduler
     from server.calibration import CalibrationMonitor
+    from server.conformity import ConformityMonitor
 
 log = logging.getLogger("carbonscada")
 
@@ -118,13 +120,20 @@ def _web(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     return WebSink(cfg, history=rt.historian, devices=rt.device_status, users=rt.users,
                    audit=rt.audit, alarms=alarms, journal=rt.historian, monitor=rt.monitor,
                    device_tags=rt, records=rt.records, reports=rt.reports,
-                   assets=rt.assets, cases=rt.cases)
+                   assets=rt.assets, cases=rt.cases, performance=rt.performance,
+                   monitoring_plan=rt.conformity)
 
 
 def _qa_capture(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
     from server.qacapture import QaCapture  # automatic zero / span checks, as entries
 
     return QaCapture(cfg, rt.records.enter)
+
+
+def _cases(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
+    from server.cases import CaseSink  # opens the cases of `cases.auto`
+
+    return CaseSink(rt.cases, cfg.cases.auto, cfg.clock, cfg.site.timezone)
 
 
 def _no_check(cfg: PlantConfig) -> None:
@@ -148,6 +157,7 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("web", lambda c: c.web.enabled, _web, _check_web),
     SinkEntry("qa_capture", lambda c: any(s.qa is not None and s.qa.auto
                                           for _, s in c.sources()), _qa_capture),
+    SinkEntry("cases", lambda c: c.cases.auto.enabled, _cases),
 )
 
 
@@ -157,6 +167,7 @@ def preflight(cfg: PlantConfig) -> None:
     from alarms.engine import AlarmSink
     from server.backupconfig import with_backup_alarm
     from server.calibration import with_calibration_alarm
+    from server.conformity import with_conformity_alarm
     from server.hj212.config import with_uplink_alarms
     from server.influx.config import with_outbox_alarm
 
@@ -164,6 +175,7 @@ def preflight(cfg: PlantConfig) -> None:
     cfg = with_uplink_alarms(cfg, cfg.hj212)
     cfg = with_backup_alarm(cfg, cfg.backup)
     cfg = with_calibration_alarm(cfg, cfg.instruments)
+    cfg = with_conformity_alarm(cfg, cfg.monitoring)
     AlarmSink(cfg)
     for entry in SINKS:
         if entry.wanted(cfg):
@@ -227,6 +239,19 @@ class Runtime:
         # Abnormal-data cases (server/cases.py): opened on a period, an alarm or an entry.
         self.cases = CaseKeeper(config.historian.path, self.historian, self.audit)
         self.reports.cases = self.cases  # the cases sheet of the emission reports
+        # The monitoring plan and its daily check (server/conformity.py): the API, the
+        # `monitoring_plan` report and the daily report's sheet, and its system alarm.
+        from server.conformity import ConformityReader
+
+        self.conformity = ConformityReader(config, config.monitoring, self.historian,
+                                           lambda: self.records.factors, config.historian.path)
+        self.reports.conformity = self.conformity
+        self.conformity_monitor: ConformityMonitor | None = None
+        # Carbon performance (server/performance.py): API, HMI, the performance report and,
+        # each time a day closes, the carbon_performance alarm rules.
+        self.performance = PerformanceKeeper(config)
+        self.reports.performance = self.performance
+        self._performance_error = ""
         self.carbon_listeners: list[Callable[[CompliancePosition, datetime],
                                              Awaitable[None]]] = []
         self._carbon_busy = False
@@ -274,14 +299,18 @@ class Runtime:
         # they were, so rules saved through the API still apply (and get it added too).
         from server.backupconfig import with_backup_alarm
         from server.calibration import with_calibration_alarm
+        from server.conformity import with_conformity_alarm
         from server.hj212.config import with_uplink_alarms
         from server.influx.config import with_outbox_alarm
 
         # The backups' alarm likewise (server/backup.py), when backups are configured, and
         # one per registered instrument for an overdue calibration (server/calibration.py).
-        # And one per HJ 212 platform whose uploads stall (server/hj212/uplink.py).
-        return with_uplink_alarms(with_calibration_alarm(with_backup_alarm(
+        # And one per HJ 212 platform whose uploads stall (server/hj212/uplink.py), and the
+        # monitoring plan's daily check (server/conformity.py).
+
+        rules = with_uplink_alarms(with_calibration_alarm(with_backup_alarm(
             with_outbox_alarm(in_force, cfg.influx), cfg.backup), cfg.instruments), cfg.hj212)
+        return with_conformity_alarm(rules, cfg.monitoring)
 
     def _build_sinks(self, cfg: PlantConfig) -> list[Sink]:
         from alarms.engine import AlarmSink
@@ -396,6 +425,7 @@ class Runtime:
             self.assets.on_change = self._carbon_position_soon  # an entry: a new position
             await self._restore_periods()
             self._carbon_position_soon()  # clients and rules see the position at once
+            await self._start_conformity_monitor()  # after the entries: lab factors apply
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
                 self.simulators.append(sim)
@@ -468,6 +498,15 @@ class Runtime:
                                     senders)
         await scheduler.start()
         self._on_stop("report schedule", scheduler.stop)
+
+    async def _start_conformity_monitor(self) -> None:
+        """The monitoring plan's daily check and its alarm (server/conformity.py)."""
+        from server.conformity import ConformityMonitor
+
+        self.conformity_monitor = ConformityMonitor(
+            self.conformity, lambda: self.historian.last_period("day"), self._on_device_event)
+        await self.conformity_monitor.start()
+        self._on_stop("monitoring plan check", self.conformity_monitor.stop)
 
     async def _start_calibration_monitor(self) -> None:
         """The overdue-calibration alarms of the instrument register, once the alarms exist."""
@@ -583,6 +622,8 @@ class Runtime:
             self._publish_period(rec)
         if closed:
             self._carbon_position_soon()
+        if any(rec.level == "day" for rec in closed):
+            self._spawn(self._carbon_performance())
 
     def _carbon_position_soon(self) -> None:
         """Compute the compliance position in a task of its own and hand it to the alarms
@@ -630,6 +671,26 @@ class Runtime:
                 self._carbon_error = text
         else:
             self._carbon_error = ""
+
+    async def _carbon_performance(self) -> None:
+        """The year's carbon performance once a day closed, to the carbon_performance rules;
+        a failure is logged once until it changes or the next one succeeds."""
+        if self._alarms is None or not any(r.get("kind") == "carbon_performance"
+                                           for r in self._alarms.rules_config()):
+            return
+        try:
+            for queued in self._sinks:
+                if queued.sink is self.historian:  # the day just closed is stored first
+                    await queued.drain()
+            perf = await self.performance.performance()
+            self._alarms.on_carbon_performance(perf, datetime.now(UTC))
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._performance_error:
+                log.error("carbon performance failed: %s", text)
+                self._performance_error = text
+        else:
+            self._performance_error = ""
 
     def _ingest(self, block: SampleBlock) -> None:
         self.store.append_block(block)

@@ -41,6 +41,8 @@ from web.handlers import build_app
 from web.hub import Hub
 from web.live import LiveState
 from web.monitoring import MONITOR, Monitor
+from web.monitoring_plan_api import MONITORING_PLAN, MonitoringPlanSource
+from web.performance import PERFORMANCE, PerformanceSource
 from web.records import RECORDS
 from web.reports import REPORTS
 from web.serialize import dumps
@@ -112,6 +114,8 @@ class WebSink:
                  reports: ReportMaking | None = None,
                  assets: CarbonAssets | None = None,
                  cases: CaseLedger | None = None,
+                 performance: PerformanceSource | None = None,
+                 monitoring_plan: MonitoringPlanSource | None = None,
                  send_timeout_s: float = 5.0,
                  client_queue_size: int = 256, close_timeout_s: float = 2.0) -> None:
         self.config = config
@@ -129,6 +133,8 @@ class WebSink:
         self._reports = reports
         self._assets = assets
         self._cases = cases
+        self._performance = performance
+        self._monitoring_plan = monitoring_plan
         self.sessions = SessionStore(timedelta(minutes=config.web.session_idle_min),
                                      timedelta(hours=config.web.session_max_h))
         self.throttle = LoginThrottle()
@@ -175,6 +181,8 @@ class WebSink:
         app[REPORTS] = self._reports  # /api/v1/reports/{kind}
         app[ASSETS] = self._assets  # /api/v1/carbon/…
         app[CASES] = self._cases  # /api/v1/cases
+        app[PERFORMANCE] = self._performance  # /api/v1/performance
+        app[MONITORING_PLAN] = self._monitoring_plan  # /api/v1/monitoring-plan
         if self._monitor is not None:  # /metrics, /health, /ready answer from it
             app[MONITOR] = self._monitor
         runner = web.AppRunner(app, shutdown_timeout=self._close_timeout_s)

@@ -38,6 +38,7 @@ from web.auth import (
     require,
     set_session_cookie,
 )
+from web.boundaries import add_boundary_routes
 from web.cases import add_case_routes
 from web.collaborators import AlarmHistory, DeviceStatus, MinuteHistory, PeriodHistory
 from web.devices import add_device_routes
@@ -46,10 +47,12 @@ from web.hub import Client, Hub
 from web.instruments import add_instrument_routes
 from web.live import LiveState
 from web.monitoring import add_monitoring_routes
+from web.monitoring_plan_api import add_monitoring_plan_routes
 from web.openapi import add_openapi_routes
 from web.params import json_body, text_field
 from web.params import parse_user_time as _parse_time
 from web.params import span as _span
+from web.performance import add_performance_routes
 from web.records import add_record_routes
 from web.reports import add_report_routes
 from web.serialize import (
@@ -555,9 +558,12 @@ def build_app(live: LiveState, hub: Hub, history: PeriodHistory | None = None,
     add_device_routes(app, api)  # /api/v1/devices/{id}/tags: raw readings
     add_instrument_routes(app, api, live.config)  # /api/v1/instruments: the register
     add_uncertainty_routes(app, api, live.config, history)  # /api/v1/uncertainty: totals
+    add_boundary_routes(app, api, live.config, history)  # /api/v1/boundaries: the tree
     add_record_routes(app, api)  # /api/v1/entries, locks, qa, revisions
     add_asset_routes(app, api)  # /api/v1/carbon/…: position, trend, ledger
     add_case_routes(app, api)  # /api/v1/cases: the abnormal-data case ledger
+    add_performance_routes(app, api)  # /api/v1/performance: baseline, targets, benchmarks
+    add_monitoring_plan_routes(app, api)  # /api/v1/monitoring-plan: plan, conformity
     add_report_routes(app, api)  # /api/v1/reports/{kind}: report files
     for kind in ("source", "unit", "stream"):
         for level in ("hours", "days"):

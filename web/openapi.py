@@ -110,9 +110,17 @@ SCHEMAS: Final[dict[str, Json]] = {
                "description": "The newest raw reading of one tag; flag, quality, t and age_s "
                               "are null before its first poll, value null for no value."},
     "PeriodRow": {**_obj({"t": {"type": "string"}, "valid": {"type": "boolean"},
-                          "flag": {"type": "string"}}),
+                          "flag": {"type": "string"},
+                          # CO2e (streams and units; compute/gases.py)
+                          "co2e_t": _NUM, "gwp_set": {"type": "string"},
+                          "ch4_t": _NUM, "n2o_t": _NUM, "gas": {"type": "string"},
+                          "gas_t": _NUM},
+                         required=("t", "valid", "flag")),
                   "description": "A stored hour or day: the historian's columns, times in "
-                                 "UTC, null for missing numbers."},
+                                 "UTC, null for missing numbers. Streams and units carry "
+                                 "co2e_t (CO2 + Σ gas · GWP) and gwp_set (the GWP set it "
+                                 "used, e.g. AR5); streams their other gases in t: ch4_t, "
+                                 "n2o_t, and a ghg stream's `gas` with gas_t for any other."},
     "Minute": _obj({"t": {"type": "string"}, "t_end": {"type": "string"},
                     "flag": {"type": "string"}, "valid": {"type": "boolean"},
                     "substitution": {"type": "string"}, "count": _INT,
@@ -148,8 +156,10 @@ SCHEMAS: Final[dict[str, Json]] = {
                    "valid_days": _INT, "co2_t": _NUM, "co2_measured_t": _NUM,
                    "n_valid": _INT, "n_substituted": _INT, "n_missing": _INT,
                    "substituted_days": _INT, "co2_cems_t": _NUM, "co2_factor_t": _NUM,
-                   "output_mwh": _NUM, "intensity_t_mwh": _NUM,
-                   "reconciliation_exceeded_days": _INT},
+                   "output_mwh": _NUM, "intensity_t_mwh": _NUM, "output_t": _NUM,
+                   "intensity_t_t": _NUM,
+                   "reconciliation_exceeded_days": _INT, "co2e_t": _NUM,
+                   "gwp_set": {"type": "string"}},
                   required=("month", "t", "t_end", "days", "valid_days")),
     "Session": _obj({"user": {"type": "string"}, "role": {"type": "string"},
                      "csrf_token": {"type": "string"}, "expires": {"type": "string"},
@@ -231,6 +241,38 @@ SCHEMAS: Final[dict[str, Json]] = {
         "units": {"type": "array", "items": {"allOf": [
             _obj({"unit": {"type": "string"}}), _ref("TotalUncertainty")]}},
         "site": _ref("TotalUncertainty")}),
+    # The boundary tree site → process → facility rolled up (web/boundaries.py).
+    "BoundaryNode": {**_obj({
+        "level": {"enum": ["site", "process", "facility"]}, "id": {"type": "string"},
+        "name": {"type": "string"}, "name_zh": {"type": "string"}, "kind": {"type": "string"},
+        "co2_t": _NUM, "co2e_t": _NUM, "output_mwh": _NUM, "output_t": _NUM,
+        "share_of_parent_pct": _NUM, "share_of_site_pct": _NUM,
+        "co2e_share_of_parent_pct": _NUM, "co2e_share_of_site_pct": _NUM,
+        "complete": {"type": "boolean"}, "valid": {"type": "boolean"}, "n_valid": _INT,
+        "n_invalid": _INT, "missing": {"type": "array", "items": {"type": "string"}},
+        "children": {"type": "array", "items": {"$ref": "#/components/schemas/BoundaryNode"}}}),
+        "description": "CO2 and CO2e (t) of the facilities below over the stored periods; "
+                       "complete: every facility below has a value in every period (else "
+                       "the totals are of what is known and `missing` names the rest); "
+                       "shares in % of the parent and of the site, null unless the node and "
+                       "the whole are complete and the whole > 0; n_valid / n_invalid: the "
+                       "children (a facility's: its emission points) valid in every period."},
+    "Boundaries": _obj({
+        "level": {"enum": ["hour", "day", "month", "year"]}, "label": {"type": "string"},
+        "t": {"type": "string"}, "t_end": {"type": "string"}, "timezone": {"type": "string"},
+        "periods_stored": _INT, "periods_ended": _INT, "site": _ref("BoundaryNode")}),
+    "BoundaryTree": _obj({
+        "site": _obj({"id": {"type": "string"}, "name": {"type": "string"},
+                      "name_zh": {"type": "string"}}),
+        "processes": {"type": "array", "items": _obj({
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "name_zh": {"type": "string"}, "kind": {"type": "string"},
+            "implicit": {"type": "boolean"},
+            "facilities": {"type": "array", "items": _obj({
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "name_zh": {"type": "string"}, "output_unit": {"type": "string"},
+                "sources": {"type": "array", "items": {"type": "string"}},
+                "streams": {"type": "array", "items": {"type": "string"}}})}})}}),
     "InstrumentRegister": _obj({
         "t": {"type": "string"}, "date": {"type": "string", "format": "date"},
         "timezone": {"type": "string"}, "due_soon_days": _INT,
@@ -368,6 +410,61 @@ _CSV_BODY: Final = {"required": True, "content": {"text/csv": {"schema": {
     "type": "string", "description": "header " + ",".join(CSV_COLUMNS) + "; one value a row"}}}}
 
 
+def _boundary_paths(api: str) -> dict[str, Json]:
+    """The boundary routes of web/boundaries.py."""
+    level = {"name": "level", "in": "query", "required": False,
+             "schema": {"enum": ["hour", "day", "month", "year"], "default": "day"},
+             "description": "hour: the plant hour containing t (default the last complete "
+                            "one); day: the plant-local day containing t (default "
+                            "yesterday); month, year: the plant-local month or year "
+                            "containing t (default the current one), its stored days"}
+    t = {"name": "t", "in": "query", "required": False, "example": "2026-11-21",
+         "schema": {"type": "string"},
+         "description": "a time in the period, ISO 8601 with a UTC offset, or a plant-local "
+                        "date: 2026-11-21 (day, month, year), 2026-11 (month, year), 2026 "
+                        "(year)"}
+    return {
+        f"{api}/boundaries": {"get": _get(
+            "CO2 and CO2e of the site, each process (accounting unit) and each facility "
+            "over an hour, day, month or year, with each one's share of its parent and of "
+            "the site",
+            _json_response("the rolled-up tree (times plant local)", _ref("Boundaries")),
+            params=[level, t], errors={**_BAD, **_NO_HISTORIAN}, tags=("history",))},
+        f"{api}/boundaries/tree": {"get": _get(
+            "The boundary tree: the site, its processes and their facilities and emission "
+            "points", _json_response("the tree", _ref("BoundaryTree")), tags=("live",))},
+    }
+
+
+def _monitoring_plan_paths(api: str) -> dict[str, Json]:
+    """The monitoring plan's routes of web/monitoring_plan_api.py."""
+    row = {"type": "object", "additionalProperties": True}
+    plan = _json_response("one row per monitored parameter: unit of measure, how it is "
+                          "obtained, planned frequency, instrument and accuracy, missing-"
+                          "data rule, owner", {"type": "object", "properties": {
+                              "t": {"type": "string"},
+                              "parameters": {"type": "array", "items": row}}})
+    day = {"name": "day", "in": "query", "required": True, "example": "2026-12-01",
+           "schema": {"type": "string", "format": "date"},
+           "description": "a closed plant-local day, YYYY-MM-DD"}
+    check = _json_response("per parameter: readings planned and received, capture rate, "
+                           "instrument calibration, substituted hours, verdict and why",
+                           {"type": "object", "properties": {
+                               "day": {"type": "string"}, "conforms": {"type": "boolean"},
+                               "deviations": _INT, "summary": {"type": "string"},
+                               "parameters": {"type": "array", "items": row}}})
+    none = {"503": _error("this server has no monitoring plan")}
+    return {
+        f"{api}/monitoring-plan": {"get": _get(
+            "The monitoring plan generated from the configuration", plan, errors=none,
+            tags=("monitoring plan",))},
+        f"{api}/monitoring-plan/conformity": {"get": _get(
+            "The check of one closed plant-local day against the monitoring plan", check,
+            params=[day], errors={"400": _error("no date, or not one"),
+                                  "404": _error("no such closed day stored"), **none},
+            tags=("monitoring plan",))}}
+
+
 def _report_paths(api: str) -> dict[str, Json]:
     """The report route of web/reports.py."""
     files = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -491,6 +588,57 @@ _CARBON_BODY: Final = {"required": True, "content": {"application/json": {"schem
         "{year, side renewable_mwh|green_certificate_mwh|ccus_t, quantity_t (MWh or t)} · "
         "verified {year, quantity_t} · reversal {reverses, reason}. Instruments: "
         "national_allowance, local_allowance, ccer, other_offset.")}}}}
+
+
+_PROGRESS_T: Final = (
+    "co2_ytd_t", "co2_qtd_t", "baseline_co2_t", "normalised_baseline_ytd_t", "vs_baseline_t",
+    "vs_baseline_pct", "target_year_t", "target_quarter_t", "target_ytd_t",
+    "target_ytd_quarters_t", "target_qtd_t", "deviation_ytd_t", "deviation_ytd_pct",
+    "deviation_ytd_quarters_t", "deviation_ytd_quarters_pct", "deviation_qtd_t",
+    "deviation_qtd_pct", "intensity_deviation_pct", "target_used_pct")
+# A power unit's outputs end in _mwh and intensities in _t_mwh, a product unit's in _t, _t_t.
+_PROGRESS_VARIANT: Final = tuple(
+    f"{k}{sfx}" for k, sfxs in (
+        ("output_ytd", ("_mwh", "_t")), ("output_qtd", ("_mwh", "_t")),
+        ("baseline_output", ("_mwh", "_t")), ("intensity_ytd", ("_t_mwh", "_t_t")),
+        ("intensity_qtd", ("_t_mwh", "_t_t")), ("baseline_intensity", ("_t_mwh", "_t_t")),
+        ("target_intensity", ("_t_mwh", "_t_t")), ("intensity_deviation", ("_t_mwh", "_t_t")))
+    for sfx in sfxs)
+_PROGRESS: Final = _obj({"unit": {"type": "string"}, "output_unit": {"enum": ["MWh", "t", ""]},
+                         **{k: _NUM for k in (*_PROGRESS_T, *_PROGRESS_VARIANT)}},
+                        required=("unit", "output_unit", *_PROGRESS_T))
+_BENCHMARK_GAP: Final = _obj({
+    "unit": {"type": "string"}, "indicator": {"enum": ["intensity_t_mwh", "intensity_t_t"]},
+    "kind": {"enum": ["benchmark", "best_in_class", "advanced"]},
+    **{f"{k}_{i}": _NUM for k in ("value", "actual", "gap")
+       for i in ("intensity_t_mwh", "intensity_t_t")},
+    "source": {"type": "string"}, "gap_pct": _NUM, "rank": _INT},
+    required=("unit", "indicator", "kind", "source", "gap_pct", "rank"))
+_PERFORMANCE: Final = _obj({
+    "year": _INT, "as_of": {"type": "string", "format": "date"}, "days_in_year_d": _INT,
+    "days_elapsed_d": _INT, "quarter": _INT, "quarter_days_d": _INT,
+    "quarter_days_elapsed_d": _INT, "co2_basis": {"enum": ["accounted", "cems", "factor"]},
+    "baseline_year": {"type": ["integer", "null"]}, "baseline_source": {"type": "string"},
+    "target_source": {"type": "string"}, "units": {"type": "array", "items": _PROGRESS},
+    "site": _PROGRESS, "benchmarks": {"type": "array", "items": _BENCHMARK_GAP}})
+
+
+def _performance_paths(api: str) -> dict[str, Json]:
+    """The carbon-performance route of web/performance.py."""
+    year = [{"name": "year", "in": "query", "required": False, "example": 2026,
+             "description": "plant-local calendar year; default the current one",
+             "schema": {"type": "integer", "minimum": MIN_CARBON_YEAR,
+                        "maximum": MAX_CARBON_YEAR}}]
+    return {f"{api}/performance": {"get": _get(
+        "Carbon performance of a year (closed days before today): per unit and for the site "
+        "the baseline and the baseline normalised to the output, the targets (the year's, "
+        "prorated by days and by the quarters' shares, the quarter's), the deviations (t, %) "
+        "and the intensity against the configured benchmarks (gap t/MWh and %, ranked, with "
+        "their sources)",
+        _json_response("the performance", _PERFORMANCE), params=year,
+        errors={**_BAD, "503": _error("no carbon performance here, or the historian cannot "
+                                      "be read (the message names the file)")},
+        tags=("performance",))}}
 
 
 def _carbon_paths(api: str) -> dict[str, Json]:
@@ -799,8 +947,11 @@ def _paths() -> dict[str, Json]:
         **_user_paths(api),
         **_record_paths(api),
         **_carbon_paths(api),
+        **_performance_paths(api),
         **_case_paths(api),
         **_report_paths(api),
+        **_boundary_paths(api),
+        **_monitoring_plan_paths(api),  # web/monitoring_plan_api.py
         "/metrics": {"get": _get("Prometheus text exposition of the server's metrics",
                                  _text("metrics"), errors={"404": _text("no monitor")},
                                  tags=("monitoring",))},

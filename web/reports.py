@@ -1,10 +1,10 @@
 """Reports over HTTP: GET /api/v1/reports/{kind}?from=&to=&format=xlsx|csv|pdf.
 
-`kind`: daily, monthly, annual, platform (the carbon-market monthly workbook) or a custom
-definition's name. The report covers the whole plant-local days, months or years from
-`from` to `to`; the answer is the file (Content-Disposition: attachment). The report
-maker (server/reports/) reads the historian and builds off the event loop; this module
-only speaks HTTP.
+`kind`: daily, monthly, annual, platform (the carbon-market monthly workbook),
+performance (the carbon performance of each year covered) or a custom definition's name.
+The report covers the whole plant-local days, months or years from `from` to `to`; the
+answer is the file (Content-Disposition: attachment). The report maker (server/reports/)
+reads the historian and builds off the event loop; this module only speaks HTTP.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from web.params import span
 
 REPORTS: Final[web.AppKey[ReportMaking | None]] = web.AppKey("reports")
 FORMATS: Final = ("xlsx", "csv", "pdf")
-KINDS: Final = ("daily", "monthly", "annual", "platform")  # built in; custom ones besides
+KINDS: Final = ("daily", "monthly", "annual", "platform",  # built in; custom ones besides
+                 "performance")
 MAX_SPAN_DAYS: Final = 400 * 366  # the report maker limits the periods (400) itself
 
 

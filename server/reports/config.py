@@ -22,7 +22,7 @@ from model.schema import ConfigModel, Identifier, Problems
 
 FORMATS = ("xlsx", "csv", "pdf")
 Format = Literal["xlsx", "csv", "pdf"]
-BUILT_IN = ("daily", "monthly", "annual", "platform")
+BUILT_IN = ("daily", "monthly", "annual", "platform", "performance", "monitoring_plan")
 
 
 class ScheduleConfig(ConfigModel):

@@ -19,15 +19,27 @@ from zoneinfo import ZoneInfo
 from compute.assets import AssetEntry, CompliancePosition
 from compute.clock import PlantClock
 from compute.factors import FactorTable
+from compute.performance import Performance
 from model.errors import InvalidValueError
 from model.records import PeriodRecords
+from server.reports.boundaries import boundary_table
 from server.reports.carbon import carbon_tables
 from server.reports.cases import case_table
 from server.reports.config import BUILT_IN, FORMATS
 from server.reports.definition import ReportDefinition, custom_report
+from server.reports.monitoring import conformity_table, plan_table
+from server.reports.performance import performance_notes, performance_tables
 from server.reports.platform import platform_report
-from server.reports.tables import KIND_LEVEL, Periods, Report, ReportData, emission_report
+from server.reports.tables import (
+    KIND_LEVEL,
+    Periods,
+    Report,
+    ReportData,
+    Table,
+    emission_report,
+)
 from server.reports.writers import CONTENT_TYPES, render
+from web.monitoring_plan import DayConformity, PlanRow
 
 MAX_PERIODS = 400  # days of a daily report (a year and some), months of a monthly one …
 MAX_PDF_PERIODS = 62  # a PDF is for print: two months of days, five years of months
@@ -67,6 +79,36 @@ class CaseListing(Protocol):
 CASE_KINDS = ("daily", "monthly", "annual")  # the reports that carry the cases sheet
 
 
+class PerformanceReading(Protocol):
+    """What the performance sheets read (server/performance.py PerformanceKeeper)."""
+
+    async def performance(self, year: int | None = None) -> Performance:
+        """The performance of `year` to date."""
+        ...
+
+    async def quarter_ends(self, year: int) -> list[Performance]:
+        """The performance of `year` at the end of each quarter begun."""
+        ...
+
+
+PERFORMANCE_KINDS = ("annual",)  # the reports that carry the performance sheets
+
+
+class ConformityChecks(Protocol):
+    """What the monitoring-plan sheets read (server/conformity.py ConformityReader)."""
+
+    def plan(self, at: datetime | None = None) -> tuple[PlanRow, ...]:
+        """The plan's rows, the factors as in force at `at`."""
+        ...
+
+    async def days(self, start: datetime, end: datetime) -> list[DayConformity]:
+        """The checks of every stored day starting in [start, end), oldest first."""
+        ...
+
+
+CONFORMITY_KINDS = ("daily",)  # the reports that carry the conformity sheet
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedReport:
     """A written report: its bytes, their media type and a file name for them."""
@@ -94,6 +136,11 @@ class ReportMaker:
         self.assets = assets
         # The abnormal-data case ledger: with it the emission reports list the period's cases.
         self.cases: CaseListing | None = None
+        # The carbon performance: the `performance` kind, and the annual report's sheets.
+        self.performance: PerformanceReading | None = None
+        # The monitoring plan's daily check: the daily report's conformity sheet. The
+        # `monitoring_plan` kind reads the historian's file itself when it is not set.
+        self.conformity: ConformityChecks | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -106,6 +153,10 @@ class ReportMaker:
             return KIND_LEVEL[kind]
         if kind == "platform":
             return "month"
+        if kind == "performance":
+            return "year"
+        if kind == "monitoring_plan":
+            return "day"
         if kind in self.definitions:
             return self.definitions[kind].period
         raise InvalidValueError(f"unknown report kind {kind!r} (known: {', '.join(self.kinds)})")
@@ -122,10 +173,14 @@ class ReportMaker:
         if kind == "platform" and len(per.bounds) != 1:
             raise InvalidValueError("the platform workbook covers one month: give --from and "
                                     "--to within one plant-local month")
+        cfg, clock = self.config, self.clock
+        if kind == "performance":
+            return await self._performance_report(per)
+        if kind == "monitoring_plan":
+            return await self._monitoring_plan_report(per)
         days = await self._historian.periods("day", per.start, per.end)
         hours = await self._historian.periods("hour", per.start, per.end)
         data = ReportData(days, hours)
-        cfg, clock = self.config, self.clock
         if kind == "platform":
             entries = list(self._entries())
             return await asyncio.to_thread(platform_report, cfg, clock, per.start, data,
@@ -135,13 +190,67 @@ class ReportMaker:
                                            per.start, per.end, data)
         rep = await asyncio.to_thread(emission_report, kind, cfg, clock, per.level, per.start,
                                       per.end, data, self._factors())
+        # The boundaries sheet: site, processes and facilities with their shares.
+        bounds = await asyncio.to_thread(boundary_table, cfg, per, days)
+        rep = dataclasses.replace(rep, tables=(*rep.tables, bounds))
         if self.cases is not None and kind in CASE_KINDS:
             table = case_table(self.cases.cases(), per.start, per.end,
                                ZoneInfo(self.clock.timezone))
             rep = dataclasses.replace(rep, tables=(*rep.tables, table))
+        if self.performance is not None and kind in PERFORMANCE_KINDS:
+            tables, notes = await self._performance_sheets(per)
+            rep = dataclasses.replace(rep, tables=(*rep.tables, *tables),
+                                      notes=(*rep.notes, *notes))
+        if self.conformity is not None and kind in CONFORMITY_KINDS:
+            checks = await self.conformity.days(per.start, per.end)
+            rep = dataclasses.replace(rep, tables=(*rep.tables, conformity_table(checks)))
         if self.assets is None or kind not in CARBON_KINDS:
             return rep
         return await self._with_carbon(rep, per)
+
+    def _conformity_checks(self) -> ConformityChecks:
+        """The monitoring plan's checks: the runtime's, else read from the historian file."""
+        if self.conformity is not None:
+            return self.conformity
+        from server.conformity import ConformityReader
+
+        cfg = self.config
+        return ConformityReader(cfg, cfg.monitoring, self._historian, self._factors,
+                                cfg.historian.path)
+
+    async def _monitoring_plan_report(self, per: Periods) -> Report:
+        """The `monitoring_plan` report: the plan as at the end of the period, and the
+        check of every stored day of it."""
+        checks = self._conformity_checks()
+        plan = checks.plan(per.end - timedelta(microseconds=1))
+        days = await checks.days(per.start, per.end)
+        cfg = self.config
+        notes = ("监测计划由配置生成；数据获取率 = 实获取数 / 应获取数（按计划频次），"
+                 "每分钟最多计入计划数。The plan is generated from the configuration; "
+                 "capture rate = readings received / readings planned at the planned "
+                 "frequency, a minute counting at most the readings the plan asks of it.",
+                 "因子按期末有效版本列出。Factors as the versions in force at the period's end.")
+        return Report("monitoring_plan", "监测计划及执行检查", "Monitoring plan and conformity",
+                      cfg.site.id, cfg.site.name_zh or cfg.site.name, cfg.site.timezone,
+                      per.start, per.end, (plan_table(plan), conformity_table(days)), notes)
+
+    async def _performance_sheets(self, per: Periods) -> tuple[tuple[Table, ...],
+                                                              tuple[str, ...]]:
+        """The performance sheets and notes of the years of `per`."""
+        if self.performance is None:
+            raise InvalidValueError("this server computes no carbon performance")
+        years = sorted({self.clock.scaled_local(t0).year for t0, _ in per.bounds})
+        perfs = [await self.performance.performance(y) for y in years]
+        quarters = [await self.performance.quarter_ends(y) for y in years]
+        return performance_tables(perfs, quarters), performance_notes(perfs)
+
+    async def _performance_report(self, per: Periods) -> Report:
+        """The `performance` report: the performance sheets of the years of `per`."""
+        tables, notes = await self._performance_sheets(per)
+        cfg = self.config
+        return Report("performance", "碳绩效报告", "Carbon performance report", cfg.site.id,
+                      cfg.site.name_zh or cfg.site.name, cfg.site.timezone, per.start, per.end,
+                      tables, notes)
 
     async def _with_carbon(self, rep: Report, per: Periods) -> Report:
         """The report with the carbon-asset sheets of its compliance years appended."""

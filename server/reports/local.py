@@ -12,8 +12,10 @@ from server.assets import AssetKeeper
 from server.audit import AuditLog
 from server.cases import CaseKeeper
 from server.config import Plant
+from server.conformity import ConformityReader
 from server.historian import Historian
 from server.ledger import Ledger
+from server.performance import PerformanceKeeper
 from server.records import qa_limits, records_of
 from server.reports.definition import load_definitions
 from server.reports.engine import RenderedReport, ReportMaker
@@ -40,6 +42,10 @@ async def make_from_files(plant: Plant, origin: str, kind: str, start: datetime,
         cases = CaseKeeper(path, historian, AuditLog(path))  # reads only
         await cases.load()
         maker.cases = cases
+        # The monitoring plan's daily checks: the daily report's conformity sheet.
+        maker.conformity = ConformityReader(cfg, cfg.monitoring, historian, lambda: factors,
+                                            path)
+        maker.performance = PerformanceKeeper(cfg, path)  # reads only
         return await maker.make(kind, start, end, fmt)
     finally:
         await historian.stop()

@@ -8,6 +8,9 @@
   const DASH = "—";
   const VIEWS = ["overview", "trends", "periods", "alarms", "devices", "allowance", "records",
     "admin"];
+  VIEWS.push("cases"); // web/static/cases.js
+  VIEWS.push("boundaries"); // web/static/boundaries.js
+  VIEWS.push("performance"); // web/static/performance.js
   const LANG_KEY = "carbonscada.lang";
   const COLORS = ["#58a6ff", "#3fb950", "#d2a8ff", "#f0a020", "#39c5cf", "#ff7b72"];
   const BAD = "#f04848";
