@@ -13,7 +13,7 @@ APT_TEST_PACKAGES := victoria-metrics mosquitto chromium fonts-wqy-microhei
 NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 
-.PHONY: run test lint bench system-deps node-deps web-vendor clean
+.PHONY: run run-steel test lint bench system-deps node-deps web-vendor clean
 
 # The HMI's chart library (uPlot, MIT) from npm, pinned by web/vendor/package-lock.json. Its
 # built files are committed under web/static/vendor/, so `make run` needs neither npm nor
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/carbonscada run
+
+# The second demo: a steel works (blast furnace, lime kiln, power plant), HMI on :8081.
+run-steel: $(STAMP)
+	$(BIN)/carbonscada run -c config/demo-steel.yaml
 
 system-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do \
