@@ -79,3 +79,18 @@ def later_by(start: datetime, duration: timedelta, what: str) -> datetime:
         raise TimeRangeError(f"{what}: {stamp} + {duration} is outside the allowed range "
                              f"{RANGE_TEXT}")
     return start + duration
+
+
+# Compliance years a request or an entry may name: from the first emissions-trading year
+# anywhere (EU ETS, 2005) to the end of the century.
+MIN_YEAR: Final = 2005
+MAX_YEAR: Final = 2100
+
+
+def parse_year(text: str, name: str = "year") -> int:
+    """The year `text` gives; InvalidValueError naming `name` unless 2005 to 2100."""
+    shown = text if len(text) <= 20 else text[:20] + "…"
+    if not (text.isascii() and text.isdigit()) or not MIN_YEAR <= int(text) <= MAX_YEAR:
+        raise InvalidValueError(f"query parameter {name!r} must be a year from {MIN_YEAR} "
+                                f"to {MAX_YEAR}, not {shown!r}")
+    return int(text)

@@ -50,12 +50,12 @@ from compute.assets import position_json as position_json  # JSON of a position,
 from compute.clock import PlantClock
 from model.errors import CarbonScadaError, ConfigError, InvalidValueError
 from model.records import PeriodRecords
+from model.times import MAX_YEAR, MIN_YEAR
 from server.audit import AuditLog
 from server.config import Plant
 from server.historian import Historian
 from server.tablefile import TableFile
 
-MIN_YEAR = 2005  # the first emissions-trading compliance year anywhere (EU ETS)
 EPS_T = 1e-9  # tonnes: what "more than held" tolerates of float sums
 # A renewable meter's tag unit: (MWh per unit, a counter?); rates are per hour.
 RENEWABLE_UNITS: dict[str, tuple[float, bool]] = {
@@ -98,7 +98,7 @@ class _In(BaseModel):
     reason: str = ""
 
 
-Year = Annotated[int, Field(ge=MIN_YEAR, le=2100)]
+Year = Annotated[int, Field(ge=MIN_YEAR, le=MAX_YEAR)]
 Tonnes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 

@@ -27,9 +27,8 @@ from compute.performance import (
     quarter_bounds,
 )
 from model.errors import CarbonScadaError, InvalidValueError
+from model.times import MAX_YEAR, MIN_YEAR
 
-MIN_YEAR = 2005
-MAX_YEAR = 2100
 # The CO2 of a stored day: the accounted one (its unit's basis; rows stored before it was
 # kept have none: their CEMS figure, the only basis then), or one method's.
 _COLUMN = {"accounted": "COALESCE(co2_t, co2_cems_t)", "cems": "co2_cems_t",
@@ -84,16 +83,6 @@ def unit_sums(path: str | Path, column: str, bounds: Sequence[tuple[datetime, da
     return {str(r[0]): [Sums(float(r[1 + 2 * i]), float(r[2 + 2 * i])) for i in range(len(ms))]
             for r in rows}
 
-
-def check_year(text: str | None) -> int | None:
-    """A year from a query parameter; InvalidValueError naming it otherwise."""
-    if text is None:
-        return None
-    shown = text if len(text) <= 20 else text[:20] + "…"
-    if not (text.isascii() and text.isdigit()) or not MIN_YEAR <= int(text) <= MAX_YEAR:
-        raise InvalidValueError(f"query parameter 'year' must be a year from {MIN_YEAR} to "
-                                f"{MAX_YEAR}, not {shown!r}")
-    return int(text)
 
 
 class PerformanceKeeper:

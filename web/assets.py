@@ -21,13 +21,11 @@ from compute.assets import KINDS, position_json
 from model.errors import InvalidValueError
 from web.auth import ApiError, require
 from web.collaborators import CarbonAssets
-from web.params import csv_body, json_body
+from web.params import csv_body, json_body, year_param
 from web.serialize import dumps, num
 
 ASSETS: Final[web.AppKey[CarbonAssets | None]] = web.AppKey("assets")
 ROLE: Final = "engineer"  # who may enter carbon-ledger entries
-MIN_YEAR: Final = 2005
-MAX_YEAR: Final = 2100
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -41,26 +39,17 @@ def _keeper(request: web.Request) -> CarbonAssets:
     return keeper
 
 
-def _year(request: web.Request) -> int | None:
-    text = request.query.get("year")
-    if text is None:
-        return None
-    shown = text if len(text) <= 20 else text[:20] + "…"
-    if not (text.isascii() and text.isdigit()) or not MIN_YEAR <= int(text) <= MAX_YEAR:
-        raise ApiError(400, f"query parameter 'year' must be a year from {MIN_YEAR} to "
-                            f"{MAX_YEAR}, not {shown!r}")
-    return int(text)
-
 
 async def _get_position(request: web.Request) -> web.Response:
     keeper = _keeper(request)
-    return _json(position_json(await keeper.position(_year(request))))
+    return _json(position_json(await keeper.position(year_param(request))))
 
 
 async def _get_trend(request: web.Request) -> web.Response:
     keeper = _keeper(request)
     # NaN (a month without output has no intensity) goes out as null
-    return _json([{k: num(v) for k, v in m.items()} for m in await keeper.trend(_year(request))])
+    trend = await keeper.trend(year_param(request))
+    return _json([{k: num(v) for k, v in m.items()} for m in trend])
 
 
 async def _get_entries(request: web.Request) -> web.Response:

@@ -18,9 +18,8 @@ from aiohttp import web
 from compute.assets import CSV_HEADER as CARBON_CSV_HEADER
 from compute.assets import KINDS as CARBON_KINDS
 from model.accounts import ROLES
+from model.times import MAX_YEAR, MIN_YEAR
 from web.admin import MAX_NAME, MAX_PASSWORD
-from web.assets import MAX_YEAR as MAX_CARBON_YEAR
-from web.assets import MIN_YEAR as MIN_CARBON_YEAR
 from web.auth import COOKIE, CSRF_HEADER
 from web.cases import ROLE_OF_EVENT as CASE_ROLE_OF_EVENT
 from web.cases import STATES as CASE_STATES
@@ -627,8 +626,8 @@ def _performance_paths(api: str) -> dict[str, Json]:
     """The carbon-performance route of web/performance.py."""
     year = [{"name": "year", "in": "query", "required": False, "example": 2026,
              "description": "plant-local calendar year; default the current one",
-             "schema": {"type": "integer", "minimum": MIN_CARBON_YEAR,
-                        "maximum": MAX_CARBON_YEAR}}]
+             "schema": {"type": "integer", "minimum": MIN_YEAR,
+                        "maximum": MAX_YEAR}}]
     return {f"{api}/performance": {"get": _get(
         "Carbon performance of a year (closed days before today): per unit and for the site "
         "the baseline and the baseline normalised to the output, the targets (the year's, "
@@ -647,8 +646,8 @@ def _carbon_paths(api: str) -> dict[str, Json]:
     year = [{"name": "year", "in": "query", "required": False, "example": 2026,
              "description": "compliance year (plant-local calendar year); default the "
                             "current one",
-             "schema": {"type": "integer", "minimum": MIN_CARBON_YEAR,
-                        "maximum": MAX_CARBON_YEAR}}]
+             "schema": {"type": "integer", "minimum": MIN_YEAR,
+                        "maximum": MAX_YEAR}}]
     write = {**_BAD, **_LOGIN, **keeper}
     return {
         f"{api}/carbon/position": {"get": _get(

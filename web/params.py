@@ -9,7 +9,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from model.times import TimeRangeError, parse_time
+from model.errors import InvalidValueError
+from model.times import TimeRangeError, parse_time, parse_year
 from web.auth import ApiError
 from web.serialize import Json
 
@@ -41,6 +42,17 @@ def span(request: web.Request, longest: timedelta, what: str) -> tuple[datetime,
     if end - start > longest:
         raise ApiError(400, f"at most {longest.days} days of {what} per request")
     return start, end
+
+
+def year_param(request: web.Request, name: str = "year") -> int | None:
+    """The optional year query parameter `name`; 400 naming it unless 2005 to 2100."""
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return parse_year(text, name)
+    except InvalidValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def count_param(request: web.Request, name: str, largest: int) -> int | None:

@@ -16,10 +16,8 @@ from aiohttp import web
 
 from model.errors import CarbonScadaError, InvalidValueError
 from web.auth import ApiError
+from web.params import year_param
 from web.serialize import dumps
-
-MIN_YEAR: Final = 2005
-MAX_YEAR: Final = 2100
 
 
 class PerformanceSource(Protocol):
@@ -33,22 +31,12 @@ class PerformanceSource(Protocol):
 PERFORMANCE: Final[web.AppKey[PerformanceSource | None]] = web.AppKey("performance")
 
 
-def _year(request: web.Request) -> int | None:
-    text = request.query.get("year")
-    if text is None:
-        return None
-    shown = text if len(text) <= 20 else text[:20] + "…"
-    if not (text.isascii() and text.isdigit()) or not MIN_YEAR <= int(text) <= MAX_YEAR:
-        raise ApiError(400, f"query parameter 'year' must be a year from {MIN_YEAR} to "
-                            f"{MAX_YEAR}, not {shown!r}")
-    return int(text)
-
 
 async def _get_performance(request: web.Request) -> web.Response:
     source = request.app.get(PERFORMANCE)
     if source is None:
         raise ApiError(503, "this server computes no carbon performance")
-    year = _year(request)
+    year = year_param(request)
     try:
         body = await source.performance_json(year)
     except InvalidValueError as exc:
