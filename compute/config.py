@@ -264,7 +264,7 @@ class CounterConfig(ConfigModel):
 
 StreamKind = Literal["solid_fuel", "liquid_fuel", "gaseous_fuel", "electricity", "heat",
                      "process", "carbon_input", "carbon_output", "clinker", "lime",
-                     "electricity_export", "heat_export", "ghg"]
+                     "electricity_export", "heat_export", "ghg", "electricity_green"]
 # Per kind: the unit of the quantity, and the factor method (fuels may use measured carbon).
 # carbon_input / carbon_output: the materials of a carbon balance (factor c_tc_t; outputs
 # count negative); clinker / lime: carbonate CO2 from the product's CaO / MgO content;
@@ -282,11 +282,15 @@ STREAM_KINDS: dict[str, tuple[QuantityUnit, Method]] = {
     "lime": ("t", "carbonate_oxides"),
     "electricity_export": ("MWh", "electricity_export"),
     "heat_export": ("GJ", "heat_export"),
+    # Green electricity bought, kept apart from the grid purchase (its own factor, 0 where
+    # the rules count it zero-emission); not part of the net grid purchase.
+    "electricity_green": ("MWh", "electricity_green"),
     # Another greenhouse gas (`gas`: CH4, CH4_fossil, N2O or one of gwp.gases), in t of an
     # activity × ef_t_gas_t, or measured itself in t/h with ef_t_gas_t 1; no CO2.
     "ghg": ("t", "ghg"),
 }
-INDIRECT_KINDS = ("electricity", "heat", "electricity_export", "heat_export")
+INDIRECT_KINDS = ("electricity", "heat", "electricity_export", "heat_export",
+                  "electricity_green")
 
 
 class StreamConfig(ConfigModel):

@@ -9,6 +9,9 @@ Formulas (DESIGN.md "Emission-factor method"), all results in t CO2:
   · 44/12, as signed carbon streams: an input + Q · C · 44/12, an output − Q · C · 44/12
 - carbonate oxides: E = Q · ((CaO − CaO_raw) · 44/56.08 + (MgO − MgO_raw) · 44/40.30)
 - exported electricity / heat: E = − MWh · EF / − GJ · EF (net purchase = purchased − exported)
+- green electricity (bought with certificates or over a dedicated line): E = MWh · EF_green,
+  kept apart from the grid purchase; EF_green is 0 where the rules in force count it
+  zero-emission, else the grid factor: a change of rule is a new factor version
 
 Outputs and exports give a negative t CO2 (their quantity stays ≥ 0): a unit's
 factor-method total is then the plain sum of its streams.
@@ -42,7 +45,7 @@ I64 = npt.NDArray[np.int64]
 
 Method = Literal["ncv_cc_of", "measured_carbon", "electricity", "heat", "process",
                  "carbon_input", "carbon_output", "carbonate_oxides", "electricity_export",
-                 "heat_export", "ghg"]
+                 "heat_export", "ghg", "electricity_green"]
 QuantityUnit = Literal["t", "1e4m3", "MWh", "GJ"]
 
 EF_GRID_TCO2_MWH = 0.5703  # 2022 national grid average, MEE
@@ -63,6 +66,7 @@ FACTOR_UNITS: Mapping[str, str] = MappingProxyType({
     "c_ar_tc_t": "tC/t",
     "c_ar_tc_1e4m3": "tC/10⁴m³",
     "ef_tco2_mwh": "t CO2/MWh",
+    "ef_green_tco2_mwh": "t CO2/MWh",  # green electricity: may be 0 (the rules decide)
     "ef_tco2_gj": "t CO2/GJ",
     "ef_tco2_t": "t CO2/t",
     "c_tc_t": "tC/t",  # carbon content of a carbon-balance material (lab entry)
@@ -102,6 +106,7 @@ REQUIRED_FACTORS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
                                 "mgo_raw_fraction"),
     ("electricity_export", "MWh"): ("ef_tco2_mwh",),
     ("heat_export", "GJ"): ("ef_tco2_gj",),
+    ("electricity_green", "MWh"): ("ef_green_tco2_mwh",),
     ("ghg", "t"): ("ef_t_gas_t",),
 })
 # Each method's formula over the factor names, as a verifier would type it (recalc rows).
@@ -117,6 +122,7 @@ FORMULA_TEXT: Mapping[str, str] = MappingProxyType({
                         "+(mgo_fraction-mgo_raw_fraction)*44/40.30)",
     "electricity_export": "-quantity*ef_tco2_mwh",
     "heat_export": "-quantity*ef_tco2_gj",
+    "electricity_green": "quantity*ef_green_tco2_mwh",
     "ghg": "0 (gas_t=quantity*ef_t_gas_t)",
 })
 # Optional factors: the CaO / MgO of clinker or lime not from carbonates is often negligible.
@@ -147,6 +153,10 @@ def check_factor(name: str, value: float, *, stream: str | None = None,
         if not (0.0 < v <= 1.0):
             raise InvalidValueError(f"{_where(stream, version)}: factor c_tc_t = {value!r} "
                                     "is outside (0, 1]")
+    elif name == "ef_green_tco2_mwh":
+        if not (math.isfinite(v) and v >= 0.0):
+            raise InvalidValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
+                                    "must be finite and >= 0")
     elif name in _FRACTIONS:
         if not (0.0 <= v <= 1.0):
             raise InvalidValueError(f"{_where(stream, version)}: factor {name} = {value!r} "
@@ -289,6 +299,18 @@ def heat_export_co2_t(gj: float, ef_tco2_gj: float = EF_HEAT_TCO2_GJ, *,
     return -heat_co2_t(gj, ef_tco2_gj, stream=stream)
 
 
+def green_electricity_co2_t(mwh: float, ef_green_tco2_mwh: float, *,
+                            stream: str | None = None) -> float:
+    """t CO2 of green electricity bought: MWh · EF_green, kept apart from the grid purchase.
+
+    Where the rules in force let green electricity (with certificates, or over a direct
+    line from a renewable plant) count as zero-emission, EF_green is 0; where they do
+    not, it is the grid factor. Either way the MWh stay in a stream of their own.
+    """
+    return (check_quantity("mwh", mwh, stream=stream)
+            * check_factor("ef_green_tco2_mwh", ef_green_tco2_mwh, stream=stream))
+
+
 @dataclass(frozen=True, slots=True)
 class FactorVersion:
     """One dated set of factors of one stream, in force from `effective_from` (UTC, inclusive)."""
@@ -360,6 +382,8 @@ def co2_t(method: Method, quantity: float, factors: Sequence[float], *,
         return electricity_export_co2_t(quantity, f[0], stream=stream)
     if method == "heat_export" and len(f) == 1:
         return heat_export_co2_t(quantity, f[0], stream=stream)
+    if method == "electricity_green" and len(f) == 1:
+        return green_electricity_co2_t(quantity, f[0], stream=stream)
     if method == "ghg" and len(f) == 1:  # another gas: no CO2 (its mass: ghg_gas_t)
         return 0.0 * check_quantity("quantity_t", quantity, stream=stream)
     raise InvalidValueError(f"{_where(stream)}: method {method!r} does not take {len(f)} factor(s)")

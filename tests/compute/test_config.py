@@ -181,7 +181,8 @@ ST = "units[0].streams[0]"
 @pytest.mark.parametrize(("change", "path", "message"), [
     ({"kind": "coal"}, f"{ST}.kind", "Input should be 'solid_fuel', 'liquid_fuel', "
      "'gaseous_fuel', 'electricity', 'heat', 'process', 'carbon_input', 'carbon_output', "
-     "'clinker', 'lime', 'electricity_export', 'heat_export' or 'ghg'"),
+     "'clinker', 'lime', 'electricity_export', 'heat_export', 'ghg' or "
+     "'electricity_green'"),
     ({"id": "1coal"}, f"{ST}.id", "String should match pattern '^[A-Za-z][A-Za-z0-9_\\-]{0,63}$'"),
     ({"rate_per_h": None}, ST, "give either 'rate_per_h' or 'counter'"),
     ({"counter": {"tag": "u1_power", "rollover_count": 1e8, "max_jump_per_h": 300}}, ST,
@@ -283,7 +284,8 @@ COAL = {"id": "c1", "stream": "demo_coal", "effective_from": "2024-01-01T00:00:0
      "stream 'demo_coal', factor version 'c1': OF (of) = 1.2 is outside (0, 1]"),
     ({**COAL, "factors": {**COAL["factors"], "ncv": 20.0}}, "versions[0].factors",
      "stream 'demo_coal', factor version 'c1': unknown factor 'ncv' (known: ncv_gj_t, "
-     "ncv_gj_1e4m3, cc_tc_gj, of, c_ar_tc_t, c_ar_tc_1e4m3, ef_tco2_mwh, ef_tco2_gj, "
+     "ncv_gj_1e4m3, cc_tc_gj, of, c_ar_tc_t, c_ar_tc_1e4m3, ef_tco2_mwh, ef_green_tco2_mwh, "
+     "ef_tco2_gj, "
      "ef_tco2_t, c_tc_t, cao_fraction, mgo_fraction, cao_raw_fraction, mgo_raw_fraction, "
      "ef_ch4_kg_tj, ef_n2o_kg_tj, ef_t_gas_t)"),
     ({**COAL, "factors": {**COAL["factors"], "cc_tc_gj": 0}}, "versions[0].factors",

@@ -175,7 +175,7 @@ def test_kinds_units_methods_and_direct() -> None:
                                               **({"gas": "CH4"} if k == "ghg" else {})}).direct
               for k in STREAM_KINDS}
     assert [k for k, d in direct.items() if not d] == [
-        "electricity", "heat", "electricity_export", "heat_export"]
+        "electricity", "heat", "electricity_export", "heat_export", "electricity_green"]
 
 
 FACTORS = [
@@ -315,3 +315,28 @@ def test_a_missing_output_hour_leaves_the_balance_without_a_value(tmp_path: Path
     assert (d_iron.quantity, d_iron.co2_t, d_iron.n_valid, d_iron.valid) == (
         hand(2760.0), hand(-455.4), 23, True)
     assert day.units[0].co2_factor_t == hand(7024.6)
+
+
+def test_green_electricity_is_kept_apart_under_the_factor_the_rules_give() -> None:
+    """Green electricity: E = MWh · EF_green, 0 while the rules count it zero-emission."""
+    table = fx.FactorTable([
+        version("green-zero-2025", "green_power", {"ef_green_tco2_mwh": 0.0}),
+        # a rule change on 2025-01-01 12:00: from then on it counts at the grid factor
+        fx.FactorVersion("green-grid-2025h", "green_power", T0 + timedelta(hours=12),
+                         {"ef_green_tco2_mwh": 0.5703}, "rule change (illustrative)")])
+    t_s = T0.timestamp() + 3600.0 * np.arange(24, dtype=np.float64)
+    # 12 h · 50 MWh = 600 MWh · 0 = 0 t; then 600 MWh · 0.5703 = 342.18 t
+    zero, grid = fx.period_emissions(table, "green_power", "electricity_green", "MWh", t_s,
+                                     np.full(24, 50.0), T0, T0 + timedelta(days=1))
+    assert (zero.factor_version, zero.quantity, zero.co2_t) == ("green-zero-2025",
+                                                                 hand(600.0), 0.0)
+    assert (grid.factor_version, grid.quantity, grid.co2_t) == ("green-grid-2025h",
+                                                                 hand(600.0), hand(342.18))
+    assert fx.FORMULA_TEXT["electricity_green"] == "quantity*ef_green_tco2_mwh"
+    # indirect, so never in a unit's direct CO2 nor in the net grid purchase
+    assert STREAM_KINDS["electricity_green"] == ("MWh", "electricity_green")
+    green = StreamConfig(id="G", kind="electricity_green", factors="green_power",
+                         rate_per_h={"value": 50.0})
+    assert not green.direct
+    with pytest.raises(InvalidValueError, match=r"ef_green_tco2_mwh = -0\.1 must be finite"):
+        fx.green_electricity_co2_t(10.0, -0.1)
