@@ -19,13 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from asyncua import Client
+from asyncua.client.client import Client
 
 from server.config import load_config, parse_plant
 from server.historian import Historian
 from server.recalc import recalculate, recalculate_periods
 from server.runtime import Runtime
-from tests.conftest import free_port
+from tests.fixtures.demo import demo_dict
 
 REPO = Path(__file__).resolve().parent.parent
 STEEL = REPO / "config" / "demo-steel.yaml"
@@ -55,21 +55,10 @@ def hand(value: float) -> Any:
 def steel_dict(tmp_path: Path) -> dict[str, Any]:
     """config/demo-steel.yaml on free ports, with its pty, historian, PKI and backups under
     `tmp_path`, half-second minutes and quick Modbus polls."""
-    data: dict[str, Any] = yaml.safe_load(STEEL.read_text(encoding="utf-8"))
-    moved: dict[int, int] = {}
+    data = demo_dict(tmp_path, STEEL)
     for dev in data["devices"]:
-        where = dev.get("link", dev)
-        if "port" in where:
-            where["port"] = moved.setdefault(where["port"], free_port())
-        if "serial" in where:
-            where["serial"] = str(tmp_path / Path(where["serial"]).name)
         if dev["protocol"] == "modbus_tcp":
             dev["poll_interval_s"] = 0.05
-    data["opcua"]["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}"
-    data["opcua"]["pki_dir"] = str(tmp_path / "pki")
-    data["web"] = {"host": "127.0.0.1", "port": free_port()}
-    data["historian"] = {"path": str(tmp_path / "historian.sqlite")}
-    data["backup"]["dir"] = str(tmp_path / "backups")
     data["factor_table"] = str(REPO / "config" / "factors-steel.yaml")
     data["clock"] = {"minute_seconds": 0.5, "min_samples_per_minute": 3}
     return data
