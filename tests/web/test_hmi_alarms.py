@@ -287,7 +287,7 @@ async def test_allowance_view_draws_the_stored_days(browser: Browser,  # noqa: F
         await expect(fig.locator('[data-field="shortfall_cost_cny"]')).to_have_text(
             "148,800CNY")
         month = page.locator('#months-table tbody tr[data-month="2026-01"]')
-        await expect(month.locator('[data-field="co2_cems_t"]')).to_have_text("525.0")
+        await expect(month.locator('[data-field="co2_t"]')).to_have_text("525.0")
         await expect(month.locator('[data-field="days"]')).to_have_text("3")
         SHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SHOTS / f"allowance-{width}x{height}.png"),

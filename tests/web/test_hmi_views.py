@@ -296,8 +296,11 @@ async def test_periods_of_a_fuel_stream_and_a_unit_day_reconciliation(
         for i in range(3):
             await h.on_period(stored_hour(HOUR0 + timedelta(hours=i), 196.96223))
         # A day whose CEMS figure is 7.5 % above the factor method's (limit 5 %).
+        # Its coal's CH4 0.0020908 t and N2O 0.0031362 t (100 t at 1 / 1.5 kg/TJ) add
+        # 0.0020908 · 21 + 0.0031362 · 310 = 1.0161288 t under SAR: CO2e 216.0161288 t.
         day = UnitPeriod("U1", HOUR0, 215.0, 200.0, 600.0, 215.0 / 600.0, True, DataFlag.N,
-                         reconciliation_diff_pct=7.5, reconciliation_exceeded=True)
+                         reconciliation_diff_pct=7.5, reconciliation_exceeded=True,
+                         co2_t=215.0, co2e_t=216.0161288, gwp_set="SAR")
         await h.on_period(PeriodRecords("day", HOUR0, HOUR0 + timedelta(days=1), (), (), (day,)))
         page = await _page(browser, 1600, 900)
         await _open(page, sink, "periods")
@@ -324,6 +327,9 @@ async def test_periods_of_a_fuel_stream_and_a_unit_day_reconciliation(
         cell = page.locator('#period-table tbody tr [data-field="reconciliation_diff_pct"]')
         await expect(cell).to_have_text("7.50 ⚠")
         await expect(cell).to_have_class("num exceeded")
+        row = page.locator("#period-table tbody tr").nth(0)
+        await expect(row.locator('[data-field="co2_t"]')).to_have_text("215.000")
+        await expect(row.locator('[data-field="co2e_t"]')).to_have_text("216.016")
     finally:
         await sink.stop()
         await h.stop()

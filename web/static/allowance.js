@@ -32,7 +32,7 @@
     const totals = new Map(); // period end (epoch s) → t
     const add = (rs, lenMs) => {
       for (const r of rs) {
-        const co2 = r.co2_cems_t;
+        const co2 = Number.isFinite(r.co2_t) ? r.co2_t : r.co2_cems_t; // accounted CO2
         if (!Number.isFinite(co2)) continue;
         const x = (Date.parse(r.t) + lenMs) / 1000;
         totals.set(x, (totals.get(x) || 0) + co2);
@@ -156,7 +156,8 @@
       body.append(el("tr", { "data-month": m.month, "data-unit": unit },
         el("th", { scope: "row", class: "num" }, m.month),
         el("td", { class: "state" }, unit),
-        el("td", { class: "num", "data-field": "co2_cems_t" }, fmt(m.co2_cems_t, 1)),
+        el("td", { class: "num", "data-field": "co2_t" },
+          fmt(Number.isFinite(m.co2_t) ? m.co2_t : m.co2_cems_t, 1)),
         el("td", { class: "num", "data-field": "output_mwh" }, fmt(m.output_mwh, 1)),
         el("td", { class: "num", "data-field": "intensity_t_mwh" }, fmt(m.intensity_t_mwh, 4)),
         el("td", { class: "num", "data-field": "valid_days" }, fmt(m.valid_days, 0)),

@@ -579,15 +579,20 @@
       ["co2_dry_pct", "CO₂ 浓度", "CO₂ dry", "%", 2], ["flow_std_dry_m3_h", "标干流量", "Flow std dry", "m³/h", 0],
       ["n_valid", "有效分钟", "Valid minutes", "", 0],
     ],
+    // co2_t: the unit's accounted CO2 (its CEMS, or the factor method for a unit without
+    // one); co2e_t adds the other gases by the GWP set; a product unit's output is in t.
     unit: [
-      ["co2_cems_t", "CEMS 排放量", "CO₂ CEMS", "t", 3], ["co2_factor_t", "核算排放量", "CO₂ by factors", "t", 3],
+      ["co2_t", "核算排放量", "CO₂ accounted", "t", 3], ["co2e_t", "CO₂当量", "CO₂e", "t", 3],
+      ["co2_cems_t", "CEMS 排放量", "CO₂ CEMS", "t", 3], ["co2_factor_t", "排放因子法", "CO₂ by factors", "t", 3],
       ["output_mwh", "发电量", "Output", "MWh", 1], ["intensity_t_mwh", "排放强度", "Intensity", "t/MWh", 4],
+      ["output_t", "产量", "Output", "t", 1], ["intensity_t_t", "排放强度", "Intensity", "t/t", 4],
       ["reconciliation_diff_pct", "对比偏差", "Reconciliation", "%", 2],
     ],
     // A stream's unit of quantity is its own (t, 10⁴ m³, MWh, GJ): taken from its rows.
     // Decimals null: a text column.
     stream: [
       ["quantity", "消耗量", "Quantity", "", 3], ["co2_t", "核算排放量", "CO₂ by factors", "t", 3],
+      ["co2e_t", "CO₂当量", "CO₂e", "t", 3],
       ["factor_version", "因子版本", "Factor version", "", null], ["method", "核算方法", "Method", "", null],
       ["n_valid", "有效分钟", "Valid minutes", "", 0],
     ],
@@ -597,6 +602,12 @@
     measured_carbon: ["实测含碳量×氧化率", "measured carbon × OF"],
     electricity: ["购入电力×排放因子", "MWh × EF"], heat: ["购入热力×排放因子", "GJ × EF"],
     process: ["过程排放×排放因子", "quantity × EF"],
+    carbon_input: ["输入物料×含碳量×44/12", "Q × C × 44/12"],
+    carbon_output: ["−输出物料×含碳量×44/12", "−Q × C × 44/12"],
+    carbonate_oxides: ["产品×(CaO、MgO 含量)×分子量比", "Q × (CaO, MgO) × 44/56.08, 44/40.30"],
+    electricity_export: ["−输出电力×排放因子", "−MWh × EF"], heat_export: ["−输出热力×排放因子", "−GJ × EF"],
+    electricity_green: ["绿色电力×排放因子", "green MWh × EF"],
+    ghg: ["其他温室气体", "other greenhouse gas"],
   };
 
   function streamItems() {
