@@ -21,28 +21,24 @@ from server.reports.tables import PERIOD_COLUMNS, Cell, Column, Periods, Table
 _LEVEL_TEXT = {SITE: "厂区 site", PROCESS: "工序 process", FACILITY: "设施 facility"}
 
 
-def _c(key: str, zh: str, en: str) -> Column:
-    return Column(key, zh, en)
-
-
 BOUNDARY_COLUMNS = (
     *PERIOD_COLUMNS,
-    _c("level", "层级", "Level"),
-    _c("process", "工序(核算单元)", "Process (accounting unit)"),
-    _c("facility", "设施", "Facility"),
-    _c("name", "名称", "Name"),
-    _c("kind", "类别", "Kind"),
-    _c("co2_t", "二氧化碳排放量(t)", "CO2 (t)"),
-    _c("co2e_t", "二氧化碳当量(t)", "CO2e (t)"),
-    _c("output_mwh", "产出电量(MWh)", "Output (MWh)"),
-    _c("output_t", "产品产量(t)", "Output (t)"),
-    _c("share_of_parent_pct", "占上级比例(%)", "Share of parent (%)"),
-    _c("share_of_site_pct", "占全厂比例(%)", "Share of site (%)"),
-    _c("co2e_share_of_site_pct", "当量占全厂比例(%)", "CO2e share of site (%)"),
-    _c("valid_children", "有效下级数", "Children valid"),
-    _c("invalid_children", "无效下级数", "Children invalid"),
-    _c("complete", "数据完整", "Complete"),
-    _c("missing", "缺数据设施", "Facilities without data"))
+    Column("level", "层级", "Level"),
+    Column("process", "工序(核算单元)", "Process (accounting unit)"),
+    Column("facility", "设施", "Facility"),
+    Column("name", "名称", "Name"),
+    Column("kind", "类别", "Kind"),
+    Column("co2_t", "二氧化碳排放量(t)", "CO2 (t)"),
+    Column("co2e_t", "二氧化碳当量(t)", "CO2e (t)"),
+    Column("output_mwh", "产出电量(MWh)", "Output (MWh)"),
+    Column("output_t", "产品产量(t)", "Output (t)"),
+    Column("share_of_parent_pct", "占上级比例(%)", "Share of parent (%)"),
+    Column("share_of_site_pct", "占全厂比例(%)", "Share of site (%)"),
+    Column("co2e_share_of_site_pct", "当量占全厂比例(%)", "CO2e share of site (%)"),
+    Column("valid_children", "有效下级数", "Children valid"),
+    Column("invalid_children", "无效下级数", "Children invalid"),
+    Column("complete", "数据完整", "Complete"),
+    Column("missing", "缺数据设施", "Facilities without data"))
 
 
 def _num(x: float) -> float | None:

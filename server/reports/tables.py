@@ -104,88 +104,84 @@ class Report:
         raise KeyError(key)
 
 
-def _c(key: str, zh: str, en: str) -> Column:
-    return Column(key, zh, en)
-
-
-PERIOD_COLUMNS = (_c("period", "周期", "Period (plant time)"),
-                  _c("period_start_utc", "开始时间(UTC)", "Start (UTC)"))
+PERIOD_COLUMNS = (Column("period", "周期", "Period (plant time)"),
+                  Column("period_start_utc", "开始时间(UTC)", "Start (UTC)"))
 SOURCE_COLUMNS = (
     *PERIOD_COLUMNS,
-    _c("source", "排放源", "Source"), _c("unit", "机组", "Unit"),
-    _c("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
-    _c("co2_measured_t", "实测二氧化碳排放量(t)", "CO2 measured (t)"),
-    _c("hours_h", "周期小时数(h)", "Hours in period (h)"),
-    _c("valid_hours_h", "有效小时数(h)", "Valid hours (h)"),
-    _c("capture_rate_pct", "有效小时捕集率(%)", "Valid-hour capture rate (%)"),
-    _c("substituted_hours_h", "替代小时数(h)", "Substituted hours (h)"),
-    _c("substitution_rule", "替代规则", "Substitution rule"),
-    _c("missing_hours_h", "缺失小时数(h)", "Missing hours (h)"),
-    _c("valid_days_d", "有效天数(d)", "Valid days (d)"),
-    _c("days_d", "天数(d)", "Days (d)"),
-    _c("flag", "数据标记", "Flag (HJ 212)"))
+    Column("source", "排放源", "Source"), Column("unit", "机组", "Unit"),
+    Column("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
+    Column("co2_measured_t", "实测二氧化碳排放量(t)", "CO2 measured (t)"),
+    Column("hours_h", "周期小时数(h)", "Hours in period (h)"),
+    Column("valid_hours_h", "有效小时数(h)", "Valid hours (h)"),
+    Column("capture_rate_pct", "有效小时捕集率(%)", "Valid-hour capture rate (%)"),
+    Column("substituted_hours_h", "替代小时数(h)", "Substituted hours (h)"),
+    Column("substitution_rule", "替代规则", "Substitution rule"),
+    Column("missing_hours_h", "缺失小时数(h)", "Missing hours (h)"),
+    Column("valid_days_d", "有效天数(d)", "Valid days (d)"),
+    Column("days_d", "天数(d)", "Days (d)"),
+    Column("flag", "数据标记", "Flag (HJ 212)"))
 STREAM_COLUMNS = (
     *PERIOD_COLUMNS,
-    _c("stream", "核算单元", "Stream"), _c("unit", "机组", "Unit"),
-    _c("method", "核算方法", "Method"),
-    _c("quantity_t", "消耗量(t)", "Quantity (t)"),
-    _c("quantity_1e4m3", "消耗量(10⁴m³)", "Quantity (10^4 m3)"),
-    _c("quantity_mwh", "电量(MWh)", "Quantity (MWh)"),
-    _c("quantity_gj", "热量(GJ)", "Quantity (GJ)"),
-    _c("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
-    _c("factor_version", "排放因子版本", "Factor version"),
-    _c("valid_hours_h", "有效小时数(h)", "Valid hours (h)"),
-    _c("flag", "数据标记", "Flag (HJ 212)"), _c("note", "说明", "Note"))
+    Column("stream", "核算单元", "Stream"), Column("unit", "机组", "Unit"),
+    Column("method", "核算方法", "Method"),
+    Column("quantity_t", "消耗量(t)", "Quantity (t)"),
+    Column("quantity_1e4m3", "消耗量(10⁴m³)", "Quantity (10^4 m3)"),
+    Column("quantity_mwh", "电量(MWh)", "Quantity (MWh)"),
+    Column("quantity_gj", "热量(GJ)", "Quantity (GJ)"),
+    Column("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
+    Column("factor_version", "排放因子版本", "Factor version"),
+    Column("valid_hours_h", "有效小时数(h)", "Valid hours (h)"),
+    Column("flag", "数据标记", "Flag (HJ 212)"), Column("note", "说明", "Note"))
 UNIT_COLUMNS = (
-    *PERIOD_COLUMNS, _c("unit", "机组", "Unit"),
-    _c("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
-    _c("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
-    _c("output_mwh", "发电量(MWh)", "Output (MWh)"),
-    _c("intensity_t_mwh", "排放强度(t/MWh)", "Intensity (t/MWh)"),
-    _c("reconciliation_diff_pct", "两法偏差(%)", "Reconciliation CEMS vs factor (%)"),
-    _c("reconciliation_exceeded", "偏差超限", "Reconciliation limit exceeded"),
-    _c("valid_days_d", "有效天数(d)", "Valid days (d)"),
-    _c("flag", "数据标记", "Flag (HJ 212)"),
+    *PERIOD_COLUMNS, Column("unit", "机组", "Unit"),
+    Column("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
+    Column("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
+    Column("output_mwh", "发电量(MWh)", "Output (MWh)"),
+    Column("intensity_t_mwh", "排放强度(t/MWh)", "Intensity (t/MWh)"),
+    Column("reconciliation_diff_pct", "两法偏差(%)", "Reconciliation CEMS vs factor (%)"),
+    Column("reconciliation_exceeded", "偏差超限", "Reconciliation limit exceeded"),
+    Column("valid_days_d", "有效天数(d)", "Valid days (d)"),
+    Column("flag", "数据标记", "Flag (HJ 212)"),
     # CO2 + other gases · GWP (compute/gases.py), and the GWP set(s) used
-    _c("co2e_t", "二氧化碳当量排放量(t)", "CO2e (t)"),
-    _c("gwp_set", "全球变暖潜势值版本", "GWP set"))
+    Column("co2e_t", "二氧化碳当量排放量(t)", "CO2e (t)"),
+    Column("gwp_set", "全球变暖潜势值版本", "GWP set"))
 SITE_COLUMNS = (
-    *PERIOD_COLUMNS, _c("site", "厂区", "Site"),
-    _c("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
-    _c("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
-    _c("output_mwh", "发电量(MWh)", "Output (MWh)"),
-    _c("intensity_t_mwh", "排放强度(t/MWh)", "Intensity (t/MWh)"))
+    *PERIOD_COLUMNS, Column("site", "厂区", "Site"),
+    Column("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
+    Column("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
+    Column("output_mwh", "发电量(MWh)", "Output (MWh)"),
+    Column("intensity_t_mwh", "排放强度(t/MWh)", "Intensity (t/MWh)"))
 ALLOWANCE_COLUMNS = (
     *PERIOD_COLUMNS,
-    _c("at", "时点(厂区时间)", "As of (plant time)"),
-    _c("annual_t", "年度配额(t)", "Annual allowance (t)"),
-    _c("ytd_t", "年累计排放(t)", "Year to date (t)"),
-    _c("used_pct", "配额使用率(%)", "Allowance used (%)"),
-    _c("headroom_t", "配额余量(t)", "Headroom (t)"),
-    _c("forecast_year_end_t", "年末预测排放(t)", "Year-end forecast (t)"),
-    _c("forecast_shortfall_t", "预测缺口(t)", "Forecast shortfall (t)"),
-    _c("carbon_price_cny_t", "碳价(元/t)", "Carbon price (CNY/t)"),
-    _c("shortfall_cost_cny", "缺口成本(元)", "Shortfall cost (CNY)"))
+    Column("at", "时点(厂区时间)", "As of (plant time)"),
+    Column("annual_t", "年度配额(t)", "Annual allowance (t)"),
+    Column("ytd_t", "年累计排放(t)", "Year to date (t)"),
+    Column("used_pct", "配额使用率(%)", "Allowance used (%)"),
+    Column("headroom_t", "配额余量(t)", "Headroom (t)"),
+    Column("forecast_year_end_t", "年末预测排放(t)", "Year-end forecast (t)"),
+    Column("forecast_shortfall_t", "预测缺口(t)", "Forecast shortfall (t)"),
+    Column("carbon_price_cny_t", "碳价(元/t)", "Carbon price (CNY/t)"),
+    Column("shortfall_cost_cny", "缺口成本(元)", "Shortfall cost (CNY)"))
 SUBSTITUTED_COLUMNS = (
-    _c("hour", "小时(厂区时间)", "Hour (plant time)"),
-    _c("hour_start_utc", "开始时间(UTC)", "Start (UTC)"),
-    _c("source", "排放源", "Source"),
-    _c("flag", "数据标记", "Flag (HJ 212)"),
-    _c("substituted", "已替代", "Substituted"),
-    _c("substitution_rule", "替代规则", "Substitution rule"),
-    _c("co2_t", "计入二氧化碳(t)", "CO2 counted (t)"),
-    _c("co2_dry_pct", "二氧化碳浓度(干基,%)", "CO2 dry (%)"),
-    _c("flow_std_dry_m3_h", "标干流量(m³/h)", "Flow std dry (m3/h)"),
-    _c("valid_minutes_min", "有效分钟数(min)", "Valid minutes (min)"),
-    _c("note", "说明", "Note"))
+    Column("hour", "小时(厂区时间)", "Hour (plant time)"),
+    Column("hour_start_utc", "开始时间(UTC)", "Start (UTC)"),
+    Column("source", "排放源", "Source"),
+    Column("flag", "数据标记", "Flag (HJ 212)"),
+    Column("substituted", "已替代", "Substituted"),
+    Column("substitution_rule", "替代规则", "Substitution rule"),
+    Column("co2_t", "计入二氧化碳(t)", "CO2 counted (t)"),
+    Column("co2_dry_pct", "二氧化碳浓度(干基,%)", "CO2 dry (%)"),
+    Column("flow_std_dry_m3_h", "标干流量(m³/h)", "Flow std dry (m3/h)"),
+    Column("valid_minutes_min", "有效分钟数(min)", "Valid minutes (min)"),
+    Column("note", "说明", "Note"))
 FACTOR_COLUMNS = (
-    _c("factor_version", "排放因子版本", "Factor version"),
-    _c("factor_set", "因子集", "Factor set"),
-    _c("effective_from", "生效时间(厂区时间)", "Effective from (plant time)"),
-    _c("factor", "因子", "Factor"), _c("value", "数值", "Value"),
-    _c("factor_unit", "单位", "Unit of the factor"),
-    _c("origin", "来源类型", "Origin"),
-    _c("document", "依据文件", "Document"))
+    Column("factor_version", "排放因子版本", "Factor version"),
+    Column("factor_set", "因子集", "Factor set"),
+    Column("effective_from", "生效时间(厂区时间)", "Effective from (plant time)"),
+    Column("factor", "因子", "Factor"), Column("value", "数值", "Value"),
+    Column("factor_unit", "单位", "Unit of the factor"),
+    Column("origin", "来源类型", "Origin"),
+    Column("document", "依据文件", "Document"))
 
 GROUPINGS = {"source": SOURCE_COLUMNS, "stream": STREAM_COLUMNS, "unit": UNIT_COLUMNS,
              "site": SITE_COLUMNS, "allowance": ALLOWANCE_COLUMNS}
