@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +57,12 @@ class PlantClock:
     def wall_of(self, local: datetime) -> datetime:
         """The wall-clock UTC instant the (possibly sped-up) clock shows as `local` (aware)."""
         return self._wall(local)
+
+    def date_start(self, d: date) -> datetime:
+        """Start (UTC, wall clock) of the plant-local calendar date `d`."""
+        # From the day's noon: far from either end of the day whatever the zone's offset.
+        return self.day_start(self.wall_of(datetime.combine(d, time(12),
+                                                            ZoneInfo(self.timezone))))
 
     def _wall(self, local: datetime) -> datetime:
         wall, scaled = self._anchors

@@ -27,10 +27,9 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
-from zoneinfo import ZoneInfo
 
 from alarms.config import AlarmPlantConfig, CommLossRuleConfig
 from compute.clock import PlantClock
@@ -80,15 +79,10 @@ def with_conformity_alarm(cfg: _P, monitoring: MonitoringConfig) -> _P:
 def day_bounds(clock: PlantClock, day: date) -> tuple[datetime, datetime]:
     """The UTC start and end of the plant-local `day` on the (possibly sped-up) clock.
 
-    The clock maps wall time to scaled local time linearly: from a reference instant the
-    wall time of that day's noon follows, and the clock's own day_start snaps it exactly.
+    InvalidValueError when the clock cannot show that day (a far date on a sped-up clock).
     """
-    tz = ZoneInfo(clock.timezone)
-    ref = datetime(2026, 1, 1, tzinfo=UTC)
-    noon = datetime.combine(day, time(12), tz)
     try:
-        approx = ref + (noon - clock.scaled_local(ref)) * (clock.minute_seconds / 60.0)
-        start = clock.day_start(approx)
+        start = clock.date_start(day)
         end = clock.next_day(start)
     except OverflowError:
         raise InvalidValueError(f"day {day.isoformat()} is out of the clock's range") from None

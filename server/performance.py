@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from compute.clock import PlantClock
 from compute.performance import (
@@ -41,14 +40,6 @@ _OLD_COLUMNS = {"COALESCE(co2_t, co2_cems_t)": "co2_cems_t", _OUTPUT: "output_mw
 class PerformanceFileError(CarbonScadaError):
     """The historian cannot be read for the performance; names the file."""
 
-
-def wall_of(clock: PlantClock, d: date) -> datetime:
-    """The UTC (wall-clock) start of plant-local day `d` on a possibly sped-up clock.
-
-    The day's noon is far from either end of the day, whatever the zone's offset.
-    """
-    noon = datetime(d.year, d.month, d.day, 12, tzinfo=ZoneInfo(clock.timezone))
-    return clock.day_start(clock.wall_of(noon))
 
 
 def unit_sums(path: str | Path, column: str, bounds: Sequence[tuple[datetime, datetime]],
@@ -119,11 +110,11 @@ class PerformanceKeeper:
         for q in (1, 2, 3, 4):
             a, b = quarter_bounds(year, q)
             a, b = min(a, as_of), min(b, as_of)
-            bounds.append((wall_of(self.clock, a), wall_of(self.clock, b)))
+            bounds.append((self.clock.date_start(a), self.clock.date_start(b)))
         base = self.perf.baseline
         if base is not None and base.from_history:
-            bounds.append((wall_of(self.clock, date(base.year, 1, 1)),
-                           wall_of(self.clock, date(base.year + 1, 1, 1))))
+            bounds.append((self.clock.date_start(date(base.year, 1, 1)),
+                           self.clock.date_start(date(base.year + 1, 1, 1))))
         sums = await asyncio.to_thread(unit_sums, self.path, column, bounds)
         quarters = {u: s[:4] for u, s in sums.items()}
         history = {u: s[4] for u, s in sums.items()} if len(bounds) == 5 else None

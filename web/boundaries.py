@@ -32,7 +32,6 @@ from web.params import parse_user_time
 from web.serialize import Json, dumps, iso_local, num
 
 LEVELS: Final = ("hour", "day", "month", "year")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE: Final = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 # Which plant-local date forms (how many of year, month, day) a level takes.
 _DATE_PARTS: Final = {"hour": (), "day": (3,), "month": (2, 3), "year": (1, 2, 3)}
@@ -72,7 +71,7 @@ def _local_date(clock: PlantClock, level: str, text: str) -> datetime | None:
                             "1970 to 2199")
     # A demo plant's clock runs faster than the wall clock (compute/clock.py): its local
     # calendar is of the scaled time, so the date maps back to a wall-clock instant.
-    return _EPOCH + (local - _EPOCH) * (clock.minute_seconds / 60.0)
+    return clock.date_start(local.date())
 
 
 def bounds(clock: PlantClock, level: str, text: str | None,

@@ -63,3 +63,15 @@ def test_periods_start_on_calculation_minutes_at_any_minute_length() -> None:
             assert clock.minute_start(start) == start, (ms, start)
         assert clock.hour_start(t) <= t < clock.next_hour(t)
     assert PlantClock().scaled_local(t) == t
+
+
+def test_date_start_is_the_day_the_clock_shows() -> None:
+    """date_start(d) is the wall instant a (sped-up) clock begins plant-local date d."""
+    from datetime import date
+
+    for ms in (0.45, 0.5, 60.0):
+        clock = PlantClock(minute_seconds=ms)
+        start = clock.date_start(date(2027, 3, 1))
+        assert clock.scaled_local(start).isoformat() == "2027-03-01T00:00:00+08:00"
+    # at 60-s minutes: Shanghai midnight of 2027-03-01 is 2027-02-28 16:00 UTC
+    assert PlantClock().date_start(date(2027, 3, 1)) == datetime(2027, 2, 28, 16, tzinfo=UTC)

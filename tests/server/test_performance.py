@@ -24,7 +24,7 @@ from model.flags import DataFlag
 from model.records import PeriodRecords, UnitPeriod
 from server.config import parse_plant
 from server.historian import Historian
-from server.performance import PerformanceKeeper, unit_sums, wall_of
+from server.performance import PerformanceKeeper, unit_sums
 from server.reports.engine import ReportMaker
 from tests.compute.test_performance import PERF, two_units
 from web.app import WebSink
@@ -109,7 +109,7 @@ async def test_wall_of_a_plant_day_on_a_fast_clock() -> None:
 
     for minute_s in (60.0, 0.5):
         clock = PlantClock(minute_s, "Asia/Shanghai")
-        t = wall_of(clock, date(2026, 5, 11))
+        t = clock.date_start(date(2026, 5, 11))
         assert clock.scaled_local(t).replace(tzinfo=None) == datetime(2026, 5, 11)
         before = t - timedelta(seconds=minute_s / 2)
         assert clock.scaled_local(before).date() == date(2026, 5, 10)

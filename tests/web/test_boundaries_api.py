@@ -183,3 +183,22 @@ async def test_without_a_historian_the_rollup_is_503(port: int, tmp_path: Path,
         assert len(tree["processes"]) == 2
     finally:
         await sink.stop()
+
+
+def test_a_plant_date_names_its_day_on_a_sped_up_clock() -> None:
+    """?t=2027-03-01 on a 0.5-s minute clock is the wall span that clock shows as that day
+    (it used to be scaled from 1970 and, after the clock's 2026 anchor, landed elsewhere)."""
+    from compute.clock import PlantClock
+    from web.boundaries import bounds
+
+    clock = PlantClock(minute_seconds=0.5)
+    now = datetime(2026, 12, 7, 18, tzinfo=UTC)
+    for level, text, first, after in (("day", "2027-03-01", "2027-03-01", "2027-03-02"),
+                                      ("month", "2027-03", "2027-03-01", "2027-04-01"),
+                                      ("year", "2027", "2027-01-01", "2028-01-01")):
+        start, end = bounds(clock, level, text, now)
+        assert clock.scaled_local(start).strftime("%Y-%m-%d %H:%M") == f"{first} 00:00"
+        assert clock.scaled_local(end).strftime("%Y-%m-%d %H:%M") == f"{after} 00:00"
+    # a day of a 0.5-s clock is 24 · 30 s = 720 s of wall time
+    start, end = bounds(clock, "day", "2027-03-01", now)
+    assert (end - start).total_seconds() == 720.0
