@@ -46,14 +46,7 @@
 
   // ------------------------------------------------------------ plant time
 
-  // "YYYY-MM-DDTHH:MM[:SS]" in plant local time → ISO 8601 UTC (null when not a time).
-  function localIso(text) {
-    const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})(?::(\d{2}))?/.exec(text || "");
-    if (!m) return null;
-    const ms = v.localToEpoch(m[1]);
-    if (!Number.isFinite(ms)) return null;
-    return v.isoUtc(ms + 1000 * Number(m[2] || 0));
-  }
+  const localIso = v.localIso;
 
   function localMinute(ms) {
     const p = v.parts(ms);

@@ -104,6 +104,15 @@
     return guess - offsetMs(first);
   }
 
+  // "YYYY-MM-DDTHH:MM[:SS]" in plant local time → ISO 8601 UTC (null when not a time):
+  // what the forms of the records, allowance and cases views send.
+  function localIso(text) {
+    const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})(?::(\d{2}))?/.exec(text || "");
+    if (!m) return null;
+    const ms = localToEpoch(m[1]);
+    return Number.isFinite(ms) ? isoUtc(ms + 1000 * Number(m[2] || 0)) : null;
+  }
+
   function epochToLocal(ms, withTime) {
     const p = parts(ms);
     const date = `${p.year}-${p.month}-${p.day}`;
@@ -866,7 +875,7 @@
   // For the views in web/static/alarmview.js and allowance.js (loaded after this file):
   // they register what to do when their view is shown in hmi.viewHooks.
   hmi.viewHooks = {};
-  hmi.views = { label, setStatus, localToEpoch, epochToLocal, isoUtc, parts, th, alpha,
+  hmi.views = { label, setStatus, localToEpoch, epochToLocal, isoUtc, localIso, parts, th, alpha,
     items, COLORS, DASH };
 
   // ------------------------------------------------------------ start
