@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
-from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from compute.clock import PlantClock
 from compute.config import ClockConfig
 from model.errors import CarbonScadaError, InvalidValueError
 from model.records import (
@@ -670,7 +670,8 @@ class CaseSink:
         self.keeper = keeper
         self.auto = auto
         self.clock = clock
-        self.tz = ZoneInfo(timezone)
+        # Periods are named as the (possibly sped-up) plant clock shows them.
+        self.plant = PlantClock(clock.minute_seconds, timezone)
         self._tasks: set[asyncio.Task[None]] = set()
         self.opened = 0  # cases opened so far
         self._last_error = ""
@@ -690,7 +691,7 @@ class CaseSink:
             await asyncio.wait(self._tasks, timeout=5)
 
     def _when(self, t: datetime, level: str) -> str:
-        local = t.astimezone(self.tz)
+        local = self.plant.scaled_local(t)
         return local.strftime("%Y-%m-%d" if level == "day" else "%Y-%m-%d %H:%M")
 
     def _period_cause(self, level: str, r: PeriodResult) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -273,3 +274,18 @@ async def test_the_runtime_opens_cases(tmp_path: Path) -> None:
             ("source S1 hour 2026-03-01 16:00 substituted", "system")]
     finally:
         await runtime.stop()
+
+
+async def test_a_case_names_its_period_as_the_sped_up_clock_shows_it(site: Site) -> None:
+    """On a 0.5-s minute clock the cause names the plant's scaled time, not the wall's."""
+    from compute.clock import PlantClock
+
+    sink = CaseSink(site.keeper, AutoCasesConfig(substituted_hour=True),
+                    ClockConfig(minute_seconds=0.5), "Asia/Shanghai")
+    rec = hour(substituted_hour())
+    await sink.on_period(rec)
+    (case,) = site.keeper.cases()
+    shown = PlantClock(0.5, "Asia/Shanghai").scaled_local(rec.t).strftime("%Y-%m-%d %H:%M")
+    wall = rec.t.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    assert shown != wall  # the two readings differ, so the title tells them apart
+    assert case["title"] == f"source S1 hour {shown} substituted"
