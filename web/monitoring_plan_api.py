@@ -26,7 +26,7 @@ from web.monitoring_plan import (
     parse_day,
     plan_row_json,
 )
-from web.serialize import dumps
+from web.serialize import dumps, iso_utc
 
 
 class MonitoringPlanSource(Protocol):
@@ -54,7 +54,7 @@ def _source(request: web.Request) -> MonitoringPlanSource:
 async def _get_plan(request: web.Request) -> web.Response:
     source, now = _source(request), datetime.now(UTC)
     rows = await asyncio.to_thread(source.plan, now)
-    body = {"t": now.isoformat().replace("+00:00", "Z"),
+    body = {"t": iso_utc(now),
             "parameters": [plan_row_json(r) for r in rows]}
     return web.Response(text=dumps(body), content_type="application/json")
 

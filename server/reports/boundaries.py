@@ -10,13 +10,13 @@ are empty).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from compute.boundaries import FACILITY, PROCESS, SITE, Node, rollup, tree_of
 from compute.config import CalculationConfig
 from model.records import PeriodRecords
 from server.reports.tables import PERIOD_COLUMNS, Cell, Column, Periods, Table
+from server.reports.tables import cell_num as _num
 
 _LEVEL_TEXT = {SITE: "厂区 site", PROCESS: "工序 process", FACILITY: "设施 facility"}
 
@@ -39,10 +39,6 @@ BOUNDARY_COLUMNS = (
     Column("invalid_children", "无效下级数", "Children invalid"),
     Column("complete", "数据完整", "Complete"),
     Column("missing", "缺数据设施", "Facilities without data"))
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _row(head: tuple[Cell, Cell], node: Node, process: str | None) -> tuple[Cell, ...]:

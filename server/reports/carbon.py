@@ -22,6 +22,7 @@ from typing import Any
 from compute.assets import AssetEntry, CompliancePosition, holdings, reversed_ids
 from compute.clock import PlantClock
 from server.reports.tables import Cell, Column, Table
+from server.reports.tables import cell_num as _num
 
 _INSTRUMENT_ZH = {"national_allowance": "全国配额", "local_allowance": "地方配额",
                   "ccer": "CCER", "other_offset": "其他核证减排量"}
@@ -82,10 +83,6 @@ LEDGER_COLUMNS = (
     Column("document", "依据文件", "Document"),
     Column("user", "录入人", "User"),
     Column("reason", "原因", "Reason"))
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _utc(t: datetime) -> str:

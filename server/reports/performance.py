@@ -14,11 +14,11 @@ after its emission sheets.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from compute.performance import Performance, Progress
 from server.reports.tables import Cell, Column, Table
+from server.reports.tables import cell_num as _num
 
 _SITE_ZH = "全厂 site"
 
@@ -76,10 +76,6 @@ BENCHMARK_COLUMNS = (
     Column("source", "来源", "Source"))
 _KIND_ZH = {"benchmark": "基准值 benchmark", "best_in_class": "先进值 best in class",
             "advanced": "领先值 advanced"}
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _unit(ident: str) -> str:

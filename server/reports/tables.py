@@ -187,7 +187,8 @@ GROUPINGS = {"source": SOURCE_COLUMNS, "stream": STREAM_COLUMNS, "unit": UNIT_CO
              "site": SITE_COLUMNS, "allowance": ALLOWANCE_COLUMNS}
 
 
-def _num(x: float) -> float | None:
+def cell_num(x: float) -> float | None:
+    """A number for a report cell: None (an empty cell) for NaN and infinities."""
     return x if math.isfinite(x) else None
 
 
@@ -275,8 +276,8 @@ def source_table(cfg: CalculationConfig, per: Periods,
             flag = (DataFlag.N if ds and valid_days == n_days
                     else _worst(d.flag for d in ds if not d.valid) if ds else DataFlag.B)
             rules = sorted({d.substitution_rule for d in ds if d.substitution_rule})
-            rows.append((*per.head(i), src.id, unit.id, _num(_fsum(d.co2_t for d in ds)),
-                         _num(_fsum(d.co2_measured_t for d in ds)), hours, valid_h,
+            rows.append((*per.head(i), src.id, unit.id, cell_num(_fsum(d.co2_t for d in ds)),
+                         cell_num(_fsum(d.co2_measured_t for d in ds)), hours, valid_h,
                          valid_h / hours * 100.0 if hours else None, n_sub, ",".join(rules),
                          missing, valid_days, n_days, flag.name))
     return Table("sources", "排放源", "Sources (CEMS)", SOURCE_COLUMNS, rows)
@@ -299,7 +300,7 @@ def stream_table(cfg: CalculationConfig, per: Periods,
         for unit, st in cfg.streams():
             parts: list[StreamPeriod] = [s for d in days[i] for s in d.streams
                                          if s.stream == st.id]
-            q = _num(_fsum(p.quantity for p in parts))
+            q = cell_num(_fsum(p.quantity for p in parts))
             quantities: dict[str, float | None] = dict.fromkeys(_QUANTITY_COLUMN.values())
             quantities[_QUANTITY_COLUMN[st.quantity_unit]] = q
             versions = list(dict.fromkeys(p.factor_version for p in parts if p.factor_version))
@@ -307,7 +308,7 @@ def stream_table(cfg: CalculationConfig, per: Periods,
             flag = (DataFlag.N if parts and all(p.valid for p in parts)
                     else _worst(p.flag for p in parts if not p.valid) if parts else DataFlag.B)
             rows.append((*per.head(i), st.id, unit.id, st.calc_method,
-                         *quantities.values(), _num(_fsum(p.co2_t for p in parts)),
+                         *quantities.values(), cell_num(_fsum(p.co2_t for p in parts)),
                          ",".join(versions), sum(p.n_valid for p in parts), flag.name,
                          ",".join(notes)))
     return Table("streams", "核算单元", "Streams (emission-factor method)", STREAM_COLUMNS,
@@ -350,11 +351,11 @@ def unit_table(cfg: CalculationConfig, per: Periods, days: list[list[PeriodRecor
             valid_days = sum(u.valid for u in us)
             flag = (DataFlag.N if us and valid_days == n_days
                     else _worst(u.flag for u in us if not u.valid) if us else DataFlag.B)
-            rows.append((*per.head(i), unit.id, _num(_fsum(u.co2_cems_t for u in us)),
-                         _num(_fsum(u.co2_factor_t for u in us)),
-                         _num(_fsum(u.output_mwh for u in us)), _num(intensity),
-                         _num(diff), bool(exceeded), valid_days, flag.name,
-                         _num(_fsum(u.co2e_t for u in us)),
+            rows.append((*per.head(i), unit.id, cell_num(_fsum(u.co2_cems_t for u in us)),
+                         cell_num(_fsum(u.co2_factor_t for u in us)),
+                         cell_num(_fsum(u.output_mwh for u in us)), cell_num(intensity),
+                         cell_num(diff), bool(exceeded), valid_days, flag.name,
+                         cell_num(_fsum(u.co2e_t for u in us)),
                          ",".join(dict.fromkeys(u.gwp_set for u in us if u.gwp_set))))
     return Table("units", "机组", "Units", UNIT_COLUMNS, rows)
 
@@ -364,9 +365,9 @@ def site_table(cfg: CalculationConfig, per: Periods, days: list[list[PeriodRecor
     rows: list[tuple[Cell, ...]] = []
     for i in range(len(per.bounds)):
         us = [u for d in days[i] for u in d.units]
-        rows.append((*per.head(i), cfg.site.id, _num(_fsum(u.co2_cems_t for u in us)),
-                     _num(_fsum(u.co2_factor_t for u in us)),
-                     _num(_fsum(u.output_mwh for u in us)), _num(_intensity(us))))
+        rows.append((*per.head(i), cfg.site.id, cell_num(_fsum(u.co2_cems_t for u in us)),
+                     cell_num(_fsum(u.co2_factor_t for u in us)),
+                     cell_num(_fsum(u.output_mwh for u in us)), cell_num(_intensity(us))))
     return Table("site", "厂区", "Site", SITE_COLUMNS, rows)
 
 
@@ -380,10 +381,10 @@ def allowance_table(per: Periods, hours: list[list[PeriodRecords]]) -> Table:
             continue
         a = last.allowance
         at = per.clock.scaled_local(last.t_end)
-        rows.append((*per.head(i), at.strftime("%Y-%m-%d %H:%M"), _num(a.annual_t),
-                     _num(a.ytd_t), _num(a.used_pct), _num(a.headroom_t),
-                     _num(a.forecast_year_end_t), _num(a.forecast_shortfall_t),
-                     _num(a.carbon_price_cny_t), _num(a.shortfall_cost_cny)))
+        rows.append((*per.head(i), at.strftime("%Y-%m-%d %H:%M"), cell_num(a.annual_t),
+                     cell_num(a.ytd_t), cell_num(a.used_pct), cell_num(a.headroom_t),
+                     cell_num(a.forecast_year_end_t), cell_num(a.forecast_shortfall_t),
+                     cell_num(a.carbon_price_cny_t), cell_num(a.shortfall_cost_cny)))
     return Table("allowance", "配额", "Allowance position", ALLOWANCE_COLUMNS, rows)
 
 
@@ -398,8 +399,8 @@ def substituted_table(clock: PlantClock, hours: Iterable[PeriodRecords]) -> Tabl
             note = s.substitution_note or s.missing_reason
             rows.append((clock.scaled_local(h.t).strftime("%Y-%m-%d %H:%M"),
                          h.t.isoformat().replace("+00:00", "Z"), s.source, s.flag.name,
-                         s.substituted, s.substitution_rule, _num(s.co2_t),
-                         _num(s.co2_dry_pct), _num(s.flow_std_dry_m3_h), s.n_valid, note))
+                         s.substituted, s.substitution_rule, cell_num(s.co2_t),
+                         cell_num(s.co2_dry_pct), cell_num(s.flow_std_dry_m3_h), s.n_valid, note))
     return Table("substituted_hours", "无效及替代小时", "Invalid and substituted hours",
                  SUBSTITUTED_COLUMNS, rows)
 
