@@ -404,7 +404,9 @@ class PlatformSimulator:
                     result.request_reply = q
                 elif q.cn == CN_EXEC_REPLY:
                     result.exec_reply = q
-                else:
+                elif q.cn == cn:
+                    # QNs are request times in ms, so the logger's own upload of the same
+                    # millisecond may share ours: its answers carry our CN, its uploads not
                     result.data.append(q)
             refused = result.qn_rtn not in (None, 1)
             return result.exec_reply is not None or refused

@@ -87,6 +87,8 @@ class Logger:
         if req.cn in ("2051", "2061", "2031"):
             # two history records, with the request's QN, the second one split in pieces
             out.append(encode(upload(req.qn, req.cn, ack=False, data_time=items["BeginTime"])))
+            # the logger's own real-time upload of the same millisecond: the same QN
+            out.append(encode(upload(req.qn, "2011", ack=False, data_time=items["BeginTime"])))
             out += [encode(q) for q in split(upload(req.qn, req.cn, ack=False, n_codes=60,
                                                     data_time=items["EndTime"]))]
         elif req.cn == "1011":
@@ -202,7 +204,8 @@ async def test_request_history(sim: PlatformSimulator, logger: Logger) -> None:
     assert req.st == "31" and req.flag == 5 and req.mn == MN and req.pw == PW
     assert parse_cp(req.cp) == [{"BeginTime": "20240301080000", "EndTime": "20240301085900"}]
     assert result.qn == req.qn and result.qn_rtn == 1 and result.exe_rtn == 1
-    assert [p.cn for p in result.data] == ["2051", "2051"]
+    assert [p.cn for p in result.data] == ["2051", "2051"]      # not the 2011 of that QN
+    assert any(p.cn == "2011" and p.qn == result.qn for p in sim.received)
     assert cp_items(result.data[0])["DataTime"] == "20240301080000"
     assert cp_items(result.data[1])["a00059-Avg"] == "88.50"       # the split one, joined
     with pytest.raises(Hj212Error, match="CN=2011 is not a history request"):
