@@ -19,8 +19,11 @@ Rules (CEMS details in compute/rollup.py and compute/substitute.py):
   Σ of its direct streams, is its carbon balance Σ in − Σ out plus its fuels, process and
   carbonate CO2. An hour's total is NaN when one of them has no value (a balance without
   its outputs would overstate); a day's sums the streams' day records, each over the
-  hours it has, so a missing output hour still raises the day by that hour's output
-  carbon (the stream's day shows it in n_valid and, below the minimum, its flag). A total
+  hours it has (the stream's day shows a missing hour in n_valid and, below the minimum,
+  its flag) — except a carbon balance with incomplete hours (some of its rate-measured
+  streams with a valid quantity, some without): it is then taken over its common hours,
+  each incomplete hour counting their mean hourly balance, and is invalid with fewer than
+  `min_valid_hours_per_day` common hours (PeriodCycle._balance_day). A total
   ≤ 0 is no reconciliation reference (diff NaN) and no factor_method substitute.
   Electricity and heat, purchased and exported, stay out of it, each its own stream
   record; net_purchase_co2_t sums them per unit.
@@ -893,6 +896,9 @@ class PeriodCycle:
             direct = [x for r in self._direct[u] for x in stream_days[r]]
             cems = _fsum_finite([x.co2_t for x in own])
             factor = self._factor_sum([x.co2_t for x in direct])
+            balance = self._balance_day(u, d0, d1, hours, stream_days)
+            if balance is not None:  # a carbon balance with incomplete hours
+                factor = balance[0]
             co2 = factor if self._factor_basis[u] else cems
             out_mwh = _fsum_finite([self._output_of(u, h.units[u]) for h in hours])
             set_out = self._records.values("unit", "day", unit.id, d0).get("output_mwh")
@@ -903,6 +909,8 @@ class PeriodCycle:
             # A factor unit's day is as valid as its direct streams' days.
             f = max((0 if x.valid else int(x.flag)
                      for x in (direct if self._factor_basis[u] else own)), default=0)
+            if balance is not None and self._factor_basis[u]:
+                f = max(f, balance[1])  # and as its balance's common hours
             if set_out is not None:  # the day's output entered (e.g. from the sales meter)
                 out_mwh = set_out
                 intensity = co2 / out_mwh if out_mwh > 0 and math.isfinite(co2) else math.nan
@@ -925,6 +933,68 @@ class PeriodCycle:
         self._day_hours = []
         units = self._co2e_units(units, streams, d0)
         return PeriodRecords("day", d0, d1, sources, tuple(streams), tuple(units))
+
+    def _balance_day(self, u: int, d0: datetime, d1: datetime, hours: Sequence[PeriodRecords],
+                     stream_days: Sequence[Sequence[StreamPeriod]]) -> tuple[float, int] | None:
+        """(t CO2 of unit `u`'s direct streams, flag) of a day whose carbon balance has
+        incomplete hours; None when it has none (the day is then Σ of its streams' days).
+
+        Why: Σ in − Σ out of the streams' days, each over the hours it has, counts the
+        input carbon of an hour whose output is missing (a blast-furnace gas meter out
+        for two hours raises the day by their gas carbon): CO2 overstated. The balance is
+        taken over its common hours instead, those in which every balance stream
+        (carbon_input / carbon_output measured by a rate) has a valid quantity, and an
+        incomplete hour (some of them with a quantity, some without a valid one) counts
+        the mean hourly balance of the common hours, as HJ 75-2017 fills a missing CEMS
+        hour from valid ones: no input carbon goes in unmatched by its outputs. An hour
+        without any of them (not running) counts 0. The day is invalid with fewer than
+        min_valid_hours_per_day common hours (flag: the worst of the incomplete hours'
+        missing streams, else B). A stream measured by a meter counter, or whose day
+        quantity is set by hand, counts by its day record: a register loses nothing in a
+        gap (the next valid delta carries it), so its hours are no balance of their own.
+        The streams' day records stay their true quantities; only the unit's total moves.
+        """
+        balance = [r for r in self._direct[u]
+                   if self.streams[r][1].kind in ("carbon_input", "carbon_output")]
+        hourly = [r for r in balance if self.streams[r][1].rate_per_h is not None
+                  and self._records.values("stream", "day", self.streams[r][1].id,
+                                           d0).get("quantity") is None]
+        if not hourly:
+            return None
+
+        def present(x: StreamPeriod) -> bool:
+            return math.isfinite(x.quantity) and x.quantity >= 0
+
+        common: list[int] = []
+        n_incomplete, worst = 0, 0
+        for k, h in enumerate(hours):
+            xs = [h.streams[r] for r in hourly]
+            ok = [x.valid and present(x) for x in xs]
+            if all(ok):
+                common.append(k)
+            elif any(present(x) for x in xs):
+                n_incomplete += 1
+                worst = max([worst] + [int(x.flag) for x, o in zip(xs, ok, strict=True)
+                                       if not o and not x.valid])
+        if not n_incomplete:
+            return None
+        rest = [x.co2_t for r in self._direct[u] if r not in hourly for x in stream_days[r]]
+        flag = int(period_flag(len(common), self._min_hours, worst))
+        if not common:
+            return math.nan, flag
+        parts: list[float] = []
+        for r in hourly:
+            s = self.streams[r][1]
+            t_s = np.array([hours[k].t.timestamp() for k in common])
+            q = np.array([hours[k].streams[r].quantity for k in common])
+            try:
+                parts.extend(res.co2_t for res in factors.period_emissions(
+                    self._table, s.factors, s.calc_method, s.quantity_unit, t_s, q, d0, d1))
+            except FactorVersionNotFound:
+                return math.nan, flag
+        common_t = self._factor_sum(parts)
+        day_t = math.fsum([common_t, n_incomplete * (common_t / len(common))])
+        return self._factor_sum([*rest, day_t]), flag
 
     def _set_day(self, x: PeriodResult, d0: datetime, manual: bool) -> PeriodResult:
         """A source's day with its CO2 set by hand, or flagged S for an hour set by hand."""

@@ -192,11 +192,13 @@ def test_a_missing_output_hour_invalidates_the_factor_unit_hour(tmp_path: Path) 
     # ytd after hour 5: 6 hours of U1, 5 of BF (hour 5's BF has no value)
     a = hours[5].allowance
     assert a is not None and a.ytd_t == hand(6 * U1_HOUR_T + 5 * BF_HOUR_T)
-    # Day: 23 hours of hot metal, 2 645 t · 0.045 = 119.025 tC; 816 − 119.025 = 696.975 tC
-    # · 44/12 = 2 555.575 t (the stream's day valid with 23 ≥ 20 hours). Its intensity is
-    # over the 23 hours with both parts: 23 · 105.691 666 … / (23 · 115), not 2 555.575 / 2 645
+    # Day: the stream's 23 hours of hot metal, 2 645 t (its day valid with 23 ≥ 20 hours).
+    # The balance is over the 23 common hours, hour 5 counting their mean 105.691 666 … t:
+    # 24 · 105.691 666 … = 2 536.6 t (Σ of the streams' days, (816 − 2 645 · 0.045) · 44/12
+    # = 2 555.575 t, would count hour 5's coke without its hot metal). Its intensity is
+    # over the 23 hours with both parts: 23 · 105.691 666 … / (23 · 115), not 2 536.6 / 2 645
     dbf = day.units[1]
-    assert (dbf.co2_t, dbf.output_t, dbf.valid) == (hand(2555.575), hand(2645.0), True)
+    assert (dbf.co2_t, dbf.output_t, dbf.valid) == (hand(2536.6), hand(2645.0), True)
     assert (dbf.intensity_t_t, dbf.intensity_n_valid) == (hand(BF_HOUR_T / 115), 23)
 
 
