@@ -18,7 +18,15 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from alarms.config import RULE_KINDS, AlarmPlantConfig, CaptureRateRuleConfig, target_kind
+from alarms.config import (
+    RULE_KINDS,
+    AlarmPlantConfig,
+    CaptureRateRuleConfig,
+    IntensityRuleConfig,
+    closed_hour_intensity,
+    intensity_units,
+    target_kind,
+)
 from alarms.context import (
     ALLOWANCE_MEASURES,
     F64,
@@ -344,7 +352,13 @@ class RuleBank:
         self._ent_refs: list[tuple[str, str]] = []  # (kind, id); "site" once at most
         ent_ix: dict[tuple[str, str], int] = {}
         per_window: dict[str, list[int]] = {}
-        for i in rows["intensity"]:
+        # A factor-method or product-output scope has no minute ratio: on closed hours.
+        by_hour = np.array([closed_hour_intensity(cfgs[i].scope, plant)
+                            for i in rows["intensity"]], np.bool_)
+        minute_int = rows["intensity"][~by_hour]
+        self._hour_int = _HourIntensity([cfgs[i] for i in rows["intensity"][by_hour]],
+                                        rows["intensity"][by_hour], plant)
+        for i in minute_int:
             sc = cfgs[i].scope
             key = (("source", sc.source) if sc.source else ("unit", sc.unit) if sc.unit
                    else ("site", ""))
@@ -352,7 +366,7 @@ class RuleBank:
         self._ent_refs = list(ent_ix)
         self._windows: list[_IntensityWindow] = []
         for window, ents in per_window.items():
-            r = np.array([i for i in rows["intensity"] if cfgs[i].window == window], np.intp)
+            r = np.array([i for i in minute_int if cfgs[i].window == window], np.intp)
             used = sorted(set(ents))
             where = {e: j for j, e in enumerate(used)}
             width = WINDOW_MINUTES.get(window)
@@ -465,6 +479,7 @@ class RuleBank:
             if w.rolling is not None and ow.rolling is not None:
                 w.rolling.take_over(ow.rolling, nj, oj)
         self._capture.take_over(old._capture)
+        self._hour_int.take_over(old._hour_int)
 
     def _stopped(self, result: MinuteResult) -> B1:
         """Per plant unit whether it is stopped, plus a last False for rules without one."""
@@ -570,14 +585,27 @@ class RuleBank:
         return self.fault_message[d] if d >= 0 and self.fault[d] else ""
 
     def period(self, records: PeriodRecords) -> Changes:
-        """Take a closed hour (capture rates, the trailing emissions of the allowance)."""
+        """Take a closed hour (capture rates, the closed-hour intensities, the trailing
+        emissions of the allowance)."""
         if records.allowance is not None:
             self.trailing_30d_t = records.allowance.trailing_30d_t
-        if records.level != "hour" or not len(self._capture.rows):
+        hi = self._hour_int
+        if records.level != "hour" or not (len(self._capture.rows) or len(hi.rows)):
             return self._step_rows(_EMPTY_ROWS, np.zeros(0), records.t_end)
         h = minute_index(records.t, self.clock.minute_seconds) // 60
         rates = self._capture.push(hour_codes(records), h)
-        return self._step_rows(self._capture.rows, rates, records.t_end)
+        ratios = hi.push(records, h, month_key(self.clock, records.t))
+        rows = np.concatenate([self._capture.rows, hi.rows])
+        value = np.concatenate([rates, ratios])
+        m = max(minute_index(records.t_end, self.clock.minute_seconds), self.last_m)
+        changed, old, new = self.levels.step(rows, value, m)
+        # An intensity without a value (no valid hour, too little output) keeps its last one,
+        # as the minute windows do; a capture rate below its minimum hours is NaN.
+        hold = np.zeros(len(rows), np.bool_)
+        hold[len(self._capture.rows):] = np.isnan(ratios)
+        self.value[rows] = np.where(hold, self.value[rows], value)
+        return Changes(records.t_end, _EMPTY_ROWS, np.zeros(0, np.bool_), rows[changed], old,
+                       new)
 
     def reconciliation(self, unit: str, t: datetime, diff_pct: float) -> Changes:
         """Take one day's CEMS vs factor-method difference of a unit."""
@@ -704,4 +732,98 @@ class _CaptureBank:
             v, c = valid[self.src[sel]], counted[self.src[sel]]
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[sel] = np.where(c >= self.min_hours[sel], v / c * 100.0, math.nan)
+        return out
+
+
+_DAY_HOURS = 24  # the "day" window of a closed-hour intensity: the last 24 closed hours
+
+
+class _HourIntensity:
+    """The intensity rules evaluated on closed hours (alarms.config.closed_hour_intensity).
+
+    Per entity (source, unit, site) the accounted (CO2 t, output MWh or t) of each of its
+    last 24 closed hours that is valid for intensity — (0, 0) for one that is not, so that
+    it is left out of numerator and denominator alike, as compute/periods.py's day
+    intensity leaves it — and the sums of the plant-local month's. "hour" is the last
+    closed hour, "day" Σ CO2 / Σ output of the last 24, "month_to_date" of the month's.
+    """
+
+    def __init__(self, configs: Sequence[IntensityRuleConfig], rows: npt.NDArray[np.intp],
+                 plant: AlarmPlantConfig) -> None:
+        self.rows = rows
+        keys = [("source", c.scope.source) if c.scope.source else
+                ("unit", c.scope.unit or "") if c.scope.unit else ("site", "") for c in configs]
+        self.entities = sorted(set(keys))
+        where = {e: i for i, e in enumerate(self.entities)}
+        self.ent = np.array([where[k] for k in keys], np.intp)
+        self.window = [c.window for c in configs]
+        self.min_out = np.array([c.min_output for c in configs], np.float64)
+        # Per entity: the units whose output divides, and whether each one's is in t.
+        self._units = {e: [(u.id, u.output.unit == "t") for u in intensity_units(c.scope, plant)]
+                       for e, c in zip(keys, configs, strict=True)}
+        n = len(self.entities)
+        self.ring = np.zeros((2, n, _DAY_HOURS))
+        self.stamp = np.full(_DAY_HOURS, NONE, np.int64)
+        self.month = NONE
+        self.month_sums = np.zeros((2, n))
+        self.last_h = NONE
+
+    def take_over(self, old: _HourIntensity) -> None:
+        """The closed hours and month sums `old` holds of the entities both watch."""
+        at = {e: j for j, e in enumerate(old.entities)}
+        common = [(i, at[e]) for i, e in enumerate(self.entities) if e in at]
+        self.stamp[:], self.month, self.last_h = old.stamp, old.month, old.last_h
+        if not common:
+            return
+        mine, theirs = (np.array(x, np.intp) for x in zip(*common, strict=True))
+        self.ring[:, mine] = old.ring[:, theirs]
+        self.month_sums[:, mine] = old.month_sums[:, theirs]
+
+    def _entity_hour(self, entity: tuple[str, str], records: PeriodRecords) -> tuple[float,
+                                                                                    float]:
+        """(CO2 t, output) of an entity's closed hour; (NaN, NaN) unless valid for intensity:
+        the unit hour's intensity flag N (a valid output hour and every part of its CO2)
+        with CO2 and output finite; a site hour is Σ over its units valid so."""
+        units = {u.unit: u for u in records.units}
+        co2 = out = 0.0
+        counted = False
+        for uid, in_t in self._units[entity]:
+            u = units.get(uid)
+            if u is None or u.intensity_flag is not DataFlag.N:
+                continue
+            o = u.output_t if in_t else u.output_mwh
+            c = u.co2_t
+            if entity[0] == "source":  # its stack's CO2 over its unit's output
+                c = next((s.co2_t for s in records.sources if s.source == entity[1]),
+                         math.nan)
+            if math.isfinite(c) and math.isfinite(o):
+                co2, out, counted = co2 + c, out + o, True
+        return (co2, out) if counted else (math.nan, math.nan)
+
+    def push(self, records: PeriodRecords, h: int, month: int) -> F64:
+        """Take closed hour h (of plant-local `month`): every rule's intensity, NaN without
+        a valid hour or at or below its minimum output (then the rule keeps its level)."""
+        out = np.full(len(self.rows), math.nan)
+        if not len(self.rows) or h <= self.last_h:  # an hour already taken: no change
+            return out
+        self.last_h = h
+        pairs = np.array([self._entity_hour(e, records) for e in self.entities],
+                         np.float64).reshape(-1, 2).T
+        ok: B1 = np.asarray(np.isfinite(pairs).all(axis=0), np.bool_)
+        hour = np.where(ok[None, :], pairs, 0.0)
+        s = h % _DAY_HOURS
+        self.ring[:, :, s] = hour
+        self.stamp[s] = h
+        if month != self.month:
+            self.month, self.month_sums[:] = month, 0.0
+        self.month_sums += hour
+        ago = np.arange(_DAY_HOURS)
+        current = self.stamp[(h - ago) % _DAY_HOURS] == h - ago
+        day = self.ring[:, :, (h - ago) % _DAY_HOURS][:, :, current].sum(axis=2)
+        for k, (e, w) in enumerate(zip(self.ent.tolist(), self.window, strict=True)):
+            if w == "hour" and not ok[e]:
+                continue
+            c, o = (hour if w == "hour" else day if w == "day" else self.month_sums)[:, e]
+            if o > self.min_out[k] and o > 0.0:
+                out[k] = c / o
         return out

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, field_validator
 
-from compute.config import MAX_LOOKBACK_H, CalculationConfig
+from compute.config import MAX_LOOKBACK_H, CalculationConfig, UnitConfig
 from compute.performance import PerformanceConfig
 from drivers.config import DevicesConfig
 from model.errors import ConfigError
@@ -148,41 +148,76 @@ class CommLossRuleConfig(_RuleBase):
 
 
 class IntensityRuleConfig(_LevelRule):
-    """Emission intensity (t CO2/MWh) over a window against levels or a benchmark.
+    """Emission intensity (t CO2/MWh, or t CO2/t for a product output) over a window against
+    levels or a benchmark.
 
     `window`: "minute" (this minute), "hour" and "day" (the last 60 / 1440 minutes),
     "month_to_date" (the plant-local month so far). Levels are either absolute
-    (`warning`, `alarm` in t/MWh) or percentages of `benchmark_t_mwh` (a sector
-    benchmark or the plant's target). Below `min_output_mwh` of output in the window
+    (`warning`, `alarm` in t/MWh or t/t) or percentages of the benchmark
+    (`benchmark_t_mwh`, or `benchmark_t_t` for a product output: a sector benchmark or
+    the plant's target). Below `min_output_mwh` (`min_output_t`) of output in the window
     the intensity is not evaluated.
+
+    A scope whose CO2 or output has no minute value — a unit accounted by the factor
+    method (its CO2 comes with the closed hour) or with a product output in t (no minute
+    output) — is evaluated on closed hours (`closed_hour_intensity`): "hour" is the last
+    closed hour, "day" the last 24 closed hours, "month_to_date" the month's closed hours;
+    "minute" has no value there and is refused (`rule_problems`).
     """
 
     kind: Literal["intensity"]
     scope: Scope
     window: Literal["minute", "hour", "day", "month_to_date"]
     benchmark_t_mwh: float | None = Field(None, gt=0)
+    benchmark_t_t: float | None = Field(None, gt=0)
     warning_pct: float | None = Field(None, gt=0)
     alarm_pct: float | None = Field(None, gt=0)
     min_output_mwh: float = Field(0.0, ge=0)
+    min_output_t: float | None = Field(None, ge=0)
 
     def model_post_init(self, _ctx: Any) -> None:
-        """Require absolute levels or a benchmark with percentages, not both."""
+        """Require absolute levels or a benchmark with percentages, not both, and keys of
+        one output unit (MWh or t)."""
+        if self.output_unit_of_keys() == "both":
+            raise ValueError("give the benchmark and minimum output in one unit: "
+                             "'benchmark_t_mwh' / 'min_output_mwh' (power) or "
+                             "'benchmark_t_t' / 'min_output_t' (product in t), not both")
         pct = self.warning_pct is not None or self.alarm_pct is not None
-        if self.benchmark_t_mwh is None:
+        if self.benchmark is None:
             if pct:
-                raise ValueError("'warning_pct' / 'alarm_pct' need 'benchmark_t_mwh'")
+                raise ValueError("'warning_pct' / 'alarm_pct' need 'benchmark_t_mwh' "
+                                 "(or 'benchmark_t_t')")
             _check_levels(self.warning, self.alarm, True)
             return
+        key = "benchmark_t_mwh" if self.benchmark_t_mwh is not None else "benchmark_t_t"
         if self.warning is not None or self.alarm is not None:
-            raise ValueError("give levels either as 'warning' / 'alarm' (t/MWh) or as "
-                             "'warning_pct' / 'alarm_pct' of 'benchmark_t_mwh', not both")
+            raise ValueError(f"give levels either as 'warning' / 'alarm' (t/MWh) or as "
+                             f"'warning_pct' / 'alarm_pct' of '{key}', not both")
         if not pct:
-            raise ValueError("give 'warning_pct', 'alarm_pct' or both (of 'benchmark_t_mwh')")
+            raise ValueError(f"give 'warning_pct', 'alarm_pct' or both (of '{key}')")
         _check_levels(self.warning_pct, self.alarm_pct, True)
 
+    @property
+    def benchmark(self) -> float | None:
+        """The benchmark intensity in the scope's terms (t/MWh or t/t), or None."""
+        return self.benchmark_t_mwh if self.benchmark_t_mwh is not None else self.benchmark_t_t
+
+    @property
+    def min_output(self) -> float:
+        """The minimum output of the window in the scope's output unit (MWh or t)."""
+        return self.min_output_t if self.min_output_t is not None else self.min_output_mwh
+
+    def output_unit_of_keys(self) -> str | None:
+        """The output unit the rule's benchmark and minimum-output keys are in: "MWh", "t",
+        "both" (an error), or None when it gives none of them."""
+        # min_output_mwh 0 (its default) says nothing: a dumped rule holds it explicitly.
+        mwh = self.benchmark_t_mwh is not None or self.min_output_mwh > 0
+        t = self.benchmark_t_t is not None or self.min_output_t is not None
+        return "both" if mwh and t else "MWh" if mwh else "t" if t else None
+
     def levels(self) -> tuple[float | None, float | None]:
-        """(warning, alarm) in t/MWh."""
-        b = self.benchmark_t_mwh
+        """(warning, alarm) in t/MWh (t/t for a product output)."""
+        b = self.benchmark
         if b is None:
             return self.warning, self.alarm
         return (None if self.warning_pct is None else b * self.warning_pct / 100.0,
@@ -644,6 +679,70 @@ def target_field_problem(target: Target, rule_id: str | None = None) -> str | No
             f"valid {kind} fields: {', '.join(FIELDS[kind])}")
 
 
+def intensity_units(scope: Scope, cfg: CalculationConfig) -> list[UnitConfig]:
+    """The units whose output an intensity scope divides by: a source's unit, the unit, or
+    every unit of the site (none for a name the plant lacks)."""
+    if scope.site:
+        return list(cfg.units)
+    if scope.source is not None:
+        return [u for u, s in cfg.sources() if s.id == scope.source]
+    return [u for u in cfg.units if u.id == scope.unit]
+
+
+def closed_hour_intensity(scope: Scope, cfg: CalculationConfig) -> bool:
+    """Whether an intensity scope is evaluated on closed hours rather than minutes.
+
+    So it is when a minute lacks its ratio's numerator or denominator: a unit (or a site
+    unit) accounted by the factor method has no minute CO2, a product output (t) has no
+    minute output (compute/minute.py). A source's CO2 is its stack's, whatever the basis.
+    """
+    units = intensity_units(scope, cfg)
+    if scope.source is not None:
+        return any(u.output.unit == "t" for u in units)
+    return any(u.output.unit == "t" or u.accounting_basis == "factor" for u in units)
+
+
+def intensity_output_unit(scope: Scope, cfg: CalculationConfig) -> str:
+    """The output unit of an intensity scope's denominator: "MWh" or "t" (of its first
+    unit; `rule_problems` refuses a site whose units differ)."""
+    units = intensity_units(scope, cfg)
+    return units[0].output.unit if units else "MWh"
+
+
+def _intensity_problems(rpath: str, rule: IntensityRuleConfig,
+                        cfg: AlarmPlantConfig) -> Problems:
+    """An intensity rule's checks against its units' output units and accounting basis."""
+    units = intensity_units(rule.scope, cfg)
+    if not units:
+        return []
+    who = f"alarm rule {rule.id!r}"
+    outputs = sorted({u.output.unit for u in units})
+    if len(outputs) > 1:
+        listed = ", ".join(f"{u.id} ({u.output.unit})" for u in units)
+        return [(f"{rpath}.scope.site", f"{who}: a site intensity over units with different "
+                 f"output units is meaningless (t CO2 over MWh and t together): {listed}; "
+                 "give one intensity rule per unit (scope: unit)")]
+    problems: Problems = []
+    out = outputs[0]
+    keys = rule.output_unit_of_keys()
+    if keys is not None and keys != out:
+        names = ", ".join(u.id for u in units)
+        want = "'benchmark_t_t' / 'min_output_t'" if out == "t" else \
+            "'benchmark_t_mwh' / 'min_output_mwh'"
+        problems.append((rpath, f"{who}: the output of {names} is in {out}, the rule's "
+                         f"benchmark / minimum output in {keys}: use {want}"))
+    if rule.window == "minute" and closed_hour_intensity(rule.scope, cfg):
+        why = "; ".join(
+            f"{u.id}: " + ("output in t, no minute output" if u.output.unit == "t" else
+                           "factor-method CO2, known when its hour closes")
+            for u in units if u.output.unit == "t"
+            or (rule.scope.source is None and u.accounting_basis == "factor"))
+        problems.append((f"{rpath}.window", f"{who}: window 'minute' has no value ({why}): "
+                         "use 'hour' (the last closed hour), 'day' (the last 24 closed "
+                         "hours) or 'month_to_date'"))
+    return problems
+
+
 def rule_problems(cfg: AlarmPlantConfig) -> Problems:
     """Checks of the alarm rules against the plant: what they name must exist."""
     problems: Problems = []
@@ -671,6 +770,7 @@ def rule_problems(cfg: AlarmPlantConfig) -> Problems:
         elif isinstance(rule, IntensityRuleConfig):
             check(f"{rpath}.scope.source", "source", rule.scope.source)
             check(f"{rpath}.scope.unit", "unit", rule.scope.unit)
+            problems += _intensity_problems(rpath, rule, cfg)
         elif isinstance(rule, CommLossRuleConfig):
             check(f"{rpath}.device", "device", rule.device)
         elif isinstance(rule, CaptureRateRuleConfig):

@@ -10,7 +10,9 @@ differ only in the value:
     stale                minutes since the last good value (finite, flag N)
     comm_loss            1 while a device's communication has failed (DeviceEvent), else 0
     intensity            Σ CO2 / Σ output (t/MWh) over the minute, the last 60 or 1440
-                         minutes, or the plant-local month to date
+                         minutes, or the plant-local month to date; for a factor-method
+                         or product (t/t) scope over the last closed hour, the last 24
+                         closed hours or the month's closed hours (each closed hour)
     allowance_position   % of the annual allowance used, % of the pro-rated allowance,
                          forecast year-end % of allowance, forecast shortfall t or its cost
     capture_rate         valid / counted closed hours over a window, % (each closed hour)
@@ -46,6 +48,8 @@ from alarms.config import (
     StaleRuleConfig,
     Target,
     ThresholdRuleConfig,
+    closed_hour_intensity,
+    intensity_output_unit,
     target_field_problem,
     target_kind,
 )
@@ -82,6 +86,11 @@ WINDOW_MINUTES = {"hour": 60, "day": 1440}
 """The width of the rolling intensity windows; the others are the minute or the month."""
 _WINDOW_TEXT = {"minute": ("this minute", "本分钟"), "hour": ("last 60 min", "近 60 分钟"),
                 "day": ("last 24 h", "近 24 小时"), "month_to_date": ("month to date", "本月累计")}
+_HOURS_WINDOW_TEXT = {"minute": ("this minute", "本分钟"),  # refused by rule_problems
+                      "hour": ("last closed hour", "上一完整小时"),
+                      "day": ("last 24 closed hours", "近 24 个完整小时"),
+                      "month_to_date": ("month to date, closed hours", "本月累计（完整小时）")}
+"""The windows of an intensity on closed hours (alarms.config.closed_hour_intensity)."""
 _ROC_TEXT = {"rise": ("rise", "上升"), "fall": ("fall", "下降"), "both": ("|change|", "变化绝对值")}
 
 
@@ -273,9 +282,11 @@ def rule_area(config: RuleConfig, plant: AlarmPlantConfig) -> str:
     return Areas(plant)(config)
 
 
-def rule_spec(config: RuleConfig, area: str = "", system: bool = False) -> RuleSpec:
+def rule_spec(config: RuleConfig, area: str = "", system: bool = False, *,
+              output_unit: str = "MWh", closed_hours: bool = False) -> RuleSpec:
     """The evaluation and message view of one configured rule (`system`: a comm_loss rule
-    on a system device); ValueError on a bad field."""
+    on a system device; an intensity rule's `output_unit`, MWh or t, and whether it is
+    evaluated on `closed_hours`); ValueError on a bad field."""
 
     def spec(target: str, subject: str, subject_zh: str, high: bool, warning: float | None,
              alarm: float | None) -> RuleSpec:
@@ -313,10 +324,11 @@ def rule_spec(config: RuleConfig, area: str = "", system: bool = False) -> RuleS
         sc = config.scope
         who = sc.source or sc.unit
         label = f"source {sc.source}" if sc.source else f"unit {sc.unit}" if sc.unit else "site"
-        en, zh = _WINDOW_TEXT[config.window]
+        en, zh = (_HOURS_WINDOW_TEXT if closed_hours else _WINDOW_TEXT)[config.window]
+        per = f"t/{output_unit}"
         return spec(f"{label} intensity {config.window}",
-                    f"{who or 'site'} intensity t/MWh ({en})",
-                    f"{who or '全厂'} 排放强度 t/MWh（{zh}）", True, *config.levels())
+                    f"{who or 'site'} intensity {per} ({en})",
+                    f"{who or '全厂'} 排放强度 {per}（{zh}）", True, *config.levels())
     if isinstance(config, AllowanceRuleConfig):
         en, zh = _ALLOWANCE_TEXT[config.measure]
         return spec(f"site allowance {config.measure}", f"site {en}", f"全厂 {zh}", True,
@@ -361,5 +373,12 @@ def plant_specs(plant: AlarmPlantConfig) -> list[RuleSpec]:
     """The specs of every rule of a plant, in configuration order."""
     area = Areas(plant)
     system = set(plant.system_device_ids())
-    return [rule_spec(r, area(r), isinstance(r, CommLossRuleConfig) and r.device in system)
-            for r in plant.alarms.rules]
+    out = []
+    for r in plant.alarms.rules:
+        if isinstance(r, IntensityRuleConfig):
+            out.append(rule_spec(r, area(r), output_unit=intensity_output_unit(r.scope, plant),
+                                 closed_hours=closed_hour_intensity(r.scope, plant)))
+        else:
+            out.append(rule_spec(r, area(r),
+                                 isinstance(r, CommLossRuleConfig) and r.device in system))
+    return out
