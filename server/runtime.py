@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from alarms.persistence import RulePersistence
 from compute import kernels, periods, tagstore
 from compute.assets import CompliancePosition, deadline_of
+from compute.co2e_today import CO2eToday
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle, minute_batch, windows_batch
@@ -419,6 +420,7 @@ class Runtime:
             await self._start_calibration_monitor()
             await self._start_report_schedule()
             await self._seed_totals()
+            await self._seed_co2e_today()
             await self.records.load()  # before the open hour is read back: entries apply
             await self.assets.load()
             await self.cases.load()
@@ -541,6 +543,20 @@ class Runtime:
                                                     end=at, valid_only=True)
             for key in units:
                 totals.seed(f"{key}.{name}", now, *sums.get(key, (0.0, 0.0, 0.0)))
+
+    async def _seed_co2e_today(self) -> None:
+        """The units' stored hours of today into the sinks' CO2eToday (OPC UA, web): after a
+        restart it goes on from CO2Today + those hours' other gases, as CO2Today goes on."""
+        sums = [acc for s in self._sinks
+                if isinstance(acc := getattr(s.sink, "co2e_today", None), CO2eToday)]
+        if not sums:
+            return
+        now = datetime.now(UTC)
+        start = self.clock.day_start(now)
+        for unit in self.config.units:  # at most 24 rows a unit, once at start
+            for row in await self.historian.period_rows("unit", "hour", unit.id, start, now):
+                for acc in sums:
+                    acc.seed_hour(unit.id, row["t"], row["co2_t"], row["co2e_t"])
 
     async def _restore_periods(self) -> None:
         """Continue the hours and days where the historian left them (after a restart)."""

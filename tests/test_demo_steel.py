@@ -21,6 +21,7 @@ import pytest
 import yaml
 from asyncua.client.client import Client
 
+from compute.clock import PlantClock
 from server.config import load_config, parse_plant
 from server.historian import Historian
 from server.recalc import recalculate, recalculate_periods
@@ -45,6 +46,8 @@ LK_HOUR_T = 25 * (0.90 * 44 / 56.08 + 0.02 * 44 / 40.30) + 0.375 * 389.31 * 0.01
 # 0.1 kg/TJ 1.459 912 5e-5 t; CO2e under SAR (21, 310): + 0.003 065 816 25 + 0.004 525 728 75
 # = 26.315 057 639 726 t an hour.
 LK_HOUR_CO2E_T = LK_HOUR_T + 1.4599125e-4 * 21 + 1.4599125e-5 * 310
+# So each closed hour adds 0.007 591 545 t of other gases to the kiln's CO2eToday.
+LK_HOUR_OTHER_T = 0.007591545
 
 
 def hand(value: float) -> Any:
@@ -95,7 +98,8 @@ async def _hours(http: aiohttp.ClientSession, base: str, kind: str, ident: str,
 
 
 async def _process_values(endpoint: str) -> dict[str, tuple[float, int]]:
-    """(value, StatusCode) of each process's hour variables over OPC UA, anonymously."""
+    """(value, StatusCode) of each process's hour variables and of the kiln's CO2Today and
+    CO2eToday over OPC UA, anonymously."""
     port = endpoint.rsplit(":", 1)[1]
     out: dict[str, tuple[float, int]] = {}
     async with Client(f"opc.tcp://127.0.0.1:{port}") as client:
@@ -106,6 +110,11 @@ async def _process_values(endpoint: str) -> dict[str, tuple[float, int]]:
                 dv = await node.read_data_value(raise_on_bad_status=False)
                 assert dv.Value is not None and dv.StatusCode is not None
                 out[f"{proc}.{name}"] = (dv.Value.Value, dv.StatusCode.value)
+        for name in ("CO2Today", "CO2eToday"):
+            dv = await client.get_node(f"ns={ns};s=LK.{name}").read_data_value(
+                raise_on_bad_status=False)
+            assert dv.Value is not None and dv.StatusCode is not None
+            out[f"LK.{name}"] = (dv.Value.Value, dv.StatusCode.value)
     return out
 
 
@@ -160,6 +169,18 @@ async def test_the_steel_demo_runs_and_recalculates_bit_for_bit(tmp_path: Path) 
     assert lime and lime[0]["factor_version"] == "demo-lime-2020-01"
     # A factor unit has no minute CO2 (it comes with the hour); the year to date has it.
     assert live["BF"]["co2_kg"] is None and live["PP"]["co2_kg"] is not None
+    # So its CO2Today stays 0 and its CO2eToday is n · 0.007 591 545 t: the other gases of
+    # the n hours of the plant day closed so far (a plant day is 12 min here: n may be 0),
+    # over HTTP and OPC UA; n is the number of the kiln's hours read above of the live
+    # minute's plant day, give or take one that closed between two reads.
+    today = PlantClock(0.5, "Asia/Shanghai").day_start(datetime.fromisoformat(live["LK"]["t"]))
+    n_today = sum(h["co2_t"] is not None and datetime.fromisoformat(h["t"]) >= today
+                  for h in lk)
+    for co2_t, co2e_t in ((live["LK"]["co2_today_t"], live["LK"]["co2e_today_t"]),
+                          (processes["LK.CO2Today"][0], processes["LK.CO2eToday"][0])):
+        n = round(co2e_t / LK_HOUR_OTHER_T)
+        assert co2_t == 0.0 and max(n_today - 1, 0) <= n <= n_today + 1, (n, n_today)
+        assert co2e_t == hand(n * LK_HOUR_OTHER_T)
     assert position["ytd_t"] >= BF_HOUR_T + LK_HOUR_T
     # Per process over HTTP: ironmaking is the blast furnace alone, lime the kiln alone.
     by_id = {p["id"]: p for p in rolled["site"]["children"]}

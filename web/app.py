@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from compute.co2e_today import CO2eToday
 from model.errors import ConfigError, SinkError, os_error_text
 from model.protocols import AlarmControl, Authenticator
 from model.records import AlarmEvent, MinuteResult, PeriodRecords, SampleBlock
@@ -149,6 +150,11 @@ class WebSink:
         if self._port is None:
             raise RuntimeError("web sink is not started")
         return self._port
+
+    @property
+    def co2e_today(self) -> CO2eToday:
+        """The units' CO2eToday sums the live JSON's co2e_today_t is of (runtime seeds it)."""
+        return self.live.co2e_today
 
     @property
     def client_count(self) -> int:

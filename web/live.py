@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from compute.clock import PlantClock
+from compute.co2e_today import CO2eToday
 from model.records import (
     AlarmEvent,
     AllowancePosition,
@@ -71,6 +73,9 @@ class LiveState:
         self.t: datetime | None = None
         self.streams = {s.id for _, s in config.streams()}
         self.allowance: tuple[datetime, AllowancePosition] | None = None  # at an hour's end
+        # co2e_today_t: co2_today_t + the closed hours' other gases, as OPC UA's CO2eToday.
+        self.co2e_today = CO2eToday(PlantClock(config.clock.minute_seconds,
+                                               config.site.timezone))
 
     # -- updates
 
@@ -88,6 +93,7 @@ class LiveState:
         if records.allowance is not None and (
                 self.allowance is None or records.t_end >= self.allowance[0]):
             self.allowance = (records.t_end, records.allowance)
+        self.co2e_today.add_hour(records)
 
     def set_alarms(self, events: Iterable[AlarmEvent]) -> None:
         """Replace the listed alarms (events whose ISA-18.2 state is not normal)."""
@@ -185,6 +191,9 @@ class LiveState:
                      "t": iso_utc(rec.t) if rec else None}
         for name in UNIT_FIELDS:
             out[name] = num(getattr(rec, name)) if rec else None
+            if name == "co2_today_t":  # its CO2 equivalent next to it
+                out["co2e_today_t"] = num(self.co2e_today.today_t(
+                    unit_id, rec.t, rec.co2_today_t)) if rec else None
         out["valid"] = rec.valid if rec else None
         out["flag"] = rec.flag.name if rec else None
         return out

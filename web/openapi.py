@@ -74,6 +74,10 @@ SCHEMAS: Final[dict[str, Json]] = {
                       {"id": {"type": "string"}, "name": {"type": "string"},
                        "name_zh": {"type": "string"}, "quantity_unit": {"type": "string"}})},
                   "t": _TIME, **{f: _NUM for f in UNIT_FIELDS},
+                  "co2e_today_t": {**_NUM, "description": (
+                      "CO2 equivalent of the plant day so far (t): co2_today_t + the other "
+                      "gases (CH4, N2O … · GWP) of the unit's closed hours of the day; "
+                      "OPC UA Units/<unit>/CO2eToday.")},
                   "valid": {"type": ["boolean", "null"]}, "flag": _STR_OR_NULL}),
     "Allowance": {**_obj({"t": _TIME, **{f: _NUM for f in _ALLOWANCE_FIELDS}},
                          required=("t",)),

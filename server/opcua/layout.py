@@ -6,6 +6,7 @@ path so that they stay the same across restarts)::
     Objects/CarbonSCADA/<site id>/
       Units/<unit>/                 U1.Output, U1.CO2Today, U1.CO2FactorDay, U1.DataFlag …
                                     U1.CO2LastHour, U1.CO2eLastHour, U1.CO2eDay (CO2e)
+                                    U1.CO2eToday (CO2Today + the closed hours' other gases)
                                     U1.CO2RelUncertaintyHour / Day / YTD
         Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
       Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
@@ -256,6 +257,11 @@ UNIT_VARS: tuple[tuple[VarSpec, Callable[[UnitMinute], float]], ...] = (
      attrgetter("intensity_today_t_mwh")),
 )
 
+# CO2Today + the other gases of the day's closed hours (compute/co2e_today.py): written
+# with every minute, as CO2Today, and again when an hour of the day closes.
+CO2E_TODAY = VarSpec("CO2eToday", "t", "CO2 equivalent emitted today",
+                     "今日二氧化碳当量排放量", total=True)
+
 CO2_HOUR = VarSpec("CO2Hour", "t", "CO2 emitted in the last complete hour (substituted if "
                    "invalid)", "上一完整小时CO2排放量（无效时为替代值）")
 
@@ -432,6 +438,7 @@ class _Layout:
     carbon: list[tuple[ua.NodeId, Callable[[CompliancePosition], float]]] = field(
         default_factory=list)  # the Allowance object's compliance-position variables
     hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
+    unit_co2e_today: dict[str, ua.NodeId] = field(default_factory=dict)  # unit → CO2eToday
     # unit → its CO2LastHour and CO2eLastHour with their getters
     unit_hours: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float]]]] = field(
         default_factory=dict)
@@ -589,6 +596,8 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
         uwrites: list[_UnitWrite] = [
             (b.variable(unode, f"{unit.id}.{spec.name}", spec, what=upath), get, spec.total)
             for spec, get in UNIT_VARS]
+        out.unit_co2e_today[unit.id] = b.variable(unode, f"{unit.id}.{CO2E_TODAY.name}",
+                                                  CO2E_TODAY, what=upath)
         limit = cfg.reconciliation.limit_pct if cfg.reconciliation is not None else None
         out.unit_days[unit.id] = []
         for spec, dget in UNIT_DAY_VARS:

@@ -21,6 +21,8 @@ from asyncua.ua.status_codes import StatusCodes
 
 from compute.assets import CompliancePosition
 from compute.boundaries import rollup, tree_of
+from compute.clock import PlantClock
+from compute.co2e_today import CO2eToday
 from model.errors import SinkError, os_error_text
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
@@ -155,6 +157,11 @@ class OpcUaSink:
         # the year-to-date uncertainty written with each closed hour (uncertainty.py).
         self._ytd_t: tuple[tuple[str, ...], list[float]] | None = None
         self._zone = ZoneInfo(config.site.timezone)
+        # The units' CO2eToday: CO2Today + their closed hours' other gases of the day, and
+        # the latest minute's units, to write it again when an hour of the day closes.
+        self.co2e_today = CO2eToday(PlantClock(config.clock.minute_seconds,
+                                                config.site.timezone))
+        self._last_units: tuple[UnitMinute, ...] = ()
         self._conditions: dict[str, _Condition] = {}
         self._by_node: dict[ua.NodeId, _Condition] = {}
         # The condition methods (conditions.py) share these dictionaries with the sink.
@@ -289,8 +296,14 @@ class OpcUaSink:
             if result.sources:
                 self._ytd_t = (tuple(s.source for s in result.sources),
                                [s.co2_ytd_t for s in result.sources])
+        co2e = self.co2e_today
         for unit in result.units:
             write(layout.units.get(unit.unit), unit)
+            nid = layout.unit_co2e_today.get(unit.unit)
+            if nid is not None:  # with CO2Today's status: the same running total's
+                items.append((nid, dv(co2e.today_t(unit.unit, unit.t, unit.co2_today_t),
+                                      total_status_of(unit.flag))))
+        self._last_units = result.units
         await writer.write_nodes(items)
 
     async def on_period(self, records: PeriodRecords) -> None:
@@ -332,6 +345,16 @@ class OpcUaSink:
                 # An accounting figure without a flag, as of the end of the hour.
                 items += [(anid, dv(aget(records.allowance), _GOOD, records.t_end))
                           for anid, aget in layout.allowance]
+            if self.co2e_today.add_hour(records):
+                # The hour's other gases count at once, not from the next minute: the latest
+                # minute's CO2Today again, if that minute is of the hour's day (the hour that
+                # ends a day closes after the next day's first minute, which starts at 0).
+                co2e = self.co2e_today
+                for last in self._last_units:
+                    nid = layout.unit_co2e_today.get(last.unit)
+                    if nid is not None and co2e.covers(last.t):
+                        items.append((nid, dv(co2e.today_t(last.unit, last.t, last.co2_today_t),
+                                              total_status_of(last.flag), last.t)))
             await writer.write_nodes(items)
             return
         for unit in records.units:

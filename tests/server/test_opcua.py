@@ -432,3 +432,54 @@ async def test_day_values_and_reconciliation(port: int) -> None:
             assert (r.value, r.status) == (8.0, StatusCodes.UncertainEngineeringUnitsExceeded)
     finally:
         await sink.stop()
+
+
+async def test_co2e_today_adds_the_closed_hours_other_gases(client: Client,
+                                                            sink: OpcUaSink) -> None:
+    # A plant day of its own (the test plant is in Asia/Shanghai, UTC+8): 16 March 2025 is
+    # [15 Mar 16:00, 16 Mar 16:00) UTC; 06:30 UTC is 14:30 local.
+    day = datetime(2025, 3, 15, 16, tzinfo=UTC)
+    t = datetime(2025, 3, 16, 6, 30, tzinfo=UTC)
+    u1 = await child(client, [*SITE_PATH, "Units", "U1"])
+    assert "CO2eToday" in {(await n.read_browse_name()).Name for n in await u1.get_children()}
+    node = await by_id(client, "U1.CO2eToday")
+    assert (await (await node.get_child("0:EngineeringUnits")).read_value()
+            ).DisplayName.Text == "t"
+    # No hour of the day closed yet: CO2eToday is CO2Today, 1 520.25 t, with its status.
+    await sink.on_minute(RESULT.replace(t=t, units=(dataclasses.replace(UNIT, t=t),)))
+    r = await read(node)
+    assert (r.value, r.status, r.source_t) == (1520.25, StatusCodes.Good, t)
+    # Two closed hours of the day with the steel demo's lime-kiln figures (test_demo_steel):
+    # CO2 26.307 466 094 726 t, CO2e 26.315 057 639 726 t: + 0.007 591 545 t each, counted
+    # at once with the latest minute's CO2Today: 1 520.25 + 2 · 0.007 591 545 = 1 520.265 183 09
+    for h in (4, 5):
+        start = datetime(2025, 3, 16, h, tzinfo=UTC)
+        unit = UnitPeriod("U1", start, 26.307466094726, 26.307466094726, 0.0, math.nan, True,
+                          DataFlag.N, co2_t=26.307466094726, co2e_t=26.315057639726,
+                          gwp_set="SAR")
+        await sink.on_period(PeriodRecords("hour", start, start + timedelta(hours=1), (), (),
+                                           (unit,)))
+    r = await read(node)
+    assert r.value == pytest.approx(1520.26518309, rel=1e-9, abs=0)
+    assert (r.status, r.source_t) == (StatusCodes.Good, t)
+    # The next minute: its CO2Today 1 521.75 t + 0.015 183 09 t = 1 521.765 183 09 t; a
+    # substituted minute (D) makes it less than complete, as CO2Today.
+    t2 = t + timedelta(minutes=1)
+    await sink.on_minute(RESULT.replace(t=t2, units=(dataclasses.replace(
+        UNIT, t=t2, co2_today_t=1521.75, flag=DataFlag.D, valid=False),)))
+    r = await read(node)
+    assert r.value == pytest.approx(1521.76518309, rel=1e-9, abs=0)
+    assert r.status == (await read(await by_id(client, "U1.CO2Today"))).status
+    assert r.status == StatusCodes.UncertainSubNormal
+    # The next plant day's first minute starts again at its CO2Today (0.5 t); yesterday's
+    # last hour, closed after it, does not count today.
+    t3 = day + timedelta(days=1)
+    await sink.on_minute(RESULT.replace(t=t3, units=(dataclasses.replace(
+        UNIT, t=t3, co2_today_t=0.5),)))
+    last = day + timedelta(hours=23)
+    await sink.on_period(PeriodRecords("hour", last, t3, (), (), (UnitPeriod(
+        "U1", last, 26.307466094726, 26.307466094726, 0.0, math.nan, True, DataFlag.N,
+        co2_t=26.307466094726, co2e_t=26.315057639726, gwp_set="SAR"),)))
+    r = await read(node)
+    assert (r.value, r.status, r.source_t) == (0.5, StatusCodes.Good, t3)
+    await sink.on_minute(RESULT)  # as the other tests expect to find it

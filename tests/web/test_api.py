@@ -225,6 +225,32 @@ async def test_nan_serialized_as_null(sink: WebSink, http: aiohttp.ClientSession
     assert units[0]["intensity_t_mwh"] is None
 
 
+async def test_units_co2e_today(sink: WebSink, http: aiohttp.ClientSession) -> None:
+    units = await get_json(http, f"{base(sink)}/api/v1/units")
+    assert units[0]["co2_today_t"] is None and units[0]["co2e_today_t"] is None
+    await sink.on_minute(minute_result())
+    units = await get_json(http, f"{base(sink)}/api/v1/units")
+    # No hour of the day (1 May, Asia/Shanghai) closed yet: co2_today_t, 1 234.5678 t.
+    assert units[0]["co2e_today_t"] == 1234.5678
+    # An hour of the day (01:00 UTC, 09:00 local) with the steel demo's lime-kiln figures
+    # (tests/test_demo_steel.py): CO2 26.307 466 094 726 t, CO2e 26.315 057 639 726 t, its
+    # CH4 and N2O + 0.007 591 545 t: 1 234.5678 + 0.007 591 545 = 1 234.575 391 545 t.
+    start = datetime(2024, 5, 1, 1, tzinfo=UTC)
+    unit = UnitPeriod("U1", start, 26.307466094726, 26.307466094726, 0.0, float("nan"), True,
+                      DataFlag.N, co2_t=26.307466094726, co2e_t=26.315057639726,
+                      gwp_set="SAR")
+    await sink.on_period(PeriodRecords("hour", start, start + timedelta(hours=1), (), (),
+                                       (unit,)))
+    units = await get_json(http, f"{base(sink)}/api/v1/units")
+    assert units[0]["co2e_today_t"] == pytest.approx(1234.575391545, rel=1e-9, abs=0)
+    assert units[0]["co2_today_t"] == 1234.5678
+    assert list(units[0]).index("co2e_today_t") == list(units[0]).index("co2_today_t") + 1
+    # The next plant day (from 1 May 16:00 UTC) starts again at its co2_today_t.
+    await sink.on_minute(minute_result(datetime(2024, 5, 1, 16, tzinfo=UTC)))
+    units = await get_json(http, f"{base(sink)}/api/v1/units")
+    assert units[0]["co2e_today_t"] == 1234.5678
+
+
 async def test_static_page_is_served_without_external_resources(
         sink: WebSink, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{base(sink)}/") as r:
