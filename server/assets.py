@@ -53,7 +53,7 @@ from model.records import PeriodRecords
 from model.times import MAX_YEAR, MIN_YEAR
 from server.audit import AuditLog
 from server.config import Plant
-from server.historian import Historian
+from server.historian import Historian, read_only
 from server.tablefile import TableFile
 
 EPS_T = 1e-9  # tonnes: what "more than held" tolerates of float sums
@@ -386,19 +386,11 @@ class AssetKeeper:
         path = self.config.historian.path
 
         def query() -> tuple[float, float | None, float | None]:
-            try:
-                db = sqlite3.connect(path, timeout=5.0)
-            except sqlite3.Error as exc:
-                raise AssetsFileError(f"historian {path}: cannot open: {exc}") from None
-            try:
+            with read_only(path, AssetsFileError) as db:
                 row = db.execute(
                     "SELECT TOTAL(CASE WHEN count > 0 THEN mean END), MIN(min), MAX(max)"
                     " FROM tag_minute WHERE tag = ? AND t_ms >= ? AND t_ms < ?",
                     (tag, _ms(y0), _ms(end))).fetchone()
-            except sqlite3.Error as exc:
-                raise AssetsFileError(f"historian {path}: {exc}") from None
-            finally:
-                db.close()
             return float(row[0]), row[1], row[2]
 
         total, lo, hi = await asyncio.to_thread(query)

@@ -35,6 +35,7 @@ from model.records import DeviceEvent
 from server.audit import AuditLog, verify
 from server.backupconfig import BACKUP_DEVICE, BackupConfig, RetentionConfig
 from server.filelock import HistorianLock
+from server.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,9 @@ class BackupScheduler:
         self.on_event = on_event
         self.locked = locked
         self._stop = threading.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("historian-backup", self.check,
+                                 lambda: self.config.check_interval_s, log,
+                                 "historian backup check failed")
         self._started = datetime.now(UTC)
         self.last_error: str | None = None
         self._failed_at: float | None = None  # monotonic time of the last failed attempt
@@ -293,26 +296,12 @@ class BackupScheduler:
 
     async def start(self) -> None:
         """Start the schedule's task (the first check runs at once)."""
-        self._task = asyncio.create_task(self._loop(), name="historian-backup")
+        self._periodic.start()
 
     async def stop(self) -> None:
         """Stop the task; a copy or pruning in progress is abandoned at its next step."""
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the schedule goes on whatever one check does
-                log.exception("historian backup check failed")
-            await asyncio.sleep(self.config.check_interval_s)
+        await self._periodic.stop()
 
     async def check(self, now: datetime | None = None) -> None:
         """Back up if due (then prune), and send the alarm state if it changed."""

@@ -13,8 +13,6 @@ plant-local midnight (the instant a due date passes, web/register.overdue_from).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from alarms.config import AlarmPlantConfig, CommLossRuleConfig
 from model.records import DeviceEvent
+from server.periodic import Periodic
 from web.register import (
     InstrumentRegisterConfig,
     Registered,
@@ -99,20 +98,18 @@ class CalibrationMonitor:
         self.register = register
         self.on_event = on_event
         self._sent: dict[str, bool] = {}  # tag → overdue, as last sent
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("calibration-monitor", self.check,
+                                 lambda: self._sleep_s(datetime.now(UTC)), log,
+                                 "instrument calibration check failed")
         self.checks = 0
 
     async def start(self) -> None:
         """Start the task (the first check runs at once)."""
-        self._task = asyncio.create_task(self._loop(), name="calibration-monitor")
+        self._periodic.start()
 
     async def stop(self) -> None:
         """Stop the task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
     def _sleep_s(self, now: datetime) -> float:
         """Until the next check: the interval, or just after the next plant-local midnight."""
@@ -120,14 +117,6 @@ class CalibrationMonitor:
         midnight = datetime.combine(local.date() + timedelta(days=1), time(0), self.tz)
         to_midnight = (midnight.astimezone(UTC) - now).total_seconds() + MIDNIGHT_LAG_S
         return max(min(self.register.check_interval_h * 3600.0, to_midnight), 0.0)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                self.check()
-            except Exception:  # the monitor goes on whatever one check does
-                log.exception("instrument calibration check failed")
-            await asyncio.sleep(self._sleep_s(datetime.now(UTC)))
 
     def check(self, now: datetime | None = None) -> list[DeviceEvent]:
         """Send (and return) the events of the instruments whose overdue state changed."""

@@ -4,9 +4,9 @@ The plan and the verdicts are web/monitoring_plan.py's (pure); this module reads
 are judged on, recomputed from what the historian already keeps rather than stored a
 second time (a correction entry that recalculates a day changes the check with it):
 
-- the day's tag minutes: per tag, how many minutes had how many valid samples (one
-  grouped query on `tag_minute`, on a read-only connection of its own to the historian's
-  file, as server/assets.py reads a meter's minutes), for the capture rates;
+- the day's tag minutes: per tag, how many minutes had how many valid samples (grouped
+  queries on `tag_minute`, one for all the days of a range, on a read-only connection of
+  its own to the historian's file, server/historian.read_only), for the capture rates;
 - the stored day record (server/historian.py), for the substitutions used;
 - the factor table with the lab entries (server/records.py), for the factors.
 
@@ -23,9 +23,7 @@ the journal).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +34,8 @@ from compute.clock import PlantClock
 from compute.factors import FactorTable
 from model.errors import InvalidValueError
 from model.records import DeviceEvent, PeriodRecords
+from server.historian import read_only, to_ms
+from server.periodic import Periodic
 from web.monitoring_plan import (
     DayConformity,
     MonitoringConfig,
@@ -51,6 +51,7 @@ MONITORING_DEVICE: Final = "monitoring_plan"
 """The system device under which the daily check reports a deviation (a DeviceEvent)."""
 MONITORING_RULE_ID: Final = "monitoring_plan_conformity"
 _IN_CHUNK: Final = 500  # tags per query: well under SQLite's bound-parameter limit
+_DAY_CHUNK: Final = 100  # days per query: 3 parameters each, with the tags under 999
 
 
 def monitoring_device_ids(monitoring: MonitoringConfig) -> tuple[str, ...]:
@@ -103,28 +104,36 @@ def tag_counts(path: str | Path, tags: Sequence[str], start: datetime,
                end: datetime) -> dict[str, dict[int, int]]:
     """Per tag, valid samples of a stored minute → how many of [start, end)'s minutes had
     that many; read-only, on a connection of its own (call off the event loop)."""
+    return tag_counts_by_day(path, tags, [(start, end)])[0]
+
+
+def tag_counts_by_day(path: str | Path, tags: Sequence[str],
+                      bounds: Sequence[tuple[datetime, datetime]],
+                      ) -> list[dict[str, dict[int, int]]]:
+    """`tag_counts` of each [start, end) of `bounds`, on one read-only connection, in one
+    grouped query per chunk of tags and of bounds (call off the event loop)."""
     p = Path(path)
     if not p.is_file():
         raise InvalidValueError(f"historian {p}: no such file")
-    out: dict[str, dict[int, int]] = {}
+    out: list[dict[str, dict[int, int]]] = [{} for _ in bounds]
     wanted = sorted(set(tags))
-    t0, t1 = round(start.timestamp() * 1000), round(end.timestamp() * 1000)
-    try:
-        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise InvalidValueError(f"historian {p}: cannot open: {exc}") from None
-    try:
-        for i in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[i:i + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for tag, count, n in db.execute(
-                    f"SELECT tag, count, COUNT(*) FROM tag_minute WHERE tag IN ({marks})"
-                    " AND t_ms >= ? AND t_ms < ? GROUP BY tag, count", (*chunk, t0, t1)):
-                out.setdefault(str(tag), {})[int(count)] = int(n)
-    except sqlite3.Error as exc:
-        raise InvalidValueError(f"historian {p}: {exc}") from None
-    finally:
-        db.close()
+    ms = [(round(a.timestamp() * 1000), round(b.timestamp() * 1000)) for a, b in bounds]
+    with read_only(p, InvalidValueError) as db:
+        for j in range(0, len(ms), _DAY_CHUNK):
+            days = ms[j:j + _DAY_CHUNK]
+            # The days as rows (index, start ms, end ms) joined to their minutes along the
+            # (tag, t_ms) primary key: a range search per tag and day, all in one query.
+            values = ",".join("(?,?,?)" for _ in days)
+            day_args = [x for i, (a, b) in enumerate(days, j) for x in (i, a, b)]
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i:i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for d, tag, count, n in db.execute(
+                        f"WITH d(i, a, b) AS (VALUES {values}) SELECT d.i, m.tag, m.count,"
+                        " COUNT(*) FROM d CROSS JOIN tag_minute m WHERE m.tag IN"
+                        f" ({marks}) AND m.t_ms >= d.a AND m.t_ms < d.b"
+                        " GROUP BY d.i, m.tag, m.count", (*day_args, *chunk)):
+                    out[int(d)].setdefault(str(tag), {})[int(count)] = int(n)
     return out
 
 
@@ -163,23 +172,48 @@ class ConformityReader:
         stored = await self._historian.periods("day", start, end)
         if not stored:  # one day starts in [start, end): its record, when stored
             return None
-        record = stored[0]
-        factors = self._factors()
-        plan = monitoring_plan(self.config, self.monitoring, factors,
-                               end - timedelta(microseconds=1))
-        tags = [r.tag for r in plan if r.tag is not None]
-        counts = await asyncio.to_thread(tag_counts, self.path, tags, start, end)
-        return await asyncio.to_thread(conformity, self.config, self.monitoring, plan, day,
-                                       start, end, self.clock.minute_seconds, counts, record,
-                                       factors)
+        checks = await asyncio.to_thread(self._check, self._factors(),
+                                         [(day, start, end, stored[0])])
+        return checks[0]
 
     async def days(self, start: datetime, end: datetime) -> list[DayConformity]:
         """The checks of every stored day with start ≤ its start < end, oldest first."""
+        stored = await self._historian.periods("day", start, end)
+        s_ms = to_ms(start)
+        todo: list[tuple[date, datetime, datetime, PeriodRecords]] = []
+        for rec in stored:
+            day = self.day_starting(rec.t)
+            d0, d1 = day_bounds(self.clock, day)
+            a, b = to_ms(d0), to_ms(d1)
+            # The day's record is the first stored day starting in [d0, d1), as `day`
+            # reads it: one of `stored` unless the day begins before `start` (or its
+            # record is not in it), then read for that day alone.
+            record = next((r for r in stored if a <= to_ms(r.t) < b), None)
+            if record is None or a < s_ms:
+                alone = await self._historian.periods("day", d0, d1)
+                record = alone[0] if alone else None
+            if record is not None:
+                todo.append((day, d0, d1, record))
+        if not todo:
+            return []
+        return await asyncio.to_thread(self._check, self._factors(), todo)
+
+    def _check(self, factors: FactorTable,
+               days: Sequence[tuple[date, datetime, datetime, PeriodRecords]],
+               ) -> list[DayConformity]:
+        """The checks of (day, its start, its end, its stored record) each, the minutes'
+        counts of all read at once (on a thread: the plans, the query and the checks)."""
+        plans = [monitoring_plan(self.config, self.monitoring, factors,
+                                 end - timedelta(microseconds=1)) for _, _, end, _ in days]
+        tags = {r.tag for plan in plans for r in plan if r.tag is not None}
+        # Each day is given the counts of its own plan's tags only, as read for it alone.
+        counts = tag_counts_by_day(self.path, sorted(tags), [(a, b) for _, a, b, _ in days])
         out = []
-        for rec in await self._historian.periods("day", start, end):
-            c = await self.day(self.day_starting(rec.t))
-            if c is not None:
-                out.append(c)
+        for (day, a, b, record), plan, got in zip(days, plans, counts, strict=True):
+            mine = {r.tag for r in plan if r.tag is not None}
+            out.append(conformity(self.config, self.monitoring, plan, day, a, b,
+                                  self.clock.minute_seconds,
+                                  {t: c for t, c in got.items() if t in mine}, record, factors))
         return out
 
 
@@ -200,27 +234,16 @@ class ConformityMonitor:
         self._checked: datetime | None = None  # start of the last day checked
         self._sent: bool | None = None  # deviates, as last sent
         self.last: DayConformity | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("monitoring-plan-check", self.check, lambda: self.interval_s,
+                                 log, "monitoring plan conformity check failed")
 
     async def start(self) -> None:
         """Start the task (the last stored day is checked at once)."""
-        self._task = asyncio.create_task(self._loop(), name="monitoring-plan-check")
+        self._periodic.start()
 
     async def stop(self) -> None:
         """Stop the task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:  # the monitor goes on whatever one check does
-                log.exception("monitoring plan conformity check failed")
-            await asyncio.sleep(self.interval_s)
+        await self._periodic.stop()
 
     async def check(self, now: datetime | None = None) -> DayConformity | None:
         """Check the last stored day if it was not yet; send the alarm's event when the

@@ -1,17 +1,19 @@
 """The embedded historian: SQLite in WAL mode, the system of record.
 
-All SQLite work runs on one dedicated thread so the event loop never waits on disk.
-Times are stored as integer milliseconds since the Unix epoch (UTC).
+All SQLite work runs on one dedicated thread so the event loop never waits on disk;
+modules that read the file on threads of their own (conformity, performance, assets) do so
+through `read_only`. Times are stored as integer milliseconds since the Unix epoch (UTC).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import repeat
@@ -187,6 +189,28 @@ def to_ms(t: datetime) -> int:
 def from_ms(ms: int) -> datetime:
     """Integer epoch milliseconds → UTC datetime."""
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+READ_TIMEOUT_S = 5.0  # how long a reader waits on a lock the historian's thread holds
+
+
+@contextlib.contextmanager
+def read_only(path: str | Path, error: Callable[[str], Exception]) -> Iterator[sqlite3.Connection]:
+    """The historian's file on a read-only connection of its own, closed after (for reading
+    off the historian's thread); an SQLite error opening or reading it raises
+    `error("historian <path>: ...")`, `path` as given."""
+    # mode=ro: a reader can never write the system of record, nor create a missing file.
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                             timeout=READ_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise error(f"historian {path}: cannot open: {exc}") from None
+    try:
+        yield db
+    except sqlite3.Error as exc:
+        raise error(f"historian {path}: {exc}") from None
+    finally:
+        db.close()
 
 
 def _nan_to_null(x: float) -> float | None:
