@@ -136,8 +136,13 @@ UNIT_COLUMNS = (
     *PERIOD_COLUMNS, Column("unit", "机组", "Unit"),
     Column("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
     Column("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
+    # The accounted CO2: CEMS or factor method by the unit's basis (its intensity's)
+    Column("co2_t", "核算二氧化碳排放量(t)", "CO2 accounted (t)"),
     Column("output_mwh", "发电量(MWh)", "Output (MWh)"),
     Column("intensity_t_mwh", "排放强度(t/MWh)", "Intensity (t/MWh)"),
+    # A unit whose output is a product (hot metal, lime …): in t, intensity t CO2/t
+    Column("output_t", "产品产量(t)", "Output (t)"),
+    Column("intensity_t_t", "产品排放强度(t/t)", "Intensity (t CO2/t)"),
     Column("reconciliation_diff_pct", "两法偏差(%)", "Reconciliation CEMS vs factor (%)"),
     Column("reconciliation_exceeded", "偏差超限", "Reconciliation limit exceeded"),
     Column("valid_days_d", "有效天数(d)", "Valid days (d)"),
@@ -149,6 +154,7 @@ SITE_COLUMNS = (
     *PERIOD_COLUMNS, Column("site", "厂区", "Site"),
     Column("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
     Column("co2_factor_t", "排放因子法二氧化碳(t)", "CO2 by factor method (t)"),
+    Column("co2_t", "核算二氧化碳排放量(t)", "CO2 accounted (t)"),
     Column("output_mwh", "发电量(MWh)", "Output (MWh)"),
     Column("intensity_t_mwh", "排放强度(t/MWh)", "Intensity (t/MWh)"))
 ALLOWANCE_COLUMNS = (
@@ -319,10 +325,17 @@ def _unit_days(days: list[PeriodRecords], unit: str) -> list[UnitPeriod]:
     return [u for d in days for u in d.units if u.unit == unit]
 
 
-def _intensity(us: Sequence[UnitPeriod]) -> float:
-    ok = [u for u in us if math.isfinite(u.intensity_t_mwh) and u.output_mwh > 0]
-    out = math.fsum(u.output_mwh for u in ok)
-    return math.fsum(u.co2_cems_t for u in ok) / out if ok and out > 0 else math.nan
+def _intensity(us: Sequence[UnitPeriod], product: bool = False) -> float:
+    """Σ accounted CO2 / Σ output over the periods whose own intensity is valid: t/MWh, or
+    t/t of a product (`product`). The accounted CO2, not the CEMS one: a unit accounted by
+    the factor method has no CEMS CO2, and its intensity is over its factor CO2."""
+    def output(u: UnitPeriod) -> float:
+        return u.output_t if product else u.output_mwh
+
+    ok = [u for u in us if math.isfinite(u.intensity_t_t if product else u.intensity_t_mwh)
+          and output(u) > 0]
+    out = math.fsum(output(u) for u in ok)
+    return math.fsum(u.co2_t for u in ok) / out if ok and out > 0 else math.nan
 
 
 def _reconciliation(us: Sequence[UnitPeriod]) -> float:
@@ -344,16 +357,20 @@ def unit_table(cfg: CalculationConfig, per: Periods, days: list[list[PeriodRecor
             if per.level == "day" and len(us) == 1:
                 diff, exceeded = us[0].reconciliation_diff_pct, us[0].reconciliation_exceeded
                 intensity = us[0].intensity_t_mwh
+                intensity_t = us[0].intensity_t_t
             else:
                 diff = _reconciliation(us)
                 exceeded = limit is not None and math.isfinite(diff) and abs(diff) > limit
                 intensity = _intensity(us)
+                intensity_t = _intensity(us, product=True)
             valid_days = sum(u.valid for u in us)
             flag = (DataFlag.N if us and valid_days == n_days
                     else _worst(u.flag for u in us if not u.valid) if us else DataFlag.B)
             rows.append((*per.head(i), unit.id, cell_num(_fsum(u.co2_cems_t for u in us)),
                          cell_num(_fsum(u.co2_factor_t for u in us)),
+                         cell_num(_fsum(u.co2_t for u in us)),
                          cell_num(_fsum(u.output_mwh for u in us)), cell_num(intensity),
+                         cell_num(_fsum(u.output_t for u in us)), cell_num(intensity_t),
                          cell_num(diff), bool(exceeded), valid_days, flag.name,
                          cell_num(_fsum(u.co2e_t for u in us)),
                          ",".join(dict.fromkeys(u.gwp_set for u in us if u.gwp_set))))
@@ -367,6 +384,7 @@ def site_table(cfg: CalculationConfig, per: Periods, days: list[list[PeriodRecor
         us = [u for d in days[i] for u in d.units]
         rows.append((*per.head(i), cfg.site.id, cell_num(_fsum(u.co2_cems_t for u in us)),
                      cell_num(_fsum(u.co2_factor_t for u in us)),
+                     cell_num(_fsum(u.co2_t for u in us)),
                      cell_num(_fsum(u.output_mwh for u in us)), cell_num(_intensity(us))))
     return Table("site", "厂区", "Site", SITE_COLUMNS, rows)
 
