@@ -54,8 +54,9 @@ SETTABLE: Mapping[tuple[str, str], Mapping[str, str]] = MappingProxyType({
     ("source", "day"): {"co2_t": "t"},
     ("stream", "hour"): {"quantity": "quantity_unit"},
     ("stream", "day"): {"quantity": "quantity_unit"},
-    ("unit", "hour"): {"output_mwh": "MWh"},
-    ("unit", "day"): {"output_mwh": "MWh"},
+    # output_t of a unit whose output is a product (t/h), output_mwh of the others
+    ("unit", "hour"): {"output_mwh": "MWh", "output_t": "t"},
+    ("unit", "day"): {"output_mwh": "MWh", "output_t": "t"},
 })
 
 OUT_OF_CONTROL_FLAG = DataFlag.D  # HJ 212 has no letter of its own; D: instrument fault

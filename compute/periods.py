@@ -355,6 +355,8 @@ class PeriodCycle:
         # How each unit's CO2 is accounted (UnitPeriod.co2_t) and what its output is in.
         self._factor_basis = [u.accounting_basis == "factor" for u in config.units]
         self._product = [u.output.unit == "t" for u in config.units]
+        # The key an entered output is set under (compute/entries.py SETTABLE).
+        self._output_key = ["output_t" if p else "output_mwh" for p in self._product]
 
         n_src, n_rate, n_unit = len(pairs), len(self._rate_of), len(config.units)
         self._conc = np.full((n_src, MINUTES_PER_HOUR), np.nan)
@@ -567,8 +569,8 @@ class PeriodCycle:
         sources = tuple(replace(s, flag=MANUAL_FLAG, co2_measured_t=float(measured_t[i]))
                         if manual[i] and s.valid else s for i, s in enumerate(sources))
         power, n_power, power_flag = _hour_means(self._power, self._pflag, self._min_minutes)
-        set_output = [self._records.values("unit", "hour", u.id, h0).get("output_mwh")
-                      for u in self.config.units]
+        set_output = [self._records.values("unit", "hour", unit.id, h0).get(key)
+                      for unit, key in zip(self.config.units, self._output_key, strict=True)]
         for u, v in enumerate(set_output):
             if v is not None:
                 power[u], power_flag[u] = v, 0
@@ -901,7 +903,7 @@ class PeriodCycle:
                 factor = balance[0]
             co2 = factor if self._factor_basis[u] else cems
             out_mwh = _fsum_finite([self._output_of(u, h.units[u]) for h in hours])
-            set_out = self._records.values("unit", "day", unit.id, d0).get("output_mwh")
+            set_out = self._records.values("unit", "day", unit.id, d0).get(self._output_key[u])
             diff, exceeded = math.nan, False
             if self.config.reconciliation is not None and self._direct[u] and own:
                 rec = derived.reconcile(cems, factor, self.config.reconciliation.limit_pct)

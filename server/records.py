@@ -277,7 +277,7 @@ class RecordKeeper:
         self._sources = {s.id: u.id for u, s in self.config.sources()}
         self._unit_sources = {u.id: [s.id for s in u.sources] for u in self.config.units}
         self._streams = {s.id: s for _, s in self.config.streams()}
-        self._units = {u.id for u in self.config.units}
+        self._units = {u.id: u.output.unit for u in self.config.units}  # id → MWh | t
 
     # -------------------------------------------------------------- start
 
@@ -422,10 +422,12 @@ class RecordKeeper:
             kind, ident = _target(item.target)
             what = f"{item.kind} of {item.target} {item.level}"
             if isinstance(item, QuantityIn):
-                field = "quantity" if kind == "stream" else "output_mwh"
+                out_unit = self._units.get(ident, "MWh")
+                field = ("quantity" if kind == "stream"
+                         else "output_t" if out_unit == "t" else "output_mwh")
                 values = {field: item.value}
                 want = (self._streams[ident].quantity_unit if kind == "stream"
-                        and ident in self._streams else "MWh")
+                        and ident in self._streams else out_unit)
                 if kind in ("stream", "unit") and item.unit != want:
                     raise RecordsError(f"{what}: the quantity is in {want}, not {item.unit!r}")
                 if kind not in ("stream", "unit"):
@@ -433,6 +435,13 @@ class RecordKeeper:
             else:
                 values = dict(item.values)
             self._check_target(kind, ident, what)
+            if kind == "unit":  # a product unit's output is in t, a power unit's in MWh
+                wrong = "output_mwh" if self._units[ident] == "t" else "output_t"
+                if wrong in values:
+                    raise RecordsError(f"{what}: unit {ident!r} has its output in "
+                                       f"{self._units[ident]}: set "
+                                       f"{'output_t' if wrong == 'output_mwh' else 'output_mwh'}, "
+                                       f"not {wrong}")
             t = item.t.astimezone(UTC)
             start = {"minute": clock.minute_start, "hour": clock.hour_start,
                      "day": clock.day_start}[item.level](t)

@@ -45,6 +45,7 @@ class _Meta:
     unit: str = ""  # the unit a source belongs to
     sources: tuple[str, ...] = ()  # the sources of a unit
     streams: tuple[Json, ...] = ()  # the fuel and energy streams of a unit: id, names, unit
+    output_unit: str = ""  # a unit's output: MWh, or t of a product
 
 
 class LiveState:
@@ -58,7 +59,8 @@ class LiveState:
         self._unit_meta = {
             u.id: _Meta(u.id, u.name, u.name_zh, sources=tuple(s.id for s in u.sources),
                         streams=tuple({"id": st.id, "name": st.name, "name_zh": st.name_zh,
-                                       "quantity_unit": st.quantity_unit} for st in u.streams))
+                                       "quantity_unit": st.quantity_unit} for st in u.streams),
+                        output_unit=u.output.unit)
             for u in config.units
         }
         self._sources: dict[str, SourceMinute] = {}
@@ -188,7 +190,7 @@ class LiveState:
         meta = self._unit_meta[unit_id]
         out: Json = {"id": meta.id, "name": meta.name, "name_zh": meta.name_zh,
                      "sources": list(meta.sources), "streams": list(meta.streams),
-                     "t": iso_utc(rec.t) if rec else None}
+                     "output_unit": meta.output_unit, "t": iso_utc(rec.t) if rec else None}
         for name in UNIT_FIELDS:
             out[name] = num(getattr(rec, name)) if rec else None
             if name == "co2_today_t":  # its CO2 equivalent next to it

@@ -73,6 +73,9 @@ SCHEMAS: Final[dict[str, Json]] = {
                   "streams": {"type": "array", "items": _obj(
                       {"id": {"type": "string"}, "name": {"type": "string"},
                        "name_zh": {"type": "string"}, "quantity_unit": {"type": "string"}})},
+                  "output_unit": {"type": "string", "enum": ["MWh", "t"], "description": (
+                      "what the unit's output is in: MWh, or t of a product (hot metal, "
+                      "lime …); an entered output is in it")},
                   "t": _TIME, **{f: _NUM for f in UNIT_FIELDS},
                   "co2e_today_t": {**_NUM, "description": (
                       "CO2 equivalent of the plant day so far (t): co2_today_t + the other "

@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from compute import kernels
+from compute.entries import Override, Records
 from compute.minute import MinuteCalculator
 from compute.periods import MinuteBatch, PeriodCycle
+from compute.plan import build_plan
 from model.errors import ConfigError
 from model.flags import DataFlag
 from model.records import PeriodRecords
@@ -200,6 +202,25 @@ def test_a_missing_output_hour_invalidates_the_factor_unit_hour(tmp_path: Path) 
     dbf = day.units[1]
     assert (dbf.co2_t, dbf.output_t, dbf.valid) == (hand(2536.6), hand(2645.0), True)
     assert (dbf.intensity_t_t, dbf.intensity_n_valid) == (hand(BF_HOUR_T / 115), 23)
+
+
+def test_a_product_units_output_is_entered_in_t(tmp_path: Path) -> None:
+    p = parse_plant(works(tmp_path), "plant.yaml")
+    entered = Records(overrides=(
+        Override("unit", "day", "BF", DAY0, {"output_t": 2500.0}, entry=1),
+        # output_mwh on a unit in t is no output of it (server/records.py refuses it)
+        Override("unit", "hour", "BF", DAY0, {"output_mwh": 1.0}, entry=2)))
+    plan = build_plan(p.config, p.plan().tag_ids, p.factors, entered)
+    out = PeriodCycle(plan).add(minutes(plan.tag_ids, 25))
+    bf_hour = next(r for r in out if r.level == "hour").units[1]
+    assert bf_hour.output_t == hand(115.0)  # the weigher's, not the 1.0 in MWh
+    (day,) = [r for r in out if r.level == "day"]
+    bf = day.units[1]
+    # The day's 2 536.6 t over the 2 500 t entered (the weigher read 2 760 t):
+    # 1.014 64 t CO2/t, flagged S (set by hand)
+    assert (bf.output_t, bf.intensity_t_t, bf.flag) == (hand(2500.0), hand(2536.6 / 2500),
+                                                        DataFlag.S)
+    assert math.isnan(bf.output_mwh)
 
 
 def test_restored_days_keep_the_factor_units_in_the_year(tmp_path: Path) -> None:

@@ -199,6 +199,11 @@ async def test_a_correction_and_a_lab_entry_on_the_running_server(
             await rt.records.enter("engineer", {
                 "kind": "correction", "target": "source:S1", "level": "hour",
                 "t": target.t.isoformat(), "values": {"co2_t": 1.0}})
+        with pytest.raises(RecordsError, match="unit 'U1' has its output in MWh: set "
+                                               "output_mwh, not output_t"):
+            await rt.records.enter("engineer", {
+                "kind": "correction", "target": "unit:U1", "level": "hour",
+                "t": target.t.isoformat(), "values": {"output_t": 1.0}, "reason": "x"})
         with pytest.raises(RecordsError, match="quantity is in t, not 'kg'"):
             await rt.records.enter("engineer", {
                 "kind": "quantity", "target": "stream:U1_coal", "level": "hour",

@@ -109,7 +109,9 @@
       }
     }
     if (kinds.includes("unit")) {
-      for (const x of v.items("unit")) out.push([`unit:${x.id}`, `${v.label("机组发电量", "unit output")} ${x.id} [MWh]`]);
+      for (const x of hmi.units || []) {
+        out.push([`unit:${x.id}`, `${v.label("机组产出", "unit output")} ${x.id} [${x.output_unit || "MWh"}]`]);
+      }
     }
     return out;
   }
@@ -122,7 +124,7 @@
 
   function quantityUnit(target) {
     const [kind, id] = target.split(":");
-    if (kind === "unit") return "MWh";
+    if (kind === "unit") return ((hmi.units || []).find((u) => u.id === id) || {}).output_unit || "MWh";
     const st = streams().find((s) => s.id === id);
     return st ? st.quantity_unit || "" : "";
   }
