@@ -86,7 +86,10 @@ def intensity_pair_ok(co2: float, output: float, co2_flag: DataFlag,
 
 def minute_index(t: datetime, minute_seconds: float) -> int:
     """The plant-clock minute containing `t`, counted from the Unix epoch."""
-    return math.floor(t.timestamp() / minute_seconds + 1e-9)
+    # Within 1e-4 of a minute of its start is that minute: at 0.1-s minutes the float
+    # quotient of a minute start can fall 4e-6 short of the whole number.
+    k = t.timestamp() / minute_seconds
+    return round(k) if abs(k - round(k)) < 1e-4 else math.floor(k)
 
 
 def stopped_units(result: MinuteResult) -> set[str]:

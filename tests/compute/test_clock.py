@@ -75,3 +75,22 @@ def test_date_start_is_the_day_the_clock_shows() -> None:
         assert clock.scaled_local(start).isoformat() == "2027-03-01T00:00:00+08:00"
     # at 60-s minutes: Shanghai midnight of 2027-03-01 is 2027-02-28 16:00 UTC
     assert PlantClock().date_start(date(2027, 3, 1)) == datetime(2027, 2, 28, 16, tzinfo=UTC)
+
+
+def test_tenth_of_a_second_minutes_keep_every_boundary_exact() -> None:
+    # At 0.1-s and 0.101-s minutes the clock runs 600× and 594× the wall clock: float
+    # seconds put a minute start 4e-6 minute short (into the minute before) and a plant
+    # midnight 0.1 ms into the day before, which made a day 0 hours long.
+    for minute_s in (0.1, 0.101, 0.137):
+        c = PlantClock(minute_s, "Asia/Shanghai")
+        step = timedelta(microseconds=round(minute_s * 1e6))
+        d0 = c.day_start(datetime(2026, 12, 7, 22, 58, 25, 746_000, tzinfo=UTC))
+        for day in range(3):
+            start = d0 + day * 1440 * step  # 24 h of 60 minutes each
+            assert c.day_start(start) == start and c.next_day(start) == start + 1440 * step
+            assert c.day_start(start - timedelta(microseconds=1)) == start - 1440 * step
+            for hour in range(24):
+                h = start + hour * 60 * step
+                assert c.hour_start(h) == h and c.minute_start(h) == h
+                assert c.minute_start(h - timedelta(microseconds=1)) == h - step
+                assert c.scaled_local(h).minute == 0 and c.scaled_local(h).hour == hour
