@@ -58,6 +58,7 @@ log = logging.getLogger("carbonscada")
 
 SAMPLE_BATCH_S = 0.05  # raw readings reach the sinks in blocks of this interval
 POLL_CHECK_S = 0.01  # how often a closing minute looks whether every device polled past it
+OVERFLOW_LOG_S = 3600.0  # a tag-store overflow is logged at most this often
 # At most this long after start, the minute cycle waits for every device's first poll
 # (answered or failed) before it picks its first minute; a device still connecting then
 # is a device failing, and its minutes are flagged.
@@ -199,9 +200,11 @@ class Runtime:
         poll_min = min((d.poll_interval_s for d in config.devices), default=1.0)
         # Rows in configuration order, a device's tags together: a poll group each.
         self.table = TagTable(tuple(self.cycle.calc.tag_ids))
-        # Room for three minutes of polls at the fastest poll rate.
-        self.store = TagStore(self.table.ids,
-                              math.ceil(3 * config.clock.minute_seconds / poll_min) + 16,
+        # Room for three minutes of polls at the fastest poll rate, and for the grace a
+        # minute waits for a slow device: a minute is taken only `close_grace_s` after its
+        # end, and with short minutes (demos, tests) the grace is the longer of the two.
+        keep_s = 3 * config.clock.minute_seconds + config.clock.close_grace_s
+        self.store = TagStore(self.table.ids, math.ceil(keep_s / poll_min) + 16,
                               groups=[len(d.tags) for d in config.devices if d.tags])
         self._batch: list[SampleBlock] = []  # blocks of the current interval, for the sinks
         # Each device's tags: contiguous rows of the table (start, stop) and their names.
@@ -269,6 +272,7 @@ class Runtime:
         self._stop_errors: list[str] = []
         self._started_at = started_at if started_at is not None else time.monotonic()
         self._first_published = False
+        self._overflow_logged = (0, -math.inf)  # (samples dropped, monotonic time) last told
         self.ready = asyncio.Event()
         # /metrics, /health, /ready (served by the web sink); reads the live stages.
         self.monitor = Monitor(drivers=lambda: self._drivers, sinks=lambda: self._sinks,
@@ -747,6 +751,7 @@ class Runtime:
             for sink in self._sinks:
                 sink.submit_minute(result)
             self.monitor.minute_published(end.timestamp(), time.perf_counter() - began)
+            self._tell_overflow()
             # After the minute is out: closing an hour or a day never delays it.
             self._close_periods(result)
             if not self._first_published:
@@ -754,6 +759,16 @@ class Runtime:
                 log.info("first minute %s published %.2f s after process start",
                          result.t.isoformat(), time.monotonic() - self._started_at)
             end += minute
+
+    def _tell_overflow(self) -> None:
+        # Samples dropped from a full ring are gone from the minutes: say so, with the
+        # total, at the first drop and then at most once an hour.
+        told, at = self._overflow_logged
+        dropped = self.store.overflowed
+        if dropped > told and time.monotonic() - at >= OVERFLOW_LOG_S:
+            log.warning("%d samples dropped so far: the minute cycle fell behind the polls "
+                        "and the tag store's rings overflowed", dropped)
+            self._overflow_logged = (dropped, time.monotonic())
 
     async def _wait_for_polls(self, end: datetime, grace_s: float) -> None:
         """Until every device polled past `end`, or `grace_s` after it at most."""

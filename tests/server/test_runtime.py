@@ -3,9 +3,11 @@ when a sink's stop fails; the failure is reported, naming the sink."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model.errors import ConfigError, SinkError
@@ -147,3 +149,32 @@ async def test_a_device_not_polled_past_the_minute_holds_it_for_the_grace_at_mos
     assert arrived
     end, at = arrived[0]
     assert 9.5 <= at - end < 14.0, arrived
+
+
+def test_the_tag_store_keeps_a_minute_through_its_grace(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # 0.5-s minutes, polls every 0.1 s and a 10-s grace: a minute held for a slow device
+    # is taken 10.5 s after it began, 105 polls later. The rings held three minutes' polls
+    # (31): the minute's samples were overwritten while it waited, and nobody was told.
+    d = plant_dict(free_port(), var_dir=str(tmp_path / "var"), minute_seconds=0.5)
+    d["clock"]["close_grace_s"] = 10.0
+    runtime = rt.Runtime(parse_plant(d, "test"))
+    store, table = runtime.store, runtime.table
+    rows = np.arange(len(table.ids), dtype=np.int32)
+    t0 = 1_800_000_000.0
+    for k in range(106):  # 10.5 s of polls
+        store.append_block(SampleBlock.of_poll(table, t0 + 0.1 * k, rows,
+                                               np.full(len(rows), float(k)),
+                                               np.zeros(len(rows), np.uint8)))
+    assert store.overflowed == 0
+    window = store.take(t0, t0 + 0.5)
+    assert window.counts.tolist() == [5] * len(rows)  # polls 0 … 4 of the first minute
+    # A ring that does overflow is told once, with the total, then at most once an hour.
+    store.overflowed = 7
+    with caplog.at_level(logging.WARNING, logger="carbonscada"):
+        runtime._tell_overflow()
+        store.overflowed = 9
+        runtime._tell_overflow()
+    told = [r.getMessage() for r in caplog.records if "samples dropped" in r.getMessage()]
+    assert told == ["7 samples dropped so far: the minute cycle fell behind the polls and "
+                    "the tag store's rings overflowed"]
