@@ -4,10 +4,10 @@ CO2eToday = CO2Today + Σ over the day's closed hours of the unit of (co2e_t −
 
 The other gases (CH4, N2O … · GWP, compute/gases.py) are known only with a closed hour,
 while CO2Today is the running Σ of the minutes' CO2. Adding the hours' difference, not
-their co2e_t, keeps CO2eToday on the same basis as CO2Today (a factor unit has no minute
-CO2: its CO2Today stays 0, and so its CO2eToday is the other gases alone) and never below
-it. Kept per unit and closed hour (at most 24 figures a unit), so a minute costs one
-dictionary look-up per unit and no loop; an hour sent again replaces its figure.
+their co2e_t, keeps CO2eToday on the same basis as CO2Today (a factor unit's CO2Today is
+its closed hours' CO2, compute/hour_co2.py) and never below it. Kept per unit and closed
+hour (at most 24 figures a unit), so a minute costs one dictionary look-up per unit and no
+loop; an hour sent again replaces its figure.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from compute import kernels, periods, tagstore
 from compute.assets import CompliancePosition, deadline_of
 from compute.co2e_today import CO2eToday
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
+from compute.hour_co2 import HourCO2
 from compute.minute import MinuteCalculator
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
@@ -197,6 +198,9 @@ class Runtime:
         plan = self.plan = plant.plan()
         self.cycle = MinuteCycle(plan)
         self.clock = self.cycle.clock
+        # The factor-method units' CO2 comes with their hours: into the running totals.
+        self.hour_co2 = HourCO2(self.cycle.totals, self.clock,
+                                [u.id for u in config.units if u.accounting_basis == "factor"])
         poll_min = min((d.poll_interval_s for d in config.devices), default=1.0)
         # Rows in configuration order, a device's tags together: a poll group each.
         self.table = TagTable(tuple(self.cycle.calc.tag_ids))
@@ -424,6 +428,7 @@ class Runtime:
             await self._start_calibration_monitor()
             await self._start_report_schedule()
             await self._seed_totals()
+            await self._seed_hour_co2()
             await self._seed_co2e_today()
             await self.records.load()  # before the open hour is read back: entries apply
             await self.assets.load()
@@ -548,6 +553,15 @@ class Runtime:
             for key in units:
                 totals.seed(f"{key}.{name}", now, *sums.get(key, (0.0, 0.0, 0.0)))
 
+    async def _seed_hour_co2(self) -> None:
+        """The factor-method units' stored hours of the plant year into the running totals
+        (seeded from the minutes, which have no CO2 of theirs) and into HourCO2's count."""
+        now = datetime.now(UTC)
+        start = self.clock.year_start(now)
+        for unit in sorted(self.hour_co2.units):  # ≤ 8 784 rows a unit, once at start
+            for row in await self.historian.period_rows("unit", "hour", unit, start, now):
+                self.hour_co2.count(unit, row["t"], row["co2_t"])
+
     async def _seed_co2e_today(self) -> None:
         """The units' stored hours of today into the sinks' CO2eToday (OPC UA, web): after a
         restart it goes on from CO2Today + those hours' other gases, as CO2Today goes on."""
@@ -614,6 +628,7 @@ class Runtime:
         would raise, clear and notify alarms about a past the operators already saw."""
         latest = {rec.level: rec for rec in closed}
         for rec in closed:
+            self.hour_co2.take(rec)  # a revised hour of a factor unit: the difference
             for sink in self._sinks:
                 if not sink.takes_periods or sink.sink is self.historian:
                     continue
@@ -639,6 +654,7 @@ class Runtime:
             log.exception("hour / day calculation failed at minute %s", result.t.isoformat())
             return
         for rec in closed:
+            self.hour_co2.take(rec)
             self._publish_period(rec)
         if closed:
             self._carbon_position_soon()

@@ -169,18 +169,29 @@ async def test_the_steel_demo_runs_and_recalculates_bit_for_bit(tmp_path: Path) 
     assert lime and lime[0]["factor_version"] == "demo-lime-2020-01"
     # A factor unit has no minute CO2 (it comes with the hour); the year to date has it.
     assert live["BF"]["co2_kg"] is None and live["PP"]["co2_kg"] is not None
-    # So its CO2Today stays 0 and its CO2eToday is n · 0.007 591 545 t: the other gases of
-    # the n hours of the plant day closed so far (a plant day is 12 min here: n may be 0),
-    # over HTTP and OPC UA; n is the number of the kiln's hours read above of the live
-    # minute's plant day, give or take one that closed between two reads.
+    # Its closed hours count in its running totals (compute/hour_co2.py): CO2Today is n
+    # hours of 26.307 … t, n the kiln's hours read above of the live minute's plant day (a
+    # plant day is 12 min here: n may be 0), give or take one that closed between two
+    # reads; CO2eToday adds the other gases of the day's hours, 0.007 591 545 t each: n of
+    # them, or n + 1 when an hour closed after the minute (OPC UA writes CO2eToday again
+    # when an hour closes, CO2Today comes with the next minute). Over HTTP and OPC UA.
     today = PlantClock(0.5, "Asia/Shanghai").day_start(datetime.fromisoformat(live["LK"]["t"]))
     n_today = sum(h["co2_t"] is not None and datetime.fromisoformat(h["t"]) >= today
                   for h in lk)
     for co2_t, co2e_t in ((live["LK"]["co2_today_t"], live["LK"]["co2e_today_t"]),
                           (processes["LK.CO2Today"][0], processes["LK.CO2eToday"][0])):
-        n = round(co2e_t / LK_HOUR_OTHER_T)
-        assert co2_t == 0.0 and max(n_today - 1, 0) <= n <= n_today + 1, (n, n_today)
-        assert co2e_t == hand(n * LK_HOUR_OTHER_T)
+        n = round(co2_t / LK_HOUR_T)
+        assert max(n_today - 1, 0) <= n <= n_today + 1, (n, n_today)
+        assert co2_t == hand(n * LK_HOUR_T)
+        m = round((co2e_t - co2_t) / LK_HOUR_OTHER_T)
+        assert m in (n, n + 1) and co2e_t == hand(co2_t + m * LK_HOUR_OTHER_T), (m, n)
+    # The year to date has every hour of the run (the historian is new): those read above.
+    n_year = round(live["LK"]["co2_ytd_t"] / LK_HOUR_T)
+    n_hours = sum(h["co2_t"] is not None for h in lk)
+    assert n_year >= 1 and n_hours - 1 <= n_year <= n_hours + 1, (n_year, n_hours)
+    assert live["LK"]["co2_ytd_t"] == hand(n_year * LK_HOUR_T)
+    assert live["BF"]["co2_ytd_t"] == hand(round(live["BF"]["co2_ytd_t"] / BF_HOUR_T)
+                                           * BF_HOUR_T) and live["BF"]["co2_ytd_t"] > 0
     assert position["ytd_t"] >= BF_HOUR_T + LK_HOUR_T
     # Per process over HTTP: ironmaking is the blast furnace alone, lime the kiln alone.
     by_id = {p["id"]: p for p in rolled["site"]["children"]}

@@ -1,0 +1,66 @@
+"""A factor-method unit's closed hours in the running totals (compute/hour_co2.py)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from compute.clock import PlantClock
+from compute.hour_co2 import HourCO2
+from compute.totals import Totals
+from model.records import PeriodRecords
+from tests.fixtures.boundaries import period, unit_period
+
+H = timedelta(hours=1)
+# The steel demo's kiln hour, worked in tests/test_demo_steel.py: 26.307 466 094 726 t.
+LK_HOUR_T = 25 * (0.90 * 44 / 56.08 + 0.02 * 44 / 40.30) + 0.375 * 389.31 * 0.0153 * 0.99 * 44 / 12
+
+
+def hour(t: datetime, **co2_t: float) -> PeriodRecords:
+    """The records of one closed hour starting at `t`, a unit record per keyword."""
+    return period("hour", t, t + H, [unit_period(u, t, v) for u, v in co2_t.items()])
+
+
+def test_closed_hours_revisions_and_day_ends_in_the_running_totals() -> None:
+    clock = PlantClock(60.0, "UTC")
+    totals = Totals(clock)
+    hc = HourCO2(totals, clock, ["LK"])
+    d0 = datetime(2026, 12, 7, tzinfo=UTC)
+    totals.seed("LK.co2_kg", d0, 0.0, 0.0, 0.0)
+    totals.seed("PP.co2_kg", d0, 0.0, 0.0, 0.0)
+    # The kiln's first two hours close; the power plant (CEMS, minute CO2) is not counted.
+    hc.take(hour(d0, LK=LK_HOUR_T, PP=500.0))
+    hc.take(hour(d0 + H, LK=LK_HOUR_T, PP=500.0))
+    r = totals.add("LK.co2_kg", d0 + 2 * H, math.nan)  # a factor unit's minute: no CO2
+    assert (r.day, r.year) == (2 * LK_HOUR_T * 1000, 2 * LK_HOUR_T * 1000)
+    assert totals.add("PP.co2_kg", d0 + 2 * H, 0.0).day == 0.0
+    # An entry recalculates the first hour: 30 t. The day and year take the difference,
+    # 30 − 26.307 466 094 726 t, not the hour again.
+    hc.take(hour(d0, LK=30.0))
+    r = totals.add("LK.co2_kg", d0 + 2 * H + timedelta(minutes=1), math.nan)
+    assert r.day == (30.0 + LK_HOUR_T) * 1000 and r.year == r.day
+    # Hour 23 closes after the next day's first minute: the year has it, today does not.
+    d1 = d0 + 24 * H
+    totals.add("LK.co2_kg", d1, math.nan)
+    hc.take(hour(d1 - H, LK=20.0))
+    r = totals.add("LK.co2_kg", d1 + timedelta(minutes=1), math.nan)
+    assert r.day == 0.0 and r.year == (30.0 + LK_HOUR_T + 20.0) * 1000
+    # An hour without a value counts 0, and removes what that hour counted before.
+    hc.take(hour(d1 - H, LK=math.nan))
+    r = totals.add("LK.co2_kg", d1 + timedelta(minutes=2), math.nan)
+    assert r.year == (30.0 + LK_HOUR_T) * 1000
+    # Days are not hours: a day record adds nothing (its hours did).
+    hc.take(period("day", d0, d1, [unit_period("LK", d0, 1e6)]))
+    assert totals.add("LK.co2_kg", d1 + timedelta(minutes=3), math.nan).year == r.year
+
+
+def test_a_new_year_starts_the_count_again_and_a_past_years_hour_is_left() -> None:
+    clock = PlantClock(60.0, "UTC")
+    totals = Totals(clock)
+    hc = HourCO2(totals, clock, ["LK"])
+    y1 = datetime(2027, 1, 1, tzinfo=UTC)
+    totals.seed("LK.co2_kg", y1, 0.0, 0.0, 0.0)
+    hc.count("LK", y1, 10.0)
+    hc.count("LK", y1 - H, 7.0)  # 2026's last hour, closed after 2027 began
+    r = totals.add("LK.co2_kg", y1 + H, math.nan)
+    assert (r.day, r.year) == (10_000.0, 10_000.0)
