@@ -27,7 +27,7 @@ from compute.clock import PlantClock
 from compute.config import StreamConfig, UnitConfig
 from compute.factors import FactorTable, FactorVersion
 from model.flags import DataFlag
-from model.records import StreamPeriod
+from model.records import StreamPeriod, UnitPeriod
 from server.reports.config import ReportsConfig
 from server.reports.tables import Cell, Column, Periods, Report, ReportData, Table
 
@@ -92,7 +92,14 @@ def _unit_rows(unit: UnitConfig, reports: ReportsConfig, data: ReportData, hours
                ) -> list[tuple[Cell, ...]]:
     days = [u for d in data.days for u in d.units if u.unit == unit.id]
     hours = [u for h in data.hours for u in h.units if u.unit == unit.id]
-    gen = [u.output_mwh for u in days if math.isfinite(u.output_mwh)]
+    # A unit whose output is a product (a blast furnace's hot metal, a kiln's lime) reports
+    # that output in t where a generating unit reports its generation; it has no load factor.
+    product = unit.output.unit == "t"
+
+    def output(u: UnitPeriod) -> float:
+        return u.output_t if product else u.output_mwh
+
+    gen = [output(u) for u in days if math.isfinite(output(u))]
     generation = math.fsum(gen) if gen else None
     manual = any(u.flag is DataFlag.S for u in days)
     power = unit.output.rate
@@ -100,10 +107,14 @@ def _unit_rows(unit: UnitConfig, reports: ReportsConfig, data: ReportData, hours
     gen_detail = ("; ".join(_documents(entries, f"unit:{unit.id}", t0, t1)) if manual
                   else _input_source(power.tag, power.value) if generation is not None
                   else "no stored day of the month")
-    running = sum(1 for u in hours if math.isfinite(u.output_mwh) and u.output_mwh > 0)
+    running = sum(1 for u in hours if math.isfinite(output(u)) and output(u) > 0)
     capacity = reports.capacity_mw.get(unit.id)
-    if capacity is None or generation is None:
-        load: float | None = None
+    load: float | None
+    if product:
+        load = None
+        load_src, load_detail = MISSING, "a product unit (output in t): no generating capacity"
+    elif capacity is None or generation is None:
+        load = None
         load_src, load_detail = MISSING, (
             f"no rated capacity: set reports.capacity_mw.{unit.id}" if capacity is None
             else "no generation")
@@ -125,7 +136,8 @@ def _unit_rows(unit: UnitConfig, reports: ReportsConfig, data: ReportData, hours
     factor = [u.co2_factor_t for u in days if math.isfinite(u.co2_factor_t)]
     u = unit.id
     return [
-        ("发电量", u, generation, "MWh", gen_src, gen_detail, "generation_mwh"),
+        ("产品产量", u, generation, "t", gen_src, gen_detail, "product_output_t") if product
+        else ("发电量", u, generation, "MWh", gen_src, gen_detail, "generation_mwh"),
         ("供热量", u, None, "GJ", MISSING,
          "厂区配置无供热计量 the plant configuration has no heat-supply meter",
          "heat_supplied_gj"),

@@ -71,3 +71,31 @@ async def test_a_product_unit_reports_t_and_t_per_t(tmp_path: Path) -> None:
     (site,) = rows_of(body, "site")
     assert site["CO2 accounted (t)"] == hand(1600.0)
     assert site["Intensity (t/MWh)"] == hand(1100.0 / 2640.0)
+
+
+async def test_the_platform_workbook_gives_a_product_unit_its_output_in_t(
+        tmp_path: Path) -> None:
+    d = boundary_plant_dict(var_dir=str(tmp_path))
+    d["units"][0]["output"] = {"rate_t_h": {"value": 150.0}}  # BF1 makes hot metal, t/h
+    plant = parse_plant(d, str(tmp_path / "plant.yaml"))
+    h = Historian(plant.config.historian.path)
+    await h.start()
+    try:
+        for t, hm_t in ((D0, 4000.0), (D0 + DAY, 3000.0)):
+            bf = replace(unit_period("BF1", t, 300.0, output_t=hm_t), co2_cems_t=math.nan,
+                         co2_factor_t=300.0, basis="factor")
+            await h.on_period(period("day", t, t + DAY, [bf]))
+        maker = ReportMaker(plant.config, h, lambda: plant.factors)
+        nov = datetime(2026, 10, 31, 16, tzinfo=UTC)  # 2026-11-01 00:00 plant time
+        body = (await maker.make("platform", nov, datetime(2026, 11, 30, 16, tzinfo=UTC),
+                                 "xlsx")).body
+    finally:
+        await h.stop()
+    got = {(r["Key"], r["Unit or fuel"]): r for r in rows_of(body, "platform")}
+    # The hot metal of the month, 4000 + 3000 t, where a generating unit has its MWh.
+    out = got[("product_output_t", "BF1")]
+    assert (out["Value"], out["Unit of the value"]) == (hand(7000.0), "t")
+    assert ("generation_mwh", "BF1") not in got
+    load = got[("load_factor_pct", "BF1")]
+    assert load["Value"] is None and "product unit" in load["Document, tag or reason"]
+    assert got[("co2_factor_t", "BF1")]["Value"] == hand(600.0)
