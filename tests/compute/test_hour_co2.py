@@ -21,13 +21,18 @@ def hour(t: datetime, **co2_t: float) -> PeriodRecords:
     return period("hour", t, t + H, [unit_period(u, t, v) for u, v in co2_t.items()])
 
 
-def test_closed_hours_revisions_and_day_ends_in_the_running_totals() -> None:
+def counting(t: datetime) -> tuple[Totals, HourCO2]:
+    """Totals of LK (factor method) and PP (CEMS) started at `t`; LK's hours counted."""
     clock = PlantClock(60.0, "UTC")
     totals = Totals(clock)
-    hc = HourCO2(totals, clock, ["LK"])
+    for unit in ("LK", "PP"):
+        totals.seed(f"{unit}.co2_kg", t, 0.0, 0.0, 0.0)
+    return totals, HourCO2(totals, clock, ["LK"])
+
+
+def test_closed_hours_revisions_and_day_ends_in_the_running_totals() -> None:
     d0 = datetime(2026, 12, 7, tzinfo=UTC)
-    totals.seed("LK.co2_kg", d0, 0.0, 0.0, 0.0)
-    totals.seed("PP.co2_kg", d0, 0.0, 0.0, 0.0)
+    totals, hc = counting(d0)
     # The kiln's first two hours close; the power plant (CEMS, minute CO2) is not counted.
     hc.take(hour(d0, LK=LK_HOUR_T, PP=500.0))
     hc.take(hour(d0 + H, LK=LK_HOUR_T, PP=500.0))
@@ -55,11 +60,8 @@ def test_closed_hours_revisions_and_day_ends_in_the_running_totals() -> None:
 
 
 def test_a_new_year_starts_the_count_again_and_a_past_years_hour_is_left() -> None:
-    clock = PlantClock(60.0, "UTC")
-    totals = Totals(clock)
-    hc = HourCO2(totals, clock, ["LK"])
     y1 = datetime(2027, 1, 1, tzinfo=UTC)
-    totals.seed("LK.co2_kg", y1, 0.0, 0.0, 0.0)
+    totals, hc = counting(y1)
     hc.count("LK", y1, 10.0)
     hc.count("LK", y1 - H, 7.0)  # 2026's last hour, closed after 2027 began
     r = totals.add("LK.co2_kg", y1 + H, math.nan)
