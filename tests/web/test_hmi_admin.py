@@ -290,3 +290,32 @@ async def test_admin_view_fits_and_is_saved(browser: Browser, room: Room,  # noq
     scroll, client = await page.evaluate(
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert scroll <= client, f"admin view at {width} px scrolls sideways: {scroll} > {client}"
+
+
+class ProductRoom(ControlRoom):
+    """The control room of a plant whose unit makes a product (t/h): its intensity rules
+    are in t CO2/t, one against a benchmark, one with absolute levels."""
+
+    def __init__(self, port: int, tmp_path: Path) -> None:
+        d = plant_dict(web_port=port)
+        d["units"][0]["output"] = {"rate_t_h": {"value": 150.0}}
+        d["alarms"] = {"rules": [
+            {"id": "u1_bench", "kind": "intensity", "scope": {"unit": "U1"}, "window": "day",
+             "benchmark_t_t": 1.052, "warning_pct": 100.0, "alarm_pct": 110.0},
+            {"id": "u1_abs", "kind": "intensity", "scope": {"unit": "U1"}, "window": "hour",
+             "warning": 1.1, "alarm": 1.2}], "channels": []}
+        super().__init__(port, tmp_path, parse_config(d, "test_hmi_admin"))
+
+
+async def test_a_product_units_intensity_rules_show_t_per_t(
+        browser: Browser, port: int, tmp_path: Path) -> None:  # noqa: F811
+    async with ProductRoom(port, tmp_path) as room:
+        page = await _page(browser)
+        await page.goto(room.url + "#/admin")
+        await log_in(page, "engineer", "demo-engineer")
+        bench = page.locator('#rules-table tr[data-rule="u1_bench"]')
+        await expect(bench.locator('[data-field="warning"]')).to_contain_text("% × 1.052 t/t")
+        absolute = page.locator('#rules-table tr[data-rule="u1_abs"]')
+        await expect(absolute.locator('[data-field="alarm"]')).to_contain_text("t/t")
+        await expect(absolute.locator('[data-field="alarm"]')).not_to_contain_text("MWh")
+        assert page.errors == []  # type: ignore[attr-defined]

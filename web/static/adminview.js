@@ -235,9 +235,16 @@
     if (kind === "intensity") {
       const s = r.scope || {};
       const what = s.site ? ["全厂", "site"] : [s.source || s.unit || "", s.source || s.unit || ""];
-      const pct = r.benchmark_t_mwh != null;
+      // A unit whose output is a product (hot metal, lime) has its intensity in t CO2/t:
+      // its rule's keys say so (benchmark_t_t, min_output_t), or the unit's output unit.
+      const unit = s.unit ? hmi.units.find((x) => x.id === s.unit) : null;
+      const perT = r.benchmark_t_t != null || r.min_output_t != null
+        || (unit != null && unit.output_unit === "t");
+      const base = perT ? "t/t" : "t/MWh";
+      const bench = perT ? r.benchmark_t_t : r.benchmark_t_mwh;
+      const pct = bench != null;
       return { what: [`${what[0]} 排放强度（${r.window || ""}）`, `${what[1]} intensity (${r.window || ""})`],
-        unit: pct ? `% × ${fmt(r.benchmark_t_mwh, 3)} t/MWh` : "t/MWh",
+        unit: pct ? `% × ${fmt(bench, 3)} ${base}` : base,
         levels: pct ? ["warning_pct", "alarm_pct"] : ["warning", "alarm"] };
     }
     if (kind === "allowance_position") {
