@@ -49,6 +49,7 @@ def rows(files: dict[str, str]) -> dict[str, list[dict[str, str]]]:
     return {k: list(csv.DictReader(io.StringIO(text))) for k, text in files.items()}
 
 
+@pytest.mark.long
 @pytest.mark.timeout(420)  # a plant day is 2.4 min, the recalculation ~1 min
 async def test_a_day_of_the_steel_demo_recalculates_bit_for_bit(tmp_path: Path) -> None:
     data = steel_dict(tmp_path)
