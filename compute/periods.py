@@ -595,7 +595,9 @@ class PeriodCycle:
                     unit.id, h0, cems, unit_factor[u], out_mwh,
                     co2 / out_mwh if i_flag == 0 and out_mwh > 0 else math.nan, flag == 0,
                     _S if flag == 0 and set_by_hand else DataFlag(flag),
-                    intensity_flag=DataFlag(i_flag), intensity_n_valid=int(n_power[u]))))
+                    intensity_flag=DataFlag(i_flag), intensity_n_valid=int(n_power[u]),
+                    n_substituted=int(not self._factor_basis[u]
+                                      and any(s.substituted for s in own)))))
         self._hist_conc.append(hours.co2_dry_pct.copy())
         self._hist_flow.append(hours.flow_std_dry_m3_h.copy())
         # A lookback hour needs its concentration and flow: one set by its CO2 alone is none.
@@ -901,6 +903,11 @@ class PeriodCycle:
             balance = self._balance_day(u, d0, d1, hours, stream_days)
             if balance is not None:  # a carbon balance with incomplete hours
                 factor = balance[0]
+            if self._factor_basis[u]:
+                n_sub = 0 if balance is None else balance[2]
+            else:  # the hours in which one of its sources' hours was substituted
+                n_sub = sum(any(h.sources[i].substituted for i in self._unit_sources[u])
+                            for h in hours)
             co2 = factor if self._factor_basis[u] else cems
             out_mwh = _fsum_finite([self._output_of(u, h.units[u]) for h in hours])
             set_out = self._records.values("unit", "day", unit.id, d0).get(self._output_key[u])
@@ -925,7 +932,7 @@ class PeriodCycle:
             units.append(self._unit_period(u, UnitPeriod(
                 unit.id, d0, cems, factor, out_mwh, intensity, f == 0,
                 _S if f == 0 and manual_unit else DataFlag(f), diff, exceeded,
-                DataFlag(i_flag), i_n)))
+                DataFlag(i_flag), i_n, n_substituted=n_sub)))
         site = _fsum_finite([self._co2_of(u, x) for u, x in enumerate(units)])
         if self._year != self.clock.year_bounds(d0)[0]:
             self._year, self._year_days_t = self.clock.year_bounds(d0)[0], 0.0
@@ -937,9 +944,11 @@ class PeriodCycle:
         return PeriodRecords("day", d0, d1, sources, tuple(streams), tuple(units))
 
     def _balance_day(self, u: int, d0: datetime, d1: datetime, hours: Sequence[PeriodRecords],
-                     stream_days: Sequence[Sequence[StreamPeriod]]) -> tuple[float, int] | None:
-        """(t CO2 of unit `u`'s direct streams, flag) of a day whose carbon balance has
-        incomplete hours; None when it has none (the day is then Σ of its streams' days).
+                     stream_days: Sequence[Sequence[StreamPeriod]],
+                     ) -> tuple[float, int, int] | None:
+        """(t CO2 of unit `u`'s direct streams, flag, incomplete hours filled) of a day whose
+        carbon balance has incomplete hours; None when it has none (the day is then Σ of
+        its streams' days).
 
         Why: Σ in − Σ out of the streams' days, each over the hours it has, counts the
         input carbon of an hour whose output is missing (a blast-furnace gas meter out
@@ -983,20 +992,20 @@ class PeriodCycle:
         rest = [x.co2_t for r in self._direct[u] if r not in hourly for x in stream_days[r]]
         flag = int(period_flag(len(common), self._min_hours, worst))
         if not common:
-            return math.nan, flag
+            return math.nan, flag, 0
         parts: list[float] = []
+        t_s = np.array([hours[k].t.timestamp() for k in common])
         for r in hourly:
             s = self.streams[r][1]
-            t_s = np.array([hours[k].t.timestamp() for k in common])
             q = np.array([hours[k].streams[r].quantity for k in common])
             try:
                 parts.extend(res.co2_t for res in factors.period_emissions(
                     self._table, s.factors, s.calc_method, s.quantity_unit, t_s, q, d0, d1))
             except FactorVersionNotFound:
-                return math.nan, flag
+                return math.nan, flag, 0
         common_t = self._factor_sum(parts)
         day_t = math.fsum([common_t, n_incomplete * (common_t / len(common))])
-        return self._factor_sum([*rest, day_t]), flag
+        return self._factor_sum([*rest, day_t]), flag, n_incomplete
 
     def _set_day(self, x: PeriodResult, d0: datetime, manual: bool) -> PeriodResult:
         """A source's day with its CO2 set by hand, or flagged S for an hour set by hand."""

@@ -487,6 +487,12 @@ class UnitPeriod:
     # `gwp_set`, its id; "" when none is in force).
     co2e_t: float = float("nan")
     gwp_set: str = ""
+    # Hours of the period whose accounted CO2 holds a substitute: a `cems` unit's hours in
+    # which one of its sources' hours was substituted; a carbon balance's incomplete hours
+    # of a day, each counted at the mean of its common hours (PeriodCycle._balance_day).
+    # An hour says 0 or 1. The flag says whether the period is valid; this, how much of it
+    # an auditor has to look at as estimated.
+    n_substituted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

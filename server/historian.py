@@ -152,7 +152,9 @@ _ADDED_COLUMNS = (("source_minute", "substitution", "TEXT NOT NULL DEFAULT ''"),
                       ("gas", "TEXT NOT NULL DEFAULT ''"), ("gas_t", "REAL DEFAULT 0"),
                       ("co2e_t", "REAL"), ("gwp_set", "TEXT NOT NULL DEFAULT ''"))),
                   *((f"unit_{lv}", c, d) for lv in ("hour", "day") for c, d in (
-                      ("co2e_t", "REAL"), ("gwp_set", "TEXT NOT NULL DEFAULT ''"))))
+                      ("co2e_t", "REAL"), ("gwp_set", "TEXT NOT NULL DEFAULT ''"),
+                      # hours holding a substitute (rows stored before: not counted, 0)
+                      ("n_substituted", "INTEGER NOT NULL DEFAULT 0"))))
 _JOURNAL_COLUMNS = ("t_ms", "rule", "state", "previous", "value", "limit_value", "target",
                     "message", *_JOURNAL_TEXT, "shelved_until_ms")
 _DELIVERY_COLUMNS = ("t_ms", "channel", "rule", "state", "kind", "outcome", "attempt", "error")
@@ -171,7 +173,7 @@ _PERIOD_STREAM = ("unit", "t_end_ms", "quantity", "quantity_unit", "co2_t", "fac
 _PERIOD_UNIT = ("co2_cems_t", "co2_factor_t", "output_mwh", "intensity_t_mwh", "valid", "flag",
                 "reconciliation_diff_pct", "reconciliation_exceeded", "intensity_flag",
                 "intensity_n_valid", "co2_t", "basis", "output_t", "intensity_t_t", "co2e_t",
-                "gwp_set")
+                "gwp_set", "n_substituted")
 _ALLOWANCE = tuple(f.name for f in dataclasses.fields(AllowancePosition))
 # What OPC UA HistoryRead may read: table → its identifier column.
 _HISTORY_TABLES = {"source_minute": "source", "unit_minute": "unit", "source_hour": "source",
@@ -932,4 +934,4 @@ def _unit_period(row: Any) -> UnitPeriod:
                       _null_to_nan(output), _null_to_nan(intensity), bool(valid),
                       DataFlag[flag], _null_to_nan(diff), bool(exceeded), DataFlag[i_flag],
                       i_n, _null_to_nan(co2), basis, _null_to_nan(output_t),
-                      _null_to_nan(intensity_t_t), _null_to_nan(row[16]), row[17])
+                      _null_to_nan(intensity_t_t), _null_to_nan(row[16]), row[17], row[18])

@@ -6,7 +6,8 @@ stream (emission-factor method, with the factor version and the factors used), u
 RESULTS-streams.csv, RESULTS-units.csv and RESULTS-allowance.csv beside it. Every column
 names its unit (co2_t, flow_std_dry_m3_h, n_valid_min / n_valid_h / n_valid_d …).
 Stream and unit rows end with CO2e (compute/gases.py): a stream's ch4_t, n2o_t, gas, gas_t,
-co2e_t and gwp_set (the GWP set used), a unit's co2e_t and gwp_set.
+co2e_t and gwp_set (the GWP set used), a unit's co2e_t and gwp_set; a unit's row then
+n_substituted_h, the hours whose CO2 holds a substitute.
 
 SAMPLES.csv: header `timestamp,tag,value[,flag]`; timestamp ISO 8601 with offset, or
 epoch seconds; flag an HJ 212 letter, default N. The export writes ISO 8601 UTC with
@@ -728,7 +729,8 @@ def _unit_totals(config: CalculationConfig, start: datetime, end: datetime,
                               co2_t=factor if basis == "factor" else cems, basis=basis,
                               output_t=total if product else nan,
                               intensity_t_t=intensity if product else nan,
-                              co2e_t=_sum_or_nan(d.co2e_t for d in ds), gwp_set=_gwp_sets(ds)))
+                              co2e_t=_sum_or_nan(d.co2e_t for d in ds), gwp_set=_gwp_sets(ds),
+                              n_substituted=sum(d.n_substituted for d in ds)))
     return out
 
 
@@ -808,7 +810,7 @@ def _unit_header(level: str) -> tuple[str, ...]:
     return ("period_start", "unit", "co2_cems_t", "co2_factor_t", "output_mwh",
             "intensity_t_mwh", "intensity_flag", f"intensity_n_valid_{n}", "valid", "flag",
             "reconciliation_diff_pct", "reconciliation_exceeded", "co2_t", "basis",
-            "output_t", "intensity_t_t", "co2e_t", "gwp_set")
+            "output_t", "intensity_t_t", "co2e_t", "gwp_set", "n_substituted_h")
 
 
 def write_records(files: ResultFiles, plan: CalculationPlan, records: Iterable[PeriodRecords],
@@ -871,7 +873,7 @@ def write_records(files: ResultFiles, plan: CalculationPlan, records: Iterable[P
                           u.intensity_n_valid, int(u.valid), u.flag.name,
                           _num(u.reconciliation_diff_pct), int(u.reconciliation_exceeded),
                           _num(u.co2_t), u.basis, _num(u.output_t), _num(u.intensity_t_t),
-                          _num(u.co2e_t), u.gwp_set))
+                          _num(u.co2e_t), u.gwp_set, u.n_substituted))
         a = p.allowance
         if a is not None and p.allowance_at is not None:
             row("allowance", (start, _iso(p.allowance_at), site, _num(a.annual_t), _num(a.ytd_t),

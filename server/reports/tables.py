@@ -149,7 +149,9 @@ UNIT_COLUMNS = (
     Column("flag", "数据标记", "Flag (HJ 212)"),
     # CO2 + other gases · GWP (compute/gases.py), and the GWP set(s) used
     Column("co2e_t", "二氧化碳当量排放量(t)", "CO2e (t)"),
-    Column("gwp_set", "全球变暖潜势值版本", "GWP set"))
+    Column("gwp_set", "全球变暖潜势值版本", "GWP set"),
+    # Hours whose CO2 holds a substitute (a source's hour, a carbon balance's filled hour)
+    Column("substituted_h", "含替代数据小时数(h)", "Hours with substituted data (h)"))
 SITE_COLUMNS = (
     *PERIOD_COLUMNS, Column("site", "厂区", "Site"),
     Column("co2_cems_t", "CEMS二氧化碳排放量(t)", "CO2 by CEMS (t)"),
@@ -373,7 +375,8 @@ def unit_table(cfg: CalculationConfig, per: Periods, days: list[list[PeriodRecor
                          cell_num(_fsum(u.output_t for u in us)), cell_num(intensity_t),
                          cell_num(diff), bool(exceeded), valid_days, flag.name,
                          cell_num(_fsum(u.co2e_t for u in us)),
-                         ",".join(dict.fromkeys(u.gwp_set for u in us if u.gwp_set))))
+                         ",".join(dict.fromkeys(u.gwp_set for u in us if u.gwp_set)),
+                         sum(u.n_substituted for u in us)))
     return Table("units", "机组", "Units", UNIT_COLUMNS, rows)
 
 

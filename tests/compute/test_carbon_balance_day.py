@@ -153,7 +153,9 @@ def test_incomplete_hours_count_the_mean_balance_of_the_common_hours(tmp_path: P
     assert (bf.co2_factor_t, bf.co2_t, bf.valid, bf.flag) == (hand(440.0), hand(440.0),
                                                               True, DataFlag.N)
     assert bf.co2e_t == hand(440.0)  # no other gases
+    assert bf.n_substituted == 2  # hours 3 and 4 are estimates: an auditor sees how many
     assert (u1.co2_t, u1.valid) == (hand(U1_DAY_T), True)  # the CEMS unit: as before
+    assert u1.n_substituted == 0  # none of its source's hours was substituted
 
 
 def test_too_few_common_hours_leave_the_day_invalid(tmp_path: Path) -> None:
@@ -178,6 +180,7 @@ def test_hours_without_any_balance_stream_count_zero(tmp_path: Path) -> None:
     _, day = split(out)
     bf = day.units[1]
     assert (bf.co2_t, bf.valid, bf.flag) == (hand(22 * 5 * 44 / 12), True, DataFlag.N)
+    assert bf.n_substituted == 1  # hour 3; hours 10–11 count 0, nothing estimated
 
 
 def test_a_day_without_incomplete_hours_is_the_sum_of_its_streams(tmp_path: Path) -> None:
@@ -189,6 +192,7 @@ def test_a_day_without_incomplete_hours_is_the_sum_of_its_streams(tmp_path: Path
     bf = day.units[1]
     assert bf.co2_t == hand(22 * 5 * 44 / 12)
     assert bf.co2_t == math.fsum([coke.co2_t, gas.co2_t])
+    assert bf.n_substituted == 0
 
 
 def test_a_counter_stream_counts_by_its_day(tmp_path: Path) -> None:

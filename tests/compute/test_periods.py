@@ -138,6 +138,10 @@ def test_hours_with_mrr_substitute() -> None:
     assert math.isnan(sub.co2_measured_t)  # no valid minute; the substitute stays apart
     # Hour 4: the lookback (hours 1–3) has only 2 valid hours, still enough (min 2).
     assert s[4].co2_t == printed(196.96223, 5) and not s[4].substituted
+    # The unit's hours say which of them holds a substitute: hour 3 alone; so does its day.
+    assert [h.units[0].n_substituted for h in hours[:5]] == [0, 0, 0, 1, 0]
+    day = next(r for r in worked_day() if r.level == "day")
+    assert day.units[0].n_substituted == 1
 
 
 def test_day_totals_factor_method_and_reconciliation() -> None:

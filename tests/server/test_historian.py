@@ -438,7 +438,8 @@ async def test_co2e_and_other_gases_are_stored_and_an_old_historian_migrated(
                            0.0, "sf6-1", "ghg", True, DataFlag.N, 60, "", 0.0, 0.0, "SF6",
                            0.001, 23.9, "SAR")
         unit = dataclasses.replace(rec.units[0], co2_t=196.96223,
-                                   co2e_t=196.96223 + 1.0161288 + 23.9, gwp_set="SAR")
+                                   co2e_t=196.96223 + 1.0161288 + 23.9, gwp_set="SAR",
+                                   n_substituted=1)
         new = dataclasses.replace(rec, streams=(coal, sf6), units=(unit,))
         await h.on_period(new)
         old = await h.period_rows("stream", "hour", "U1_coal", HOUR0, HOUR1)
@@ -448,6 +449,7 @@ async def test_co2e_and_other_gases_are_stored_and_an_old_historian_migrated(
         assert repr(stored) == repr([new])
         (u,) = await h.period_rows("unit", "hour", "U1", HOUR1, HOUR1 + timedelta(hours=1))
         assert (u["co2e_t"], u["gwp_set"]) == (196.96223 + 1.0161288 + 23.9, "SAR")
+        assert u["n_substituted"] == 1
     finally:
         await h.stop()
 

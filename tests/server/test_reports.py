@@ -178,6 +178,8 @@ async def test_daily_report_figures_are_the_worked_day_and_the_historian(plant: 
         day.units[0].reconciliation_diff_pct)
     # CO2e: the stored day's (no other gas configured: its CO2), under the default set SAR
     assert (u1["CO2e (t)"], u1["GWP set"]) == (same(day.units[0].co2e_t), "SAR")
+    # The unit's day counts its source's substituted hour 3 as an hour with substituted data
+    assert u1["Hours with substituted data (h)"] == day.units[0].n_substituted == 1
     (stored_coal,) = [s for s in day.streams if s.stream == "U1_coal"]
     assert coal["CO2 by factor method (t)"] == same(stored_coal.co2_t)
     _, en_a, allowance = sheet_rows(body, "allowance")

@@ -300,7 +300,8 @@ async def test_periods_of_a_fuel_stream_and_a_unit_day_reconciliation(
         # 0.0020908 · 21 + 0.0031362 · 310 = 1.0161288 t under SAR: CO2e 216.0161288 t.
         day = UnitPeriod("U1", HOUR0, 215.0, 200.0, 600.0, 215.0 / 600.0, True, DataFlag.N,
                          reconciliation_diff_pct=7.5, reconciliation_exceeded=True,
-                         co2_t=215.0, co2e_t=216.0161288, gwp_set="SAR")
+                         co2_t=215.0, co2e_t=216.0161288, gwp_set="SAR",
+                         n_substituted=2)
         await h.on_period(PeriodRecords("day", HOUR0, HOUR0 + timedelta(days=1), (), (), (day,)))
         page = await _page(browser, 1600, 900)
         await _open(page, sink, "periods")
@@ -330,6 +331,8 @@ async def test_periods_of_a_fuel_stream_and_a_unit_day_reconciliation(
         row = page.locator("#period-table tbody tr").nth(0)
         await expect(row.locator('[data-field="co2_t"]')).to_have_text("215.000")
         await expect(row.locator('[data-field="co2e_t"]')).to_have_text("216.016")
+        # Two of its hours hold substituted data: the auditor sees how many.
+        await expect(row.locator('[data-field="n_substituted"]')).to_have_text("2")
     finally:
         await sink.stop()
         await h.stop()

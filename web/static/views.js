@@ -596,6 +596,8 @@
       ["output_mwh", "发电量", "Output", "MWh", 1], ["intensity_t_mwh", "排放强度", "Intensity", "t/MWh", 4],
       ["output_t", "产量", "Output", "t", 1], ["intensity_t_t", "排放强度", "Intensity", "t/t", 4],
       ["reconciliation_diff_pct", "对比偏差", "Reconciliation", "%", 2],
+      // hours whose CO2 holds a substitute (a source's hour, a carbon balance's filled hour)
+      ["n_substituted", "含替代小时", "Substituted hours", "h", 0],
     ],
     // A stream's unit of quantity is its own (t, 10⁴ m³, MWh, GJ): taken from its rows.
     // Decimals null: a text column.
