@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -259,7 +259,8 @@ class RecordKeeper:
     def __init__(self, plant: Plant, historian: Historian, audit: AuditLog,
                  live: PeriodCycle, calc: MinuteCalculator, publish: Publish,
                  minutes: MinuteCycle | None = None,
-                 publish_minutes: Callable[[RevisedMinutes], None] | None = None) -> None:
+                 publish_minutes: Callable[[RevisedMinutes], None] | None = None,
+                 settled: Callable[[], Awaitable[None]] | None = None) -> None:
         self.plant = plant
         self.config = plant.config
         self.historian = historian
@@ -270,6 +271,10 @@ class RecordKeeper:
         self.calc = calc
         self._publish = publish
         self._publish_minutes = publish_minutes  # corrected minutes, to InfluxDB
+        # Until the historian stored what the live server handed it: a recalculation reads
+        # the raw windows back, and one still queued (the last minute of an hour closed
+        # just before the entry, a loaded machine) would be left out of the revised hour.
+        self._settled = settled
         self._lock = asyncio.Lock()  # one entry applied at a time
         self._entries: list[Entry] = []
         self.plan: CalculationPlan = plant.plan()
@@ -758,6 +763,8 @@ class RecordKeeper:
         for _ in range(10):  # the live stage may close an hour meanwhile: catch up with it
             end = self.live.open_hour
             assert end is not None
+            if self._settled is not None:  # every minute before `end` stored
+                await self._settled()
             while a < end:
                 b = min(clock.next_day(a), end)
                 windows = [w for w in await h.raw_windows(a, b) if w[1].tags == tag_ids]

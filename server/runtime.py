@@ -231,7 +231,7 @@ class Runtime:
         self.records = RecordKeeper(plant, self.historian, self.audit, self.periods,
                                     MinuteCalculator(plan),
                                     self._publish_revised, self.cycle,
-                                    self._publish_revised_minutes)
+                                    self._publish_revised_minutes, self._historian_settled)
         # Reports (server/reports/): on demand over HTTP and on the plant file's schedule.
         from server.reports.definition import load_definitions
         from server.reports.engine import ReportMaker
@@ -682,14 +682,19 @@ class Runtime:
         finally:
             self._carbon_busy = False
 
+    async def _historian_settled(self) -> None:
+        """Until the historian stored every minute and period handed to it so far (5 s at
+        most): what reads them back (an entry's recalculation, the positions) needs them."""
+        for queued in self._sinks:
+            if queued.sink is self.historian:
+                await queued.drain()
+
     async def _carbon_position(self) -> None:
         """The current year's position and, until its deadline passed, the previous
         year's (whose surrender is due this year) for the deadline rules; a failure is
         logged once until it changes or the next position succeeds."""
         try:
-            for queued in self._sinks:
-                if queued.sink is self.historian:  # the hour or day just closed is stored
-                    await queued.drain()           # before the position reads it back
+            await self._historian_settled()  # the hour or day just closed, read back
             current = await self.assets.position()
             today = current.surrender_deadline - timedelta(days=current.days_to_deadline)
             due = None
@@ -715,9 +720,7 @@ class Runtime:
                                            for r in self._alarms.rules_config()):
             return
         try:
-            for queued in self._sinks:
-                if queued.sink is self.historian:  # the day just closed is stored first
-                    await queued.drain()
+            await self._historian_settled()  # the day just closed is stored first
             perf = await self.performance.performance()
             self._alarms.on_carbon_performance(perf, datetime.now(UTC))
         except Exception as exc:

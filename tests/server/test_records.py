@@ -366,3 +366,64 @@ async def test_recalculated_periods_reach_the_alarm_rules_only_as_the_latest(
     assert other.periods == [(r.level, r.t) for r in closed]
     assert alarms.periods == [("day", t0), ("hour", hours[-1].t)]
     assert uplink.periods == [("revised " + r.level, r.t) for r in closed]
+
+
+class _Records(_TakenRevised):
+    """A sink keeping the hours it is given: as closed live, and as recalculated."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.live: dict[datetime, PeriodRecords] = {}
+        self.revised: dict[datetime, PeriodRecords] = {}
+
+    async def on_period(self, records: PeriodRecords) -> None:
+        if records.level == "hour":
+            self.live[records.t] = records
+
+    async def on_revised_period(self, revised: RevisedPeriod) -> None:
+        if revised.records.level == "hour":
+            self.revised[revised.records.t] = revised.records
+
+
+@pytest.mark.long  # and this file's first test, 112 s: the file starts first
+@pytest.mark.timeout(180)
+async def test_an_entry_recalculates_with_the_minutes_still_queued_for_the_historian(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loaded machine (a slow disk): the historian writes the minutes later than they are
+    # calculated. An entry made just after an hour closed recalculated that hour from the
+    # raw windows stored so far, without its last minutes, and sent the lacking hour to
+    # every sink and into the live hours the day is made of. It now waits for the
+    # historian to store what it was handed.
+    from server import runtime as rt_mod
+    taken = _Records("records")
+    entry = rt_mod.SinkEntry("records", lambda c: True, lambda r, c, a: taken)
+    monkeypatch.setattr(rt_mod, "SINKS", (*rt_mod.SINKS, entry))
+    rt = Runtime(parse_plant(plant(tmp_path), "test"))
+    gate = asyncio.Event()
+    gate.set()
+    store_minute = rt.historian.on_minute
+
+    async def slow_minute(result: Any) -> None:
+        await gate.wait()
+        await store_minute(result)
+    monkeypatch.setattr(rt.historian, "on_minute", slow_minute)
+    await rt.start()
+    try:
+        hours = await wait_hours(rt, 1, 50.0)  # the first, maybe partial: to correct
+        assert hours
+        gate.clear()  # from now on the historian holds the minutes back
+        held = rt.periods.open_hour
+        async with asyncio.timeout(40):
+            while rt.periods.open_hour == held:
+                await asyncio.sleep(0.05)
+        assert held is not None and held in taken.live  # closed live, minutes not stored
+        asyncio.get_running_loop().call_later(1.0, gate.set)  # the disk catches up
+        await rt.records.enter("engineer", {
+            "kind": "correction", "target": "source:S1", "level": "hour",
+            "t": hours[0].t.isoformat(), "values": {"co2_t": 1000.0},
+            "reason": "analyser drift found at the monthly check"})
+    finally:
+        await rt.stop()
+    live, again = taken.live[held].sources[0], taken.revised[held].sources[0]
+    assert live.n_valid >= 45 and live.valid
+    assert (again.n_valid, again.co2_t, again.valid) == (live.n_valid, live.co2_t, True)
