@@ -231,8 +231,14 @@ def carbon_output_co2_t(quantity_t: float, c_tc_t: float, *, stream: str | None 
     The output side of the steel guidelines' E = (Σ Q_in · C_in − Σ Q_out · C_out) · 44/12:
     negative, so the balance is the sum of its input and output streams.
     """
-    return -(check_quantity("quantity_t", quantity_t, stream=stream)
-             * check_factor("c_tc_t", c_tc_t, stream=stream) * 44.0 / 12.0)
+    return _negated(check_quantity("quantity_t", quantity_t, stream=stream)
+                    * check_factor("c_tc_t", c_tc_t, stream=stream) * 44.0 / 12.0)
+
+
+def _negated(x: float) -> float:
+    """−x, but +0.0 for 0: SQLite keeps no sign of zero, so an hour without any export
+    stored 0.0 where its recalculation gave −0.0, and the two compared unequal."""
+    return 0.0 - x
 
 
 def carbon_balance_co2_t(inputs: Iterable[tuple[float, float]],
@@ -287,7 +293,7 @@ def electricity_export_co2_t(mwh: float, ef_tco2_mwh: float = EF_GRID_TCO2_MWH, 
     China's GHG accounting guidelines (steel, cement, lime and the power-grid-connected
     sectors): E_electricity = (purchased − exported) MWh · EF_grid.
     """
-    return -electricity_co2_t(mwh, ef_tco2_mwh, stream=stream)
+    return _negated(electricity_co2_t(mwh, ef_tco2_mwh, stream=stream))
 
 
 def heat_export_co2_t(gj: float, ef_tco2_gj: float = EF_HEAT_TCO2_GJ, *,
@@ -296,7 +302,7 @@ def heat_export_co2_t(gj: float, ef_tco2_gj: float = EF_HEAT_TCO2_GJ, *,
 
     China's GHG accounting guidelines: E_heat = (purchased − exported) GJ · EF_heat.
     """
-    return -heat_co2_t(gj, ef_tco2_gj, stream=stream)
+    return _negated(heat_co2_t(gj, ef_tco2_gj, stream=stream))
 
 
 def green_electricity_co2_t(mwh: float, ef_green_tco2_mwh: float, *,

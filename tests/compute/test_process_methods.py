@@ -151,6 +151,11 @@ def test_net_purchase_of_electricity_and_heat() -> None:
         165.0)
     assert fx.required_factors("electricity_export", "MWh") == ("ef_tco2_mwh",)
     assert fx.required_factors("heat_export", "GJ") == ("ef_tco2_gj",)
+    # Nothing exported is +0.0, never −0.0: SQLite stores no sign of zero, and an hour
+    # without any export then compared unequal with its recalculation (the steel demo).
+    for zero in (fx.electricity_export_co2_t(0.0), fx.heat_export_co2_t(0.0),
+                 fx.carbon_output_co2_t(0.0, 0.045)):
+        assert zero == 0.0 and math.copysign(1.0, zero) == 1.0
 
 
 def test_every_method_has_factors_and_a_formula_text() -> None:
