@@ -20,6 +20,7 @@ from compute.co2e_today import CO2eToday
 from compute.cycle import PAIRED_CO2, PAIRED_OUTPUT, MinuteCycle
 from compute.hour_co2 import HourCO2
 from compute.minute import MinuteCalculator
+from compute.performance import Performance
 from compute.periods import PeriodCycle, minute_batch, windows_batch
 from compute.tagstore import TagStore
 from compute.totals import Totals
@@ -35,6 +36,7 @@ from model.records import (
     SampleBlock,
     TagTable,
 )
+from model.times import MAX_YEAR, MIN_YEAR
 from server import heap
 from server.assets import AssetKeeper
 from server.audit import AuditLog
@@ -83,6 +85,7 @@ def _opcua(rt: Runtime, cfg: PlantConfig, alarms: AlarmSink) -> Sink:
 
     sink = OpcUaSink(cfg, alarms=alarms, audit=rt.audit, users=rt.users, history=rt.historian)
     rt.carbon_listeners.append(sink.on_carbon_position)  # Allowance.Holdings, .Deficit …
+    rt.performance_listeners.append(sink.on_carbon_performance)  # the Performance objects
     return sink
 
 
@@ -262,6 +265,8 @@ class Runtime:
         self._performance_error = ""
         self.carbon_listeners: list[Callable[[CompliancePosition, datetime],
                                              Awaitable[None]]] = []
+        self.performance_listeners: list[Callable[[Performance, datetime],
+                                                  Awaitable[None]]] = []
         self._carbon_busy = False
         self._carbon_again = False  # asked for while one was being computed
         self._carbon_error = ""
@@ -326,6 +331,7 @@ class Runtime:
 
         h = self.historian
         self.carbon_listeners.clear()  # the sinks built below add theirs
+        self.performance_listeners.clear()
         alarms = self._alarms = AlarmSink(
             cfg, on_delivery=lambda rec: self._spawn(h.record_delivery(rec)))
         sinks = [entry.build(self, cfg, alarms) for entry in SINKS if entry.wanted(cfg)]
@@ -436,6 +442,7 @@ class Runtime:
             self.assets.on_change = self._carbon_position_soon  # an entry: a new position
             await self._restore_periods()
             self._carbon_position_soon()  # clients and rules see the position at once
+            self._spawn(self._carbon_performance(rules=False))  # and OPC UA its performance
             await self._start_conformity_monitor()  # after the entries: lab factors apply
             for sim in create_simulators(self.config.devices, self.config.site.timezone):
                 await sim.start()
@@ -713,16 +720,26 @@ class Runtime:
         else:
             self._carbon_error = ""
 
-    async def _carbon_performance(self) -> None:
-        """The year's carbon performance once a day closed, to the carbon_performance rules;
-        a failure is logged once until it changes or the next one succeeds."""
-        if self._alarms is None or not any(r.get("kind") == "carbon_performance"
-                                           for r in self._alarms.rules_config()):
+    async def _carbon_performance(self, rules: bool = True) -> None:
+        """The year's carbon performance once a day closed (and at start), to the
+        carbon_performance rules (not at start: `rules`) and the listeners (OPC UA); a
+        failure is logged once until it changes or the next one succeeds."""
+        alarms = self._alarms if rules else None
+        if alarms is not None and not any(r.get("kind") == "carbon_performance"
+                                          for r in alarms.rules_config()):
+            alarms = None
+        if alarms is None and not self.performance_listeners:
             return
+        if not MIN_YEAR <= self.clock.scaled_local(datetime.now(UTC)).year <= MAX_YEAR:
+            return  # a clock sped up past 2100 (tests, demos): no year a target can name
         try:
             await self._historian_settled()  # the day just closed is stored first
             perf = await self.performance.performance()
-            self._alarms.on_carbon_performance(perf, datetime.now(UTC))
+            t = datetime.now(UTC)
+            if alarms is not None:
+                alarms.on_carbon_performance(perf, t)
+            for listener in list(self.performance_listeners):
+                await listener(perf, t)
         except Exception as exc:
             text = f"{type(exc).__name__}: {exc}"
             if text != self._performance_error:

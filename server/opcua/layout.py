@@ -8,10 +8,12 @@ path so that they stay the same across restarts)::
                                     U1.CO2LastHour, U1.CO2eLastHour, U1.CO2eDay (CO2e)
                                     U1.CO2eToday (CO2Today + the closed hours' other gases)
                                     U1.CO2RelUncertaintyHour / Day / YTD
+        Performance/                U1.Performance.TargetYTD, .DeviationYTD, .VsBaseline …
         Sources/<source>/           U1.S1.CO2Minute, U1.S1.CO2Hour, U1.S1.DataFlag …
       Allowance/                    Allowance.Annual, Allowance.ForecastYearEnd …
                                     Allowance.Holdings, .Deficit, .ForecastDeficit … (ledger)
       Totals/                       Totals.CO2RelUncertaintyHour / Day / YTD (the site's)
+      Performance/                  Performance.TargetYTD … (the site's carbon performance)
       Tags/<device>/<tag>           Tags.cems1.s1_co2
       Alarms/<rule>                 Alarms.s1_rate (an AlarmConditionType)
 
@@ -19,8 +21,9 @@ Minute values change every minute; CO2Hour with every closed hour (the hour's va
 substituted if invalid), the unit's day values with every closed day, the allowance
 position at the end of every hour, the units' and the site's CO2 uncertainty of the hour
 and the year to date with every closed hour and of the day with every closed day
-(server/opcua/uncertainty.py). Each carries the start of its period (the allowance:
-the time it refers to) as source timestamp. A value that is missing (NaN) carries
+(server/opcua/uncertainty.py), the carbon performance at start and with every closed
+day. Each carries the start of its period (the allowance: the time it refers to) as
+source timestamp. A value that is missing (NaN) carries
 BadWaitingForInitialData or its flag's Bad status, never Good (value_status). Names and
 descriptions are kept in English and Chinese (NodeTexts); server.opcua.locales answers
 each session in the language of its LocaleIds.
@@ -43,6 +46,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from compute.assets import CompliancePosition
 from compute.boundaries import Node, tree_of
+from compute.performance import SITE, Progress
 from compute.uncertainty import Components, components_rel_pct
 from model.errors import ConfigError
 from model.flags import DataFlag
@@ -104,6 +108,7 @@ _UNIT_LIST = (
     EngineeringUnit("MWh", "MWH", "megawatt hour"),
     EngineeringUnit("MW", "MAW", "megawatt"),
     EngineeringUnit("t/MWh", None, "tonne per megawatt hour"),
+    EngineeringUnit("t/t", None, "tonne per tonne"),  # CO2 per t of product
     EngineeringUnit("°C", "CEL", "degree Celsius"),
     EngineeringUnit("Pa", "PAL", "pascal"),
     EngineeringUnit("kPa", "KPA", "kilopascal"),
@@ -288,6 +293,38 @@ UNIT_HOUR_VARS: tuple[tuple[VarSpec, Callable[[UnitPeriod], float]], ...] = (
      attrgetter("co2e_t")),
 )
 
+# Carbon performance of the year to date (compute/performance.py): against the output-
+# normalised baseline and the targets, per unit and for the site, written whenever the
+# runtime computes it (at start and after each closed day). Tonnes and percentages here;
+# the intensities (PERFORMANCE_INTENSITY_VARS) in the output's unit, t/MWh or t/t.
+PERFORMANCE_VARS: tuple[tuple[VarSpec, Callable[[Progress], float]], ...] = (
+    (VarSpec("CO2YTD", "t", "CO2 this year by the performance basis", "本年累计CO2排放量"),
+     attrgetter("co2_ytd_t")),
+    (VarSpec("TargetYTD", "t", "Target emissions to date (the year's, prorated by days)",
+             "截至目前目标排放量"), attrgetter("target_ytd_t")),
+    (VarSpec("DeviationYTD", "t", "CO2 to date above (+) or below (−) the target to date",
+             "截至目前偏离目标量"), attrgetter("deviation_ytd_t")),
+    (VarSpec("DeviationYTDPercent", "%", "Deviation from the target to date",
+             "截至目前偏离目标比例"), attrgetter("deviation_ytd_pct")),
+    (VarSpec("TargetUsedPercent", "%", "Share of the year's target emitted",
+             "年度目标使用率"), attrgetter("target_used_pct")),
+    (VarSpec("DeviationQTD", "t", "CO2 this quarter above (+) or below (−) its target to date",
+             "本季度偏离目标量"), attrgetter("deviation_qtd_t")),
+    (VarSpec("VsBaseline", "t", "CO2 to date above (+) or below (−) the baseline normalised "
+             "by output", "较基准年（按产量折算）增减量"), attrgetter("vs_baseline_t")),
+    (VarSpec("VsBaselinePercent", "%", "CO2 to date against the normalised baseline",
+             "较基准年（按产量折算）增减比例"), attrgetter("vs_baseline_pct")),
+)
+PERFORMANCE_INTENSITY_VARS: tuple[tuple[str, str, str, Callable[[Progress], float]], ...] = (
+    ("IntensityYTD", "CO2 intensity this year", "本年碳排放强度", attrgetter("intensity_ytd")),
+    ("TargetIntensity", "Intensity target of the year", "年度强度目标",
+     attrgetter("target_intensity")),
+)
+PERFORMANCE_INTENSITY_PCT = (
+    VarSpec("IntensityDeviationPercent", "%", "Intensity above (+) or below (−) its target",
+            "强度偏离目标比例"), attrgetter("intensity_deviation_pct"))
+
+
 # A process (accounting unit) of the site's boundaries (compute/boundaries.py): its
 # facilities' CO2 and CO2e rolled up, and its share of the site, per closed hour and day.
 PROCESS_VARS: dict[str, tuple[tuple[VarSpec, Callable[[Node], float]], ...]] = {
@@ -439,6 +476,9 @@ class _Layout:
         default_factory=list)  # the Allowance object's compliance-position variables
     hours: dict[str, ua.NodeId] = field(default_factory=dict)  # source → its CO2Hour
     unit_co2e_today: dict[str, ua.NodeId] = field(default_factory=dict)  # unit → CO2eToday
+    # unit id (or compute.performance.SITE) → its Performance variables with their getters
+    performance: dict[str, list[tuple[ua.NodeId, Callable[[Progress], float]]]] = field(
+        default_factory=dict)
     # unit → its CO2LastHour and CO2eLastHour with their getters
     unit_hours: dict[str, list[tuple[ua.NodeId, Callable[[UnitPeriod], float]]]] = field(
         default_factory=dict)
@@ -558,6 +598,20 @@ def build_layout(cfg: PlantConfig, ns: int) -> _Layout:
         return _build_layout(cfg, ns)
 
 
+def _performance(b: _Builder, parent: ua.NodeId, path: str, intensity_unit: str | None,
+                 what: str) -> list[tuple[ua.NodeId, Callable[[Progress], float]]]:
+    """A Performance object under `parent` (NodeIds `path`.<name>) and its variables."""
+    node = b.obj(parent, path, "Performance", "Carbon performance", "碳绩效", what=what,
+                 folder=False)
+    specs = list(PERFORMANCE_VARS)
+    if intensity_unit is not None:
+        specs += [(VarSpec(name, intensity_unit, en, zh), get)
+                  for name, en, zh, get in PERFORMANCE_INTENSITY_VARS]
+        specs.append(PERFORMANCE_INTENSITY_PCT)
+    return [(b.variable(node, f"{path}.{spec.name}", spec, what=what), get)
+            for spec, get in specs]
+
+
 async def build_layout_async(cfg: PlantConfig, ns: int) -> _Layout:
     """build_layout in a worker thread: seconds for a plant of 100 000 raw tags, during
     which the event loop keeps running."""
@@ -579,6 +633,11 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                       get) for spec, get in ALLOWANCE_VARS]
     out.carbon = [(b.variable(allowance, f"Allowance.{spec.name}", spec, what="allowance"),
                    get) for spec, get in CARBON_VARS]
+    # The site's intensity only when its units' outputs add up (all MWh, or all t).
+    kinds = {u.output.unit for u in cfg.units}
+    out.performance[SITE] = _performance(b, site, "Performance",
+                                         f"t/{kinds.pop()}" if len(kinds) == 1 else None,
+                                         "the site's Performance object")
     tags = b.obj(site, "Tags", "Tags", "Tags", "现场原始数据", what="the Tags folder",
                  folder=True)
     out.site = site
@@ -614,6 +673,8 @@ def _build_layout(cfg: PlantConfig, ns: int) -> _Layout:
                                                     what=upath)
         uflag = b.variable(unode, f"{unit.id}.{DATA_FLAG.name}", DATA_FLAG, what=upath)
         out.units[unit.id] = (uwrites, uflag)
+        out.performance[unit.id] = _performance(b, unode, f"{unit.id}.Performance",
+                                                f"t/{unit.output.unit}", upath)
         sources = b.obj(unode, f"{unit.id}.Sources", "Sources", "Sources", "排放源",
                         what=f"the Sources folder of {upath}", folder=True)
         for j, src in enumerate(unit.sources):

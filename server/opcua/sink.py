@@ -23,6 +23,7 @@ from compute.assets import CompliancePosition
 from compute.boundaries import rollup, tree_of
 from compute.clock import PlantClock
 from compute.co2e_today import CO2eToday
+from compute.performance import Performance
 from model.errors import SinkError, os_error_text
 from model.flags import DataFlag
 from model.protocols import ActionAuditor, AlarmControl, Authenticator
@@ -392,6 +393,24 @@ class OpcUaSink:
                                value_status(float(get(position)), _GOOD), SourceTimestamp=ts,
                                ServerTimestamp=now))
             for nid, get in self._layout.carbon)
+
+    async def on_carbon_performance(self, perf: Performance, t: datetime | None = None) -> None:
+        """Write the year's carbon performance (the units' and the site's Performance
+        objects), as of `t` (default now), in one block: Good unless missing (NaN: no
+        target or baseline configured, no output to date)."""
+        writer = self._value_writer()
+        now = _ts(datetime.now(UTC))
+        ts = _ts(t) if t is not None else now
+        items: list[tuple[ua.NodeId, ua.DataValue]] = []
+        for ident, writes in self._layout.performance.items():
+            row = perf.row(ident)
+            if row is None:
+                continue
+            items += [(nid, ua.DataValue(ua.Variant(float(get(row)), ua.VariantType.Double),
+                                         value_status(float(get(row)), _GOOD),
+                                         SourceTimestamp=ts, ServerTimestamp=now))
+                      for nid, get in writes]
+        await writer.write_nodes(items)
 
     async def on_samples(self, block: SampleBlock) -> None:
         """Write the latest value of each raw tag in the block; unknown tags are ignored."""
