@@ -121,6 +121,13 @@ _QUEUE_SIZE = 10_000  # alarm transitions waiting to be published
 _Rec = TypeVar("_Rec", SourceMinute, UnitMinute)
 
 
+
+def _figure(value: float, ts: ua.DateTime, now: ua.DateTime) -> ua.DataValue:
+    """An accounting figure (no flag of its own) as a DataValue: Good unless NaN."""
+    return ua.DataValue(ua.Variant(float(value), ua.VariantType.Double),
+                        value_status(float(value), _GOOD), SourceTimestamp=ts,
+                        ServerTimestamp=now)
+
 class OpcUaSink:
     """Sink that serves the plant's results, raw tags and alarms over OPC UA (asyncua server).
 
@@ -388,11 +395,8 @@ class OpcUaSink:
         writer = self._value_writer()
         now = _ts(datetime.now(UTC))
         ts = _ts(t) if t is not None else now
-        await writer.write_nodes(
-            (nid, ua.DataValue(ua.Variant(float(get(position)), ua.VariantType.Double),
-                               value_status(float(get(position)), _GOOD), SourceTimestamp=ts,
-                               ServerTimestamp=now))
-            for nid, get in self._layout.carbon)
+        await writer.write_nodes((nid, _figure(get(position), ts, now))
+                                 for nid, get in self._layout.carbon)
 
     async def on_carbon_performance(self, perf: Performance, t: datetime | None = None) -> None:
         """Write the year's carbon performance (the units' and the site's Performance
@@ -401,16 +405,10 @@ class OpcUaSink:
         writer = self._value_writer()
         now = _ts(datetime.now(UTC))
         ts = _ts(t) if t is not None else now
-        items: list[tuple[ua.NodeId, ua.DataValue]] = []
-        for ident, writes in self._layout.performance.items():
-            row = perf.row(ident)
-            if row is None:
-                continue
-            items += [(nid, ua.DataValue(ua.Variant(float(get(row)), ua.VariantType.Double),
-                                         value_status(float(get(row)), _GOOD),
-                                         SourceTimestamp=ts, ServerTimestamp=now))
-                      for nid, get in writes]
-        await writer.write_nodes(items)
+        await writer.write_nodes(
+            (nid, _figure(get(row), ts, now))
+            for ident, writes in self._layout.performance.items()
+            if (row := perf.row(ident)) is not None for nid, get in writes)
 
     async def on_samples(self, block: SampleBlock) -> None:
         """Write the latest value of each raw tag in the block; unknown tags are ignored."""
