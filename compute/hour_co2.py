@@ -14,7 +14,7 @@ it). The hours counted are kept for the plant year, ≤ 8 784 figures a unit.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from compute.clock import PlantClock
@@ -39,6 +39,26 @@ class HourCO2:
         for unit in records.units:
             if unit.unit in self.units:
                 self.count(unit.unit, records.t, unit.co2_t)
+
+    def seed(self, unit: str, hours: Iterable[tuple[datetime, float | None]],
+             now: datetime) -> None:
+        """A restart: `unit`'s stored hours (start, co2_t) of the plant year before `now`,
+        counted, and into the totals with one correction for the days before today and one
+        for today (not one per hour: each would cost the minute thread a clock lookup)."""
+        self._year = self._clock.year_start(now)
+        d0 = self._clock.day_start(now)
+        earlier, today, first = 0.0, 0.0, None
+        for t, co2_t in hours:
+            value = co2_t if co2_t is not None and math.isfinite(co2_t) else 0.0
+            self._counted[(unit, t)] = value
+            if t >= d0:
+                today += value
+            else:
+                earlier += value
+                first = first or t
+        if first is not None:
+            self._totals.correct(f"{unit}.co2_kg", first, earlier * 1000.0)
+        self._totals.correct(f"{unit}.co2_kg", d0, today * 1000.0)
 
     def count(self, unit: str, t: datetime, co2_t: float | None) -> None:
         """`unit`'s hour starting at `t` has `co2_t` (None, NaN: no value, counts 0)."""

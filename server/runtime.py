@@ -566,8 +566,8 @@ class Runtime:
         now = datetime.now(UTC)
         start = self.clock.year_start(now)
         for unit in sorted(self.hour_co2.units):  # ≤ 8 784 rows a unit, once at start
-            for row in await self.historian.period_rows("unit", "hour", unit, start, now):
-                self.hour_co2.count(unit, row["t"], row["co2_t"])
+            rows = await self.historian.period_rows("unit", "hour", unit, start, now)
+            self.hour_co2.seed(unit, ((r["t"], r["co2_t"]) for r in rows), now)
 
     async def _seed_co2e_today(self) -> None:
         """The units' stored hours of today into the sinks' CO2eToday (OPC UA, web): after a

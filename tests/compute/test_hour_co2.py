@@ -66,3 +66,17 @@ def test_a_new_year_starts_the_count_again_and_a_past_years_hour_is_left() -> No
     hc.count("LK", y1 - H, 7.0)  # 2026's last hour, closed after 2027 began
     r = totals.add("LK.co2_kg", y1 + H, math.nan)
     assert (r.day, r.year) == (10_000.0, 10_000.0)
+
+
+def test_seeded_hours_count_once_and_a_revision_after_the_restart_by_its_difference() -> None:
+    d1 = datetime(2026, 12, 8, tzinfo=UTC)
+    now = d1 + 3 * H
+    totals, hc = counting(now)
+    # Stored: yesterday 23:00 20 t, today 00:00 and 01:00 26.307 … t each, 02:00 no value.
+    hc.seed("LK", [(d1 - H, 20.0), (d1, LK_HOUR_T), (d1 + H, LK_HOUR_T), (d1 + 2 * H, None)],
+            now)
+    r = totals.add("LK.co2_kg", now, math.nan)
+    assert (r.day, r.year) == (2 * LK_HOUR_T * 1000, (20.0 + 2 * LK_HOUR_T) * 1000)
+    hc.count("LK", d1, 30.0)  # an entry after the restart recalculates 00:00: 30 t
+    r = totals.add("LK.co2_kg", now + timedelta(minutes=1), math.nan)
+    assert r.day == (30.0 + LK_HOUR_T) * 1000 and r.year == (50.0 + LK_HOUR_T) * 1000
